@@ -1,0 +1,1 @@
+"""Pydantic models of every message and row, topic names and JSON Schema export."""

@@ -1,0 +1,1 @@
+"""Database access: migrations, batched COPY writers and readers."""

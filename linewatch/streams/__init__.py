@@ -1,0 +1,1 @@
+"""The Faust app, its agents, producers, sinks, replay and simulators."""
