@@ -139,12 +139,16 @@ def register(name: str) -> Callable[[type], type]:
 
 
 def registered() -> dict[str, type]:
-    """All registered detectors by name (importing :mod:`linewatch.detectors.catalog` fills it)."""
+    """All registered detectors by name."""
+    import linewatch.detectors.catalog  # noqa: F401 - fills the registry on first use
+
     return dict(_REGISTRY)
 
 
 def get_detector(name: str) -> type:
     """Look a detector class up by name, listing the known names when it is not there."""
+    if name not in _REGISTRY:
+        import linewatch.detectors.catalog  # noqa: F401 - fills the registry on first use
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "(none imported)"
         raise KeyError(f"unknown detector {name!r}; known detectors: {known}")

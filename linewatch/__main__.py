@@ -1,0 +1,5 @@
+"""``python -m linewatch`` = the ``linewatch`` command."""
+
+from linewatch.cli import main
+
+main()

@@ -1,0 +1,324 @@
+"""The ``linewatch`` command line.
+
+Every command reads the settings once (environment, ``--config`` file, defaults) and passes
+them down. Commands that need a broker or a database start embedded ones when no URL is
+configured, and stop them on exit, Ctrl-C or error.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from linewatch.config import Settings, load_settings
+from linewatch.errors import ConfigError, InfrastructureError, LinewatchError
+
+app = typer.Typer(
+    name="linewatch",
+    help="Streaming multimodal process monitoring for manufacturing lines.\n\n"
+    "Start with `linewatch demo`: it runs the whole system on this machine with a simulated plant.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema: migrations for PostgreSQL and TimescaleDB.", no_args_is_help=True)
+simulate_app = typer.Typer(help="Simulated plants with labelled faults.", no_args_is_help=True)
+train_app = typer.Typer(help="Fit models on known-good data and register them as versions.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print figures (throughput, latency, limits).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(simulate_app, name="simulate")
+app.add_typer(train_app, name="train")
+app.add_typer(bench_app, name="bench")
+
+console = Console(stderr=True)
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML settings file (see `linewatch config`).")]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    return load_settings(config, **overrides)
+
+
+@app.command("config")
+def config_cmd(config: ConfigOption = None) -> None:
+    """Print the effective configuration (secrets masked) and where each part runs."""
+    s = _settings(config)
+    table = Table(title="linewatch configuration", show_header=True)
+    table.add_column("setting")
+    table.add_column("value")
+    for key, value in s.masked().items():
+        table.add_row(key, "(embedded)" if value is None else str(value))
+    Console().print(table)
+
+
+@db_app.command("migrate")
+def db_migrate(config: ConfigOption = None) -> None:
+    """Apply pending SQL migrations (idempotent; records what ran in schema_migrations)."""
+    from linewatch.embedded.stack import Stack
+    from linewatch.storage.migrations import migrate
+
+    s = _settings(config)
+    with Stack(s) as stack:
+        result = migrate(stack.database_url)
+    console.print(f"applied: {', '.join(result.applied) or 'nothing new'}")
+    console.print(f"already applied: {len(result.already)}; database: "
+                  f"{'TimescaleDB' if result.timescale else 'plain PostgreSQL (Timescale features off)'}")
+    if result.changed:
+        console.print(f"[yellow]changed after they ran (not re-applied): {', '.join(result.changed)}; "
+                      "write a new migration instead of editing an applied one")
+
+
+@app.command("worker")
+def worker_cmd(
+    config: ConfigOption = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warn, error or crit")] = None,
+) -> None:
+    """Run the Faust worker: consume input topics, score, persist and publish.
+
+    Needs LINEWATCH_BROKER_URL and LINEWATCH_DATABASE_URL (or `linewatch up` running elsewhere);
+    start several with the same app id to share partitions.
+    """
+    from linewatch.streams.worker import run_worker
+
+    s = _settings(config)
+    if s.embedded_broker or s.embedded_database:
+        raise ConfigError(
+            "the worker needs an existing broker and database: set LINEWATCH_BROKER_URL and "
+            "LINEWATCH_DATABASE_URL (for a local pair, run `linewatch up` and copy what it prints)"
+        )
+    run_worker(s, bootstrap=s.broker_url.removeprefix("kafka://"),  # type: ignore[union-attr]
+               database_url=s.database_url.get_secret_value(), loglevel=log_level)  # type: ignore[union-attr]
+
+
+@app.command("up")
+def up_cmd(config: ConfigOption = None) -> None:
+    """Start the embedded broker and PostgreSQL, migrate, print their URLs and wait for Ctrl-C."""
+    from linewatch.embedded.stack import Stack
+    from linewatch.storage.migrations import migrate
+    from linewatch.streams.kafka import ensure_topics
+
+    s = _settings(config)
+    with Stack(s) as stack:
+        ensure_topics(stack.bootstrap, partitions=s.topic_partitions)
+        migrate(stack.database_url)
+        print(f"export LINEWATCH_BROKER_URL={stack.bootstrap}")
+        print(f"export LINEWATCH_DATABASE_URL={stack.database_url}", flush=True)
+        console.print("embedded services are up; Ctrl-C stops them")
+        _wait_for_signal()
+
+
+def _wait_for_signal() -> None:
+    stopping = {"flag": False}
+
+    def handler(*_: object) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stopping["flag"]:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+
+
+@simulate_app.command("spc")
+def simulate_spc_cmd(
+    config: ConfigOption = None,
+    parts: Annotated[int, typer.Option(help="how many parts to produce")] = 10_000,
+    fault_fraction: Annotated[float, typer.Option(help="share of parts inside fault episodes")] = 0.15,
+    rate: Annotated[float | None, typer.Option(help="parts per second; default as fast as possible")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    csv: Annotated[Path | None, typer.Option(help="write parts with ground truth to this CSV instead")] = None,
+) -> None:
+    """Simulate a machining line (correlated characteristics, labelled faults) onto the `spc` topic.
+
+    With --csv, write the parts and their ground-truth `fault` column to a file instead, e.g. to try
+    `linewatch backtest csv`.
+    """
+    from linewatch.simulation.spc import simulate_spc
+
+    sim = simulate_spc(n_parts=parts, seed=seed, fault_fraction=fault_fraction)
+    if csv is not None:
+        _write_sim_csv(sim, csv)
+        console.print(f"wrote {len(sim)} parts to {csv} (label column: fault; 'none' = normal)")
+        return
+    from linewatch.embedded.stack import Stack
+    from linewatch.streams.kafka import ensure_topics
+    from linewatch.streams.producer import produce_spc
+
+    s = _settings(config)
+    if s.embedded_broker:
+        raise ConfigError("set LINEWATCH_BROKER_URL to the broker to produce to (or use --csv)")
+    with Stack(s) as stack:
+        ensure_topics(stack.bootstrap, partitions=s.topic_partitions)
+        from rich.progress import Progress
+
+        with Progress(console=console) as progress:
+            task = progress.add_task("producing parts", total=parts)
+            n = produce_spc(stack.bootstrap, sim.records(), rate_per_s=rate,
+                            progress=lambda k: progress.update(task, completed=k))
+    console.print(f"produced {n} parts to {stack.bootstrap}")
+
+
+def _write_sim_csv(sim, path: Path) -> None:
+    import csv as csvlib
+
+    with path.open("w", newline="") as f:
+        w = csvlib.writer(f)
+        w.writerow(["ts", "asset_id", "part_id", *sim.feature_names, "fault"])
+        for i in range(len(sim)):
+            w.writerow([str(sim.ts[i]) + "Z", sim.asset_id[i], sim.part_id[i],
+                        *(f"{v:.6f}" for v in sim.X[i]), sim.fault[i]])
+
+
+@train_app.command("spc")
+def train_spc_cmd(
+    source: Annotated[str, typer.Option("--from", help="CSV/Parquet file of known-good parts, or 'simulated'")],
+    config: ConfigOption = None,
+    columns: Annotated[str | None, typer.Option(help="comma-separated characteristics (default: numeric)")] = None,
+    detector: Annotated[str, typer.Option(help="registered detector name")] = "robust_mahalanobis",
+    target_far: Annotated[float | None, typer.Option(help="false alarms per normal part, e.g. 0.001")] = None,
+    calibration: Annotated[str, typer.Option(help="empirical, pot or auto")] = "auto",
+    asset: Annotated[str, typer.Option(help="asset this model is for ('*' = any)")] = "*",
+    sku: Annotated[str, typer.Option(help="SKU this model is for ('*' = any)")] = "*",
+    sep: Annotated[str, typer.Option(help="CSV field separator")] = ",",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Fit an SPC model on known-good parts, save it as a new version and make workers use it."""
+    import numpy as np
+
+    from linewatch.embedded.stack import Stack
+    from linewatch.storage.migrations import migrate
+    from linewatch.training import train_and_register
+
+    s = _settings(config)
+    if source == "simulated":
+        from linewatch.simulation.spc import simulate_spc
+
+        sim = simulate_spc(n_parts=20_000, seed=seed, fault_fraction=0.0)
+        X, names = sim.X, list(sim.feature_names)
+    else:
+        X, names = _read_table(Path(source), columns, sep)
+    with Stack(s) as stack:
+        migrate(stack.database_url)
+        bundle, ref = train_and_register(
+            np.asarray(X), feature_names=names, database_url=stack.database_url, model_dir=s.model_dir,
+            detector=detector, calibration=calibration, target_far=target_far or s.target_far, seed=seed,
+            scope_asset=asset, scope_sku=sku,
+        )
+    console.print(f"model {ref.model_id}@{ref.version}: {bundle.detector_name} on {len(X)} rows x "
+                  f"{len(names)} characteristics, threshold {bundle.threshold:.2f} (-log10 p), "
+                  f"saved to {ref.artifact_path}")
+
+
+def _read_table(path: Path, columns: str | None, sep: str):
+    import numpy as np
+
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist")
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ConfigError("reading Parquet needs pandas and pyarrow: pip install pandas pyarrow") from e
+        frame = pd.read_parquet(path)
+        names = columns.split(",") if columns else [c for c in frame.columns if frame[c].dtype.kind in "fi"]
+        return frame[names].to_numpy(dtype=float), names
+    import csv as csvlib
+
+    with path.open(newline="") as f:
+        reader = csvlib.DictReader(f, delimiter=sep)
+        rows = list(reader)
+    if not rows:
+        raise ConfigError(f"{path} has no data rows")
+    header = list(rows[0])
+    if columns:
+        names = columns.split(",")
+        missing = [c for c in names if c not in header]
+        if missing:
+            raise ConfigError(f"columns {missing} are not in {path}; it has {header}")
+    else:
+        names = [c for c in header if _is_number(rows[0][c])]
+    try:
+        X = np.array([[float(r[c]) for c in names] for r in rows])
+    except ValueError as e:
+        raise ConfigError(f"non-numeric value in {path}: {e}; choose numeric columns with --columns") from e
+    return X, names
+
+
+def _is_number(v: str | None) -> bool:
+    try:
+        float(v or "")
+        return True
+    except ValueError:
+        return False
+
+
+@app.command("demo")
+def demo_cmd(
+    config: ConfigOption = None,
+    seconds: Annotated[float, typer.Option(help="approximate run time, setup included")] = 60.0,
+    rate: Annotated[float, typer.Option(help="simulated parts per second")] = 200.0,
+    seed: Annotated[int, typer.Option()] = 7,
+    summary_json: Annotated[Path | None, typer.Option(help="also write the summary as JSON here")] = None,
+) -> None:
+    """Run everything on this machine: broker, PostgreSQL, worker and a simulated plant with faults.
+
+    Ends with a table of what was detected per injected fault type, the false alarms on normal
+    parts and the dead letters; leaves no process behind.
+    """
+    from linewatch.demo import run_demo, write_summary
+
+    s = _settings(config)
+    result = run_demo(s, seconds=seconds, rate=rate, seed=seed, console=console)
+    if summary_json is not None:
+        write_summary(result.summary, summary_json)
+        console.print(f"summary written to {summary_json}")
+    if not result.ok:
+        console.print("[red]the demo did not complete as expected; see the table above and .linewatch/logs/")
+        raise typer.Exit(1)
+
+
+@bench_app.command("e2e")
+def bench_e2e_cmd(
+    config: ConfigOption = None,
+    modality: Annotated[str, typer.Option(help="which input path to measure")] = "spc",
+    seconds: Annotated[float, typer.Option(help="rough budget; sets how many records are pre-filled")] = 30.0,
+    records: Annotated[int | None, typer.Option(help="exact number of records (overrides --seconds)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here as JSON")] = None,
+) -> None:
+    """End-to-end throughput and latency through broker, worker and database, next to the limits
+    of bare confluent-kafka and bare Faust measured in the same run on the same messages."""
+    from linewatch.bench_e2e import run_bench_e2e
+
+    if modality != "spc":
+        raise ConfigError(f"modality {modality!r} has no end-to-end benchmark yet; available: spc")
+    s = _settings(config)
+    figures = run_bench_e2e(s, seconds=seconds, records=records, console=console)
+    print(json.dumps(figures, indent=2))
+    if json_out is not None:
+        json_out.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+BACKTEST_MOUNT = "linewatch.backtest.cli"
+
+
+def main() -> None:
+    try:
+        app()
+    except (ConfigError, InfrastructureError) as e:
+        console.print(f"[red]error:[/] {e}")
+        sys.exit(2 if isinstance(e, ConfigError) else 3)
+    except LinewatchError as e:
+        console.print(f"[red]error:[/] {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("interrupted; embedded services stopped")
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Local services for a machine with no Docker and no root: a Kafka-protocol broker and PostgreSQL."""

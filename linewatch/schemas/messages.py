@@ -1,0 +1,251 @@
+"""Pydantic models of every message on every topic (schema version 1).
+
+These models are the contract with plant-wide consumers: JSON Schema files generated from
+them live in ``linewatch/schemas/jsonschema/`` and a test fails when they go stale. Rules
+that hold everywhere:
+
+- timestamps are timezone-aware UTC (naive ones are rejected, not guessed);
+- unknown fields are rejected (``extra="forbid"``): a misspelt field is a data error, not a
+  silently dropped value;
+- NaN and infinity are rejected in every float;
+- every input event has a deterministic ``event_id`` derived from its natural key.
+
+Binary payloads (images, samples) do not travel inside JSON: see :mod:`.envelope`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from linewatch.schemas.ids import event_id
+
+SCHEMA_VERSION = 1
+#: Identifiers (asset, sensor, SKU, part) stay short enough to index and to show on a dashboard.
+MAX_ID_LENGTH = 128
+#: A plant SPC record with more characteristics than this is a producer bug, not a part.
+MAX_CHARACTERISTICS = 512
+#: Measurements beyond this magnitude are unit or encoding errors (no gauge reads 1e12 mm).
+MAX_ABS_VALUE = 1e12
+
+
+def _utc(v: datetime) -> datetime:
+    if v.tzinfo is None or v.utcoffset() is None:
+        raise ValueError("timestamp must carry a timezone (e.g. 2026-01-01T08:00:00Z); naive times are ambiguous")
+    return v.astimezone(UTC)
+
+
+def _finite(v: float) -> float:
+    if not abs(v) <= MAX_ABS_VALUE:
+        raise ValueError(f"value {v!r} is not a finite number within ±{MAX_ABS_VALUE:g}")
+    return v
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f]+$")]
+Measurement = Annotated[float, AfterValidator(_finite)]
+
+
+class Message(BaseModel):
+    """Common config: strict about unknown fields and non-finite numbers, immutable once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, ser_json_bytes="base64")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class SpecLimit(BaseModel):
+    """Engineering specification for one characteristic; either side may be absent (one-sided specs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    lsl: Measurement | None = None
+    usl: Measurement | None = None
+    target: Measurement | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpecLimit:
+        if self.lsl is not None and self.usl is not None and self.lsl >= self.usl:
+            raise ValueError(f"lsl ({self.lsl}) must be below usl ({self.usl})")
+        return self
+
+
+class SpcRecord(Message):
+    """One part's (or sample's) measured characteristics, as an SPC system or gauge reports them."""
+
+    asset_id: Identifier
+    sku: Identifier = "default"
+    part_id: Identifier
+    ts: UtcDatetime
+    values: dict[Identifier, Measurement] = Field(min_length=1, max_length=MAX_CHARACTERISTICS)
+    limits: dict[Identifier, SpecLimit] = Field(default_factory=dict, max_length=MAX_CHARACTERISTICS)
+    shift: Identifier | None = None
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        return event_id("spc", self.asset_id, self.part_id, self.ts.isoformat())
+
+
+class FrameMeta(Message):
+    """Header of a camera frame; the encoded image follows it in the binary envelope."""
+
+    asset_id: Identifier
+    camera: Identifier
+    sku: Identifier = "default"
+    part_id: Identifier
+    ts: UtcDatetime
+    encoding: Literal["jpeg", "png", "raw"]
+    width: int = Field(gt=0, le=16384)
+    height: int = Field(gt=0, le=16384)
+    channels: Literal[1, 3] = 3
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        return event_id("frame", self.asset_id, self.camera, self.part_id, self.ts.isoformat())
+
+
+class SignalMeta(Message):
+    """Header of one sensor's window; little-endian float32 samples follow it in the binary envelope."""
+
+    asset_id: Identifier
+    sensor: Identifier
+    kind: Literal["vibration", "current", "temperature", "pressure", "speed", "other"]
+    unit: Identifier
+    start: UtcDatetime
+    sample_rate_hz: float = Field(gt=0, le=1_000_000)
+    n_samples: int = Field(gt=0, le=10_000_000)
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        return event_id("signal", self.asset_id, self.sensor, self.start.isoformat())
+
+
+class Contribution(BaseModel):
+    """One feature's (or rule's, or region's) share of a score: the answer to "which sensor?"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: str
+    value: float
+    share: float = Field(ge=0.0, le=1.0, description="fraction of the total score this feature explains")
+
+
+class Modality(StrEnum):
+    SPC = "spc"
+    SIGNALS = "signals"
+    FRAMES = "frames"
+
+
+class Score(Message):
+    """One detector's verdict on one event, as published on ``scores`` and stored in ``scores``."""
+
+    event_id: uuid.UUID
+    modality: Modality
+    asset_id: Identifier
+    sku: Identifier = "default"
+    part_id: Identifier | None = None
+    ts: UtcDatetime = Field(description="event time of the scored record")
+    scored_at: UtcDatetime = Field(default_factory=utc_now)
+    detector: str
+    model_version: str
+    raw_score: float
+    tail_probability: float = Field(ge=0.0, le=1.0, description="P(normal event scores at least this high)")
+    calibrated_score: float = Field(ge=0.0, description="-log10(tail_probability): 3 = one in a thousand")
+    threshold: float = Field(description="calibrated_score above which the event is anomalous")
+    is_anomaly: bool
+    ready: bool = Field(default=True, description="False while a detector is still warming up")
+    explanation: list[Contribution] = Field(default_factory=list, max_length=64)
+
+
+class AlertState(StrEnum):
+    OPEN = "open"
+    UPDATE = "update"
+    CLOSE = "close"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Alert(Message):
+    """A fused alert's lifecycle event; ``alert_id`` stays the same from open to close."""
+
+    alert_id: uuid.UUID
+    state: AlertState
+    asset_id: Identifier
+    severity: Severity
+    ts: UtcDatetime
+    opened_at: UtcDatetime
+    score: float = Field(ge=0.0, description="fused calibrated score")
+    modalities: list[Modality]
+    contributors: list[Contribution] = Field(default_factory=list, max_length=64)
+    event_ids: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
+    shadow: bool = False
+
+
+class Verdict(StrEnum):
+    TRUE_DEFECT = "true_defect"
+    FALSE_ALARM = "false_alarm"
+    ACCEPTABLE_VARIATION = "acceptable_variation"
+    NEW_SKU = "new_sku"
+
+
+class Disposition(Message):
+    """Operator feedback on an alert or an event; it feeds threshold calibration and retraining."""
+
+    alert_id: uuid.UUID | None = None
+    event_id: uuid.UUID | None = None
+    verdict: Verdict
+    operator: Identifier
+    note: str = Field(default="", max_length=2000)
+    ts: UtcDatetime = Field(default_factory=utc_now)
+
+    @model_validator(mode="after")
+    def _target(self) -> Disposition:
+        if self.alert_id is None and self.event_id is None:
+            raise ValueError("a disposition must name an alert_id or an event_id")
+        return self
+
+    @property
+    def disposition_id(self) -> uuid.UUID:
+        target = str(self.alert_id or self.event_id)
+        return event_id("disposition", target, self.operator, self.ts.isoformat())
+
+
+class DeadLetter(Message):
+    """A message that could not be decoded or validated, kept whole with the reason and its origin."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    reason: str = Field(max_length=4000)
+    error_type: str
+    payload: bytes = Field(description="the original message value, byte for byte (base64 in JSON)")
+    received_at: UtcDatetime = Field(default_factory=utc_now)
+
+    @property
+    def origin(self) -> str:
+        return f"{self.source_topic}[{self.partition}]@{self.offset}"
+
+
+#: Every record type that travels on a topic, by the name its JSON Schema file carries.
+RECORD_TYPES: dict[str, type[BaseModel]] = {
+    "spc_record": SpcRecord,
+    "frame_meta": FrameMeta,
+    "signal_meta": SignalMeta,
+    "score": Score,
+    "alert": Alert,
+    "disposition": Disposition,
+    "deadletter": DeadLetter,
+}

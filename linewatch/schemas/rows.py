@@ -1,0 +1,83 @@
+"""The database rows messages become, one model per table.
+
+The batched writers build plain tuples in the field order of these models (building a
+pydantic object per row would cost more than the COPY itself); a test checks that every
+model's fields match its table's columns in ``sql/``, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Table the row lives in, and the natural key that makes a redelivered event a no-op.
+    __table__: str = ""
+    __key__: tuple[str, ...] = ()
+
+
+class SpcMeasurementRow(Row):
+    __table__ = "spc_measurements"
+    __key__ = ("ts", "event_id", "characteristic")
+
+    ts: datetime
+    event_id: uuid.UUID
+    asset_id: str
+    sku: str
+    part_id: str
+    shift: str | None
+    characteristic: str
+    value: float
+    lsl: float | None
+    usl: float | None
+    target: float | None
+
+
+class ScoreRow(Row):
+    __table__ = "scores"
+    __key__ = ("ts", "event_id", "detector")
+
+    ts: datetime
+    event_id: uuid.UUID
+    modality: str
+    asset_id: str
+    sku: str
+    part_id: str | None
+    detector: str
+    model_version: str
+    raw_score: float
+    tail_probability: float
+    calibrated_score: float
+    threshold: float
+    is_anomaly: bool
+    ready: bool
+    top_feature: str | None
+    explanation: str  # JSON text of list[Contribution]
+    scored_at: datetime
+
+
+class DeadLetterRow(Row):
+    __table__ = "deadletters"
+    __key__ = ("source_topic", "partition", "offset")
+
+    received_at: datetime
+    source_topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    reason: str
+    error_type: str
+    payload: bytes
+
+
+ROW_TYPES: tuple[type[Row], ...] = (SpcMeasurementRow, ScoreRow, DeadLetterRow)
+
+
+def columns(row_type: type[Row]) -> tuple[str, ...]:
+    """Column names in COPY order."""
+    return tuple(row_type.model_fields)

@@ -1,0 +1,1 @@
+"""Simulated plants with labelled faults: ground truth for demos, tests and benchmarks."""

@@ -1,0 +1,117 @@
+"""Batched, idempotent writes: COPY into a temporary table, then one INSERT ... ON CONFLICT DO NOTHING.
+
+COPY is the fastest way into PostgreSQL but has no conflict handling; staging through a
+temporary table keeps COPY's speed and makes a redelivered batch a no-op on the natural
+keys. The whole batch (measurements, scores, dead letters) commits in one transaction, and
+the caller acknowledges the Kafka offsets only after :meth:`BatchWriter.write` returns.
+
+Connection failures are retried with backoff; when the database stays away the error is an
+:class:`~linewatch.errors.InfrastructureError` so the worker stops loudly instead of
+acknowledging messages it could not store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from linewatch.errors import InfrastructureError
+from linewatch.schemas.rows import DeadLetterRow, Row, ScoreRow, SpcMeasurementRow, columns
+
+log = logging.getLogger(__name__)
+
+#: Backoff between reconnect attempts (seconds); the sum (~30 s) bounds how long a worker
+#: waits for a database restart before it gives up and lets its supervisor restart it.
+RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+@dataclass
+class WriteResult:
+    inserted: dict[str, int] = field(default_factory=dict)
+    offered: dict[str, int] = field(default_factory=dict)
+
+
+class BatchWriter:
+    """One connection, one transaction per batch; safe to call from a worker thread."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        retry_delays: Sequence[float] = RETRY_DELAYS_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._url = database_url
+        self._retry_delays = tuple(retry_delays)
+        self._sleep = sleep
+        self._conn: psycopg.Connection | None = None
+        self._staged: set[str] = set()
+
+    def _connect(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._url)
+            self._staged = set()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def write(self, batches: dict[type[Row], Sequence[tuple]]) -> WriteResult:
+        """Write row tuples (in :func:`columns` order) for each row type, all in one transaction."""
+        attempt = 0
+        while True:
+            try:
+                return self._write_once(batches)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                self.close()
+                if attempt >= len(self._retry_delays):
+                    raise InfrastructureError(
+                        f"database unavailable after {attempt + 1} attempts: {e}; "
+                        "check LINEWATCH_DATABASE_URL and that the server is up"
+                    ) from e
+                delay = self._retry_delays[attempt]
+                log.warning("database write failed (%s); retrying in %.1f s", e, delay)
+                self._sleep(delay)
+                attempt += 1
+
+    def _write_once(self, batches: dict[type[Row], Sequence[tuple]]) -> WriteResult:
+        conn = self._connect()
+        result = WriteResult()
+        with conn.transaction(), conn.cursor() as cur:
+            for row_type, rows in batches.items():
+                if not rows:
+                    continue
+                table = row_type.__table__
+                stage = f"_stage_{table}"
+                cols = columns(row_type)
+                if stage not in self._staged:
+                    cur.execute(
+                        sql.SQL(
+                            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                        ).format(sql.Identifier(stage), sql.Identifier(table))
+                    )
+                    self._staged.add(stage)
+                col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
+                with cur.copy(
+                    sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(stage), col_list)
+                ) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(
+                    sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+                        sql.Identifier(table), col_list, col_list, sql.Identifier(stage)
+                    )
+                )
+                result.inserted[table] = cur.rowcount
+                result.offered[table] = len(rows)
+        return result
+
+
+__all__ = ["BatchWriter", "DeadLetterRow", "ScoreRow", "SpcMeasurementRow", "WriteResult"]

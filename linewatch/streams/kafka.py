@@ -1,0 +1,94 @@
+"""confluent-kafka helpers: topic creation and a batching publisher.
+
+Agents publish through librdkafka rather than Faust's per-message ``send``: a batch of
+thousands of scores is handed over in one loop of non-blocking ``produce`` calls and made
+durable with one ``flush`` before the input offsets are acknowledged (at-least-once; the
+consumers de-duplicate on ``event_id``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from linewatch.errors import InfrastructureError
+from linewatch.schemas.topics import ALL_TOPICS, TopicSpec
+
+log = logging.getLogger(__name__)
+
+#: Enough for the broker to answer on a loaded laptop; a broker that takes longer is down.
+ADMIN_TIMEOUT_S = 15.0
+FLUSH_TIMEOUT_S = 30.0
+
+
+def ensure_topics(bootstrap: str, *, partitions: int | None = None,
+                  topics: Iterable[TopicSpec] = ALL_TOPICS) -> list[str]:
+    """Create the missing linewatch topics; returns the names it created."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics)
+    except KafkaException as e:
+        raise InfrastructureError(f"cannot reach the Kafka broker at {bootstrap}: {e}") from e
+    wanted = [
+        NewTopic(t.name, partitions if partitions and t.partitions > 1 else t.partitions, 1, config=dict(t.config))
+        for t in topics if t.name not in existing
+    ]
+    created = []
+    for name, future in admin.create_topics(wanted, operation_timeout=ADMIN_TIMEOUT_S).items() if wanted else []:
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as e:
+            if "TOPIC_ALREADY_EXISTS" not in str(e):
+                raise InfrastructureError(f"cannot create topic {name!r} on {bootstrap}: {e}") from e
+    return created
+
+
+def make_producer(bootstrap: str, **overrides: object) -> Producer:
+    config = {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 5,
+        "enable.idempotence": False,
+        "acks": "all",
+        "compression.type": "none",
+        "queue.buffering.max.messages": 1_000_000,
+    }
+    config.update(overrides)
+    return Producer(config)
+
+
+class Publisher:
+    """Publishes many messages and confirms them all; failures become an InfrastructureError."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._producer = make_producer(bootstrap)
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err: object, _msg: object) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def publish(self, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+        n = 0
+        for key, value in messages:
+            while True:
+                try:
+                    self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+            n += 1
+        self._producer.poll(0)
+        return n
+
+    def flush(self) -> None:
+        """Block until every produced message is acknowledged by the broker (call from a thread)."""
+        remaining = self._producer.flush(FLUSH_TIMEOUT_S)
+        if remaining or self._errors:
+            errors, self._errors = self._errors[:3], []
+            raise InfrastructureError(
+                f"{remaining} message(s) not delivered within {FLUSH_TIMEOUT_S:.0f} s; errors: {errors}"
+            )
