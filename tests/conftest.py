@@ -1,0 +1,98 @@
+"""Session fixtures: a real Kafka-protocol broker, a real PostgreSQL and a real Faust worker.
+
+They start once per test session (about two seconds for the services, a few more for the
+worker to join its group) and stop at the end; tests that need them are marked
+``integration`` and isolate themselves by using their own asset ids.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from linewatch.config import Settings
+from linewatch.embedded.process import spawn, stop, tail
+from linewatch.embedded.stack import Stack
+from linewatch.storage.migrations import migrate
+from linewatch.streams.kafka import ensure_topics
+
+WORKER_READY_TIMEOUT_S = 90.0
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data_dir = tmp_path_factory.mktemp("linewatch")
+    with Stack(Settings(data_dir=data_dir), fsync=False) as st:
+        ensure_topics(st.bootstrap)
+        migrate(st.database_url)
+        yield st
+
+
+@pytest.fixture(scope="session")
+def bootstrap(stack: Stack) -> str:
+    return stack.bootstrap
+
+
+@pytest.fixture(scope="session")
+def database_url(stack: Stack) -> str:
+    return stack.database_url
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        broker_url=stack.bootstrap,
+        database_url=stack.database_url,
+        data_dir=tmp_path_factory.mktemp("worker"),
+        app_id=f"linewatch-test-{uuid.uuid4().hex[:8]}",
+        model_refresh_s=1.0,
+        batch_within_s=0.1,
+    )
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings) -> Iterator[object]:
+    """The real worker (``python -m linewatch worker``) as a child process, ready when it holds partitions."""
+    from linewatch.streams.spc_agent import READY_MESSAGE
+
+    env = dict(os.environ)
+    env.update({
+        "LINEWATCH_BROKER_URL": settings.broker_url or "",
+        "LINEWATCH_DATABASE_URL": settings.database_url.get_secret_value() if settings.database_url else "",
+        "LINEWATCH_DATA_DIR": str(settings.data_dir),
+        "LINEWATCH_APP_ID": settings.app_id,
+        "LINEWATCH_MODEL_REFRESH_S": "1",
+        "LINEWATCH_BATCH_WITHIN_S": "0.1",
+    })
+    log_path = Path(settings.data_dir) / "worker.log"
+    proc = spawn([sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"], log_path=log_path, env=env)
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+    while READY_MESSAGE not in (log_path.read_text(errors="replace") if log_path.exists() else ""):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            pytest.fail(f"worker did not become ready:\n{tail(log_path, 40)}")
+        time.sleep(0.2)
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    yield proc
+    stop(proc, sig=signal.SIGTERM, timeout=30)
+
+
+def wait_for(query: str, params: tuple, expected: int, database_url: str, timeout: float = 60.0) -> int:
+    """Poll a ``SELECT count(*)`` until it reaches ``expected``; returns the last count."""
+    deadline = time.monotonic() + timeout
+    n = -1
+    while time.monotonic() < deadline:
+        with psycopg.connect(database_url) as conn:
+            n = conn.execute(query, params).fetchone()[0]
+        if n >= expected:
+            return n
+        time.sleep(0.2)
+    return n
