@@ -296,7 +296,7 @@ def bench_e2e_cmd(
 ) -> None:
     """End-to-end throughput and latency through broker, worker and database, next to the limits
     of bare confluent-kafka and bare Faust measured in the same run on the same messages."""
-    from linewatch.bench_e2e import run_bench_e2e
+    from linewatch.benchmarks.e2e import run_bench_e2e
 
     if modality != "spc":
         raise ConfigError(f"modality {modality!r} has no end-to-end benchmark yet; available: spc")

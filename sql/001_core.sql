@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS scores (
     top_feature       text,
     explanation       jsonb            NOT NULL DEFAULT '[]'::jsonb,
     scored_at         timestamptz      NOT NULL,
-    written_at        timestamptz      NOT NULL DEFAULT now(),
+    written_at        timestamptz      NOT NULL DEFAULT clock_timestamp(),  -- when the row was written, not when its transaction began
     PRIMARY KEY (ts, event_id, detector)
 );
 CREATE INDEX IF NOT EXISTS scores_asset_ts ON scores (asset_id, ts DESC);

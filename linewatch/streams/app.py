@@ -17,7 +17,11 @@ REBALANCE_TIMEOUT_S = 20.0
 
 
 def faust_settings(settings: Settings, bootstrap: str) -> dict[str, object]:
-    """Faust/aiokafka options; exposed so the benchmarks build their bare app the same way."""
+    """Faust/aiokafka options; exposed so the benchmarks build their bare app the same way.
+
+    Creates the data directory's parent, since Faust creates only the last path component.
+    """
+    (settings.data_dir / "faust").parent.mkdir(parents=True, exist_ok=True)
     return {
         "broker": f"kafka://{bootstrap}",
         "broker_session_timeout": settings.session_timeout_s,

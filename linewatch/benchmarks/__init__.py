@@ -1,0 +1,1 @@
+"""Benchmarks shipped with linewatch so `linewatch bench ...` works from an installed package."""
