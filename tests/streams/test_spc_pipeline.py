@@ -71,3 +71,12 @@ def test_same_batch_gives_same_rows(bundle):
     strip = [r[:-1] for r in a.scores]  # all but scored_at
     assert strip == [r[:-1] for r in b.scores]
     assert np.isfinite([r[8] for r in a.scores]).all()
+
+
+def test_score_json_survives_awkward_identifiers(bundle):
+    rec = simulate_spc(n_parts=1, seed=5).records()[0]
+    odd = rec.model_copy(update={"asset_id": 'line "A" \\ ü', "part_id": "p/1"})
+    out = score_spc_batch(msgs([encode(odd)]), OneModel(bundle))
+    score = decode(out.score_messages[0][1], Score)  # validates against the published schema
+    assert score.asset_id == 'line "A" \\ ü' and score.part_id == "p/1"
+    assert score.event_id == odd.event_id and len(score.explanation) == 5
