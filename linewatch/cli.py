@@ -307,7 +307,9 @@ def bench_e2e_cmd(
         json_out.write_text(json.dumps(figures, indent=2) + "\n")
 
 
-BACKTEST_MOUNT = "linewatch.backtest.cli"
+from linewatch.backtest.cli import backtest_app  # noqa: E402 - mounted after the core commands
+
+app.add_typer(backtest_app, name="backtest")
 
 
 def main() -> None:

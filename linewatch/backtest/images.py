@@ -18,14 +18,15 @@ held-out good frames at ``target_far``, scores every test frame with its heat ma
 - ``image_auroc`` (good vs any defect) and per defect type;
 - ``pixel_auroc`` over test frames whose masks exist (good frames count as all-normal), at the
   model's resolution (masks resized with nearest neighbour), or ``None`` without masks;
-- ``f1`` / precision / recall at the calibrated threshold, and the false-alarm rate observed
-  on ``test/good`` next to the ``target_far`` it was calibrated for;
+- ``f1`` / precision / recall at the calibrated threshold, and the false-alarm rate ``far``
+  observed on ``test/good`` next to the ``target_far`` it was calibrated for (all from
+  :func:`linewatch.backtest.metrics.classification_metrics`, the definitions every modality
+  shares; ``image_auroc`` is its ``auroc``);
 - ``fps``: frames per second through the detector (backbone, patch search and heat map; file
   decoding excluded and reported separately), ``n_train``, ``n_test`` and timings.
 
 Frames are decoded with Pillow and resized to the model size while loading, so a folder of
-1024x1024 frames does not have to fit in memory at full size. Classification metrics are
-computed here (``linewatch.backtest.metrics`` did not exist when this was written).
+1024x1024 frames does not have to fit in memory at full size.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sklearn.metrics import roc_auc_score
 
+from linewatch.backtest.metrics import auroc, classification_metrics
 from linewatch.detectors.patchcore import PatchCore, Progress, as_size
 from linewatch.errors import ConfigError, DataError
 
@@ -103,25 +104,6 @@ def scan_dataset(data_dir: str | Path) -> dict[str, Any]:
     return {"root": root, "train": train, "test": test}
 
 
-def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """AUROC, or ``None`` when only one class is present (it is undefined then, not 0.5)."""
-    if labels.min() == labels.max():
-        return None
-    return float(roc_auc_score(labels, scores))
-
-
-def _classification(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
-    tp = int(np.sum(y_true & y_pred))
-    fp = int(np.sum(~y_true & y_pred))
-    fn = int(np.sum(y_true & ~y_pred))
-    precision = tp / (tp + fp) if tp + fp else None
-    recall = tp / (tp + fn) if tp + fn else None
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
-    n_good = int(np.sum(~y_true))
-    far = fp / n_good if n_good else None
-    return {"f1": f1, "precision": precision, "recall": recall, "false_alarm_rate": far}
-
-
 def run_images_backtest(
     data_dir: str | Path,
     *,
@@ -132,7 +114,7 @@ def run_images_backtest(
     image_size: int | tuple[int, int] = 224,
     calibration_fraction: float = 0.2,
     calibration: str = "auto",
-    max_bank_size: int | None = 16384,
+    max_bank_size: int | None = 4096,
     projection_dim: int | None = None,
     provider: str = "auto",
     intra_op_threads: int = 1,
@@ -202,10 +184,10 @@ def run_images_backtest(
     labels = np.array([label for _, label, _ in tests])
     is_defect = labels != GOOD
     alarms = det.is_alarm(scores)
-    result: dict[str, Any] = {
+    result: dict[str, Any] = classification_metrics(is_defect, alarms, scores)
+    result.update({
         "data_dir": str(ds["root"]),
-        "image_auroc": _auroc(is_defect.astype(int), scores),
-        **_classification(is_defect, alarms),
+        "image_auroc": result["auroc"],
         "target_far": target_far,
         "threshold": det.threshold_,
         "calibrator": det.calibrator_.kind if det.calibrator_ is not None else None,
@@ -225,7 +207,7 @@ def run_images_backtest(
         "coreset_ratio": coreset_ratio,
         "seed": seed,
         "providers": det.backbone.active_providers,
-    }
+    })
 
     # pixel level: frames with masks, plus good frames (all pixels normal)
     has_mask = np.array([m is not None for _, _, m in tests])
@@ -239,7 +221,7 @@ def run_images_backtest(
         for k, i in enumerate(pixel_rows):
             if int(i) in gt:
                 truth[k] = gt[int(i)]
-        pixel_auroc = _auroc(truth.ravel().astype(np.uint8), maps[pixel_rows].ravel())
+        pixel_auroc = auroc(truth.ravel(), maps[pixel_rows].ravel())
     result["pixel_auroc"] = pixel_auroc
 
     per_defect: dict[str, dict[str, Any]] = {}
@@ -249,7 +231,7 @@ def run_images_backtest(
         both = np.concatenate([good_rows, rows])
         entry: dict[str, Any] = {
             "n": int(rows.size),
-            "image_auroc": _auroc((labels[both] != GOOD).astype(int), scores[both]),
+            "image_auroc": auroc(labels[both] != GOOD, scores[both]),
             "recall": float(alarms[rows].mean()),
             "pixel_auroc": None,
         }
@@ -257,7 +239,7 @@ def run_images_backtest(
         if masked:
             sel = np.array(masked + [int(i) for i in good_rows])
             truth = np.stack([gt.get(int(i), np.zeros(size, dtype=bool)) for i in sel])
-            entry["pixel_auroc"] = _auroc(truth.ravel().astype(np.uint8), maps[sel].ravel())
+            entry["pixel_auroc"] = auroc(truth.ravel(), maps[sel].ravel())
         per_defect[defect] = entry
     result["per_defect"] = per_defect
 

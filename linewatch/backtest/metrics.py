@@ -37,7 +37,8 @@ def _flags(x: Any, what: str) -> np.ndarray:
         raise DataError(f"{what} must be 1-D, got shape {arr.shape}")
     if arr.dtype != bool:
         if not np.isin(arr, (0, 1)).all():
-            raise DataError(f"{what} must be booleans or 0/1, got values like {arr[~np.isin(arr, (0, 1))][:3]}")
+            odd = arr[~np.isin(arr, (0, 1))][:3]
+            raise DataError(f"{what} must be booleans or 0/1, got values like {odd}")
         arr = arr.astype(bool)
     return arr
 

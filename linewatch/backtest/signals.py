@@ -7,9 +7,11 @@ wolf. ``linewatch backtest csv --modality signals`` loads a CSV and calls
 
 What it does
 ------------
-1. **Windows**: the rows (time order) are cut into windows of ``window`` rows every ``stride``
-   rows. Each window becomes a feature vector: per sensor its ``mean``, ``std``, ``min``,
-   ``max`` and least-squares ``slope`` per row (just ``mean`` when ``window == 1``), named
+1. **Windows**: the test rows (time order) are cut into windows of ``window`` rows every
+   ``stride`` rows; the train rows at every row (stride 1, up to :data:`MAX_TRAIN_WINDOWS`
+   windows), because a threshold for a small false-alarm rate needs many normal scores.
+   Each window becomes a feature vector: per sensor its ``mean``, ``std``, ``min``, ``max``
+   and least-squares ``slope`` per row (just ``mean`` when ``window == 1``), named
    ``<sensor>.<stat>``. Summary statistics rather than raw samples, so any registered detector
    (autoencoder, dynamic PCA, online models, the tabular ones) can run on them and its
    explanation names a sensor.
@@ -17,8 +19,11 @@ What it does
    fits on the first 70 %, the calibrator (:func:`~linewatch.detectors.calibration.make_calibrator`,
    ``"auto"``) learns the threshold for ``target_far`` on the detector's scores of the last
    30 %, skipping the windows that overlap the fit part (they would look in-sample and put
-   the threshold too low). Online detectors (those with ``learn_one``) score the calibration
-   and test windows prequentially - score, then learn unless flagged - exactly as live.
+   the threshold too low). Detectors that depend on window order (dynamic PCA's lags, online
+   state) must see windows ``stride`` rows apart as in the test: they fit on every ``stride``-th
+   train window and are calibrated on each of the ``stride`` interleaved sequences, pooled.
+   Online detectors (those with ``learn_one``) score the calibration and test windows
+   prequentially - score, then learn unless flagged - exactly as live.
 3. **Score the test windows** and map window alarms back to rows *causally*: a row carries
    the verdict of the latest window that ended at or before it (the moment the alarm would
    have been raised live). Rows before the first test window ends are warm-up and are not
@@ -47,6 +52,7 @@ What it does
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from typing import Any
@@ -54,18 +60,21 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from linewatch.backtest.metrics import classification_metrics
 from linewatch.detectors import autoencoder, catalog, dynamic_pca, online_signal  # noqa: F401  (registration)
 from linewatch.detectors.base import Explainer, get_detector
 from linewatch.detectors.calibration import make_calibrator
 from linewatch.errors import ConfigError, DataError
 
-try:  # the tabular backtest's metric helper, so both modalities report identical numbers
-    from linewatch.backtest.metrics import classification_metrics
-except ImportError:  # pragma: no cover - only while that module does not exist yet
-    classification_metrics = None
+#: What ``detector="auto"`` means here: dynamic PCA needs no tuning, explains per sensor, and
+#: its lags see the relations between consecutive windows.
+AUTO_DETECTOR = "dynamic_pca"
 
 #: Share of the train windows (the later part, in time) held out for calibration.
 CALIBRATION_FRACTION = 0.3
+#: Train windows are cut at every row (more normal examples, a finer threshold) unless that
+#: makes more than this many; then at the smallest stride that stays below it.
+MAX_TRAIN_WINDOWS = 50_000
 WINDOW_STATS: tuple[str, ...] = ("mean", "std", "min", "max", "slope")
 SECONDS_PER_HOUR = 3600.0
 
@@ -94,33 +103,6 @@ def window_features(series: np.ndarray, sensors: list[str], *, window: int, stri
     return starts, stats.reshape(len(starts), d * len(WINDOW_STATS)), names
 
 
-def _metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, Any]:
-    """Same keys and definitions as the tabular backtest's ``classification_metrics``."""
-    if classification_metrics is not None:
-        return dict(classification_metrics(y, pred, score))
-    from sklearn.metrics import roc_auc_score
-
-    tp = int(np.sum(y & pred))
-    fp = int(np.sum(~y & pred))
-    tn = int(np.sum(~y & ~pred))
-    fn = int(np.sum(y & ~pred))
-    precision = tp / (tp + fp) if tp + fp else None
-    recall = tp / (tp + fn) if tp + fn else None
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "far": fp / (fp + tn) if fp + tn else None,
-        "mar": fn / (fn + tp) if fn + tp else None,
-        "auroc": float(roc_auc_score(y, score)) if 0 < y.sum() < y.size else None,
-        "tp": tp,
-        "fp": fp,
-        "tn": tn,
-        "fn": fn,
-    }
-
-
 def _segments(mask: np.ndarray) -> list[tuple[int, int]]:
     """``[start, end)`` of each maximal run of True."""
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
@@ -144,6 +126,25 @@ def _explain_one(det: Any, F: np.ndarray, j: int) -> np.ndarray:
         lags = int(getattr(det, "lags", 0))
         return det.explain(F[j : j + 1], history=F[max(0, j - lags) : j] if lags else None)[0]
     return det.explain(F[j : j + 1])[0]
+
+
+def _calibration_scores(det: Any, F_cal: np.ndarray, phases: int, *, online: bool) -> np.ndarray:
+    """Scores of the held-out normal windows, phase by phase; online detectors score prequentially.
+
+    Each phase ``F_cal[p::phases]`` is a valid ordered sequence at the test's spacing. Online
+    detectors run phases ``1..`` on copies and phase 0 on themselves last, so the detector enters
+    the test having learned from the most recent calibration windows, as it would live.
+    """
+    out = []
+    for p in [*range(1, phases), 0]:
+        seq = F_cal[p::phases]
+        if len(seq) == 0:
+            continue
+        scores = (copy.deepcopy(det) if p else det).update(seq) if online else det.score(seq)
+        if hasattr(det, "ready_mask"):
+            scores = scores[det.ready_mask(len(seq))]
+        out.append(scores)
+    return np.concatenate(out)
 
 
 def _as_times(timestamps: np.ndarray | None, n: int) -> tuple[np.ndarray, str]:
@@ -173,7 +174,8 @@ def run_signals_backtest(
     """Fit on ``train`` windows, calibrate on held-out normal ones, evaluate on ``test``; see the module doc.
 
     ``train`` and ``test`` are ``(rows, sensors)`` in time order, ``labels`` one bool per test row
-    (True = fault), ``feature_names`` the sensor (column) names. Returns a JSON-serialisable dict.
+    (True = fault), ``feature_names`` the sensor (column) names; ``detector`` a registered name
+    or ``"auto"`` (:data:`AUTO_DETECTOR`). Returns a JSON-serialisable dict.
     """
     tr = np.asarray(train, dtype=np.float64)
     te = np.asarray(test, dtype=np.float64)
@@ -193,10 +195,13 @@ def run_signals_backtest(
     if window < 1 or stride < 1:
         raise ConfigError(f"window={window} and stride={stride} must be >= 1 row")
     sensors = [str(f) for f in feature_names]
+    detector = AUTO_DETECTOR if detector == "auto" else detector
     times, unit = _as_times(timestamps, te.shape[0])
 
-    _, F_train, names = window_features(tr, sensors, window=window, stride=stride)
-    tr_starts = np.arange(0, tr.shape[0] - window + 1, stride)
+    n_possible = max(tr.shape[0] - window + 1, 1)
+    train_stride = 1 if n_possible <= MAX_TRAIN_WINDOWS else stride
+    phases = stride // train_stride  # interleaved train sequences with the test's window spacing
+    tr_starts, F_train, names = window_features(tr, sensors, window=window, stride=train_stride)
     n_fit = math.floor((1 - CALIBRATION_FRACTION) * len(F_train))
     if n_fit < 2:
         raise DataError(f"only {len(F_train)} train windows; give more train rows or a smaller stride")
@@ -205,11 +210,12 @@ def run_signals_backtest(
     if len(F_cal) == 0:
         raise DataError("no calibration windows left after the fit part; give more train rows")
     det = _make_detector(detector, names, sensors)
-    det.fit(F_fit)
     online = hasattr(det, "learn_one") and hasattr(det, "update")
-    cal_scores = det.update(F_cal) if online else det.score(F_cal)
-    if hasattr(det, "ready_mask"):
-        cal_scores = cal_scores[det.ready_mask(len(F_cal))]
+    ordered = online or hasattr(det, "ready_mask")
+    # Order-dependent detectors (lags, online state) must see windows ``stride`` rows apart, as in
+    # the test; they fit on one phase and are calibrated on every phase, pooling the scores.
+    det.fit(F_fit[::phases] if ordered else F_fit)
+    cal_scores = _calibration_scores(det, F_cal, phases if ordered else 1, online=online)
     calibrator = make_calibrator("auto", target_far, n_normal=len(cal_scores)).fit(cal_scores)
     if online and hasattr(det, "set_threshold"):
         det.set_threshold(calibrator.threshold_)
@@ -227,7 +233,7 @@ def run_signals_backtest(
     row_score = np.where(last >= 0, scores[np.clip(last, 0, None)], -np.inf)
 
     y, pred, sc = y_all[evaluated], row_alarm[evaluated], row_score[evaluated]
-    out = _metrics(y, pred, sc)
+    out = dict(classification_metrics(y, pred, sc))
     out.update({"detector": detector, "n_train": int(tr.shape[0]), "n_test": int(evaluated.sum())})
 
     explainer = isinstance(det, Explainer) and not online
@@ -258,6 +264,7 @@ def run_signals_backtest(
             "target_far": target_far,
             "threshold": float(calibrator.threshold_),
             "calibration": calibrator.kind,
+            "train_stride": train_stride,
             "n_fit_windows": int(n_fit),
             "n_calibration_windows": len(F_cal),
             "n_test_windows": len(F_test),

@@ -5,7 +5,8 @@ the backtest and the conformance test import this module instead of remembering 
 
 How to pick one (details in ``docs/detectors-tabular.md``):
 
-- one characteristic, classic SPC: ``shewhart_imr`` (large shifts), ``ewma`` / ``cusum`` (small sustained shifts);
+- one characteristic, classic SPC: ``shewhart_imr`` (large shifts), ``ewma`` / ``cusum``
+  (small sustained shifts);
 - several correlated characteristics: ``hotelling`` (exact limits), ``robust_mahalanobis``
   (dirty training data), ``mewma`` (small joint drifts), ``pca_monitor`` (many, collinear features);
 - non-normal, skewed or multi-modal data: ``isolation_forest``, ``ecod`` (names its culprit);

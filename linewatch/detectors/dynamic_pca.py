@@ -20,16 +20,21 @@ longer lags the current). ``lags=0`` is ordinary static PCA.
 
 Score
 -----
-``statistic="combined"`` (default) returns Yue & Qin's combined index
+The PCA itself is the team's :class:`~linewatch.detectors.pca_monitor.PCAMonitor`, fitted on
+the lagged rows. ``statistic="combined"`` (default) returns Yue & Qin's combined index
 ``φ = T²/T²_lim + SPE/SPE_lim``, where the limits are the ``limit_quantile`` control limits
 learned from training data (an F-distribution limit for T², Box's ``g χ²_h`` approximation
 for SPE). It is dimensionless, ``≈ 1`` at the limits, and catches both kinds of fault.
 ``"t2"`` and ``"spe"`` return one statistic alone. :meth:`DynamicPCA.statistics` gives both raw.
 
-Every score is a quadratic form ``z' M z`` of the standardised lagged row ``z``; writing
-``M = W²`` with the symmetric square root ``W``, ``(W z)_j²`` is column ``j``'s share, non-negative
-and summing to the score exactly (the complete decomposition of Alcala & Qin, 2009).
-``explain`` adds up the shares of all lagged copies of a sensor, so it returns ``(n, d)``.
+Contributions are PCAMonitor's exact decompositions (symmetric-root T² shares and squared
+residuals, non-negative, summing to the statistic); ``explain`` adds up the shares of all
+lagged copies of a sensor, so it returns ``(n, d)`` and names a sensor, not a lag.
+
+Choosing the components: after the variance rule, components keep being added while the next
+eigenvalue stands :data:`NOISE_FLOOR_RATIO` times above the mean of the remaining ones. Lagged
+copies of a smooth signal put real dynamics into low-variance directions; left in the
+residual they inflate the SPE limit and hide exactly the broken relations DPCA is for.
 
 Ordered input
 -------------
@@ -60,10 +65,12 @@ from typing import ClassVar, Literal, Self
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import stats
 
 from linewatch.detectors.base import as_batch, check_fitted, load_state, register, save_state
+from linewatch.detectors.pca_monitor import PCAMonitor
 from linewatch.errors import ConfigError, DataError
+
+PCA_DIR = "pca"
 
 #: Control limits at the 99th percentile of normal behaviour, the textbook default for PCA monitoring.
 DEFAULT_LIMIT_QUANTILE = 0.99
@@ -73,6 +80,11 @@ DEFAULT_LIMIT_QUANTILE = 0.99
 #: autocorrelated columns a 90 % rule leaves real process variance in the residual and hides
 #: such faults (the doctest's delay break is invisible at 0.9 and 0.95, obvious at 0.99).
 DEFAULT_EXPLAINED_VARIANCE = 0.99
+#: An eigenvalue this many times the mean of the smaller ones is structure, not noise floor: sample
+#: eigenvalues of pure noise spread by only (1 ± sqrt(d/n))² (Marchenko-Pastur), far below 10x.
+#: Smooth, autocorrelated processes put real dynamics in directions carrying < 1 % of the variance;
+#: this rule keeps them out of the SPE subspace, where they would inflate its limit.
+NOISE_FLOOR_RATIO = 10.0
 #: Eigenvalues below this share of the largest are numerical noise, not variance.
 EIG_FLOOR = 1e-10
 
@@ -90,21 +102,22 @@ def lagged(X: np.ndarray, lags: int) -> np.ndarray:
     return np.ascontiguousarray(win[:, ::-1, :]).reshape(n - lags, d * (lags + 1))
 
 
-def _sym_sqrt(M: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh(0.5 * (M + M.T))
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
 @register("dynamic_pca")
 class DynamicPCA:
     """PCA T²/SPE monitoring on lag-augmented rows; high = anomalous.
+
+    The PCA itself (subspace, limits, exact contributions) is
+    :class:`~linewatch.detectors.pca_monitor.PCAMonitor`, fitted on the lagged rows; this class
+    adds the lags, the choice of ``n_components`` for autocorrelated data, the ``history``
+    handling and the per-sensor aggregation.
 
     Parameters
     ----------
     lags:
         Predecessors appended to each row (``0`` = static PCA).
     n_components:
-        Retained principal components; ``None`` = the fewest explaining ``explained_variance``.
+        Retained principal components; ``None`` = the fewest explaining ``explained_variance``,
+        extended past any eigenvalue that stands :data:`NOISE_FLOOR_RATIO` times above the rest.
     explained_variance:
         Variance share for the automatic choice of ``n_components``.
     statistic:
@@ -133,13 +146,8 @@ class DynamicPCA:
         self.statistic = statistic
         self.limit_quantile = limit_quantile
         self.seed = seed
-        self.mean_: np.ndarray | None = None
-        self.scale_: np.ndarray | None = None
-        self.components_: np.ndarray | None = None  # (D, k) loadings
-        self.eigenvalues_: np.ndarray | None = None  # (k,) retained variances
-        self.t2_limit_: float | None = None
-        self.spe_limit_: float | None = None
-        self.weight_: np.ndarray | None = None  # symmetric square root of the score's quadratic form
+        self.pca_: PCAMonitor | None = None
+        self.n_features_in_: int | None = None
 
     def _validate(self) -> None:
         if self.lags < 0:
@@ -152,9 +160,25 @@ class DynamicPCA:
             )
 
     @property
-    def n_features_(self) -> int:
-        check_fitted(self, "weight_")
-        return self.mean_.size // (self.lags + 1)
+    def t2_limit_(self) -> float:
+        check_fitted(self, "pca_")
+        return float(self.pca_.t2_ucl_)
+
+    @property
+    def spe_limit_(self) -> float:
+        check_fitted(self, "pca_")
+        return float(self.pca_.spe_ucl_ or 0.0)
+
+    def _choose_components(self, ratio: np.ndarray) -> int:
+        """Variance rule, then extend over eigenvalues that stand far above the noise floor."""
+        D = ratio.size
+        k = int(np.searchsorted(np.cumsum(ratio), self.explained_variance - 1e-12) + 1)
+        usable = int((ratio > EIG_FLOOR * max(float(ratio[0]), EIG_FLOOR)).sum())
+        # Keep going while the next eigenvalue stands clearly above the ones after it: it is
+        # process structure, not part of the (roughly flat) noise floor the SPE should watch.
+        while k < usable - 1 and ratio[k] > NOISE_FLOOR_RATIO * ratio[k + 1 :].mean():
+            k += 1
+        return max(1, min(k, D - 1))
 
     def fit(self, X: np.ndarray) -> Self:
         """Learn the principal subspace and control limits from consecutive normal rows ``(n, d)``."""
@@ -168,59 +192,31 @@ class DynamicPCA:
                 f"{D + 2 + self.lags} consecutive normal rows (got {X.shape[0]}); "
                 "give more data or fewer lags"
             )
-        mean = L.mean(axis=0)
-        scale = L.std(axis=0)
-        scale = np.where(scale > 0, scale, 1.0)
-        Z = (L - mean) / scale
-        eigval, eigvec = np.linalg.eigh(Z.T @ Z / (n - 1))
-        order = np.argsort(eigval)[::-1]
-        eigval, eigvec = np.clip(eigval[order], 0.0, None), eigvec[:, order]
-        # Fix each eigenvector's sign (largest loading positive) so refits give identical loadings.
-        signs = np.sign(eigvec[np.argmax(np.abs(eigvec), axis=0), np.arange(D)])
-        eigvec = eigvec * np.where(signs == 0, 1.0, signs)
-        usable = int((eigval > EIG_FLOOR * max(eigval[0], EIG_FLOOR)).sum())
+        alpha = 1.0 - self.limit_quantile
         if self.n_components is not None:
+            if not 1 <= self.n_components < max(D, 2):
+                raise ConfigError(
+                    f"n_components={self.n_components} must be between 1 and {D - 1} for {D} lagged columns"
+                )
             k = self.n_components
-            if not 1 <= k < D:
-                raise ConfigError(f"n_components={k} must be between 1 and {D - 1} for {D} lagged columns")
         else:
-            share = np.cumsum(eigval) / max(eigval.sum(), EIG_FLOOR)
-            k = int(np.searchsorted(share, self.explained_variance - 1e-12) + 1)
-        k = max(1, min(k, usable, D - 1)) if D > 1 else 1
-        P, lam = eigvec[:, :k], eigval[:k]
-        rest = eigval[k:]
-        q = self.limit_quantile
-        t2_lim = k * (n - 1) * (n + 1) / (n * (n - k)) * float(stats.f.ppf(q, k, max(n - k, 1)))
-        theta1, theta2 = float(rest.sum()), float((rest**2).sum())
-        spe_lim = theta2 / theta1 * float(stats.chi2.ppf(q, theta1**2 / theta2)) if theta2 > 0 else 0.0
-        t2_form = (P / lam) @ P.T
-        spe_form = np.eye(D) - P @ P.T
-        if self.statistic == "t2":
-            M = t2_form
-        elif self.statistic == "spe":
-            M = spe_form
-        else:
-            M = t2_form / t2_lim + (spe_form / spe_lim if spe_lim > 0 else 0.0)
-        self.mean_, self.scale_, self.components_, self.eigenvalues_ = mean, scale, P, lam
-        self.t2_limit_, self.spe_limit_ = t2_lim, spe_lim
-        self.weight_ = _sym_sqrt(M)
+            probe = PCAMonitor(n_components=1, alpha=alpha).fit(L)  # for the eigenvalue spectrum
+            k = self._choose_components(probe.explained_variance_ratio_)
+        self.pca_ = PCAMonitor(n_components=k, alpha=alpha).fit(L)
+        self.n_features_in_ = X.shape[1]
         return self
 
-    def _lagged_z(self, X: np.ndarray, history: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Standardised lagged rows for the rows of ``X`` that have full history, and that mask."""
-        check_fitted(self, "weight_")
-        d = self.n_features_
+    def _lagged(self, X: np.ndarray, history: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Lagged rows for the rows of ``X`` that have full history, and that mask."""
+        check_fitted(self, "pca_")
+        d = self.n_features_in_
         X = as_batch(X, n_features=d)
-        if history is None:
-            hist = np.empty((0, d))
-        else:
-            hist = as_batch(history, n_features=d)[-self.lags :] if self.lags else np.empty((0, d))
-        seq = np.vstack([hist, X])
-        ready = np.zeros(X.shape[0], dtype=bool)
-        first = max(self.lags - hist.shape[0], 0)
-        ready[first:] = True
-        L = lagged(seq, self.lags)[hist.shape[0] + first - self.lags :] if ready.any() else np.empty((0, 0))
-        return (L - self.mean_) / self.scale_ if ready.any() else L, ready
+        hist = np.empty((0, d))
+        if history is not None and self.lags:
+            hist = as_batch(history, n_features=d)[-self.lags :]
+        ready = self.ready_mask(X.shape[0], n_history=hist.shape[0])
+        L = lagged(np.vstack([hist, X]), self.lags)
+        return L[L.shape[0] - int(ready.sum()) :], ready
 
     def ready_mask(self, n_rows: int, *, n_history: int = 0) -> np.ndarray:
         """Which of ``n_rows`` rows get a real score (the rest are warm-up and score 0)."""
@@ -232,22 +228,24 @@ class DynamicPCA:
         self, X: np.ndarray, *, history: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Raw ``(T², SPE)`` per row (``0`` on warm-up rows)."""
-        Z, ready = self._lagged_z(X, history)
+        L, ready = self._lagged(X, history)
         t2, spe = np.zeros(ready.size), np.zeros(ready.size)
         if ready.any():
-            T = Z @ self.components_
-            t2[ready] = np.einsum("ij,ij->i", T / self.eigenvalues_, T)
-            R = Z - T @ self.components_.T
-            spe[ready] = np.einsum("ij,ij->i", R, R)
+            st = self.pca_.statistics(L)
+            t2[ready], spe[ready] = st.t2, st.spe
         return t2, spe
 
     def _contrib(self, X: np.ndarray, history: np.ndarray | None) -> np.ndarray:
-        Z, ready = self._lagged_z(X, history)
-        d = self.n_features_
+        L, ready = self._lagged(X, history)
+        d = self.n_features_in_
         out = np.zeros((ready.size, d))
         if ready.any():
-            U = Z @ self.weight_
-            out[ready] = (U * U).reshape(-1, self.lags + 1, d).sum(axis=1)
+            if self.statistic == "combined":
+                C = self.pca_.explain(L)
+            else:
+                st = self.pca_.statistics(L)
+                C = st.t2_contributions if self.statistic == "t2" else st.spe_contributions
+            out[ready] = C.reshape(-1, self.lags + 1, d).sum(axis=1)  # all lagged copies of a sensor
         return out
 
     def score(self, X: np.ndarray, *, history: np.ndarray | None = None) -> np.ndarray:
@@ -259,7 +257,7 @@ class DynamicPCA:
         return self._contrib(X, history)
 
     def save(self, path: str | Path) -> None:
-        check_fitted(self, "weight_")
+        check_fitted(self, "pca_")
         params = {
             "lags": self.lags,
             "n_components": self.n_components,
@@ -267,23 +265,16 @@ class DynamicPCA:
             "statistic": self.statistic,
             "limit_quantile": self.limit_quantile,
             "seed": self.seed,
+            "n_features_in": self.n_features_in_,
         }
-        arrays = {
-            "mean": self.mean_,
-            "scale": self.scale_,
-            "components": self.components_,
-            "eigenvalues": self.eigenvalues_,
-            "limits": np.array([self.t2_limit_, self.spe_limit_]),
-            "weight": self.weight_,
-        }
-        save_state(path, kind=self.name, params=params, arrays=arrays)
+        save_state(path, kind=self.name, params=params, arrays={})
+        self.pca_.save(Path(path) / PCA_DIR)
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
-        params, arrays = load_state(path, kind=cls.name)
+        params, _ = load_state(path, kind=cls.name)
+        n_in = params.pop("n_features_in")
         det = cls(**params)
-        det.mean_, det.scale_ = arrays["mean"], arrays["scale"]
-        det.components_, det.eigenvalues_ = arrays["components"], arrays["eigenvalues"]
-        det.t2_limit_, det.spe_limit_ = (float(v) for v in arrays["limits"])
-        det.weight_ = arrays["weight"]
+        det.pca_ = PCAMonitor.load(Path(path) / PCA_DIR)
+        det.n_features_in_ = int(n_in)
         return det

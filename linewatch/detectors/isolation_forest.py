@@ -87,7 +87,7 @@ def _node_depths(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def fused_onnx(model: Any, n_features: int) -> onnx.ModelProto:
-    """One TreeEnsembleRegressor graph computing scikit-learn's ``score_samples`` for a fitted IsolationForest."""
+    """One TreeEnsembleRegressor graph computing a fitted IsolationForest's ``score_samples``."""
     attrs: dict[str, list] = {
         k: []
         for k in (
@@ -245,6 +245,12 @@ class IsolationForestONNX:
         self.estimator_ = model
         self._session = None
         return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the onnxruntime session behind; it is rebuilt on first use."""
+        state = self.__dict__.copy()
+        state["_session"] = None
+        return state
 
     def _get_session(self) -> ort.InferenceSession:
         check_fitted(self, "onnx_model_")

@@ -103,6 +103,8 @@ class MEWMA:
     def _run(self, X: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         check_fitted(self, "whitener_")
         X = as_batch(X, n_features=self.mean_.shape[0])
+        if X.shape[0] == 0:  # an empty batch leaves the chart where it was
+            return np.empty((0, X.shape[1])), state
         Z = ewma_statistic(X - self.mean_, lam=self.lam, start=state[:-1])
         t = state[-1] + np.arange(1, X.shape[0] + 1)
         U = (Z @ self.whitener_.T) / ewma_sigma_factor(t, lam=self.lam)[:, None]

@@ -1,4 +1,4 @@
-"""Online detectors for slow signals: they keep learning from the stream, never from what they flag.
+"""Online detector for slow signals: it keeps learning from the stream, never from what it flags.
 
 Why online
 ----------
@@ -14,21 +14,24 @@ what is abrupt. Two rules keep it honest (STYLE.md):
 - **explicit warm-up**: until the model has seen ``warmup`` rows, :meth:`score_one` returns
   ``0.0`` (neutral) and :attr:`ready` is ``False``; nothing raises on the first message.
 
-Two detectors
--------------
+The detector
+------------
 ``online_residual`` (:class:`OnlineResidual`): an exponentially weighted mean and variance per
 feature; the score is the sum of squared standardised residuals ``z_j² = (x_j - m_j)² / v_j``
-(≈ χ² with ``d`` degrees of freedom on normal data) and ``explain`` gives each ``z_j²``. It is
-plain numpy: the state is two vectors, so it saves exactly and scores a batch vectorised.
+(≈ χ² with ``d`` degrees of freedom on normal data) and ``explain`` gives each ``z_j²``. The
+state is two vectors, so it saves exactly and scores a batch vectorised. It suits slow,
+unimodal signals (temperatures, pressures, per-window RMS) whose level wanders.
 
-``online_hst`` (:class:`OnlineHalfSpaceTrees`): River's Half-Space Trees (Tan, Ting & Liu,
-2011), an online isolation forest with mass profiles refreshed every ``window_size`` rows.
-Features are min-max scaled with the training range first, because River picks split
-features in proportion to their range and would otherwise only ever split the column with
-the largest units. River objects are not pickled on save: the trees are rebuilt from the
-seed and ranges (River builds them deterministically) and the node masses restored.
+For multi-modal or non-Gaussian slow signals use ``half_space_trees``
+(:mod:`linewatch.detectors.online_hst`): River's Half-Space Trees algorithm, re-implemented
+in numpy (vectorised over rows and trees, npz persistence instead of pickle).
 
-Both also offer ``update(X)``: score-then-learn over an ordered batch, which is exactly what
+What online models cannot do: a fault that grows slowly enough looks like drift, and the
+baseline follows it. The guard only stops learning from rows that are already flagged. Pair
+them with a frozen model (``dynamic_pca``, ``autoencoder``) for slowly growing faults; the
+signal quality benchmark shows the difference.
+
+It also offers ``update(X)``: score-then-learn over an ordered batch, which is exactly what
 the live agent does row by row.
 
 >>> import numpy as np
@@ -44,7 +47,6 @@ the live agent does row by row.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -59,10 +61,6 @@ DEFAULT_GUARD_Z = 6.0
 #: Variance floor as a share of the training variance: a column that was nearly constant in
 #: training must not turn every rounding wiggle into a huge z-score.
 VAR_FLOOR_SHARE = 1e-4
-#: Headroom around the training range when scaling HST inputs to [0, 1].
-HST_RANGE_MARGIN = 0.1
-#: Quantile of the training scores used as the HST's learning guard until a threshold is set.
-HST_GUARD_QUANTILE = 0.999
 
 
 def _as_row(x: Any, d: int) -> np.ndarray:
@@ -200,154 +198,4 @@ class OnlineResidual:
         det = cls(**params)
         det.mean_, det.var_, det.var_floor_ = arrays["mean"], arrays["var"], arrays["var_floor"]
         det.n_seen_, det.n_skipped_, det.threshold_ = state["n_seen"], state["n_skipped"], state["threshold"]
-        return det
-
-
-@register("online_hst")
-class OnlineHalfSpaceTrees:
-    """River Half-Space Trees on min-max scaled rows; score in ``[0, 1]``, high = anomalous.
-
-    Parameters
-    ----------
-    n_trees, height, window_size:
-        River's parameters: more trees = smoother scores, ``window_size`` rows per mass profile
-        (also the warm-up: HST scores nothing before its first full window).
-    seed:
-        Seeds the random tree structure; identical seed and data give identical scores.
-    """
-
-    name: ClassVar[str]
-
-    def __init__(self, *, n_trees: int = 25, height: int = 8, window_size: int = 100, seed: int = 0) -> None:
-        self.n_trees = n_trees
-        self.height = height
-        self.window_size = window_size
-        self.seed = seed
-        self.low_: np.ndarray | None = None
-        self.span_: np.ndarray | None = None
-        self.model_: Any = None
-        self.guard_: float | None = None
-        self.threshold_: float | None = None
-        self.n_seen_: int = 0
-        self.n_skipped_: int = 0
-
-    @property
-    def ready(self) -> bool:
-        return self.model_ is not None and self.n_seen_ >= self.window_size
-
-    def _new_model(self) -> Any:
-        from river.anomaly import HalfSpaceTrees
-
-        if self.window_size < 1 or self.n_trees < 1 or self.height < 1:
-            raise ConfigError("n_trees, height and window_size must be positive integers")
-        return HalfSpaceTrees(
-            n_trees=self.n_trees, height=self.height, window_size=self.window_size, seed=self.seed
-        )
-
-    def _dict(self, x: np.ndarray) -> dict[str, float]:
-        u = (x - self.low_) / self.span_
-        return {f"f{j:04d}": float(v) for j, v in enumerate(u)}
-
-    def fit(self, X: np.ndarray) -> Self:
-        """Learn the normal mass profile from ordered normal rows (at least one full window)."""
-        X = as_batch(X)
-        if X.shape[0] < self.window_size:
-            raise DataError(
-                f"OnlineHalfSpaceTrees needs at least window_size={self.window_size} normal rows "
-                f"(got {X.shape[0]}); lower window_size or give more data"
-            )
-        lo, hi = X.min(axis=0), X.max(axis=0)
-        pad = HST_RANGE_MARGIN * np.where(hi > lo, hi - lo, 1.0)
-        self.low_, self.span_ = lo - pad, (hi - lo) + 2 * pad
-        self.model_ = self._new_model()
-        for row in X:
-            self.model_.learn_one(self._dict(row))
-        self.n_seen_, self.n_skipped_, self.threshold_ = X.shape[0], 0, None
-        train = self.score(X)
-        self.guard_ = float(np.quantile(train, HST_GUARD_QUANTILE))
-        return self
-
-    def set_threshold(self, threshold: float | None) -> None:
-        """Use a calibrated score threshold as the learning guard (``None`` = the training quantile)."""
-        self.threshold_ = None if threshold is None else float(threshold)
-
-    def score(self, X: np.ndarray) -> np.ndarray:
-        """HST anomaly score per row against the current mass profile; does not learn."""
-        check_fitted(self, "model_")
-        X = as_batch(X, n_features=self.low_.size)
-        if not self.ready:
-            return np.zeros(X.shape[0])
-        return np.array([self.model_.score_one(self._dict(row)) for row in X], dtype=np.float64)
-
-    def score_one(self, x: np.ndarray) -> float:
-        check_fitted(self, "model_")
-        return float(self.score(_as_row(x, self.low_.size)[None, :])[0])
-
-    def learn_one(self, x: np.ndarray) -> None:
-        """Learn ``x`` unless its score is above the guard (counted in ``n_skipped_``)."""
-        check_fitted(self, "model_")
-        x = _as_row(x, self.low_.size)
-        guard = self.threshold_ if self.threshold_ is not None else self.guard_
-        if self.ready and guard is not None and self.score_one(x) > guard:
-            self.n_skipped_ += 1
-            return
-        self.model_.learn_one(self._dict(x))
-        self.n_seen_ += 1
-
-    def update(self, X: np.ndarray) -> np.ndarray:
-        """Score each row of an ordered batch, then learn it unless flagged."""
-        check_fitted(self, "model_")
-        X = as_batch(X, n_features=self.low_.size)
-        out = np.empty(X.shape[0])
-        for i, row in enumerate(X):
-            out[i] = self.score_one(row)
-            self.learn_one(row)
-        return out
-
-    def save(self, path: str | Path) -> None:
-        check_fitted(self, "model_")
-        m = self.model_
-        nodes = [list(t.iter_dfs()) for t in m.trees]
-        params = {
-            "n_trees": self.n_trees, "height": self.height, "window_size": self.window_size, "seed": self.seed
-        }
-        state = {
-            "guard": self.guard_,
-            "threshold": self.threshold_,
-            "n_seen": self.n_seen_,
-            "n_skipped": self.n_skipped_,
-            "counter": m.counter,
-            "first_window": m._first_window,
-        }
-        arrays = {
-            "low": self.low_,
-            "span": self.span_,
-            "l_mass": np.array([[n.l_mass for n in t] for t in nodes], dtype=np.int64),
-            "r_mass": np.array([[n.r_mass for n in t] for t in nodes], dtype=np.int64),
-        }
-        save_state(path, kind=self.name, params={**params, "state": state}, arrays=arrays)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        params, arrays = load_state(path, kind=cls.name)
-        state = params.pop("state")
-        det = cls(**params)
-        det.low_, det.span_ = arrays["low"], arrays["span"]
-        m = det._new_model()
-        # River builds the trees on the first learn_one from the seed and the (sorted) feature
-        # names only; feed one row to build the identical structure, then restore the masses.
-        m.learn_one(det._dict(det.low_))
-        nodes = [list(t.iter_dfs()) for t in m.trees]
-        l_mass, r_mass = arrays["l_mass"], arrays["r_mass"]
-        if l_mass.shape != (len(nodes), len(nodes[0])):
-            raise ValueError(f"{path}: saved HST masses do not match a rebuilt tree; was river upgraded?")
-        for t, tree_nodes in enumerate(nodes):
-            for j, node in enumerate(tree_nodes):
-                node.l_mass, node.r_mass = int(l_mass[t, j]), int(r_mass[t, j])
-        m.counter, m._first_window = int(state["counter"]), bool(state["first_window"])
-        det.model_ = m
-        det.guard_, det.threshold_ = state["guard"], state["threshold"]
-        det.n_seen_, det.n_skipped_ = int(state["n_seen"]), int(state["n_skipped"])
-        if not math.isfinite(det.guard_ if det.guard_ is not None else 0.0):
-            raise ValueError(f"{path}: corrupt HST guard value")
         return det

@@ -175,32 +175,41 @@ def greedy_coreset(
     return chosen
 
 
-def nearest_sq_distances(queries: np.ndarray, bank_aug: np.ndarray) -> np.ndarray:
+def nearest_sq_distances(queries: np.ndarray, bank_t: np.ndarray) -> np.ndarray:
     """Squared distance from each query row to its nearest bank row.
 
-    ``bank_aug`` is ``[-2 * bank, |bank|^2]`` (see :func:`augment_bank`), so one GEMM gives
-    ``|b|^2 - 2 q.b`` for every pair and the min over the bank plus ``|q|^2`` is the answer:
-    BLAS does all the work, and queries are chunked so the distance block stays bounded.
+    ``bank_t`` is the augmented, transposed bank ``[[-2 * bank.T], [|bank|^2]]`` from
+    :func:`augment_bank`; with a column of ones appended to the queries one GEMM yields
+    ``|b|^2 - 2 q.b`` for every pair, so BLAS does all the arithmetic and only the row minimum
+    is left. Adding ``|q|^2`` gives the squared distance. Queries go in chunks so the distance
+    block stays within :data:`QUERY_CHUNK_BYTES` however large the batch.
+
+    >>> bank = np.array([[0.0, 0.0], [3.0, 4.0]], dtype=np.float32)
+    >>> nearest_sq_distances(np.array([[0.0, 1.0], [3.0, 3.0]]), augment_bank(bank)).tolist()
+    [1.0, 1.0]
     """
-    m = bank_aug.shape[0]
-    q = np.ascontiguousarray(queries, dtype=np.float32)
+    d1, m = bank_t.shape
+    q = np.asarray(queries, dtype=np.float32)
+    if q.ndim != 2 or q.shape[1] != d1 - 1:
+        raise DataError(f"queries of shape {q.shape} do not match a bank of {d1 - 1}-dimensional features")
     out = np.empty(q.shape[0], dtype=np.float32)
     chunk = max(64, QUERY_CHUNK_BYTES // (4 * m))
-    w = bank_aug[:, :-1]
-    b_sq = bank_aug[:, -1]
+    q_aug = np.ones((min(chunk, q.shape[0]), d1), dtype=np.float32)
     for start in range(0, q.shape[0], chunk):
         qc = q[start : start + chunk]
-        block = qc @ w.T
-        block += b_sq
-        out[start : start + chunk] = block.min(axis=1) + np.einsum("ij,ij->i", qc, qc)
+        k = qc.shape[0]
+        q_aug[:k, :-1] = qc
+        block = q_aug[:k] @ bank_t
+        out[start : start + k] = block.min(axis=1) + np.einsum("ij,ij->i", qc, qc)
     np.maximum(out, 0.0, out=out)
     return out
 
 
 def augment_bank(bank: np.ndarray) -> np.ndarray:
-    """``[-2 * bank, |bank|^2]`` as float32, the form :func:`nearest_sq_distances` searches."""
+    """The ``(d + 1, m)`` search form of an ``(m, d)`` bank: ``-2 * bank.T`` over a row of ``|bank|^2``."""
     bank = np.asarray(bank, dtype=np.float32)
-    return np.ascontiguousarray(np.hstack([-2.0 * bank, np.einsum("ij,ij->i", bank, bank)[:, None]]))
+    sq = np.einsum("ij,ij->i", bank, bank)
+    return np.ascontiguousarray(np.vstack([-2.0 * bank.T, sq[None, :]]))
 
 
 def as_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -271,7 +280,7 @@ class PatchCore:
         *,
         image_size: int | tuple[int, int] = 224,
         coreset_ratio: float = 0.01,
-        max_bank_size: int | None = 16384,
+        max_bank_size: int | None = 4096,
         projection_dim: int | None = None,
         selection_dim: int | None = 64,
         heatmap_sigma: float = HEATMAP_SIGMA,

@@ -54,6 +54,7 @@ import numpy as np
 from scipy import signal, special, stats
 
 from linewatch.detectors.base import as_batch, check_fitted, load_state, register, save_state
+from linewatch.detectors.spc_rules import nelson, western_electric
 from linewatch.errors import ConfigError, DataError
 
 #: Subgroup sizes for which the constants are tabulated (the range of the classic tables;
@@ -444,12 +445,18 @@ class _ColumnChart:
 
     def explain(self, X: np.ndarray) -> np.ndarray:
         """Per-column limit-normalised statistics ``(n, d)``, treating ``X`` as a fresh series."""
-        norm, _ = self._run(self._check(X), self._initial_state())
+        X = self._check(X)
+        if X.shape[0] == 0:  # an empty batch from a quiet stream: nothing to chart
+            return np.empty((0, X.shape[1]))
+        norm, _ = self._run(X, self._initial_state())
         return norm
 
     def update(self, X: np.ndarray) -> np.ndarray:
         """Score ``X`` as the continuation of the stream and carry the chart state forward."""
-        norm, self.state_ = self._run(self._check(X), self.state_)
+        X = self._check(X)
+        if X.shape[0] == 0:
+            return np.empty(0)
+        norm, self.state_ = self._run(X, self.state_)
         return norm.max(axis=1)
 
     def _initial_state(self) -> np.ndarray:
@@ -522,6 +529,26 @@ class ShewhartIMR(_ColumnChart):
         """``(x - centre) / σ`` per column: the input the run rules expect."""
         X = self._check(X)
         return (X - self.center_) / self.sigma_
+
+    def rule_violations(
+        self, X: np.ndarray, *, rules: str = "western_electric"
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Run rules on each column's individuals chart: ``(n, d, n_rules)`` booleans and the rule names.
+
+        ``rules`` is ``"western_electric"`` or ``"nelson"``; rows are one ordered series.
+
+        >>> det = ShewhartIMR().fit(np.random.default_rng(1).normal(size=(300, 1)))
+        >>> m, names = det.rule_violations(np.full((8, 1), 0.5))    # 8 in a row above the centre
+        >>> names[3], bool(m[-1, 0, 3]), bool(m[-2, 0, 3])
+        ('we4', True, False)
+        """
+        sets = {"western_electric": western_electric, "nelson": nelson}
+        if rules not in sets:
+            raise ConfigError(f"unknown rule set {rules!r}; use 'western_electric' or 'nelson'")
+        Z = self.standardize(X)
+        per_column = [sets[rules](Z[:, j]) for j in range(Z.shape[1])]  # d is small: one call per chart
+        names = per_column[0][1]
+        return np.stack([m for m, _ in per_column], axis=1), names
 
 
 @register("ewma")

@@ -149,10 +149,10 @@ def _inject(kind: str, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     elif kind == "variance_growth":
         z[:, 3] *= VARIANCE_FACTOR
     elif kind == "correlation_break":
-        # Runout stops following the bore: it becomes its mirror image around the mean. Each
-        # marginal stays N(0, 1) so every univariate chart stays quiet, but the pair now sits
-        # far off the 0.9-correlation ellipse.
-        z[:, 1] = -z[:, 0] + rng.normal(0.0, np.sqrt(1 - 0.9**2), len(z))
+        # Runout stops following the bore and mirrors it instead: -0.9 z0 + N(0, 0.19) keeps its
+        # marginal exactly N(0, 1), so every univariate chart stays quiet, but the pair now sits
+        # far off the +0.9-correlation ellipse.
+        z[:, 1] = -0.9 * z[:, 0] + rng.normal(0.0, np.sqrt(1 - 0.9**2), len(z))
     else:
         raise ValueError(f"unknown fault type {kind!r}; use one of {FAULT_TYPES}")
     return z

@@ -70,6 +70,8 @@ def test_contract(name: str, data, tmp_path) -> None:
     # shape, finiteness, and the score does not depend on how often it is asked
     assert scores.shape == (len(test),) and np.isfinite(scores).all()
     np.testing.assert_array_equal(det.score(test), scores)
+    # an empty batch (a quiet stream) is answered, not an error
+    assert det.score(test[:0]).shape == (0,)
     # save -> load gives identical scores
     det.save(tmp_path / name)
     back = type(det).load(tmp_path / name)
@@ -87,3 +89,6 @@ def test_contract(name: str, data, tmp_path) -> None:
     # wrong width is a clear data error
     with pytest.raises(DataError):
         det.score(test[:, :2])
+    # and after everything, the caller's arrays are still untouched
+    np.testing.assert_array_equal(train, data["train"])
+    np.testing.assert_array_equal(test, data["test"])

@@ -47,7 +47,7 @@ def test_phase1_excludes_gross_outliers() -> None:
     rng = np.random.default_rng(1)
     X = rng.multivariate_normal(np.zeros(3), COV, 300)
     X[:6] += 10.0
-    mean, cov, keep = hotelling_phase1(X)
+    mean, _, keep = hotelling_phase1(X)
     assert not keep[:6].any()
     assert np.abs(mean).max() < 0.2
     det = HotellingT2().fit(X)

@@ -232,3 +232,16 @@ def test_chart_errors() -> None:
         CUSUMChart(headstart=1.0).fit(np.random.default_rng(0).normal(size=(20, 1)))
     with pytest.raises(DataError, match="1-D"):
         imr_limits(np.zeros((3, 2)))
+
+
+def test_rule_violations_per_column() -> None:
+    det = _set(ShewhartIMR(), center=10.0, sigma=1.0)
+    det.center_, det.sigma_ = np.array([10.0, 0.0]), np.array([1.0, 2.0])
+    det.mr_bar_ = det.sigma_ * chart_constants(2).d2
+    X = np.column_stack([np.full(9, 10.5), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 6.5]])
+    m, names = det.rule_violations(X, rules="nelson")
+    assert m.shape == (9, 2, 8)
+    assert m[8, 0, names.index("nelson2")] and not m[7, 0, names.index("nelson2")]  # 9 above centre
+    assert m[8, 1, names.index("nelson1")] and m[:, 1, :].sum() == 1  # 6.5 / 2 = 3.25σ, nothing else
+    with pytest.raises(ConfigError, match="rule set"):
+        det.rule_violations(X, rules="aiag")

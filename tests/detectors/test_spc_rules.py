@@ -94,9 +94,12 @@ def _reference(z: np.ndarray) -> np.ndarray:
     """Direct, loop-per-point reading of the rule text, for cross-checking the vectorised code."""
     n = len(z)
     out = np.zeros((n, 8), dtype=bool)
+    def window(t: int, k: int):
+        return z[t - k + 1 : t + 1] if t >= k - 1 else None
+
     for t in range(n):
-        def last(k):
-            return z[t - k + 1 : t + 1] if t >= k - 1 else None
+        def last(k: int, t: int = t):
+            return window(t, k)
 
         out[t, 0] = abs(z[t]) > 3
         w = last(9)

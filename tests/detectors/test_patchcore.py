@@ -1,0 +1,229 @@
+"""PatchCore: the image-detector contract, the coreset and search helpers, calibration, persistence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from linewatch.backtest.metrics import auroc
+from linewatch.detectors import base
+from linewatch.detectors import patchcore as pc
+from linewatch.detectors.image_base import ImageDetector, get_image_detector, registered_images
+from linewatch.detectors.patchcore import PatchCore
+from linewatch.errors import ConfigError, DataError, NotFittedError
+from linewatch.simulation.frames import render_batch
+
+SIZE = 128  # 16x16 patches: small enough to be quick, large enough for the simulator's defects
+VISIBLE = ("colour_patch", "missing_feature", "spot")
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    train, _ = render_batch("bracket-a", n=24, size=SIZE, seed=0)
+    good, _ = render_batch("bracket-a", n=8, size=SIZE, seed=0, split="test")
+    bad = [render_batch("bracket-a", n=6, size=SIZE, seed=0, split="test", defect=d) for d in VISIBLE]
+    return {
+        "train": train,
+        "good": good,
+        "bad": np.concatenate([b[0] for b in bad]),
+        "bad_masks": np.concatenate([b[1] for b in bad]),
+    }
+
+
+@pytest.fixture(scope="module")
+def fitted(data) -> PatchCore:
+    return PatchCore(image_size=SIZE, coreset_ratio=0.1, seed=0, provider="cpu").fit(data["train"])
+
+
+def test_patchcore_is_an_image_detector_not_a_tabular_one() -> None:
+    assert get_image_detector("patchcore") is PatchCore
+    assert "patchcore" in registered_images()
+    assert "patchcore" not in base.registered()  # the tabular conformance test feeds (n, d) tables
+    assert isinstance(PatchCore(), ImageDetector)
+
+
+def test_scoring_before_fit_fails_clearly(data) -> None:
+    det = PatchCore(image_size=SIZE)
+    for call in (det.score, det.heatmap, det.patch_scores):
+        with pytest.raises(NotFittedError, match="fit"):
+            call(data["good"])
+    with pytest.raises(NotFittedError):
+        det.save("unused")
+
+
+def test_defective_frames_score_higher_and_heat_maps_point_at_the_defect(data, fitted) -> None:
+    s_good = fitted.score(data["good"])
+    s_bad, maps = fitted.score_with_heatmap(data["bad"])
+    assert s_good.shape == (8,) and s_bad.shape == (len(data["bad"]),)
+    labels = np.r_[np.zeros(len(s_good), bool), np.ones(len(s_bad), bool)]
+    assert auroc(labels, np.r_[s_good, s_bad]) >= 0.9
+    assert maps.shape == (len(data["bad"]), SIZE, SIZE) and maps.dtype == np.float32
+    peaks = [data["bad_masks"][i].ravel()[np.argmax(maps[i])] for i in range(len(maps))]
+    assert np.mean(peaks) >= 0.6
+    good_maps = fitted.heatmap(data["good"])
+    pixel_truth = np.concatenate([np.zeros_like(data["bad_masks"][:8]), data["bad_masks"]])
+    assert auroc(pixel_truth.ravel(), np.concatenate([good_maps, maps]).ravel()) >= 0.9
+    # the image score is the worst patch, and the heat map is in the same units
+    np.testing.assert_allclose(s_bad, fitted.patch_scores(data["bad"]).max(axis=(1, 2)), rtol=1e-6)
+
+
+def test_input_is_not_mutated(data, fitted) -> None:
+    frames = data["bad"].copy()
+    fitted.score_with_heatmap(frames)
+    np.testing.assert_array_equal(frames, data["bad"])
+
+
+def test_grayscale_colour_and_any_size_frames_work(data, fitted) -> None:
+    gray = data["good"][:3].mean(axis=-1).astype(np.uint8)
+    s_gray = fitted.score(gray)
+    np.testing.assert_allclose(fitted.score(gray[..., None]), s_gray, rtol=1e-6)
+    np.testing.assert_allclose(fitted.score(np.repeat(gray[..., None], 3, axis=-1)), s_gray, rtol=1e-6)
+    # a list of frames of different sizes: resized to the model size; heat maps need one size
+    mixed = [data["good"][0], np.ascontiguousarray(data["good"][1][:100, :120]), gray[2]]
+    assert fitted.score(mixed).shape == (3,)
+    with pytest.raises(DataError, match="different sizes"):
+        fitted.heatmap(mixed)
+    assert fitted.heatmap(mixed, size=(50, 60)).shape == (3, 50, 60)
+    # heat maps come back at the frames' own size by default
+    big = np.stack([np.asarray(np.kron(f, np.ones((2, 2, 1))), dtype=np.uint8) for f in data["bad"][:2]])
+    assert fitted.heatmap(big).shape == (2, 2 * SIZE, 2 * SIZE)
+
+
+@pytest.mark.parametrize(
+    ("frames", "message"),
+    [
+        (np.zeros((2, 64, 64, 3), dtype=np.float32), "uint8"),
+        (np.zeros((64, 64, 3), dtype=np.uint8), "ambiguous"),
+        (np.zeros((2, 64, 64, 4), dtype=np.uint8), "expected"),
+        (np.zeros((0, 64, 64, 3), dtype=np.uint8), "no frames"),
+        ([], "no frames"),
+        (np.zeros((2, 4, 64), dtype=np.uint8), "at least"),
+        ("frame.png", "expected a uint8 array"),
+    ],
+)
+def test_bad_frames_are_refused_with_a_clear_error(fitted, frames, message) -> None:
+    with pytest.raises(DataError, match=message):
+        fitted.score(frames)
+
+
+def test_bad_parameters_are_refused(data) -> None:
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        PatchCore(image_size=100).fit(data["train"][:2])
+    with pytest.raises(ConfigError, match="coreset_ratio"):
+        PatchCore(image_size=SIZE, coreset_ratio=0.0).fit(data["train"][:2])
+    with pytest.raises(ConfigError, match="provider"):
+        PatchCore(image_size=SIZE, provider="tpu").fit(data["train"][:2])
+
+
+def test_same_seed_same_model_and_progress_is_reported(data, fitted) -> None:
+    seen: list[tuple[str, int, int]] = []
+    again = PatchCore(image_size=SIZE, coreset_ratio=0.1, seed=0, provider="cpu").fit(
+        data["train"], progress=lambda stage, done, total: seen.append((stage, done, total))
+    )
+    np.testing.assert_array_equal(again.memory_bank_, fitted.memory_bank_)
+    np.testing.assert_array_equal(again.score(data["bad"]), fitted.score(data["bad"]))
+    stages = {s for s, _, _ in seen}
+    assert stages == {"features", "coreset"}
+    last = {s: (d, t) for s, d, t in seen}
+    assert last["features"] == (24, 24) and last["coreset"][0] == last["coreset"][1] == len(fitted.memory_bank_)
+    other = PatchCore(image_size=SIZE, coreset_ratio=0.1, seed=1, provider="cpu").fit(data["train"])
+    assert not np.array_equal(other.memory_bank_, fitted.memory_bank_)
+
+
+def test_bank_size_follows_ratio_floor_and_cap(data) -> None:
+    n_patches = 24 * (SIZE // 8) ** 2  # 6144
+    det = PatchCore(image_size=SIZE, coreset_ratio=0.5, max_bank_size=None, seed=0).fit(data["train"])
+    assert det.memory_bank_.shape == (n_patches // 2, 152) and det.n_train_patches_ == n_patches
+    capped = PatchCore(image_size=SIZE, coreset_ratio=0.5, max_bank_size=300, seed=0).fit(data["train"])
+    assert capped.memory_bank_.shape[0] == 300
+    floored = PatchCore(image_size=SIZE, coreset_ratio=0.001, seed=0).fit(data["train"])
+    assert floored.memory_bank_.shape[0] == pc.MIN_BANK_SIZE
+
+
+def test_save_load_round_trip_without_pickle(tmp_path, data, fitted) -> None:
+    det = PatchCore(image_size=SIZE, coreset_ratio=0.1, projection_dim=48, seed=0).fit(data["train"])
+    held_out = fitted.score(data["good"])  # stands in for held-out good frames
+    det.calibrate_scores(np.r_[held_out, held_out * 1.01, held_out * 0.99], target_far=0.5)
+    det.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / base.METADATA_FILE).read_text())
+    assert meta["kind"] == "patchcore" and meta["params"]["projection_dim"] == 48
+    with np.load(tmp_path / "m" / base.ARRAYS_FILE, allow_pickle=False) as npz:
+        assert set(npz.files) == {"memory_bank", "projection"}
+    back = PatchCore.load(tmp_path / "m")
+    assert back.feature_dim_ == 48 and back.memory_bank_.shape[1] == 48
+    s1, m1 = det.score_with_heatmap(data["bad"])
+    s2, m2 = back.score_with_heatmap(data["bad"])
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(m1, m2)
+    assert back.threshold_ == det.threshold_
+    np.testing.assert_array_equal(back.is_alarm(s1), det.is_alarm(s1))
+
+
+def test_load_refuses_a_model_built_on_another_backbone(tmp_path, fitted) -> None:
+    fitted.save(tmp_path / "m")
+    meta_file = tmp_path / "m" / base.METADATA_FILE
+    meta = json.loads(meta_file.read_text())
+    meta["params"]["fitted"]["backbone_sha256"] = "0" * 64
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="refit"):
+        PatchCore.load(tmp_path / "m")
+
+
+def test_calibration_uses_the_shared_machinery_and_says_when_data_is_too_little(data, fitted) -> None:
+    det = PatchCore(image_size=SIZE, coreset_ratio=0.1, seed=0).fit(data["train"])
+    with pytest.raises(NotFittedError, match="calibrate"):
+        det.is_alarm(np.array([1.0]))
+    rng = np.random.default_rng(0)
+    held_out = rng.gamma(4.0, 1.0, size=60)
+    det.calibrate_scores(held_out, target_far=0.2)  # 60 >= 10 / 0.2: empirical
+    assert det.calibrator_.kind == "empirical"
+    assert np.mean(det.is_alarm(held_out)) <= 0.2
+    p = det.tail_probability(np.array([0.0, 5.0, 50.0]))
+    assert p[0] > p[1] > p[2]
+    det.calibrate_scores(held_out, target_far=0.01)  # too few for empirical: POT, tail widened
+    assert det.calibrator_.kind == "pot" and det.calibrator_.tail_fraction > 0.05
+    assert det.threshold_ > np.quantile(held_out, 0.9)
+    with pytest.raises(ConfigError, match="hold out more good frames"):
+        det.calibrate_scores(held_out[:20], target_far=0.01)
+    det.fit(data["train"][:4])
+    assert det.calibrator_ is None  # a new bank invalidates the old calibration
+    det.calibrate(data["good"], target_far=0.5)
+    assert det.calibrator_ is not None
+
+
+def test_greedy_coreset_covers_better_than_a_random_subset() -> None:
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.normal(0, 1, (2000, 8)), rng.normal(6, 0.5, (20, 8))]).astype(np.float32)
+    idx = pc.greedy_coreset(pts, 50, seed=0, selection_dim=None)
+    assert len(set(idx.tolist())) == 50
+    np.testing.assert_array_equal(idx, pc.greedy_coreset(pts, 50, seed=0, selection_dim=None))
+
+    def radius(sub: np.ndarray) -> float:
+        return float(np.sqrt(pc.nearest_sq_distances(pts, pc.augment_bank(pts[sub])).max()))
+
+    random_sub = rng.choice(len(pts), 50, replace=False)
+    assert radius(idx) < 0.8 * radius(random_sub)
+    assert (idx >= 2000).any()  # the small far cluster is covered
+    np.testing.assert_array_equal(pc.greedy_coreset(pts, 5000), np.arange(len(pts)))
+
+
+def test_nearest_search_matches_brute_force_across_chunks(monkeypatch) -> None:
+    rng = np.random.default_rng(1)
+    bank = rng.normal(size=(300, 20)).astype(np.float32)
+    queries = rng.normal(size=(1000, 20)).astype(np.float32)
+    brute = ((queries[:, None, :] - bank[None, :, :]) ** 2).sum(-1).min(axis=1)
+    monkeypatch.setattr(pc, "QUERY_CHUNK_BYTES", 4 * 300 * 70)  # forces 15 chunks
+    got = pc.nearest_sq_distances(queries, pc.augment_bank(bank))
+    np.testing.assert_allclose(got, brute, rtol=1e-4, atol=1e-4)
+    with pytest.raises(DataError, match="do not match"):
+        pc.nearest_sq_distances(queries[:, :5], pc.augment_bank(bank))
+
+
+def test_resize_maps_is_bilinear_and_exact_on_constants() -> None:
+    maps = np.full((2, 4, 6), 3.0, dtype=np.float32)
+    np.testing.assert_allclose(pc.resize_maps(maps, (17, 9)), 3.0, rtol=1e-6)
+    ramp = np.arange(4, dtype=np.float32)[None, :, None] * np.ones((1, 1, 3), np.float32)
+    up = pc.resize_maps(ramp, (8, 3))[0, :, 0]
+    assert np.all(np.diff(up) >= 0) and up[0] == 0.0 and up[-1] == 3.0
