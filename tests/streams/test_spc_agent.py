@@ -152,3 +152,22 @@ def test_correlation_break_is_flagged_and_blamed_on_the_pair(worker, trained, bo
     blamed = [t for a, t in brk if a]
     assert blamed
     assert max(set(blamed), key=blamed.count) in {"bore_diameter_mm", "shaft_runout_um"}
+
+
+def test_worker_picks_up_a_new_model_version_without_restart(worker, trained, settings, bootstrap, database_url):
+    normal = simulate_spc(n_parts=3000, seed=12, fault_fraction=0.0)
+    newer, _ = train_and_register(normal.X, feature_names=normal.feature_names, database_url=database_url,
+                                  model_dir=settings.model_dir, target_far=0.01, seed=1)
+    asset = f"it-{uuid.uuid4().hex[:6]}"
+    deadline_parts = 0
+    for attempt in range(20):  # the worker refreshes its models every second
+        _, records = _parts(asset, 5, seed=100 + attempt)
+        produce_spc(bootstrap, records)
+        deadline_parts += 5
+        wait_for("SELECT count(*) FROM scores WHERE asset_id = %s", (asset,), deadline_parts, database_url)
+        versions = {r[0] for r in psycopg.connect(database_url).execute(
+            "SELECT DISTINCT model_version FROM scores WHERE asset_id = %s", (asset,)).fetchall()}
+        if newer.version in versions:
+            break
+    assert newer.version in versions
+    assert worker.poll() is None
