@@ -65,7 +65,7 @@ def db_migrate(config: ConfigOption = None) -> None:
     from linewatch.storage.migrations import migrate
 
     s = _settings(config)
-    with Stack(s) as stack:
+    with Stack(s, need_broker=False) as stack:
         result = migrate(stack.database_url)
     console.print(f"applied: {', '.join(result.applied) or 'nothing new'}")
     console.print(f"already applied: {len(result.already)}; database: "
@@ -156,7 +156,7 @@ def simulate_spc_cmd(
     s = _settings(config)
     if s.embedded_broker:
         raise ConfigError("set LINEWATCH_BROKER_URL to the broker to produce to (or use --csv)")
-    with Stack(s) as stack:
+    with Stack(s, need_database=False) as stack:
         ensure_topics(stack.bootstrap, partitions=s.topic_partitions)
         from rich.progress import Progress
 
@@ -206,7 +206,7 @@ def train_spc_cmd(
         X, names = sim.X, list(sim.feature_names)
     else:
         X, names = _read_table(Path(source), columns, sep)
-    with Stack(s) as stack:
+    with Stack(s, need_broker=False) as stack:
         migrate(stack.database_url)
         bundle, ref = train_and_register(
             np.asarray(X), feature_names=names, database_url=stack.database_url, model_dir=s.model_dir,

@@ -1,6 +1,6 @@
 -- linewatch: no-transaction  (continuous aggregates cannot be created inside a transaction)
 CREATE MATERIALIZED VIEW IF NOT EXISTS scores_1m
-WITH (timescaledb.continuous) AS
+WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 minute', ts) AS bucket,
        asset_id, modality, detector,
        count(*)                                AS n_events,
@@ -16,7 +16,7 @@ SELECT add_continuous_aggregate_policy('scores_1m',
     schedule_interval => INTERVAL '1 minute', if_not_exists => TRUE);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS spc_1h
-WITH (timescaledb.continuous) AS
+WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(INTERVAL '1 hour', ts) AS bucket,
        asset_id, sku, characteristic,
        count(*)        AS n,

@@ -28,8 +28,8 @@
 -- that completes the pattern; "k of m" rules count a partial window at the start of a series
 -- and require the flagged point itself to be in the zone; a point exactly on the centre line
 -- belongs to neither side; an exact tie between neighbours breaks trends and alternations.
--- NULL flags mean "cannot be judged": fewer than 2 baseline points, or a baseline without
--- variation (sigma = 0).
+-- NULL flags mean "cannot be judged": the rules that need sigma (all but nelson3 and nelson4)
+-- are NULL when the baseline has fewer than 2 points or no variation (sigma = 0).
 CREATE OR REPLACE VIEW spc_individuals_chart AS
 SELECT r.ts, r.asset_id, r.sku, r.characteristic, r.part_id, r.shift, r.event_id,
        r.seq, r.seq <= 25 AS in_baseline,
@@ -74,9 +74,9 @@ FROM (
                sum((s.z < 0)::int) OVER w9 AS below_9,
                sum((s.z > 0)::int) OVER w8 AS above_8,
                sum((s.z < 0)::int) OVER w8 AS below_8,
-               sum((s.direction > 0)::int) OVER w5 AS up_5,
-               sum((s.direction < 0)::int) OVER w5 AS down_5,
-               sum((s.direction * s.prev_direction < 0)::int) OVER w12 AS flips_12,
+               sum(coalesce((s.direction > 0)::int, 0)) OVER w5 AS up_5,
+               sum(coalesce((s.direction < 0)::int, 0)) OVER w5 AS down_5,
+               sum(coalesce((s.direction * s.prev_direction < 0)::int, 0)) OVER w12 AS flips_12,
                sum((s.z > 2)::int) OVER w3 AS above2_3,
                sum((s.z < -2)::int) OVER w3 AS below2_3,
                sum((s.z > 1)::int) OVER w5 AS above1_5,
@@ -126,7 +126,7 @@ COMMENT ON VIEW spc_individuals_chart IS
 'baseline of the first 25 values of the series: centre = their mean, sigma = MR-bar/1.128, limits = centre +/- 3 sigma, '
 'MR UCL = 3.267 MR-bar (provisional while baseline_n < 25). Run rules use Nelson numbering (WE1 = nelson1, '
 'WE2 = nelson5, WE3 = nelson6, WE4 = we4_8_same_side) and flag the point completing the pattern; NULL = cannot judge '
-'(no usable baseline sigma). Filter on asset_id/sku/characteristic: they are pushed into the scan; time filters are not.';
+'(the sigma-based rules when the baseline has no usable sigma). Filter on asset_id/sku/characteristic: they are pushed into the scan; time filters are not.';
 COMMENT ON COLUMN spc_individuals_chart.seq IS 'Position of the value in its series (1 = first ever measured).';
 COMMENT ON COLUMN spc_individuals_chart.in_baseline IS 'True for the first 25 values: the Phase I points the limits come from.';
 COMMENT ON COLUMN spc_individuals_chart.baseline_n IS 'How many values the limits were estimated from (25 once the baseline is complete).';

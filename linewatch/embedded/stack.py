@@ -20,6 +20,8 @@ class Stack:
 
     settings: Settings
     fsync: bool = True
+    need_broker: bool = True
+    need_database: bool = True
     bootstrap: str = ""
     database_url: str = ""
     broker: EmbeddedBroker | None = None
@@ -29,17 +31,17 @@ class Stack:
     def __enter__(self) -> Stack:
         try:
             s = self.settings
-            if s.embedded_broker:
+            if s.embedded_broker and self.need_broker:
                 self.broker = EmbeddedBroker(data_dir=s.data_dir).start()
                 self._exit.callback(self.broker.stop)
                 self.bootstrap = self.broker.bootstrap
-            else:
+            elif s.broker_url:
                 self.bootstrap = s.broker_url.removeprefix("kafka://")  # type: ignore[union-attr]
-            if s.embedded_database:
+            if s.embedded_database and self.need_database:
                 self.postgres = EmbeddedPostgres(data_dir=s.data_dir, fsync=self.fsync).start()
                 self._exit.callback(self.postgres.stop)
                 self.database_url = self.postgres.url
-            else:
+            elif s.database_url:
                 self.database_url = s.database_url.get_secret_value()  # type: ignore[union-attr]
         except BaseException:
             self._exit.close()

@@ -35,7 +35,9 @@ MAX_ABS_VALUE = 1e12
 
 def _utc(v: datetime) -> datetime:
     if v.tzinfo is None or v.utcoffset() is None:
-        raise ValueError("timestamp must carry a timezone (e.g. 2026-01-01T08:00:00Z); naive times are ambiguous")
+        raise ValueError(
+            "timestamp must carry a timezone (e.g. 2026-01-01T08:00:00Z); naive times are ambiguous"
+        )
     return v.astimezone(UTC)
 
 
@@ -57,7 +59,9 @@ Measurement = Annotated[float, AfterValidator(_finite)]
 class Message(BaseModel):
     """Common config: strict about unknown fields and non-finite numbers, immutable once built."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, ser_json_bytes="base64", val_json_bytes="base64")
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, ser_json_bytes="base64", val_json_bytes="base64"
+    )
 
     schema_version: Literal[1] = SCHEMA_VERSION
 

@@ -104,7 +104,8 @@ def migrate(url: str, directory: Path | None = None) -> MigrationResult:
     with conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
-            conn.execute(_BOOKKEEPING)
+            if conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None:
+                conn.execute(_BOOKKEEPING)  # only the owner needs CREATE; workers just read it
             ts = timescale_available(conn)
             done = {r[0]: r[1] for r in conn.execute("SELECT version, checksum FROM schema_migrations")}
             applied, already, changed = [], [], []

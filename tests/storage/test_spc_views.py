@@ -9,9 +9,11 @@ detectors in linewatch.detectors serve as a second, independent opinion on rando
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,15 +47,16 @@ PHASE_TWO = [
     11.0, 11.0, 13.0, 11.0, 13.0,          # [27-31] 13 has z = 2.256: 2 of 3 beyond 2 sigma at 31: nelson5
     9.0,                                   # [32] MR = |9 - 13| = 4 > 3.267: MR chart rule
     11.0,                                  # [33]
-    *[11.5] * 9,                           # [34-42] 9 above the centre (z = 0.564): we4 at 41, 42; nelson2 at 42
+    *[11.5] * 9,                           # [34-42] 9 above the centre (z = 0.564): we4 at 41, 42,
+                                           #         nelson2 at 42
     11.0,                                  # [43]
     9.5, 10.0, 10.5, 11.2, 11.6, 12.0,     # [44-49] 6 rising values: nelson3 at 49
     11.0,                                  # [50]
     12.5, 12.5, 11.0, 12.5, 12.5,          # [51-55] z(12.5) = 1.692: 4 of 5 beyond 1 sigma at 55: nelson6
     11.0,                                  # [56]
     *[10.8 if k % 2 else 11.2 for k in range(57, 71)],  # [57-70] down/up from 56 on: 14 alternating at 69, 70
-    11.2,                                  # [71] a tie ends the alternation; 56..70 / 56..71 are 15 / 16 values
-                                           #      within 1 sigma: nelson7 at 70 and 71
+    11.2,                                  # [71] a tie ends the alternation; 56..70 and 56..71 are
+                                           #      15 and 16 values within 1 sigma: nelson7 at 70, 71
     12.5, 12.5, 9.5, 9.5, 12.5, 12.5, 9.5, 9.5,  # [72-79] 8 beyond 1 sigma on both sides: nelson8 at 79
     11.0,                                  # [80]
 ]
@@ -99,8 +102,8 @@ def insert_series(conn: psycopg.Connection, asset: str, characteristic: str, val
 def insert_rows(conn: psycopg.Connection, rows: Sequence[tuple]) -> None:
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO spc_measurements (ts, event_id, asset_id, sku, part_id, shift, characteristic, value, "
-            "lsl, usl, target) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
+            "INSERT INTO spc_measurements (ts, event_id, asset_id, sku, part_id, shift, characteristic, "
+            "value, lsl, usl, target) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
 
 
 def chart(conn: psycopg.Connection, asset: str, characteristic: str) -> list[dict[str, Any]]:
@@ -294,18 +297,22 @@ def test_anomalies_come_with_their_top_three_contributors_and_the_parts_values(c
                 "runout": (0.30, None, 0.2)}
     insert_rows(conn, [(ts, eid, asset, "S1", "part-7", "A", name, v, lsl, usl, None)
                        for name, (v, lsl, usl) in measured.items()])
-    explanation = [{"name": "bore", "value": 30.0, "share": 0.6}, {"name": "runout", "value": 15.0, "share": 0.3},
-                   {"name": "depth", "value": 4.0, "share": 0.08}, {"name": "flatness", "value": 1.0, "share": 0.02}]
+    explanation = [{"name": "bore", "value": 30.0, "share": 0.6},
+                   {"name": "runout", "value": 15.0, "share": 0.3},
+                   {"name": "depth", "value": 4.0, "share": 0.08},
+                   {"name": "flatness", "value": 1.0, "share": 0.02}]
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO scores (ts, event_id, modality, asset_id, sku, part_id, detector, model_version, raw_score, "
-            "tail_probability, calibrated_score, threshold, is_anomaly, ready, top_feature, explanation, scored_at) "
+            "INSERT INTO scores (ts, event_id, modality, asset_id, sku, part_id, detector, model_version, "
+            "raw_score, tail_probability, calibrated_score, threshold, is_anomaly, ready, top_feature, "
+            "explanation, scored_at) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [_score(ts, eid, asset, modality="spc", anomalous=True, explanation=explanation),
              _score(ts, quiet, asset, modality="spc", anomalous=False, explanation=explanation),
              _score(ts + timedelta(seconds=1), frame, asset, modality="frames", anomalous=True,
                     explanation=[{"name": "region_3_4", "value": 9.0, "share": 1.0}])])
-    rows = conn.execute("SELECT * FROM anomalies_with_context WHERE asset_id = %s ORDER BY ts", (asset,)).fetchall()
+    rows = conn.execute("SELECT * FROM anomalies_with_context WHERE asset_id = %s ORDER BY ts",
+                        (asset,)).fetchall()
     assert [r["event_id"] for r in rows] == [eid, frame]  # the non-anomalous verdict is not there
     spc, img = rows
     assert (spc["feature_1"], spc["feature_2"], spc["feature_3"]) == ("bore", "runout", "depth")
@@ -320,7 +327,8 @@ def test_anomalies_come_with_their_top_three_contributors_and_the_parts_values(c
 
 # --- access and plans ---------------------------------------------------------------------------
 
-SPC_VIEWS = ("spc_individuals_chart", "spc_capability_daily", "spc_capability_shift", "anomalies_with_context")
+SPC_VIEWS = ("spc_individuals_chart", "spc_capability_daily", "spc_capability_shift",
+             "anomalies_with_context")
 
 
 def test_the_read_only_role_can_read_every_view(conn, asset):
@@ -350,3 +358,28 @@ def test_a_filter_on_the_series_reaches_the_table_scan(conn, view):
     for node in found:
         conditions = " ".join(str(node.get(k, "")) for k in ("Index Cond", "Filter", "Recheck Cond"))
         assert "asset_id" in conditions and "characteristic" in conditions, node
+
+
+# --- the examples in docs/sql.md ----------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
+
+
+def doc_examples() -> list[str]:
+    return re.findall(r"```sql\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+
+
+def test_every_example_in_the_docs_runs_as_the_read_only_role(conn):
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=80)
+    insert_series(conn, "press-01", "bore_diameter", BASELINE + PHASE_TWO, start=start, sku="A-100",
+                  lsl=8.0, usl=14.0)
+    conn.execute("SET ROLE linewatch_reader")
+    examples = doc_examples()
+    assert len(examples) >= 8
+    results = []
+    for sql in examples:
+        with conn.transaction():  # a savepoint: one failing example does not hide the next
+            results.append(conn.execute(sql).fetchall() if "SELECT" in sql else None)
+    out_of_control_last_shift, rebaselined = results[1], results[-1]
+    assert len(out_of_control_last_shift) == len(set().union(*(EXPECTED_FLAGS[c] for c in NELSON_COLUMNS)))
+    assert len(rebaselined) == 80 and rebaselined[0]["cl"] == pytest.approx(11.0)

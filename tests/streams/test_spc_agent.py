@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def trained(settings, database_url):
     normal = simulate_spc(n_parts=4000, seed=11, fault_fraction=0.0)
-    bundle, ref = train_and_register(normal.X, feature_names=normal.feature_names, database_url=database_url,
+    bundle, _ = train_and_register(normal.X, feature_names=normal.feature_names, database_url=database_url,
                                      model_dir=settings.model_dir, target_far=0.01, seed=0)
     return bundle
 
