@@ -61,7 +61,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from linewatch.backtest.metrics import classification_metrics
-from linewatch.detectors import autoencoder, catalog, dynamic_pca, online_signal  # noqa: F401  (registration)
+from linewatch.detectors import catalog  # noqa: F401  (fills the registry)
 from linewatch.detectors.base import Explainer, get_detector
 from linewatch.detectors.calibration import make_calibrator
 from linewatch.errors import ConfigError, DataError

@@ -187,6 +187,9 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
     finally:
         stop_sampling.set()
         stop(worker, timeout=30)
+    stats_lines = [ln for ln in log.read_text(errors="replace").splitlines() if "spc: " in ln and "busy" in ln]
+    if stats_lines:
+        console.print("worker: " + stats_lines[-1].split("spc: ", 1)[1])
     return {"records_per_s": rate, "latency_p50_s": float(np.percentile(lat, 50)),
             "latency_p99_s": float(np.percentile(lat, 99)), "latency_rate": lat_rate, "peak_rss_mb": peak["rss"]}
 

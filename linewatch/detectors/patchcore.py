@@ -46,15 +46,17 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-from collections.abc import Callable
-from functools import lru_cache
+from collections.abc import Callable, Iterator
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 from scipy import ndimage
+from threadpoolctl import ThreadpoolController
 
 from linewatch.detectors.base import check_fitted, load_state, save_state
 from linewatch.detectors.calibration import (
@@ -93,6 +95,27 @@ PROGRESS_STEPS = 100
 #: to the upper half of the scores; any wider and it would be fitting the body, not the tail).
 MAX_POT_TAIL_FRACTION = 0.5
 CALIBRATION_METHODS = ("auto", "empirical", "pot")
+
+
+@cache
+def _blas_controller() -> ThreadpoolController:
+    """One threadpoolctl controller per process (building one scans the loaded libraries, ~0.5 ms)."""
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None) -> Iterator[None]:
+    """Run the enclosed numpy work with ``n`` BLAS threads (``None``: leave BLAS as configured).
+
+    Why: on a 2-core line PC the backbone (onnxruntime) and the patch search (BLAS) alternate
+    batch by batch; a multi-threaded BLAS keeps spinning threads after each product that steal
+    the core onnxruntime needs next, which measured twice as slow end to end and erratic.
+    """
+    if n is None:
+        yield
+        return
+    with _blas_controller().limit(limits=n, user_api="blas"):
+        yield
 
 
 @lru_cache(maxsize=64)
@@ -235,11 +258,12 @@ def _calibrator_for(method: str, target_far: float, n: int) -> Calibrator:
     if isinstance(cal, PotCalibrator) and n * cal.tail_fraction < MIN_POT_EXCEEDANCES + 1:
         needed = (MIN_POT_EXCEEDANCES + 1) / n
         if needed > MAX_POT_TAIL_FRACTION:
+            far_ok = MIN_EXCEEDANCES_FOR_EMPIRICAL / n
             raise ConfigError(
                 f"{n} held-out good frames cannot calibrate target_far={target_far:g}: the empirical "
                 f"calibrator needs {math.ceil(MIN_EXCEEDANCES_FOR_EMPIRICAL / target_far)} and POT at least "
-                f"{math.ceil((MIN_POT_EXCEEDANCES + 1) / MAX_POT_TAIL_FRACTION)}; hold out more good frames "
-                f"or raise target_far to {MIN_EXCEEDANCES_FOR_EMPIRICAL / n:.2g} or more"
+                f"{math.ceil((MIN_POT_EXCEEDANCES + 1) / MAX_POT_TAIL_FRACTION)}; hold out more good frames"
+                + (f" or raise target_far to {far_ok:.2g} or more" if far_ok < 1 else "")
             )
         cal = PotCalibrator(target_far=cal.target_far, tail_fraction=needed)
     return cal
@@ -269,6 +293,9 @@ class PatchCore:
         Frames per backbone call.
     backbone_path, provider, intra_op_threads:
         Passed to :class:`~linewatch.detectors.image_backbone.ImageBackbone`.
+    search_threads:
+        BLAS threads for the patch search and heat maps (see :func:`blas_threads`); 1 by default,
+        ``None`` leaves BLAS as configured (more threads help on a many-core box with a big bank).
     seed:
         Seeds the projection and the coreset's first centre; same seed, same model.
     """
@@ -288,6 +315,7 @@ class PatchCore:
         backbone_path: str | None = None,
         provider: str = "auto",
         intra_op_threads: int = 1,
+        search_threads: int | None = 1,
         seed: int = 0,
     ) -> None:
         self.image_size = image_size
@@ -300,6 +328,7 @@ class PatchCore:
         self.backbone_path = backbone_path
         self.provider = provider
         self.intra_op_threads = intra_op_threads
+        self.search_threads = search_threads
         self.seed = seed
         self.memory_bank_: np.ndarray | None = None
         self.projection_: np.ndarray | None = None
@@ -327,6 +356,7 @@ class PatchCore:
             "backbone_path": self.backbone_path,
             "provider": self.provider,
             "intra_op_threads": self.intra_op_threads,
+            "search_threads": self.search_threads,
             "seed": self.seed,
         }
 
@@ -340,6 +370,8 @@ class PatchCore:
             raise ConfigError(f"projection_dim={self.projection_dim!r} must be positive or None")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size!r} must be at least 1")
+        if self.search_threads is not None and self.search_threads < 1:
+            raise ConfigError(f"search_threads={self.search_threads!r} must be at least 1 or None")
         return size
 
     @property
@@ -374,7 +406,10 @@ class PatchCore:
     def fit(self, images: Images, *, progress: Progress | None = None) -> Self:
         """Learn normal patches from known-good frames (colour or grayscale, any size)."""
         size = self._validate_params()
-        frames = prepare_images(images, size)
+        with blas_threads(self.search_threads):
+            return self._fit(prepare_images(images, size), progress)
+
+    def _fit(self, frames: np.ndarray, progress: Progress | None) -> Self:
         self.projection_ = None
         raw_dim = sum(self.backbone.spec.channels)
         if self.projection_dim is not None and self.projection_dim < raw_dim:
@@ -407,7 +442,8 @@ class PatchCore:
         """``(n, H/8, W/8)`` distance of every patch to its nearest normal patch."""
         size = self._check_ready()
         frames = prepare_images(images, size)
-        return self._patch_scores_prepared(frames)
+        with blas_threads(self.search_threads):
+            return self._patch_scores_prepared(frames)
 
     def _patch_scores_prepared(self, frames: np.ndarray) -> np.ndarray:
         assert self._bank_aug is not None
@@ -443,8 +479,9 @@ class PatchCore:
                     f"frames of {len(sizes)} different sizes in one batch; pass size=(H, W) for the heat maps"
                 )
             size = sizes.pop()
-        patches = self._patch_scores_prepared(prepare_images(frames, model))
-        return patches.max(axis=(1, 2)).astype(np.float64), self._maps_from_patches(patches, size)
+        with blas_threads(self.search_threads):
+            patches = self._patch_scores_prepared(prepare_images(frames, model))
+            return patches.max(axis=(1, 2)).astype(np.float64), self._maps_from_patches(patches, size)
 
     def heatmap(self, images: Images, *, size: tuple[int, int] | None = None) -> np.ndarray:
         """``(n, H, W)`` float32 anomaly maps in patch-distance units, upsampled and smoothed."""

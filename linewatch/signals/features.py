@@ -32,6 +32,8 @@ Feature order (fixed; :func:`feature_names` returns it and detectors rely on it)
     power of the envelope spectrum (Hilbert envelope of the band-passed window) around each
     bearing defect frequency and its first ``defect_harmonics`` harmonics.
 
+With ``log_power=True`` every power (7, the ``_power`` half of 9, and 10) is ``log10``'d.
+
 Bearing defect frequencies follow the standard kinematics for a stationary outer race
 (``d`` rolling-element diameter, ``D`` pitch diameter, ``φ`` contact angle, ``n`` elements,
 ``f`` shaft frequency)::
@@ -79,6 +81,9 @@ HANN_LOBE_BINS = 2
 CONSTANT_RELATIVE_STD = 1e-6
 #: Floor for logarithms of spectral power (keeps log-parabolic interpolation finite).
 _TINY = 1e-300
+#: Added to powers before ``log10`` when ``log_power`` is set (units²): far below any real sensor's
+#: noise floor, so it only keeps an all-zero window finite.
+POWER_FLOOR = 1e-12
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,11 @@ class FeatureConfig:
     defect_harmonics, defect_tolerance:
         Harmonics summed per defect frequency, and the relative half-width of each search
         window (slip and speed uncertainty move the lines by a percent or two).
+    log_power:
+        Report every power (band energies, peak powers, envelope energies) as
+        ``log10(power + POWER_FLOOR)``. Powers of healthy machines are roughly log-normal and a
+        growing fault multiplies them, so linear models (PCA) and scalers behave much better on
+        logs; the names do not change.
     """
 
     sample_rate: float
@@ -168,6 +178,7 @@ class FeatureConfig:
     envelope_band: tuple[float, float] | None = None
     defect_harmonics: int = 3
     defect_tolerance: float = 0.02
+    log_power: bool = False
 
     def __post_init__(self) -> None:
         if not self.sample_rate > 0:
@@ -377,4 +388,14 @@ def extract_features(
         if not (np.isfinite(speed_arr).all() and (speed_arr > 0).all()):
             raise DataError("shaft_hz must be positive and finite for every window")
         parts.append(_defect_energies(x, config, speed_arr))
-    return np.concatenate(parts, axis=1)
+    F = np.concatenate(parts, axis=1)
+    if config.log_power:
+        F[:, _power_columns(config)] = np.log10(F[:, _power_columns(config)] + POWER_FLOOR)
+    return F
+
+
+def _power_columns(config: FeatureConfig) -> np.ndarray:
+    """Indices of the power-valued columns (bands, peak powers, envelope energies)."""
+    names = feature_names(config)
+    power = [i for i, n in enumerate(names) if n.startswith(("band_", "env_")) or n.endswith("_power")]
+    return np.array(power, dtype=np.int64)

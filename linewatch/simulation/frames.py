@@ -300,15 +300,22 @@ def _finish(spec: SkuSpec, scene: _Scene, rng: np.random.Generator) -> np.ndarra
 
 
 def render_frame(sku: str, *, defect: str | None, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one frame of ``sku``; return ``(image, mask)``. ``defect=None`` draws a good part."""
+    """Draw one frame of ``sku``; return ``(image, mask)``. ``defect=None`` draws a good part.
+
+    Two calls with identically seeded ``rng`` draw the same part under the same light; only the
+    defect (if any) differs.
+    """
     if size < MIN_SIZE:
         raise ConfigError(f"size={size} is too small to draw a part; use at least {MIN_SIZE}")
     spec = sku_spec(sku)
     scene = _draw_base(spec, size, rng)
+    # The defect draws from its own stream, so the same rng gives the same part, lighting and
+    # noise with or without a defect: a counterfactual pair that differs only where the mask is.
+    defect_rng = np.random.default_rng(rng.integers(2**63))
     if defect is None:
         return _finish(spec, scene, rng), np.zeros((size, size), dtype=bool)
     before = scene.albedo * scene.shading[..., None]
-    foot = _add_defect(spec, scene, defect, rng)
+    foot = _add_defect(spec, scene, defect, defect_rng)
     delta = scene.albedo * scene.shading[..., None] - before
     # what the camera can see: per-channel change in colour, the mean change in grayscale
     changed = np.abs(delta.mean(axis=-1)) if spec.grayscale else np.abs(delta).max(axis=-1)

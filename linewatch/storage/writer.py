@@ -1,9 +1,12 @@
-"""Batched, idempotent writes: COPY into a temporary table, then one INSERT ... ON CONFLICT DO NOTHING.
+"""Batched, idempotent writes with COPY.
 
-COPY is the fastest way into PostgreSQL but has no conflict handling; staging through a
-temporary table keeps COPY's speed and makes a redelivered batch a no-op on the natural
-keys. The whole batch (measurements, scores, dead letters) commits in one transaction, and
-the caller acknowledges the Kafka offsets only after :meth:`BatchWriter.write` returns.
+COPY is the fastest way into PostgreSQL but has no conflict handling. Each table's rows are
+first COPied straight into the table inside a savepoint; only when that hits a natural-key
+conflict (a redelivered or replayed event) does the batch go through a temporary staging
+table and one ``INSERT ... ON CONFLICT DO NOTHING``, so the common case pays for one pass
+over the data and a redelivered batch is still a no-op. The whole batch (measurements,
+scores, dead letters) commits in one transaction, and the caller acknowledges the Kafka
+offsets only after :meth:`BatchWriter.write` returns.
 
 Connection failures are retried with backoff; when the database stays away the error is an
 :class:`~linewatch.errors.InfrastructureError` so the worker stops loudly instead of
@@ -21,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from linewatch.errors import InfrastructureError
-from linewatch.schemas.rows import DeadLetterRow, Row, ScoreRow, SpcMeasurementRow, columns
+from linewatch.schemas.rows import Row, columns
 
 log = logging.getLogger(__name__)
 
@@ -89,29 +92,44 @@ class BatchWriter:
                 if not rows:
                     continue
                 table = row_type.__table__
-                stage = f"_stage_{table}"
-                cols = columns(row_type)
-                if stage not in self._staged:
-                    cur.execute(
-                        sql.SQL(
-                            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                        ).format(sql.Identifier(stage), sql.Identifier(table))
-                    )
-                    self._staged.add(stage)
-                col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
-                with cur.copy(
-                    sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(stage), col_list)
-                ) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                cur.execute(
-                    sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-                        sql.Identifier(table), col_list, col_list, sql.Identifier(stage)
-                    )
-                )
-                result.inserted[table] = cur.rowcount
+                try:
+                    # Fast path: COPY straight into the table inside a savepoint. A redelivered
+                    # event violates the natural key and sends the batch down the staged path.
+                    with conn.transaction():
+                        self._copy(cur, table, columns(row_type), rows)
+                    result.inserted[table] = len(rows)
+                except psycopg.errors.UniqueViolation:
+                    result.inserted[table] = self._staged_insert(cur, row_type, rows)
                 result.offered[table] = len(rows)
         return result
 
+    @staticmethod
+    def _copy(cur: psycopg.Cursor, table: str, cols: tuple[str, ...], rows: Sequence[tuple]) -> None:
+        col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table), col_list)) as copy:
+            for row in rows:
+                copy.write_row(row)
 
-__all__ = ["BatchWriter", "DeadLetterRow", "ScoreRow", "SpcMeasurementRow", "WriteResult"]
+    def _staged_insert(self, cur: psycopg.Cursor, row_type: type[Row], rows: Sequence[tuple]) -> int:
+        """COPY into a temporary table, then INSERT ... ON CONFLICT DO NOTHING: idempotent on the keys."""
+        table = row_type.__table__
+        stage = f"_stage_{table}"
+        cols = columns(row_type)
+        if stage not in self._staged:
+            cur.execute(
+                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
+                    sql.Identifier(stage), sql.Identifier(table)
+                )
+            )
+            self._staged.add(stage)
+        self._copy(cur, stage, cols, rows)
+        col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
+        cur.execute(
+            sql.SQL("INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ON CONFLICT DO NOTHING").format(
+                sql.Identifier(table), col_list,
+                sql.SQL(", ").join(map(sql.Identifier, row_type.__key__)), col_list, sql.Identifier(stage),
+            )
+        )
+        inserted = cur.rowcount
+        cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(stage)))
+        return inserted

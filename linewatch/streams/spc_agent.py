@@ -42,7 +42,7 @@ EXIT_INFRASTRUCTURE = 70
 #: Logged once the worker holds partitions; the demo and tests wait for it.
 READY_MESSAGE = "linewatch worker ready:"
 #: Seconds between throughput lines in the worker log.
-STATS_EVERY_S = 10.0
+STATS_EVERY_S = 5.0
 
 
 @dataclass
@@ -54,6 +54,10 @@ class SpcStats:
     anomalies: int = 0
     unscored: int = 0
     started: float = field(default_factory=time.monotonic)
+    #: Seconds spent per stage, so a slow worker says where its time goes.
+    score_s: float = 0.0
+    write_s: float = 0.0
+    publish_s: float = 0.0
 
 
 class SpcRuntime:
@@ -70,15 +74,24 @@ class SpcRuntime:
         changed = self.models.refresh()
         if changed:
             log.warning("spc models loaded: %s", ", ".join(changed))
+        t0 = time.perf_counter()
         try:
             result = score_spc_batch(messages, self.models)
         except Exception:
             log.exception("scoring a batch of %d spc messages failed; retrying one by one", len(messages))
             result = self._one_by_one(messages)
-        self.writer.write(result.rows())
+        t1 = time.perf_counter()
+        # Hand the messages to librdkafka first so delivery overlaps with the database write.
         self.publisher.publish(SCORES.name, result.score_messages)
         self.publisher.publish(DEADLETTER.name, ((d.key, encode(d)) for d in result.deadletters.items))
+        t2 = time.perf_counter()
+        self.writer.write(result.rows())
+        t3 = time.perf_counter()
         self.publisher.flush()
+        t4 = time.perf_counter()
+        self.stats.score_s += t1 - t0
+        self.stats.publish_s += (t2 - t1) + (t4 - t3)
+        self.stats.write_s += t3 - t2
         self._count(result)
         return result
 
@@ -118,8 +131,9 @@ class SpcRuntime:
         if now - self._last_log >= STATS_EVERY_S:
             self._last_log = now
             rate = s.records / max(now - s.started, 1e-9)
-            log.warning("spc: %d records, %d scores, %d anomalies, %d dead letters (%.0f records/s)",
-                        s.records, s.scores, s.anomalies, s.deadletters, rate)
+            log.warning("spc: %d records, %d scores, %d anomalies, %d dead letters (%.0f records/s; "
+                        "busy %.1f s scoring, %.1f s writing, %.1f s publishing)",
+                        s.records, s.scores, s.anomalies, s.deadletters, rate, s.score_s, s.write_s, s.publish_s)
 
 
 def to_raw(event: faust.types.EventT) -> RawMessage:

@@ -189,8 +189,10 @@ def test_calibration_uses_the_shared_machinery_and_says_when_data_is_too_little(
         det.calibrate_scores(held_out[:20], target_far=0.01)
     det.fit(data["train"][:4])
     assert det.calibrator_ is None  # a new bank invalidates the old calibration
-    det.calibrate(data["good"], target_far=0.5)
-    assert det.calibrator_ is not None
+    with pytest.raises(ConfigError, match="hold out more good frames$"):
+        det.calibrate(data["good"], target_far=0.5)  # 8 frames resolve nothing useful
+    det.calibrate(np.concatenate([data["good"]] * 3), target_far=0.5)
+    assert det.calibrator_ is not None and det.calibrator_.reference_.size == 24
 
 
 def test_greedy_coreset_covers_better_than_a_random_subset() -> None:

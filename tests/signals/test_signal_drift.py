@@ -47,7 +47,7 @@ def test_save_load_gives_the_same_report(tmp_path) -> None:
     mon.report()
     mon.save(tmp_path / "drift")
     back = FeatureDriftMonitor.load(tmp_path / "drift")
-    nxt = rng.normal(size=(100, 2)) + [0.0, 2.0]
+    nxt = rng.normal(size=(100, 2)) + np.array([0.0, 2.0])
     a, b = mon.update(nxt), back.update(nxt)
     np.testing.assert_allclose(a.psi, b.psi)
     np.testing.assert_allclose(a.ks_pvalue, b.ks_pvalue)

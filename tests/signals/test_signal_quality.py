@@ -19,7 +19,8 @@ def _healthy(n: int = 4, seed: int = 0) -> np.ndarray:
 
 
 def test_healthy_windows_pass() -> None:
-    gate = QualityGate(limits={"vib": SensorLimits(low=-50, high=50, rail_low=-10, rail_high=10, resolution=1e-4)})
+    limits = SensorLimits(low=-50, high=50, rail_low=-10, rail_high=10, resolution=1e-4)
+    gate = QualityGate(limits={"vib": limits})
     rep = gate.check(_healthy(), sensors="vib")
     assert rep.ok.all() and not rep.suppress and rep.bad_sensors() == {}
 
