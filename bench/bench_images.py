@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 from linewatch.backtest.images import run_images_backtest  # noqa: E402
+from linewatch.backtest.metrics import auroc  # noqa: E402
 from linewatch.detectors import patchcore as pc  # noqa: E402
 from linewatch.detectors.image_backbone import ImageBackbone, prepare_images  # noqa: E402
 from linewatch.simulation.frames import DEFECT_TYPES, render_batch, write_dataset  # noqa: E402
@@ -64,34 +64,50 @@ def bench_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
     for size in (224, 256):
         train, _ = render_batch("bracket-a", n=24 if args.quick else 60, size=size, seed=1)
         test, _ = render_batch("bracket-a", n=n, size=size, seed=1, split="test")
-        for threads in (1, 2):
-            det = pc.PatchCore(image_size=size, provider=_provider(args), intra_op_threads=threads, seed=0)
+        # (onnxruntime intra-op threads, BLAS threads for search and heat map; None = BLAS default)
+        for threads, blas in ((1, 1), (2, 1), (1, None)):
+            det = pc.PatchCore(
+                image_size=size,
+                provider=_provider(args),
+                intra_op_threads=threads,
+                search_threads=blas,
+                seed=0,
+            )
             det.fit(train)
             backbone: ImageBackbone = det.backbone
             prepared = prepare_images(test, (size, size))
             for batch in (1, 8):
 
-                def run_backbone(b: int = batch) -> None:
+                def run_backbone(
+                    b: int = batch, bb: ImageBackbone = backbone, x: np.ndarray = prepared
+                ) -> None:
                     for s in range(0, n, b):
-                        backbone.features(prepared[s : s + b], batch_size=b)
+                        bb.features(x[s : s + b], batch_size=b)
 
-                def run_detector(b: int = batch) -> None:
+                def run_detector(b: int = batch, d: pc.PatchCore = det, x: np.ndarray = test) -> None:
                     for s in range(0, n, b):
-                        det.score_with_heatmap(test[s : s + b])
+                        d.score_with_heatmap(x[s : s + b])
+
+                def run_scores(b: int = batch, d: pc.PatchCore = det, x: np.ndarray = test) -> None:
+                    for s in range(0, n, b):
+                        d.score(x[s : s + b])
 
                 row = {
                     "size": size,
                     "batch": batch,
                     "ort_threads": threads,
+                    "blas_threads": blas or "default",
                     "backbone_fps": _rate(run_backbone, n, args.repeats),
+                    "score_fps": _rate(run_scores, n, args.repeats),
                     "detector_fps": _rate(run_detector, n, args.repeats),
                     "bank_size": int(det.memory_bank_.shape[0]),
                     "providers": backbone.active_providers,
                 }
                 rows.append(row)
                 print(
-                    f"  {size}x{size} batch {batch} ort-threads {threads}: backbone {row['backbone_fps']:6.1f} f/s"
-                    f"   detector (+search, heat map) {row['detector_fps']:6.1f} f/s   bank {row['bank_size']}",
+                    f"  {size}x{size} batch {batch} ort-threads {threads} blas {blas or 'default'}: "
+                    f"backbone {row['backbone_fps']:6.1f} f/s   "
+                    f"+search {row['score_fps']:6.1f} f/s   +heat map {row['detector_fps']:6.1f} f/s",
                     flush=True,
                 )
     return rows
@@ -104,17 +120,35 @@ def bench_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for sku in args.skus:
             root = Path(tmp) / sku
-            write_dataset(root, sku=sku, n_train=n_train, n_test_good=n_good, n_test_per_defect=n_def,
-                          size=256, seed=args.seed)
-            res = run_images_backtest(root, target_far=0.1, calibration_fraction=0.3, seed=args.seed,
-                                      image_size=args.image_size, provider=_provider(args))
+            write_dataset(
+                root,
+                sku=sku,
+                n_train=n_train,
+                n_test_good=n_good,
+                n_test_per_defect=n_def,
+                size=256,
+                seed=args.seed,
+            )
+            res = run_images_backtest(
+                root,
+                target_far=0.1,
+                calibration_fraction=0.3,
+                seed=args.seed,
+                image_size=args.image_size,
+                provider=_provider(args),
+            )
             out[sku] = res
-            print(f"  {sku:10s} image AUROC {res['image_auroc']:.3f}  pixel AUROC {res['pixel_auroc']:.3f}  "
-                  f"F1 {res['f1']:.2f}  FAR(test good) {res['false_alarm_rate']:.2f} (target 0.10)  "
-                  f"{res['fps']:.0f} f/s  bank {res['bank_size']}", flush=True)
+            print(
+                f"  {sku:10s} image AUROC {res['image_auroc']:.3f}  pixel AUROC {res['pixel_auroc']:.3f}  "
+                f"F1 {res['f1']:.2f}  FAR(test good) {res['far']:.2f} (target 0.10)  "
+                f"{res['fps']:.0f} f/s  bank {res['bank_size']}",
+                flush=True,
+            )
             for defect, d in res["per_defect"].items():
-                print(f"      {defect:16s} image {d['image_auroc']:.3f}  pixel {d['pixel_auroc']:.3f}  "
-                      f"recall@thr {d['recall']:.2f}")
+                print(
+                    f"      {defect:16s} image {d['image_auroc']:.3f}  pixel {d['pixel_auroc']:.3f}  "
+                    f"recall@thr {d['recall']:.2f}"
+                )
     return out
 
 
@@ -131,7 +165,9 @@ def bench_bank(args: argparse.Namespace) -> list[dict[str, Any]]:
     for sku in args.bank_skus:
         train, _ = render_batch(sku, n=n_train, size=256, seed=args.seed)
         goods, good_masks = render_batch(sku, n=n_good, size=256, seed=args.seed, split="test")
-        bad = [render_batch(sku, n=n_def, defect=d, size=256, seed=args.seed, split="test") for d in DEFECT_TYPES]
+        bad = [
+            render_batch(sku, n=n_def, defect=d, size=256, seed=args.seed, split="test") for d in DEFECT_TYPES
+        ]
         test = np.concatenate([goods] + [b[0] for b in bad])
         masks = np.concatenate([good_masks] + [b[1] for b in bad])
         labels = np.concatenate([np.zeros(n_good, int)] + [np.ones(n_def, int)] * len(DEFECT_TYPES))
@@ -152,26 +188,31 @@ def bench_bank(args: argparse.Namespace) -> list[dict[str, Any]]:
                 idx = pc.greedy_coreset(tr, m, seed=args.seed, selection_dim=64)
                 coreset_s = time.perf_counter() - t0
                 bank = pc.augment_bank(tr[idx])
-                t0 = time.perf_counter()
-                d2 = pc.nearest_sq_distances(te, bank)
-                search_s = time.perf_counter() - t0
+                with pc.blas_threads(1):  # the detector's default (search_threads=1)
+                    t0 = time.perf_counter()
+                    d2 = pc.nearest_sq_distances(te, bank)
+                    search_s = time.perf_counter() - t0
                 patches = np.sqrt(d2).reshape(f_test.shape[:3])
-                maps = det._maps_from_patches(patches, (size, size))
+                maps = det.heatmap_from_patch_scores(patches, (size, size))
                 row = {
                     "sku": sku,
                     "bank_size": m,
                     "dim": tr.shape[1],
                     "n_train_patches": tr.shape[0],
-                    "image_auroc": float(roc_auc_score(labels, patches.max(axis=(1, 2)))),
-                    "pixel_auroc": float(roc_auc_score(masks_small.ravel(), maps.ravel())),
+                    "image_auroc": auroc(labels.astype(bool), patches.max(axis=(1, 2))),
+                    "pixel_auroc": auroc(masks_small.ravel(), maps.ravel()),
                     "search_ms_per_frame": 1e3 * search_s / len(test),
                     "coreset_s": coreset_s,
                     "patches_per_frame": n_patches,
                 }
                 rows.append(row)
-                print(f"  {sku:10s} dim {row['dim']:3d} bank {m:5d}: image AUROC {row['image_auroc']:.3f}  "
-                      f"pixel AUROC {row['pixel_auroc']:.3f}  search {row['search_ms_per_frame']:6.2f} ms/frame  "
-                      f"coreset {coreset_s:5.1f} s (from {tr.shape[0]} patches)", flush=True)
+                print(
+                    f"  {sku:10s} dim {row['dim']:3d} bank {m:5d}: image AUROC {row['image_auroc']:.3f}  "
+                    f"pixel AUROC {row['pixel_auroc']:.3f}  "
+                    f"search {row['search_ms_per_frame']:6.2f} ms/frame  "
+                    f"coreset {coreset_s:5.1f} s (from {tr.shape[0]} patches)",
+                    flush=True,
+                )
     return rows
 
 
@@ -183,6 +224,7 @@ def bench_faiss(args: argparse.Namespace) -> list[dict[str, Any]]:
         print("  faiss-cpu is not installed (pip install faiss-cpu); section skipped")
         return []
     rows: list[dict[str, Any]] = []
+    faiss.omp_set_num_threads(1)  # like for like: the detector searches with one BLAS thread
     size = args.image_size
     train, _ = render_batch("fabric-c", n=40 if args.quick else 100, size=256, seed=args.seed)
     test, _ = render_batch("fabric-c", n=16 if args.quick else 32, size=256, seed=args.seed, split="test")
@@ -194,9 +236,10 @@ def bench_faiss(args: argparse.Namespace) -> list[dict[str, Any]]:
     for m in (1024, 4096, 16384):
         bank = np.ascontiguousarray(tr[pc.greedy_coreset(tr, m, seed=0, selection_dim=64)])
         aug = pc.augment_bank(bank)
-        t0 = time.perf_counter()
-        exact = pc.nearest_sq_distances(te, aug)
-        t_np = time.perf_counter() - t0
+        with pc.blas_threads(1):
+            t0 = time.perf_counter()
+            exact = pc.nearest_sq_distances(te, aug)
+            t_np = time.perf_counter() - t0
         flat = faiss.IndexFlatL2(bank.shape[1])
         flat.add(bank)
         t0 = time.perf_counter()
@@ -223,9 +266,13 @@ def bench_faiss(args: argparse.Namespace) -> list[dict[str, Any]]:
             "faiss_threads": faiss.omp_get_max_threads(),
         }
         rows.append(row)
-        print(f"  bank {m:5d}: numpy {row['numpy_ms_per_frame']:6.2f}  faiss flat {row['faiss_flat_ms_per_frame']:6.2f}"
-              f"  faiss HNSW {row['faiss_hnsw_ms_per_frame']:6.2f} ms/frame (build {t_build:.1f} s, "
-              f"{100 * miss:.1f} % patches not exact NN)", flush=True)
+        print(
+            f"  bank {m:5d}: numpy {row['numpy_ms_per_frame']:6.2f}  "
+            f"faiss flat {row['faiss_flat_ms_per_frame']:6.2f}"
+            f"  faiss HNSW {row['faiss_hnsw_ms_per_frame']:6.2f} ms/frame (build {t_build:.1f} s, "
+            f"{100 * miss:.1f} % patches not exact NN)",
+            flush=True,
+        )
     return rows
 
 
@@ -243,11 +290,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.skus = [s for s in args.skus.split(",") if s]
     args.bank_skus = [s for s in args.bank_skus.split(",") if s]
-    print(f"linewatch image bench: provider {args.provider}, {os.cpu_count()} CPUs visible, "
-          f"image size {args.image_size} for accuracy/bank", flush=True)
+    print(
+        f"linewatch image bench: provider {args.provider}, {os.cpu_count()} CPUs visible, "
+        f"image size {args.image_size} for accuracy/bank",
+        flush=True,
+    )
     results: dict[str, Any] = {}
-    sections = {"throughput": bench_throughput, "accuracy": bench_accuracy, "bank": bench_bank,
-                "faiss": bench_faiss}
+    sections = {
+        "throughput": bench_throughput,
+        "accuracy": bench_accuracy,
+        "bank": bench_bank,
+        "faiss": bench_faiss,
+    }
     for name in args.sections.split(","):
         if name not in sections:
             parser.error(f"unknown section {name!r}; choose from {', '.join(sections)}")

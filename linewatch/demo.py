@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ from linewatch.streams.producer import produce_spc
 from linewatch.streams.spc_agent import READY_MESSAGE
 from linewatch.training import train_and_register
 
+#: A multivariate model and a univariate chart side by side: the correlation break shows why
+#: both are needed (the chart cannot see it; the chart catches small sustained shifts sooner).
+DEMO_DETECTORS: tuple[str, ...] = ("robust_mahalanobis", "ewma")
+PRIMARY_DETECTOR = DEMO_DETECTORS[0]
 #: Known-good parts the demo trains on (enough for an empirical 1-in-1,000 threshold).
 TRAIN_PARTS = 20_000
 #: Seconds the demo waits after the last message for the worker to drain.
@@ -43,16 +48,22 @@ DRAIN_TIMEOUT_S = 60.0
 WORKER_START_TIMEOUT_S = 90.0
 
 
-def malformed_messages() -> list[tuple[str, bytes]]:
-    """One of each kind of bad input a plant will eventually send, with its expected reason."""
-    ok = {"asset_id": "press-1", "part_id": "bad-1", "ts": "2026-01-05T06:00:00Z", "values": {"length_mm": 120.0}}
+def malformed_messages(run_id: str) -> list[tuple[str, bytes]]:
+    """One of each kind of bad input a plant will eventually send, with its expected reason.
+
+    ``run_id`` makes this run's messages distinct from an earlier run's, which the embedded
+    broker (offsets restart with it) would otherwise hand over at the same offsets with the
+    same bytes, i.e. as redeliveries of dead letters already stored.
+    """
+    ok = {"asset_id": "press-1", "part_id": f"bad-1-{run_id}", "ts": "2026-01-05T06:00:00Z",
+          "values": {"length_mm": 120.0}}
     return [
-        ("undecodable bytes", b"\x00\xff\xfe not json at all"),
-        ("schema violation", json.dumps({**ok, "part_id": "bad-2", "values": "twelve"}).encode()),
-        ("NaN value", json.dumps({**ok, "part_id": "bad-3", "values": {"length_mm": float("nan")}}).encode()),
-        ("absurd size", b'{"asset_id":"press-1","pad":"' + b"x" * 300_000 + b'"}'),
-        ("unknown field", json.dumps({**ok, "part_id": "bad-5", "colour": "red"}).encode()),
-        ("naive timestamp", json.dumps({**ok, "part_id": "bad-6", "ts": "2026-01-05T06:00:00"}).encode()),
+        ("undecodable bytes", b"\x00\xff\xfe not json at all " + run_id.encode()),
+        ("schema violation", json.dumps({**ok, "part_id": f"bad-2-{run_id}", "values": "twelve"}).encode()),
+        ("NaN value", json.dumps({**ok, "part_id": f"bad-3-{run_id}", "values": {"length_mm": float("nan")}}).encode()),
+        ("absurd size", b'{"asset_id":"press-1","run":"' + run_id.encode() + b'","pad":"' + b"x" * 300_000 + b'"}'),
+        ("unknown field", json.dumps({**ok, "part_id": f"bad-5-{run_id}", "colour": "red"}).encode()),
+        ("naive timestamp", json.dumps({**ok, "part_id": f"bad-6-{run_id}", "ts": "2026-01-05T06:00:00"}).encode()),
     ]
 
 
@@ -73,12 +84,14 @@ def run_demo(settings: Settings, *, seconds: float, rate: float, seed: int, cons
                       f"({'TimescaleDB' if applied.timescale else 'plain PostgreSQL'})")
 
         normal = simulate_spc(n_parts=TRAIN_PARTS, seed=seed, fault_fraction=0.0)
-        bundle, ref = train_and_register(
-            normal.X, feature_names=normal.feature_names, database_url=stack.database_url,
-            model_dir=settings.model_dir, target_far=settings.target_far, seed=seed,
-        )
-        console.print(f"trained [bold]{bundle.detector_name}[/] on {len(normal)} known-good parts "
-                      f"-> model {ref.model_id}@{ref.version}")
+        versions: dict[str, str] = {}
+        for detector in DEMO_DETECTORS:
+            bundle, ref = train_and_register(
+                normal.X, feature_names=normal.feature_names, database_url=stack.database_url,
+                model_dir=settings.model_dir, detector=detector, target_far=settings.target_far, seed=seed,
+            )
+            versions[detector] = bundle.version
+            console.print(f"trained [bold]{detector}[/] on {len(normal)} known-good parts -> {ref.version}")
 
         worker = _start_worker(settings, stack)
         try:
@@ -87,11 +100,11 @@ def run_demo(settings: Settings, *, seconds: float, rate: float, seed: int, cons
             n_parts = max(1000, int(stream_seconds * rate))
             sim = simulate_spc(n_parts=n_parts, seed=seed + 1, fault_fraction=0.2,
                                start=_now_minus(n_parts))
-            bad = malformed_messages()
+            bad = malformed_messages(uuid.uuid4().hex[:8])
             expected_total = n_parts + len(bad)
             baseline = _count(stack.database_url)
             _stream_and_watch(stack, sim, bad, rate, expected_total, baseline, console, worker, settings)
-            summary = _summarise(stack.database_url, sim, bad, bundle.version, baseline, time.monotonic() - t0)
+            summary = _summarise(stack.database_url, sim, bad, versions, baseline, time.monotonic() - t0)
         finally:
             stop(worker, sig=signal.SIGTERM, timeout=30)
     _print_summary(summary, console)
@@ -170,7 +183,7 @@ def _stream_and_watch(stack, sim, bad, rate, expected_total, baseline, console, 
     with Progress(*columns, console=console) as progress:
         t_sent = progress.add_task("parts produced ", total=expected_total)
         t_done = progress.add_task("parts processed", total=expected_total)
-        t_anom = progress.add_task("scores written ", total=len(sim))
+        t_anom = progress.add_task("scores written ", total=len(sim) * len(DEMO_DETECTORS))
         drain_deadline = None
         while True:
             scores, parts, dead = (now - before for now, before in zip(_count(stack.database_url), baseline,
@@ -194,22 +207,42 @@ def _stream_and_watch(stack, sim, bad, rate, expected_total, baseline, console, 
     producer.join(timeout=5)
 
 
-def _summarise(url: str, sim, bad, version: str, baseline: tuple[int, int, int], elapsed: float
+def _summarise(url: str, sim, bad, versions: dict[str, str], baseline: tuple[int, int, int], elapsed: float
                ) -> dict[str, Any]:
     event_ids = [str(r.event_id) for r in sim.records(with_limits=False)]
     truth = dict(zip(event_ids, sim.fault.tolist(), strict=True))
+    now = _count(url)
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT event_id::text, is_anomaly, top_feature FROM scores WHERE model_version = %s", (version,)
+            "SELECT detector, event_id::text, is_anomaly, top_feature FROM scores WHERE model_version = ANY(%s)",
+            (list(versions.values()),),
         ).fetchall()
         dl = conn.execute("SELECT reason FROM deadletters ORDER BY received_at DESC LIMIT %s",
-                          (_count(url)[2] - baseline[2],)).fetchall()
-        parts = conn.execute("SELECT count(DISTINCT event_id) FROM spc_measurements").fetchone()[0] - baseline[1]
-    flagged: dict[str, bool] = {}
-    top: dict[str, str | None] = {}
-    for eid, anomalous, feature in rows:
-        flagged[eid] = anomalous
-        top[eid] = feature
+                          (now[2] - baseline[2],)).fetchall()
+    by_detector = {det: _detection_table(truth, [r[1:] for r in rows if r[0] == det]) for det in versions}
+    primary = by_detector[PRIMARY_DETECTOR]
+    return {
+        "events_in": len(sim) + len(bad),
+        "parts_stored": now[1] - baseline[1],
+        "scores_written": len(rows),
+        "deadletters": len(dl),
+        "deadletter_reasons": [r[0][:120] for r in dl],
+        "primary_detector": PRIMARY_DETECTOR,
+        "faults": primary["faults"],
+        "false_alarms": primary["false_alarms"],
+        "normal_parts_scored": primary["normal_parts_scored"],
+        "false_alarm_rate": primary["false_alarm_rate"],
+        "by_detector": by_detector,
+        "model_versions": versions,
+        "elapsed_s": round(elapsed, 1),
+        "correlation_break_detected": bool(primary["faults"]["correlation_break"]["detected"]),
+    }
+
+
+def _detection_table(truth: dict[str, str], rows: list[tuple]) -> dict[str, Any]:
+    """Per fault type: parts, how many were scored and flagged, and the feature most often blamed."""
+    flagged = {eid: anomalous for eid, anomalous, _ in rows}
+    top = {eid: feature for eid, _, feature in rows}
     faults: dict[str, Any] = {}
     for kind in (*FAULT_TYPES, "none"):
         ids = [e for e, f in truth.items() if f == kind]
@@ -217,37 +250,38 @@ def _summarise(url: str, sim, bad, version: str, baseline: tuple[int, int, int],
         hits = sum(flagged[e] for e in scored)
         entry: dict[str, Any] = {"parts": len(ids), "scored": len(scored), "detected": hits,
                                  "detection_rate": round(hits / len(scored), 4) if scored else None}
-        if kind != "none":
-            culprits = [top[e] for e in scored if flagged[e] and top[e]]
-            entry["top_feature"] = max(set(culprits), key=culprits.count) if culprits else None
+        culprits = [top[e] for e in scored if flagged[e] and top[e]]
+        entry["top_feature"] = max(set(culprits), key=culprits.count) if culprits else None
         faults[kind] = entry
     normal = faults.pop("none")
-    scored_normal = normal["scored"]
     return {
-        "events_in": len(sim) + len(bad),
-        "parts_stored": parts,
-        "scores_written": len(rows),
-        "deadletters": len(dl),
-        "deadletter_reasons": [r[0][:120] for r in dl],
         "faults": faults,
         "false_alarms": normal["detected"],
-        "normal_parts_scored": scored_normal,
-        "false_alarm_rate": round(normal["detected"] / scored_normal, 5) if scored_normal else None,
-        "model_version": version,
-        "elapsed_s": round(elapsed, 1),
-        "correlation_break_detected": bool(faults["correlation_break"]["detected"]),
+        "normal_parts_scored": normal["scored"],
+        "false_alarm_rate": round(normal["detected"] / normal["scored"], 5) if normal["scored"] else None,
     }
 
 
 def _print_summary(s: dict[str, Any], console: Console) -> None:
+    detectors = list(s["by_detector"])
     table = Table(title="What linewatch found (simulated plant, ground truth known)")
-    for col in ("fault", "parts", "scored", "detected", "rate", "top feature"):
-        table.add_column(col, justify="right" if col in ("parts", "scored", "detected", "rate") else "left")
+    table.add_column("fault")
+    table.add_column("parts", justify="right")
+    for det in detectors:
+        table.add_column(f"{det}\nflagged", justify="right")
+    table.add_column(f"blamed by {detectors[0]}")
     for kind, f in s["faults"].items():
-        rate = f"{f['detection_rate']:.1%}" if f["detection_rate"] is not None else "-"
-        table.add_row(kind, str(f["parts"]), str(f["scored"]), str(f["detected"]), rate, f["top_feature"] or "-")
-    far = f"{s['false_alarm_rate']:.3%}" if s["false_alarm_rate"] is not None else "-"
-    table.add_row("normal (false alarms)", "", str(s["normal_parts_scored"]), str(s["false_alarms"]), far, "")
+        cells = []
+        for det in detectors:
+            g = s["by_detector"][det]["faults"][kind]
+            cells.append(f"{g['detected']}/{g['scored']} ({g['detection_rate']:.0%})" if g["scored"] else "-")
+        table.add_row(kind, str(f["parts"]), *cells, f["top_feature"] or "-")
+    cells = []
+    for det in detectors:
+        d = s["by_detector"][det]
+        rate = f"{d['false_alarm_rate']:.2%}" if d["false_alarm_rate"] is not None else "-"
+        cells.append(f"{d['false_alarms']}/{d['normal_parts_scored']} ({rate})")
+    table.add_row("normal (false alarms)", "", *cells, "")
     console.print(table)
     console.print(f"events in: {s['events_in']}   scores written: {s['scores_written']}   "
                   f"dead letters: {s['deadletters']}   elapsed: {s['elapsed_s']} s")

@@ -32,7 +32,6 @@ Frames are decoded with Pillow and resized to the model size while loading, so a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +118,6 @@ def run_images_backtest(
     provider: str = "auto",
     intra_op_threads: int = 1,
     model_out: str | Path | None = None,
-    detector_factory: Callable[..., PatchCore] = PatchCore,
 ) -> dict[str, Any]:
     """Train on ``train/good``, calibrate on a held-out part of it, evaluate on ``test/``; return metrics.
 
@@ -147,7 +145,7 @@ def run_images_backtest(
     cal_frames = [load_frame(p, size) for p in cal_files]
     load_s = time.perf_counter() - t0
 
-    det = detector_factory(
+    det = PatchCore(
         image_size=size,
         coreset_ratio=coreset_ratio,
         max_bank_size=max_bank_size,
@@ -185,29 +183,31 @@ def run_images_backtest(
     is_defect = labels != GOOD
     alarms = det.is_alarm(scores)
     result: dict[str, Any] = classification_metrics(is_defect, alarms, scores)
-    result.update({
-        "data_dir": str(ds["root"]),
-        "image_auroc": result["auroc"],
-        "target_far": target_far,
-        "threshold": det.threshold_,
-        "calibrator": det.calibrator_.kind if det.calibrator_ is not None else None,
-        "n_train": len(fit_files),
-        "n_calibration": n_cal,
-        "n_test": n_test,
-        "n_test_good": int(np.sum(~is_defect)),
-        "n_test_defect": int(np.sum(is_defect)),
-        "fps": n_test / score_s if score_s > 0 else None,
-        "fit_seconds": fit_s,
-        "score_seconds": score_s,
-        "load_seconds": load_s,
-        "image_size": list(size),
-        "bank_size": int(det.memory_bank_.shape[0]) if det.memory_bank_ is not None else None,
-        "n_train_patches": det.n_train_patches_,
-        "feature_dim": det.feature_dim_,
-        "coreset_ratio": coreset_ratio,
-        "seed": seed,
-        "providers": det.backbone.active_providers,
-    })
+    result.update(
+        {
+            "data_dir": str(ds["root"]),
+            "image_auroc": result["auroc"],
+            "target_far": target_far,
+            "threshold": det.threshold_,
+            "calibrator": det.calibrator_.kind if det.calibrator_ is not None else None,
+            "n_train": len(fit_files),
+            "n_calibration": n_cal,
+            "n_test": n_test,
+            "n_test_good": int(np.sum(~is_defect)),
+            "n_test_defect": int(np.sum(is_defect)),
+            "fps": n_test / score_s if score_s > 0 else None,
+            "fit_seconds": fit_s,
+            "score_seconds": score_s,
+            "load_seconds": load_s,
+            "image_size": list(size),
+            "bank_size": int(det.memory_bank_.shape[0]) if det.memory_bank_ is not None else None,
+            "n_train_patches": det.n_train_patches_,
+            "feature_dim": det.feature_dim_,
+            "coreset_ratio": coreset_ratio,
+            "seed": seed,
+            "providers": det.backbone.active_providers,
+        }
+    )
 
     # pixel level: frames with masks, plus good frames (all pixels normal)
     has_mask = np.array([m is not None for _, _, m in tests])

@@ -122,11 +122,43 @@ class ModelBundle:
         info.update(meta or {})
         return cls(detector=detector, calibrator=calibrator, feature_names=tuple(feature_names), meta=info)
 
+    @property
+    def stateful(self) -> bool:
+        """True for detectors with memory (EWMA, CUSUM, MEWMA, online models): they score a stream."""
+        return hasattr(self.detector, "update")
+
     def score(self, X: np.ndarray) -> BundleScores:
+        """Score independent rows (stateful detectors treat ``X`` as a fresh series)."""
         X = as_batch(X, n_features=len(self.feature_names))
         raw = self.detector.score(X)
-        p = self.calibrator.tail_probability(raw)
         contributions = self.detector.explain(X) if isinstance(self.detector, Explainer) else None
+        return self.calibrate(raw, contributions)
+
+    def score_stream(self, X: np.ndarray, detector: Any) -> BundleScores:
+        """Score ``X`` as the continuation of one asset's stream, carrying ``detector``'s state.
+
+        ``detector`` is that asset's own copy (see :meth:`new_stream`): chart memory belongs to
+        one asset's sequence of parts, never to the model shared by all assets.
+        """
+        X = as_batch(X, n_features=len(self.feature_names))
+        if hasattr(detector, "update_explain"):
+            contributions = detector.update_explain(X)
+            raw = contributions.max(axis=1) if len(contributions) else np.empty(0)
+        else:
+            raw, contributions = detector.update(X), None
+        return self.calibrate(np.asarray(raw, dtype=np.float64), contributions)
+
+    def new_stream(self) -> Any:
+        """A fresh copy of the fitted detector with its stream state reset, for one asset."""
+        import copy
+
+        det = copy.deepcopy(self.detector)
+        if hasattr(det, "reset"):
+            det.reset()
+        return det
+
+    def calibrate(self, raw: np.ndarray, contributions: np.ndarray | None) -> BundleScores:
+        p = self.calibrator.tail_probability(raw)
         return BundleScores(
             raw=raw,
             tail_probability=p,

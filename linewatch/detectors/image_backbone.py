@@ -88,7 +88,9 @@ class BackboneSpec:
             raise ConfigError(f"{sidecar} has format {meta.get('format')!r}; expected {SIDECAR_FORMAT!r}")
         inp = meta["input"]
         if inp["dtype"] != "uint8" or inp["layout"] != "NHWC" or not inp["scaling_in_graph"]:
-            raise ConfigError(f"{sidecar}: this run time feeds uint8 NHWC frames with scaling inside the graph")
+            raise ConfigError(
+                f"{sidecar}: this run time feeds uint8 NHWC frames with scaling inside the graph"
+            )
         outs = meta["outputs"]
         return cls(
             path=path,
@@ -128,7 +130,9 @@ def _one_frame(img: Any, index: int) -> np.ndarray:
             "(drop an alpha channel with frame[..., :3])"
         )
     if min(arr.shape[:2]) < MIN_SIDE:
-        raise DataError(f"frame {index} is {arr.shape[0]}x{arr.shape[1]} pixels; frames need at least {MIN_SIDE} a side")
+        raise DataError(
+            f"frame {index} is {arr.shape[0]}x{arr.shape[1]} pixels; frames need at least {MIN_SIDE} a side"
+        )
     return arr
 
 
@@ -153,11 +157,15 @@ def as_frames(images: Any) -> list[np.ndarray] | np.ndarray:
         if images.ndim == 4 and images.shape[-1] == 1:
             images = images[..., 0]
         if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
-            raise DataError(f"frames of shape {images.shape}; expected (n, H, W), (n, H, W, 1) or (n, H, W, 3)")
+            raise DataError(
+                f"frames of shape {images.shape}; expected (n, H, W), (n, H, W, 1) or (n, H, W, 3)"
+            )
         if images.shape[0] == 0:
             raise DataError("no frames given")
         if min(images.shape[1:3]) < MIN_SIDE:
-            raise DataError(f"frames are {images.shape[1]}x{images.shape[2]} pixels; need at least {MIN_SIDE} a side")
+            raise DataError(
+                f"frames are {images.shape[1]}x{images.shape[2]} pixels; need at least {MIN_SIDE} a side"
+            )
         return images
     if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
         raise DataError(f"expected a uint8 array of frames or a list of frames, got {type(images).__name__}")
@@ -256,13 +264,18 @@ class ImageBackbone:
                 "the file is corrupted or was replaced — reinstall or re-export it"
             )
         offered = available_providers()
-        want_cuda = self.provider == "cuda" or (self.provider == "auto" and "CUDAExecutionProvider" in offered)
+        want_cuda = self.provider == "cuda" or (
+            self.provider == "auto" and "CUDAExecutionProvider" in offered
+        )
         if self.provider == "cuda" and "CUDAExecutionProvider" not in offered:
             raise ConfigError(
-                "provider='cuda' but this onnxruntime offers only " + ", ".join(offered) +
-                "; install onnxruntime-gpu with a matching CUDA, or use provider='cpu'"
+                "provider='cuda' but this onnxruntime offers only "
+                + ", ".join(offered)
+                + "; install onnxruntime-gpu with a matching CUDA, or use provider='cpu'"
             )
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
+        )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.intra_op_threads
         opts.inter_op_num_threads = 1
@@ -288,8 +301,8 @@ class ImageBackbone:
         """
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise DataError(
-                f"backbone input must be prepared (n, H, W, 3) uint8 frames, got {frames.dtype} {frames.shape}; "
-                "use prepare_images() first"
+                "backbone input must be prepared (n, H, W, 3) uint8 frames, "
+                f"got {frames.dtype} {frames.shape}; use prepare_images() first"
             )
         self.spec.check_size(frames.shape[1:3])
         if batch_size < 1:

@@ -73,4 +73,3 @@ def get_image_detector(name: str) -> type:
         known = ", ".join(sorted(_IMAGE_REGISTRY)) or "(none imported)"
         raise KeyError(f"unknown image detector {name!r}; known image detectors: {known}")
     return _IMAGE_REGISTRY[name]
-

@@ -455,12 +455,22 @@ class PatchCore:
         """Raw image scores ``(n,)``: the largest patch distance (high = anomalous)."""
         return self.patch_scores(images).max(axis=(1, 2)).astype(np.float64)
 
-    def _maps_from_patches(self, patches: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def heatmap_from_patch_scores(self, patches: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """``(n, H, W)`` heat maps from :meth:`patch_scores` output, without running the network again.
+
+        Why: a line scores every frame but needs a heat map only for the few that alarm; the
+        agent calls :meth:`patch_scores`, takes the max as the score, and draws maps for alarms.
+        Smoothing happens at the model resolution, so its cost does not grow with the frame size.
+        """
         model = as_size(self.image_size)
-        up = resize_maps(patches.astype(np.float32), model)
-        sigma = self.heatmap_sigma * model[0] / 224.0, self.heatmap_sigma * model[1] / 224.0
-        smooth = ndimage.gaussian_filter(up, sigma=(0.0, *sigma), mode="nearest")
-        return np.ascontiguousarray(resize_maps(smooth, size), dtype=np.float32)
+        patches = np.asarray(patches, dtype=np.float32)
+        if patches.ndim != 3:
+            raise DataError(f"patch scores must be (n, h, w), got shape {patches.shape}")
+        with blas_threads(self.search_threads):
+            up = resize_maps(patches, model)
+            sigma = self.heatmap_sigma * model[0] / 224.0, self.heatmap_sigma * model[1] / 224.0
+            smooth = ndimage.gaussian_filter(up, sigma=(0.0, *sigma), mode="nearest")
+            return np.ascontiguousarray(resize_maps(smooth, tuple(size)), dtype=np.float32)
 
     def score_with_heatmap(
         self, images: Images, *, size: tuple[int, int] | None = None
@@ -481,7 +491,7 @@ class PatchCore:
             size = sizes.pop()
         with blas_threads(self.search_threads):
             patches = self._patch_scores_prepared(prepare_images(frames, model))
-            return patches.max(axis=(1, 2)).astype(np.float64), self._maps_from_patches(patches, size)
+            return patches.max(axis=(1, 2)).astype(np.float64), self.heatmap_from_patch_scores(patches, size)
 
     def heatmap(self, images: Images, *, size: tuple[int, int] | None = None) -> np.ndarray:
         """``(n, H, W)`` float32 anomaly maps in patch-distance units, upsampled and smoothed."""
@@ -574,6 +584,49 @@ class PatchCore:
         det.training_sha256_ = fitted["training_sha256"]
         det.calibrator_ = None if fitted["calibrator"] is None else calibrator_from_dict(fitted["calibrator"])
         return det
+
+
+#: Side of the heat-map thumbnail carried in a score message's explanation (32x32 = 1 KiB).
+THUMBNAIL_SIZE = 32
+
+
+def summarize_heatmap(
+    heat: np.ndarray, *, threshold: float, thumbnail_size: int = THUMBNAIL_SIZE
+) -> dict[str, Any]:
+    """What a score message needs to say *where*: peak, hot region, and a small thumbnail.
+
+    Why: a full-resolution float map per frame is too big for a Kafka message; an operator needs
+    the location and extent of the defect, and a dashboard a small picture. ``box`` is the
+    bounding box ``(top, left, bottom, right)`` of the connected region above ``threshold``
+    that holds the peak (``None`` when nothing exceeds it); ``thumbnail`` is the map resized to
+    ``thumbnail_size`` squared and scaled so 128 = threshold, 255 = twice it, as ``uint8``.
+
+    >>> heat = np.zeros((40, 60), dtype=np.float32); heat[10:15, 20:30] = 5.0
+    >>> s = summarize_heatmap(heat, threshold=1.0, thumbnail_size=8)
+    >>> s["peak"], s["box"], s["thumbnail"].shape, round(s["area_fraction"], 4)
+    ((10, 20), (10, 20, 15, 30), (8, 8), 0.0208)
+    """
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.ndim != 2:
+        raise DataError(f"summarize one (H, W) heat map at a time, got shape {heat.shape}")
+    if not threshold > 0:
+        raise ConfigError(f"threshold={threshold!r} must be positive (use the detector's threshold_)")
+    peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    hot = heat > threshold
+    box: tuple[int, int, int, int] | None = None
+    if hot[peak]:
+        labels, _ = ndimage.label(hot)
+        rows, cols = np.nonzero(labels == labels[peak])
+        box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    small = resize_maps(heat, (thumbnail_size, thumbnail_size))
+    thumb = np.clip(np.rint(small / threshold * 128.0), 0, 255).astype(np.uint8)
+    return {
+        "peak": (int(peak[0]), int(peak[1])),
+        "peak_value": float(heat[peak]),
+        "box": box,
+        "area_fraction": float(hot.mean()),
+        "thumbnail": thumb,
+    }
 
 
 def _aggregate(s8: np.ndarray, s16: np.ndarray) -> np.ndarray:

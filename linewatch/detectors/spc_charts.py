@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import functools
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -400,7 +401,7 @@ def _fit_columns(X: np.ndarray, *, L: float, max_iter: int) -> tuple[np.ndarray,
     return np.array(centers), np.array(sigmas), np.array(mr_bars)
 
 
-class _ColumnChart:
+class _ColumnChart(ABC):
     """Shared plumbing for the per-column chart detectors (fit, score/update, save/load)."""
 
     name: ClassVar[str]
@@ -453,17 +454,24 @@ class _ColumnChart:
 
     def update(self, X: np.ndarray) -> np.ndarray:
         """Score ``X`` as the continuation of the stream and carry the chart state forward."""
+        norm = self.update_explain(X)
+        return norm.max(axis=1) if len(norm) else np.empty(0)
+
+    def update_explain(self, X: np.ndarray) -> np.ndarray:
+        """Per-column statistics ``(n, d)`` of ``X`` as the stream's continuation; carries the state."""
         X = self._check(X)
         if X.shape[0] == 0:
-            return np.empty(0)
+            return np.empty((0, X.shape[1]))
         norm, self.state_ = self._run(X, self.state_)
-        return norm.max(axis=1)
+        return norm
 
+    @abstractmethod
     def _initial_state(self) -> np.ndarray:
-        raise NotImplementedError
+        """Chart state before the first row (e.g. EWMA starts at the centre line)."""
 
+    @abstractmethod
     def _run(self, X: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """Limit-normalised statistics for ``X`` continuing from ``state``, and the state after it."""
 
     def save(self, path: str | Path) -> None:
         check_fitted(self, "center_")

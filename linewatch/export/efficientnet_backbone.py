@@ -109,7 +109,9 @@ def load_pretrained(*, dynamic_padding: bool = False) -> Any:
     state = torch.load(weights_file(), map_location="cpu", weights_only=True)
     result = model.load_state_dict(state, strict=True)
     if result.missing_keys or result.unexpected_keys:  # strict=True raises first; belt and braces
-        raise RuntimeError(f"weights do not match: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
+        raise RuntimeError(
+            f"weights do not match: missing {result.missing_keys}, unexpected {result.unexpected_keys}"
+        )
     return model.eval()
 
 
@@ -261,7 +263,8 @@ def export(out: str | Path = DEFAULT_OUT, *, opset: int = OPSET, verify: bool = 
         "opset": opset,
         "parity_max_abs_diff": worst,
         "export_versions": _versions(),
-        "export_command": "python -m linewatch.export.efficientnet_backbone --out linewatch/models/" + out.name,
+        "export_command": "python -m linewatch.export.efficientnet_backbone --out linewatch/models/"
+        + out.name,
     }
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     return sidecar
@@ -270,7 +273,9 @@ def export(out: str | Path = DEFAULT_OUT, *, opset: int = OPSET, verify: bool = 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point: export, verify, print the sidecar."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="ONNX file to write (sidecar .json beside it)")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="ONNX file to write (sidecar .json beside it)"
+    )
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     parser.add_argument("--no-verify", action="store_true", help="skip the torch vs onnxruntime parity check")
     args = parser.parse_args(argv)

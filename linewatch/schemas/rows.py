@@ -63,7 +63,7 @@ class ScoreRow(Row):
 
 class DeadLetterRow(Row):
     __table__ = "deadletters"
-    __key__ = ("source_topic", "partition", "offset")
+    __key__ = ("source_topic", "partition", "offset", "payload_md5")
 
     received_at: datetime
     source_topic: str

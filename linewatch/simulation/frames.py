@@ -95,7 +95,9 @@ def sku_spec(sku: str) -> SkuSpec:
         raise ConfigError("sku must be a non-empty name, e.g. 'bracket-a'")
     rng = np.random.default_rng(_name_code(sku))
     kind = KINDS[int(rng.integers(len(KINDS)))]
-    base = KNOWN_SKUS[{"plate": "bracket-a", "washer": "washer-b", "fabric": "fabric-c", "grain": "grain-d"}[kind]]
+    base = KNOWN_SKUS[
+        {"plate": "bracket-a", "washer": "washer-b", "fabric": "fabric-c", "grain": "grain-d"}[kind]
+    ]
     colour = tuple(float(c) for c in np.clip(np.asarray(base.colour) + rng.uniform(-0.12, 0.12, 3), 0.1, 0.9))
     freq = float(base.pattern_freq * rng.uniform(0.8, 1.25))
     return SkuSpec(sku, kind, colour, base.background, freq, grayscale=base.grayscale)  # type: ignore[arg-type]
@@ -140,7 +142,10 @@ def _hole_positions(kind: str, angle: float) -> list[tuple[float, float, float]]
     if kind == "plate":
         return [(sx * 0.24, sy * 0.14, 0.045) for sx in (-1, 1) for sy in (-1, 1)] + [(0.0, 0.0, 0.06)]
     # washer: six bolt holes on the ring, turning with the part
-    return [(0.27 * math.cos(angle + k * math.pi / 3), 0.27 * math.sin(angle + k * math.pi / 3), 0.03) for k in range(6)]
+    return [
+        (0.27 * math.cos(angle + k * math.pi / 3), 0.27 * math.sin(angle + k * math.pi / 3), 0.03)
+        for k in range(6)
+    ]
 
 
 def _draw_base(spec: SkuSpec, size: int, rng: np.random.Generator) -> _Scene:
@@ -232,7 +237,10 @@ def _add_defect(spec: SkuSpec, scene: _Scene, defect: str, rng: np.random.Genera
         cy, cx = _pick_site(scene, rng, 0.06)
         radius = rng.uniform(0.025, 0.05) * s
         wobble = 1.0 + 0.25 * _smooth_noise(rng, (s, s), (s / 30, s / 30))
-        foot = np.clip((radius * wobble - np.hypot(yy - cy, xx - cx)) / max(1.0, radius * 0.3), 0, 1) * scene.part
+        foot = (
+            np.clip((radius * wobble - np.hypot(yy - cy, xx - cx)) / max(1.0, radius * 0.3), 0, 1)
+            * scene.part
+        )
         scene.albedo *= (1.0 - rng.uniform(0.45, 0.7) * foot)[..., None]
         return foot
     if defect == "dent":
@@ -273,7 +281,9 @@ def _add_defect(spec: SkuSpec, scene: _Scene, defect: str, rng: np.random.Genera
         ell = np.sqrt((py / ry) ** 2 + (px / rx) ** 2)
         foot = np.clip((1.0 - ell) * 4.0, 0, 1) * scene.part
         if spec.grayscale:  # a monochrome camera sees a stain as a brightness change only
-            tint = np.full(3, rng.choice([rng.uniform(0.72, 0.85), rng.uniform(1.15, 1.28)]), dtype=np.float32)
+            tint = np.full(
+                3, rng.choice([rng.uniform(0.72, 0.85), rng.uniform(1.15, 1.28)]), dtype=np.float32
+            )
         elif rng.random() < 0.6:  # rust / heat tint
             tint = np.array([1.25, 0.8, 0.6], dtype=np.float32)
         else:  # a bluish stain
@@ -299,7 +309,9 @@ def _finish(spec: SkuSpec, scene: _Scene, rng: np.random.Generator) -> np.ndarra
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
-def render_frame(sku: str, *, defect: str | None, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def render_frame(
+    sku: str, *, defect: str | None, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one frame of ``sku``; return ``(image, mask)``. ``defect=None`` draws a good part.
 
     Two calls with identically seeded ``rng`` draw the same part under the same light; only the
@@ -381,7 +393,9 @@ def render_batch(
     images = np.empty(shape, dtype=np.uint8)
     masks = np.zeros((n, size, size), dtype=bool)
     for i in range(n):
-        images[i], masks[i] = render_frame(sku, defect=defect, size=size, rng=_frame_rng(seed, sku, split, label, i))
+        images[i], masks[i] = render_frame(
+            sku, defect=defect, size=size, rng=_frame_rng(seed, sku, split, label, i)
+        )
     return images, masks
 
 
@@ -424,7 +438,9 @@ def write_dataset(
         for i in range(n):
             _save_png(folder / f"{i:03d}.png", images[i])
             if label != "good":
-                _save_png(root / "ground_truth" / label / f"{i:03d}_mask.png", masks[i].astype(np.uint8) * 255)
+                _save_png(
+                    root / "ground_truth" / label / f"{i:03d}_mask.png", masks[i].astype(np.uint8) * 255
+                )
         counts[f"{split}/{label}"] = n
     summary = {"sku": sku, "spec": asdict(sku_spec(sku)), "size": size, "seed": seed, "counts": counts}
     (root / "dataset.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -1,9 +1,10 @@
 """Model versions: artifacts on disk, one ``model_versions`` row each, newest active wins.
 
-A worker asks :class:`ModelCache` for the model of a record's scope; the cache looks in the
+A worker asks :class:`ModelCache` for the models of a record's scope; the cache looks in the
 database every ``refresh_s`` seconds and loads a newer version when one appears, so a
-freshly trained model goes live without restarting anything. Scope resolution goes from
-most to least specific: (asset, SKU), (asset, any SKU), (any asset, SKU), (any, any).
+freshly trained model goes live without restarting anything. Several detectors can watch
+the same scope (a Hotelling T² next to EWMA charts, say); for each detector the most specific
+scope wins: (asset, SKU), (asset, any SKU), (any asset, SKU), (any, any).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ class ModelRef:
     artifact_path: str
 
 
-def model_id_for(modality: str, scope_asset: str = ANY, scope_sku: str = ANY) -> str:
-    return f"{modality}:{scope_asset}:{scope_sku}"
+def model_id_for(modality: str, detector: str, scope_asset: str = ANY, scope_sku: str = ANY) -> str:
+    """One model id per modality, detector and scope; its versions replace each other."""
+    return f"{modality}:{scope_asset}:{scope_sku}:{detector}"
 
 
 def save_and_register(
@@ -47,7 +49,7 @@ def save_and_register(
     scope_sku: str = ANY,
 ) -> ModelRef:
     """Write the bundle under ``model_dir/<model_id>/<version>`` and record it as the active version."""
-    model_id = model_id_for(modality, scope_asset, scope_sku)
+    model_id = model_id_for(modality, bundle.detector_name, scope_asset, scope_sku)
     path = (model_dir / model_id.replace(":", "__").replace("*", "any") / bundle.version).resolve()
     bundle.save(path)
     meta = bundle.meta
@@ -95,7 +97,7 @@ class ModelCache:
         self._refresh_s = refresh_s
         self._clock = clock
         self._next_refresh = 0.0
-        self._by_scope: dict[tuple[str, str], ModelBundle] = {}
+        self._by_scope: dict[tuple[str, str], dict[str, ModelBundle]] = {}
         self._loaded: dict[str, str] = {}  # model_id -> version
 
     def refresh(self, *, force: bool = False) -> list[str]:
@@ -116,16 +118,18 @@ class ModelCache:
                 log.error("cannot load model %s@%s from %s: %s", ref.model_id, ref.version, ref.artifact_path, e)
                 continue
             bundle.meta["version"] = ref.version
-            self._by_scope[(ref.scope_asset, ref.scope_sku)] = bundle
+            self._by_scope.setdefault((ref.scope_asset, ref.scope_sku), {})[bundle.detector_name] = bundle
             self._loaded[ref.model_id] = ref.version
             changed.append(f"{ref.model_id}@{ref.version}")
         return changed
 
-    def for_record(self, asset_id: str, sku: str) -> ModelBundle | None:
+    def for_record(self, asset_id: str, sku: str) -> list[ModelBundle]:
+        """Every detector's model for this record, each from its most specific scope."""
+        chosen: dict[str, ModelBundle] = {}
         for scope in ((asset_id, sku), (asset_id, ANY), (ANY, sku), (ANY, ANY)):
-            if scope in self._by_scope:
-                return self._by_scope[scope]
-        return None
+            for name, bundle in self._by_scope.get(scope, {}).items():
+                chosen.setdefault(name, bundle)
+        return [chosen[name] for name in sorted(chosen)]
 
     def __len__(self) -> int:
-        return len(self._by_scope)
+        return sum(len(models) for models in self._by_scope.values())

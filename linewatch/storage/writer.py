@@ -117,7 +117,10 @@ class BatchWriter:
         cols = columns(row_type)
         if stage not in self._staged:
             cur.execute(
-                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
+                sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED) "
+                    "ON COMMIT DELETE ROWS"
+                ).format(
                     sql.Identifier(stage), sql.Identifier(table)
                 )
             )

@@ -33,7 +33,7 @@ from linewatch.storage.model_registry import ModelCache
 from linewatch.storage.writer import BatchWriter
 from linewatch.streams.kafka import Publisher
 from linewatch.streams.messages import RawMessage
-from linewatch.streams.spc_pipeline import SpcBatchResult, score_spc_batch
+from linewatch.streams.spc_pipeline import SpcBatchResult, StreamStates, score_spc_batch
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class SpcRuntime:
         self.models = ModelCache(database_url=database_url, modality="spc", refresh_s=settings.model_refresh_s)
         self.writer = BatchWriter(database_url)
         self.publisher = Publisher(bootstrap)
+        self.streams = StreamStates()
         self.stats = SpcStats()
         self._last_log = time.monotonic()
 
@@ -76,7 +77,7 @@ class SpcRuntime:
             log.warning("spc models loaded: %s", ", ".join(changed))
         t0 = time.perf_counter()
         try:
-            result = score_spc_batch(messages, self.models)
+            result = score_spc_batch(messages, self.models, self.streams)
         except Exception:
             log.exception("scoring a batch of %d spc messages failed; retrying one by one", len(messages))
             result = self._one_by_one(messages)
@@ -99,7 +100,7 @@ class SpcRuntime:
         merged = SpcBatchResult()
         for msg in messages:
             try:
-                part = score_spc_batch([msg], self.models)
+                part = score_spc_batch([msg], self.models, self.streams)
             except Exception as e:  # a detector bug must not take the agent down
                 log.exception("spc message %s could not be scored", msg.origin)
                 merged.deadletters.add(msg, e)

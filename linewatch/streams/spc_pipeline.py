@@ -5,7 +5,7 @@ the benchmark run exactly this code. Per batch it returns the rows to persist (m
 scores, dead letters) and the ``scores`` messages to publish; nothing here touches Kafka or
 the database.
 
-Records the active model cannot score (a characteristic it needs is missing) become dead
+Records the active models cannot score (a characteristic they need is missing) become dead
 letters with the reason; records with no model for their scope are stored as measurements
 and counted as unscored, so nothing is lost while a first model is being trained.
 """
@@ -35,7 +35,7 @@ TOP_CONTRIBUTIONS = 5
 class ModelSource(Protocol):
     """What the pipeline needs from a model store (``ModelCache`` in production, a stand-in in tests)."""
 
-    def for_record(self, asset_id: str, sku: str) -> ModelBundle | None: ...
+    def for_record(self, asset_id: str, sku: str) -> list[ModelBundle]: ...
 
 
 @dataclass
@@ -75,42 +75,80 @@ def explanation(contributions: np.ndarray, names: tuple[str, ...], k: int = TOP_
     ]
 
 
-def score_spc_batch(messages: list[RawMessage], models: ModelSource) -> SpcBatchResult:
-    """Everything the agent must persist and publish for one batch of raw ``spc`` messages."""
+class StreamStates:
+    """Each asset's own copy of every stateful detector (chart memory belongs to one asset's parts).
+
+    Owned by the agent, keyed by (asset, detector, model version): a new model version starts
+    fresh charts, and nothing is shared between assets or kept at module level.
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str, str], object] = {}
+
+    def get(self, asset_id: str, bundle: ModelBundle) -> object:
+        key = (asset_id, bundle.detector_name, bundle.version)
+        if key not in self._by_key:
+            self._by_key[key] = bundle.new_stream()
+        return self._by_key[key]
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
+def score_spc_batch(messages: list[RawMessage], models: ModelSource,
+                    streams: StreamStates | None = None) -> SpcBatchResult:
+    """Everything the agent must persist and publish for one batch of raw ``spc`` messages.
+
+    Every active detector for a record's scope scores it, so one part can get a Hotelling T²
+    verdict and an EWMA verdict side by side. Stateful detectors score each asset's records in
+    arrival order, continuing that asset's chart from the previous batch (``streams``).
+    """
+    streams = streams if streams is not None else StreamStates()
     out = SpcBatchResult()
     decoded = decode_batch([m.value for m in messages], SpcRecord)
-    groups: dict[int, tuple[ModelBundle, list[tuple[RawMessage, SpcRecord]]]] = {}
-    unmodelled: list[SpcRecord] = []
+    groups: dict[int, tuple[ModelBundle, list[SpcRecord]]] = {}
+    accepted: list[SpcRecord] = []
     for msg, rec in zip(messages, decoded, strict=True):
         if isinstance(rec, DataError):
             out.deadletters.add(msg, rec)
             continue
-        bundle = models.for_record(rec.asset_id, rec.sku)
-        if bundle is None:
-            unmodelled.append(rec)
-            continue
-        missing = [f for f in bundle.feature_names if f not in rec.values]
+        bundles = models.for_record(rec.asset_id, rec.sku)
+        missing = sorted({f for b in bundles for f in b.feature_names if f not in rec.values})
         if missing:
             out.deadletters.add(msg, DataError(
-                f"record lacks characteristic(s) {missing} that model {bundle.version} needs; "
-                "send them or train a model on the characteristics this asset reports"))
+                f"record lacks characteristic(s) {missing} that the active models for "
+                f"{rec.asset_id}/{rec.sku} need; send them or train models on the characteristics "
+                "this asset reports"))
             continue
-        groups.setdefault(id(bundle), (bundle, []))[1].append((msg, rec))
+        accepted.append(rec)
+        if not bundles:
+            out.unscored += 1
+        for bundle in bundles:
+            groups.setdefault(id(bundle), (bundle, []))[1].append(rec)
 
+    event_ids = {id(rec): rec.event_id for rec in accepted}
     scored_at = datetime.now(UTC)
-    for bundle, items in groups.values():
-        recs = [rec for _, rec in items]
-        ids = [rec.event_id for rec in recs]
-        X = np.array([[rec.values[f] for f in bundle.feature_names] for rec in recs])
-        result = bundle.score(X)
-        _emit_scores(out, bundle, recs, ids, result, scored_at)
-        for rec, eid in zip(recs, ids, strict=True):
-            _emit_measurements(out, rec, eid)
-    for rec in unmodelled:
-        _emit_measurements(out, rec, rec.event_id)
-    out.unscored = len(unmodelled)
-    out.records = len(messages) - len(out.deadletters)
+    for bundle, recs in groups.values():
+        if bundle.stateful:
+            by_asset: dict[str, list[SpcRecord]] = {}
+            for rec in recs:
+                by_asset.setdefault(rec.asset_id, []).append(rec)
+            parts = [(asset_recs, bundle.score_stream(_matrix(bundle, asset_recs), streams.get(asset, bundle)))
+                     for asset, asset_recs in by_asset.items()]
+        else:
+            parts = [(recs, bundle.score(_matrix(bundle, recs)))]
+        for part_recs, result in parts:
+            _emit_scores(out, bundle, part_recs, [event_ids[id(r)] for r in part_recs], result, scored_at)
+    for rec in accepted:
+        _emit_measurements(out, rec, event_ids[id(rec)])
+    out.records = len(accepted)
     return out
+
+
+def _matrix(bundle: ModelBundle, recs: list[SpcRecord]) -> np.ndarray:
+    """Rows in the model's feature order, never in the record's dict order."""
+    names = bundle.feature_names
+    return np.array([[rec.values[f] for f in names] for rec in recs], dtype=np.float64).reshape(len(recs), len(names))
 
 
 def _emit_measurements(out: SpcBatchResult, rec: SpcRecord, eid: uuid.UUID) -> None:

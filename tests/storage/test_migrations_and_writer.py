@@ -73,3 +73,20 @@ def test_writer_gives_up_loudly_when_the_database_is_gone():
     with pytest.raises(InfrastructureError, match="database unavailable after 3 attempts"):
         writer.write({ScoreRow: [_score_row(uuid.uuid4())]})
     assert sleeps == [0.1, 0.2]
+
+
+def test_dead_letters_at_a_reused_offset_are_kept_and_redeliveries_are_not(database_url):
+    from linewatch.schemas.rows import DeadLetterRow
+
+    topic = f"t-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(UTC)
+    first = (now, topic, 0, 5, None, "bad", "DataError", b"one")
+    other = (now, topic, 0, 5, None, "bad", "DataError", b"two")  # same offset after a broker reset
+    writer = BatchWriter(database_url)
+    writer.write({DeadLetterRow: [first]})
+    writer.write({DeadLetterRow: [first, other]})
+    writer.close()
+    with psycopg.connect(database_url) as conn:
+        payloads = {bytes(r[0]) for r in conn.execute(
+            "SELECT payload FROM deadletters WHERE source_topic = %s", (topic,))}
+    assert payloads == {b"one", b"two"}

@@ -21,7 +21,7 @@ class OneModel:
         self.bundle, self.asset = bundle, asset
 
     def for_record(self, asset_id, sku):
-        return self.bundle if self.asset in (None, asset_id) else None
+        return [self.bundle] if self.asset in (None, asset_id) else []
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,43 @@ def test_score_json_survives_awkward_identifiers(bundle):
     score = decode(out.score_messages[0][1], Score)  # validates against the published schema
     assert score.asset_id == 'line "A" \\ ü' and score.part_id == "p/1"
     assert score.event_id == odd.event_id and len(score.explanation) == 5
+
+
+class Models:
+    def __init__(self, *bundles):
+        self.bundles = list(bundles)
+
+    def for_record(self, asset_id, sku):
+        return self.bundles
+
+
+@pytest.fixture(scope="module")
+def ewma():
+    sim = simulate_spc(n_parts=3000, seed=0, fault_fraction=0.0)
+    return ModelBundle.fit("ewma", sim.X, feature_names=sim.feature_names, target_far=0.01)
+
+
+def test_every_detector_scores_each_record_and_measurements_are_stored_once(bundle, ewma):
+    recs = simulate_spc(n_parts=12, seed=6).records()
+    out = score_spc_batch(msgs([encode(r) for r in recs]), Models(bundle, ewma))
+    assert len(out.scores) == 24 and len(out.measurements) == 12 * 6
+    assert {r[6] for r in out.scores} == {"robust_mahalanobis", "ewma"}
+
+
+def test_chart_memory_continues_across_batches_per_asset(ewma):
+    from linewatch.streams.spc_pipeline import StreamStates
+
+    sim = simulate_spc(n_parts=60, seed=7, fault_fraction=0.0, assets=("a", "b"))
+    payloads = [encode(r) for r in sim.records()]
+    whole = score_spc_batch(msgs(payloads), Models(ewma), StreamStates())
+    states = StreamStates()
+    first = score_spc_batch(msgs(payloads[:25]), Models(ewma), states)
+    second = score_spc_batch(msgs(payloads[25:]), Models(ewma), states)
+    by_event = {r[1]: r[8] for r in whole.scores}
+    split = {r[1]: r[8] for r in first.scores + second.scores}
+    assert split.keys() == by_event.keys()
+    assert all(split[k] == pytest.approx(by_event[k]) for k in by_event)
+    assert len(states) == 2  # one chart per asset
+    # A fresh chart for the second half alone differs: the memory really is carried over.
+    alone = {r[1]: r[8] for r in score_spc_batch(msgs(payloads[25:]), Models(ewma), StreamStates()).scores}
+    assert any(alone[k] != pytest.approx(split[k]) for k in alone)

@@ -1,0 +1,103 @@
+"""Folder backtest on a small generated MVTec-layout dataset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linewatch.backtest.images import run_images_backtest, scan_dataset
+from linewatch.detectors.patchcore import PatchCore
+from linewatch.errors import ConfigError, DataError
+from linewatch.simulation.frames import write_dataset
+
+SIZE = 128
+DEFECTS = ("colour_patch", "missing_feature", "spot")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bracket")
+    write_dataset(
+        root,
+        sku="bracket-a",
+        n_train=50,
+        n_test_good=10,
+        n_test_per_defect=5,
+        size=SIZE,
+        seed=3,
+        defects=DEFECTS,
+    )
+    return root
+
+
+def test_backtest_reports_the_documented_metrics(dataset: Path, tmp_path: Path) -> None:
+    stages: set[str] = set()
+    result = run_images_backtest(
+        dataset,
+        target_far=0.5,  # 20 held-out frames resolve no finer false-alarm rate
+        calibration_fraction=0.4,
+        coreset_ratio=0.1,
+        seed=0,
+        image_size=SIZE,
+        progress=lambda stage, done, total: stages.add(stage),
+        model_out=tmp_path / "model",
+    )
+    json.dumps(result)  # the CLI writes it as JSON
+    assert {"image_auroc", "pixel_auroc", "f1", "fps", "n_train", "n_test"} <= set(result)
+    assert result["n_train"] == 30 and result["n_calibration"] == 20
+    assert result["n_test"] == 25 and result["n_test_good"] == 10 and result["n_test_defect"] == 15
+    assert result["image_auroc"] >= 0.8
+    assert result["pixel_auroc"] >= 0.9
+    assert result["f1"] is not None and result["f1"] > 0.6
+    assert result["fps"] > 0 and result["fit_seconds"] > 0
+    assert result["calibrator"] == "empirical" and result["target_far"] == 0.5
+    assert set(result["per_defect"]) == set(DEFECTS)
+    for defect in DEFECTS:
+        entry = result["per_defect"][defect]
+        assert entry["n"] == 5 and entry["pixel_auroc"] is not None and entry["image_auroc"] is not None
+    assert stages == {"features", "coreset", "scoring"}
+    # the saved model is the one that was evaluated: it reproduces the threshold and scores frames
+    model = PatchCore.load(tmp_path / "model")
+    assert model.threshold_ == pytest.approx(result["threshold"])
+    from PIL import Image
+
+    frame = np.asarray(Image.open(dataset / "test" / "spot" / "000.png"))
+    assert model.score(frame[None]).shape == (1,)
+
+
+def test_backtest_is_reproducible_and_works_without_masks(dataset: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "nomask"
+    shutil.copytree(dataset, copy)
+    shutil.rmtree(copy / "ground_truth")
+    kwargs = {
+        "target_far": 0.5,
+        "calibration_fraction": 0.4,
+        "coreset_ratio": 0.05,
+        "seed": 1,
+        "image_size": SIZE,
+    }
+    a = run_images_backtest(copy, **kwargs)
+    b = run_images_backtest(copy, **kwargs)
+    assert a["pixel_auroc"] is None
+    assert all(entry["pixel_auroc"] is None for entry in a["per_defect"].values())
+    assert a["image_auroc"] == b["image_auroc"] and a["threshold"] == b["threshold"]
+
+
+def test_backtest_refuses_folders_that_are_not_mvtec_shaped(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="MVTec AD layout"):
+        run_images_backtest(tmp_path)
+    (tmp_path / "train" / "good").mkdir(parents=True)
+    (tmp_path / "test" / "good").mkdir(parents=True)
+    with pytest.raises(DataError, match="no images"):
+        scan_dataset(tmp_path)
+    (tmp_path / "train" / "good" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "train" / "good" / "also.png").write_bytes(b"not a png")
+    (tmp_path / "test" / "good" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="cannot decode"):
+        run_images_backtest(tmp_path, calibration_fraction=0.5)
+    with pytest.raises(ConfigError, match="calibration_fraction"):
+        run_images_backtest(tmp_path, calibration_fraction=1.0)
