@@ -41,19 +41,14 @@ def _utc(v: datetime) -> datetime:
     return v.astimezone(UTC)
 
 
-def _finite(v: float) -> float:
-    if not abs(v) <= MAX_ABS_VALUE:
-        raise ValueError(f"value {v!r} is not a finite number within ±{MAX_ABS_VALUE:g}")
-    return v
-
-
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f]+$")]
-Measurement = Annotated[float, AfterValidator(_finite)]
+#: Range checked natively by pydantic-core (no Python call per value: a record has dozens).
+Measurement = Annotated[float, Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
 
 
 class Message(BaseModel):
