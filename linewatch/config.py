@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(default=DEFAULT_SESSION_TIMEOUT_S, gt=0)
     target_far: float = Field(default=1e-3, gt=0, lt=1, description="false alarms per normal event")
     model_refresh_s: float = Field(default=10.0, gt=0, description="how often workers look for new models")
+    db_retry_total_s: float = Field(
+        default=30.0, ge=0, description="how long a worker retries an unavailable database before it exits"
+    )
     log_level: str = Field(default="info")
 
     @field_validator("log_level")

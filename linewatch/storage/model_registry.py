@@ -106,8 +106,13 @@ class ModelCache:
         if not force and now < self._next_refresh:
             return []
         self._next_refresh = now + self._refresh_s
-        with psycopg.connect(self._url) as conn:
-            refs = active_models(conn, self._modality)
+        try:
+            with psycopg.connect(self._url, connect_timeout=5) as conn:
+                refs = active_models(conn, self._modality)
+        except psycopg.Error as e:
+            # Keep scoring with the models we have; the writer decides whether the database is gone.
+            log.warning("cannot look for new %s models (%s); keeping the %d loaded", self._modality, e, len(self))
+            return []
         changed = []
         for ref in refs:
             if self._loaded.get(ref.model_id) == ref.version:

@@ -33,6 +33,20 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
+def retry_schedule(total_s: float) -> tuple[float, ...]:
+    """Doubling backoff delays (from 0.25 s) whose sum stays within ``total_s``.
+
+    >>> retry_schedule(4.0)
+    (0.25, 0.5, 1.0, 2.0)
+    """
+    delays: list[float] = []
+    delay = 0.25
+    while sum(delays) + delay <= total_s:
+        delays.append(delay)
+        delay = min(delay * 2, 15.0)
+    return tuple(delays)
+
+
 @dataclass
 class WriteResult:
     inserted: dict[str, int] = field(default_factory=dict)

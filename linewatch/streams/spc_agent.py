@@ -30,7 +30,7 @@ from linewatch.errors import InfrastructureError
 from linewatch.schemas.codec import encode
 from linewatch.schemas.topics import DEADLETTER, SCORES, SPC
 from linewatch.storage.model_registry import ModelCache
-from linewatch.storage.writer import BatchWriter
+from linewatch.storage.writer import BatchWriter, retry_schedule
 from linewatch.streams.kafka import Publisher
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.spc_pipeline import SpcBatchResult, StreamStates, score_spc_batch
@@ -65,7 +65,7 @@ class SpcRuntime:
 
     def __init__(self, *, settings: Settings, bootstrap: str, database_url: str) -> None:
         self.models = ModelCache(database_url=database_url, modality="spc", refresh_s=settings.model_refresh_s)
-        self.writer = BatchWriter(database_url)
+        self.writer = BatchWriter(database_url, retry_delays=retry_schedule(settings.db_retry_total_s))
         self.publisher = Publisher(bootstrap)
         self.streams = StreamStates()
         self.stats = SpcStats()
@@ -137,6 +137,16 @@ class SpcRuntime:
                         s.records, s.scores, s.anomalies, s.deadletters, rate, s.score_s, s.write_s, s.publish_s)
 
 
+def stop_without_ack(error: BaseException) -> None:
+    """Exit the process at once so the current batch is redelivered to the next worker."""
+    if isinstance(error, InfrastructureError):
+        log.critical("stopping the worker: %s", error)
+    else:
+        log.critical("stopping the worker after an unexpected error", exc_info=error)
+    logging.shutdown()
+    os._exit(EXIT_INFRASTRUCTURE)
+
+
 def to_raw(event: faust.types.EventT) -> RawMessage:
     m = event.message
     return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
@@ -161,8 +171,7 @@ def register_spc_agent(app: faust.App, *, settings: Settings, bootstrap: str, da
             messages = [to_raw(e) for e in events]
             try:
                 await loop.run_in_executor(pool, runtime.process, messages)
-            except InfrastructureError as e:
-                # Exit before Faust's finally-block acks these events: they must be redelivered.
-                log.critical("stopping the worker: %s", e)
-                logging.shutdown()
-                os._exit(EXIT_INFRASTRUCTURE)
+            except BaseException as e:
+                # Faust acks a take_events batch in a finally block, even when the body raises;
+                # exiting here, before that runs, is what keeps an unwritten batch unacknowledged.
+                stop_without_ack(e)

