@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -180,10 +181,15 @@ def _write_sim_csv(sim, path: Path) -> None:
 
 @train_app.command("spc")
 def train_spc_cmd(
-    source: Annotated[str, typer.Option("--from", help="CSV/Parquet file of known-good parts, or 'simulated'")],
+    source: Annotated[str, typer.Option(
+        "--from", help="known-good parts: a CSV or Parquet file, 'sql:SELECT ...' (one row per part, "
+        "numeric columns = characteristics) run on the configured database, or 'simulated'")],
     config: ConfigOption = None,
     columns: Annotated[str | None, typer.Option(help="comma-separated characteristics (default: numeric)")] = None,
-    detector: Annotated[str, typer.Option(help="registered detector name")] = "robust_mahalanobis",
+    time_column: Annotated[str | None, typer.Option(help="timestamp column: records the training window")] = None,
+    label_column: Annotated[str | None, typer.Option(help="a label column to keep out of the features")] = None,
+    detector: Annotated[str, typer.Option(help="registered detector name (see docs/detectors-tabular.md)")] = (
+        "robust_mahalanobis"),
     target_far: Annotated[float | None, typer.Option(help="false alarms per normal part, e.g. 0.001")] = None,
     calibration: Annotated[str, typer.Option(help="empirical, pot or auto")] = "auto",
     asset: Annotated[str, typer.Option(help="asset this model is for ('*' = any)")] = "*",
@@ -191,7 +197,11 @@ def train_spc_cmd(
     sep: Annotated[str, typer.Option(help="CSV field separator")] = ",",
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Fit an SPC model on known-good parts, save it as a new version and make workers use it."""
+    """Fit an SPC model on known-good parts, save it as a new version and make workers use it.
+
+    Workers pick the new version up within LINEWATCH_MODEL_REFRESH_S seconds, without a restart;
+    every score row records the version that produced it.
+    """
     import numpy as np
 
     from linewatch.embedded.stack import Stack
@@ -199,66 +209,88 @@ def train_spc_cmd(
     from linewatch.training import train_and_register
 
     s = _settings(config)
-    if source == "simulated":
-        from linewatch.simulation.spc import simulate_spc
-
-        sim = simulate_spc(n_parts=20_000, seed=seed, fault_fraction=0.0)
-        X, names = sim.X, list(sim.feature_names)
-    else:
-        X, names = _read_table(Path(source), columns, sep)
+    wanted = columns.split(",") if columns else None
     with Stack(s, need_broker=False) as stack:
         migrate(stack.database_url)
+        if source == "simulated":
+            from linewatch.simulation.spc import simulate_spc
+
+            sim = simulate_spc(n_parts=20_000, seed=seed, fault_fraction=0.0)
+            X, names, times = sim.X, list(sim.feature_names), sim.ts
+        elif source.startswith("sql:"):
+            X, names, times = _read_query(stack.database_url, source[4:], wanted, time_column)
+        else:
+            X, names, times = _read_file(Path(source), wanted, sep, time_column, label_column)
+        window = _training_window(times)
         bundle, ref = train_and_register(
             np.asarray(X), feature_names=names, database_url=stack.database_url, model_dir=s.model_dir,
             detector=detector, calibration=calibration, target_far=target_far or s.target_far, seed=seed,
-            scope_asset=asset, scope_sku=sku,
+            scope_asset=asset, scope_sku=sku, train_start=window[0], train_end=window[1],
         )
     console.print(f"model {ref.model_id}@{ref.version}: {bundle.detector_name} on {len(X)} rows x "
                   f"{len(names)} characteristics, threshold {bundle.threshold:.2f} (-log10 p), "
                   f"saved to {ref.artifact_path}")
 
 
-def _read_table(path: Path, columns: str | None, sep: str):
-    import numpy as np
-
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist")
+def _read_file(path: Path, columns: list[str] | None, sep: str, time_column: str | None,
+               label_column: str | None):
+    """A CSV through the backtest's loader (one set of parsing rules), or a Parquet file."""
     if path.suffix.lower() == ".parquet":
         try:
             import pandas as pd
         except ImportError as e:
             raise ConfigError("reading Parquet needs pandas and pyarrow: pip install pandas pyarrow") from e
+        if not path.exists():
+            raise ConfigError(f"{path} does not exist")
         frame = pd.read_parquet(path)
-        names = columns.split(",") if columns else [c for c in frame.columns if frame[c].dtype.kind in "fi"]
-        return frame[names].to_numpy(dtype=float), names
-    import csv as csvlib
+        names = columns or [c for c in frame.columns if frame[c].dtype.kind in "fi" and c != label_column]
+        times = frame[time_column].to_numpy(dtype="datetime64[us]") if time_column else None
+        return frame[names].to_numpy(dtype=float), names, times
+    from linewatch.backtest.tabular import load_csv
 
-    with path.open(newline="") as f:
-        reader = csvlib.DictReader(f, delimiter=sep)
-        rows = list(reader)
+    data = load_csv(path, sep=sep, columns=columns, label_column=label_column, time_column=time_column,
+                    label_optional=True)
+    return data.X, data.feature_names, data.timestamps
+
+
+def _read_query(url: str, query: str, columns: list[str] | None, time_column: str | None):
+    import numpy as np
+    import psycopg
+
+    try:
+        with psycopg.connect(url) as conn:
+            cur = conn.execute(query)  # the user's own query, run with their database credentials
+            header = [d.name for d in cur.description or []]
+            rows = cur.fetchall()
+    except psycopg.Error as e:
+        raise ConfigError(f"the training query failed: {e}") from e
     if not rows:
-        raise ConfigError(f"{path} has no data rows")
-    header = list(rows[0])
-    if columns:
-        names = columns.split(",")
-        missing = [c for c in names if c not in header]
-        if missing:
-            raise ConfigError(f"columns {missing} are not in {path}; it has {header}")
-    else:
-        names = [c for c in header if _is_number(rows[0][c])]
-    try:
-        X = np.array([[float(r[c]) for c in names] for r in rows])
-    except ValueError as e:
-        raise ConfigError(f"non-numeric value in {path}: {e}; choose numeric columns with --columns") from e
-    return X, names
+        raise ConfigError("the training query returned no rows; widen its time range or check its filters")
+    numeric = [i for i, name in enumerate(header)
+               if name != time_column and all(isinstance(r[i], int | float) for r in rows[:100])]
+    names = columns or [header[i] for i in numeric]
+    missing = [c for c in names if c not in header]
+    if missing:
+        raise ConfigError(f"columns {missing} are not in the query's result {header}")
+    idx = [header.index(c) for c in names]
+    X = np.array([[float(r[i]) for i in idx] for r in rows])
+    times = None
+    if time_column:
+        if time_column not in header:
+            raise ConfigError(f"time column {time_column!r} is not in the query's result {header}")
+        t = header.index(time_column)
+        times = np.array([r[t].replace(tzinfo=None) for r in rows], dtype="datetime64[us]")
+    return X, names, times
 
 
-def _is_number(v: str | None) -> bool:
-    try:
-        float(v or "")
-        return True
-    except ValueError:
-        return False
+def _training_window(times):
+    """(start, end) of the training data as aware UTC datetimes, or (None, None) without times."""
+    if times is None or len(times) == 0 or not np.issubdtype(np.asarray(times).dtype, np.datetime64):
+        return None, None
+    from datetime import UTC
+
+    lo, hi = (np.asarray(t).astype("datetime64[us]").item().replace(tzinfo=UTC) for t in (np.min(times), np.max(times)))
+    return lo, hi
 
 
 @app.command("demo")

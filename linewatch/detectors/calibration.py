@@ -43,6 +43,8 @@ MIN_TAIL_PROBABILITY = 1e-12
 MIN_EXCEEDANCES_FOR_EMPIRICAL = 10
 #: POT fits the GPD to this upper fraction of the normal scores (a common, robust choice).
 DEFAULT_POT_TAIL_FRACTION = 0.05
+#: POT never models more than this share of the sample as "tail".
+MAX_POT_TAIL_FRACTION = 0.5
 #: Below this many exceedances a GPD fit is not trustworthy.
 MIN_POT_EXCEEDANCES = 20
 
@@ -138,20 +140,25 @@ class PotCalibrator:
     scale_: float | None = None
     zeta_: float | None = None
     threshold_: float | None = None
+    tail_fraction_: float | None = None  # the fraction actually fitted (wider on small samples)
 
     kind = "pot"
 
     def fit(self, normal_scores: np.ndarray) -> PotCalibrator:
         far = _validate_far(self.target_far)
         ref = np.sort(_validate_scores(normal_scores, what="PotCalibrator.fit"))
-        u = float(np.quantile(ref, 1.0 - self.tail_fraction))
+        # Small calibration sets widen the tail (up to half the sample) to keep enough exceedances
+        # for a stable GPD fit; the fraction actually used is saved with the model.
+        fraction = min(MAX_POT_TAIL_FRACTION, max(self.tail_fraction, MIN_POT_EXCEEDANCES / ref.size))
+        u = float(np.quantile(ref, 1.0 - fraction))
         excess = ref[ref > u] - u
         if excess.size < MIN_POT_EXCEEDANCES:
             raise ConfigError(
                 f"POT needs at least {MIN_POT_EXCEEDANCES} normal scores above the "
-                f"{1 - self.tail_fraction:.0%} quantile (got {excess.size} from {ref.size}); "
-                "give more normal data or a larger tail_fraction"
+                f"{1 - fraction:.0%} quantile (got {excess.size} from {ref.size}); give at least "
+                f"{int(MIN_POT_EXCEEDANCES / MAX_POT_TAIL_FRACTION) + 2} distinct normal scores to calibrate on"
             )
+        self.tail_fraction_ = fraction
         shape, _, scale = stats.genpareto.fit(excess, floc=0.0)
         body = EmpiricalCalibrator(target_far=0.5)
         body.reference_, body.threshold_ = ref, float(ref[-1])
@@ -193,6 +200,7 @@ class PotCalibrator:
             "shape": self.shape_,
             "scale": self.scale_,
             "zeta": self.zeta_,
+            "tail_fraction_used": self.tail_fraction_,
             "reference": self.body_.reference_.tolist(),
         }
 
@@ -210,6 +218,7 @@ class PotCalibrator:
             scale_=d["scale"],
             zeta_=d["zeta"],
             threshold_=d["threshold"],
+            tail_fraction_=d.get("tail_fraction_used", d["tail_fraction"]),
         )
 
 

@@ -1,0 +1,68 @@
+"""`linewatch train spc` from a CSV and from a SQL query, against the real database."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from linewatch.cli import app
+from linewatch.simulation.spc import simulate_spc
+from linewatch.storage.writer import BatchWriter
+from linewatch.streams.messages import RawMessage
+from linewatch.streams.spc_pipeline import score_spc_batch
+
+pytestmark = pytest.mark.integration
+
+
+class NoModels:
+    def for_record(self, asset_id, sku):
+        return []
+
+
+def _env(database_url, tmp_path):
+    return {"LINEWATCH_DATABASE_URL": database_url, "LINEWATCH_DATA_DIR": str(tmp_path)}
+
+
+def test_train_from_a_sql_query_records_the_window_and_the_version(database_url, tmp_path):
+    from linewatch.schemas.codec import encode
+
+    asset = f"sqltrain-{uuid.uuid4().hex[:6]}"
+    sim = simulate_spc(n_parts=600, seed=31, fault_fraction=0.0, assets=(asset,))
+    out = score_spc_batch([RawMessage("spc", 0, i, None, encode(r)) for i, r in enumerate(sim.records())],
+                          NoModels())
+    BatchWriter(database_url).write(out.rows())
+    query = ("sql:SELECT min(ts) AS ts, "
+             "max(value) FILTER (WHERE characteristic = 'bore_diameter_mm') AS bore, "
+             "max(value) FILTER (WHERE characteristic = 'shaft_runout_um') AS runout "
+             f"FROM spc_measurements WHERE asset_id = '{asset}' GROUP BY event_id")
+    result = CliRunner().invoke(app, ["train", "spc", "--from", query, "--time-column", "ts", "--asset", asset,
+                                      "--detector", "hotelling", "--target-far", "0.01"],
+                                env=_env(database_url, tmp_path))
+    assert result.exit_code == 0, result.output
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT feature_names, n_samples, train_start, train_end, detector FROM model_versions "
+                           "WHERE scope_asset = %s", (asset,)).fetchone()
+    assert row[0] == ["bore", "runout"] and row[1] == 600 and row[4] == "hotelling"
+    assert row[2].replace(tzinfo=None) == sim.ts.min().astype("datetime64[us]").item()
+    assert row[3] > row[2]
+
+
+def test_train_from_csv_keeps_the_label_out_and_bad_input_is_explained(database_url, tmp_path):
+    from linewatch.cli import _write_sim_csv
+
+    csv = tmp_path / "good.csv"
+    _write_sim_csv(simulate_spc(n_parts=3000, seed=32, fault_fraction=0.0), csv)
+    asset = f"csvtrain-{uuid.uuid4().hex[:6]}"
+    runner = CliRunner()
+    ok = runner.invoke(app, ["train", "spc", "--from", str(csv), "--label-column", "fault", "--time-column", "ts",
+                             "--asset", asset], env=_env(database_url, tmp_path))
+    assert ok.exit_code == 0, ok.output
+    with psycopg.connect(database_url) as conn:
+        names = conn.execute("SELECT feature_names FROM model_versions WHERE scope_asset = %s", (asset,)).fetchone()
+    assert "fault" not in names[0] and "bore_diameter_mm" in names[0]
+    missing = runner.invoke(app, ["train", "spc", "--from", str(tmp_path / "nope.csv")],
+                            env=_env(database_url, tmp_path))
+    assert missing.exit_code != 0 and "does not exist" in str(missing.exception)
