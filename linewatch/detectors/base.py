@@ -122,34 +122,53 @@ def load_state(path: str | Path, *, kind: str) -> tuple[dict[str, Any], dict[str
     return meta["params"], arrays
 
 
-_REGISTRY: dict[str, type] = {}
+class Registry:
+    """Detector classes by name; the CLI, backtests and conformance tests look them up here.
+
+    Tabular/time-series detectors and image detectors keep separate registries (their ``fit``
+    takes different inputs), both built from this one class.
+    """
+
+    def __init__(self, kind: str, fill: Callable[[], None] | None = None) -> None:
+        self._kind = kind
+        self._fill = fill
+        self._classes: dict[str, type] = {}
+
+    def register(self, name: str) -> Callable[[type], type]:
+        """Class decorator adding a detector under ``name``."""
+
+        def deco(cls: type) -> type:
+            if name in self._classes and self._classes[name] is not cls:
+                raise ValueError(f"{self._kind} name {name!r} is registered twice")
+            cls.name = name  # type: ignore[attr-defined]
+            self._classes[name] = cls
+            return cls
+
+        return deco
+
+    def all(self) -> dict[str, type]:
+        if self._fill is not None:
+            self._fill()
+        return dict(self._classes)
+
+    def get(self, name: str) -> type:
+        """Look a class up by name, listing the known names when it is not there."""
+        if name not in self._classes and self._fill is not None:
+            self._fill()
+        if name not in self._classes:
+            known = ", ".join(sorted(self._classes)) or "(none imported)"
+            raise KeyError(f"unknown {self._kind} {name!r}; known {self._kind}s: {known}")
+        return self._classes[name]
 
 
-def register(name: str) -> Callable[[type], type]:
-    """Class decorator adding a detector to the registry the CLI, backtest and conformance test use."""
-
-    def deco(cls: type) -> type:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"detector name {name!r} is registered twice")
-        cls.name = name  # type: ignore[attr-defined]
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+def _import_catalog() -> None:
+    import linewatch.detectors.catalog  # noqa: F401 - importing it registers every detector
 
 
-def registered() -> dict[str, type]:
-    """All registered detectors by name."""
-    import linewatch.detectors.catalog  # noqa: F401 - fills the registry on first use
-
-    return dict(_REGISTRY)
-
-
-def get_detector(name: str) -> type:
-    """Look a detector class up by name, listing the known names when it is not there."""
-    if name not in _REGISTRY:
-        import linewatch.detectors.catalog  # noqa: F401 - fills the registry on first use
-    if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY)) or "(none imported)"
-        raise KeyError(f"unknown detector {name!r}; known detectors: {known}")
-    return _REGISTRY[name]
+DETECTORS = Registry("detector", fill=_import_catalog)
+#: Class decorator adding a detector to the registry the CLI, backtest and conformance test use.
+register = DETECTORS.register
+#: All registered detectors by name.
+registered = DETECTORS.all
+#: A detector class by name, or a KeyError listing the known names.
+get_detector = DETECTORS.get

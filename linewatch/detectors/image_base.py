@@ -18,11 +18,12 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
+
+from linewatch.detectors.base import Registry
 
 #: What an image batch may be: one array of frames, or a sequence of frames of any sizes.
 Images = np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...]
@@ -46,30 +47,10 @@ class ImageDetector(Protocol):
     def load(cls, path: str | Path) -> Self: ...
 
 
-_IMAGE_REGISTRY: dict[str, type] = {}
-
-
-def register_image(name: str) -> Callable[[type], type]:
-    """Class decorator adding an image detector to the image registry (not the tabular one)."""
-
-    def deco(cls: type) -> type:
-        if name in _IMAGE_REGISTRY and _IMAGE_REGISTRY[name] is not cls:
-            raise ValueError(f"image detector name {name!r} is registered twice")
-        cls.name = name  # type: ignore[attr-defined]
-        _IMAGE_REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def registered_images() -> dict[str, type]:
-    """All registered image detectors by name (importing their modules fills it)."""
-    return dict(_IMAGE_REGISTRY)
-
-
-def get_image_detector(name: str) -> type:
-    """Look an image detector class up by name, listing the known names when it is not there."""
-    if name not in _IMAGE_REGISTRY:
-        known = ", ".join(sorted(_IMAGE_REGISTRY)) or "(none imported)"
-        raise KeyError(f"unknown image detector {name!r}; known image detectors: {known}")
-    return _IMAGE_REGISTRY[name]
+IMAGE_DETECTORS = Registry("image detector")
+#: Class decorator adding an image detector to the image registry (not the tabular one).
+register_image = IMAGE_DETECTORS.register
+#: All registered image detectors by name (importing their modules fills it).
+registered_images = IMAGE_DETECTORS.all
+#: An image detector class by name, or a KeyError listing the known names.
+get_image_detector = IMAGE_DETECTORS.get

@@ -33,7 +33,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import sys
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from linewatch.detectors.image_backbone import sha256_file
 
 #: Architecture name understood by ``efficientnet_lite_pytorch``.
 ARCHITECTURE = "efficientnet-lite0"
@@ -78,14 +79,6 @@ def _require_torch() -> Any:
         ) from e
     return torch
 
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks so large files do not sit in memory."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def weights_file() -> Path:
