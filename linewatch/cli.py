@@ -330,18 +330,25 @@ def bench_e2e_cmd(
     of bare confluent-kafka and bare Faust measured in the same run on the same messages."""
     from linewatch.benchmarks.e2e import run_bench_e2e
 
-    if modality != "spc":
-        raise ConfigError(f"modality {modality!r} has no end-to-end benchmark yet; available: spc")
     s = _settings(config)
-    figures = run_bench_e2e(s, seconds=seconds, records=records, console=console)
+    if modality == "spc":
+        figures = run_bench_e2e(s, seconds=seconds, records=records, console=console)
+    elif modality == "signals":
+        from linewatch.benchmarks.signals_e2e import planned_windows, run_signals_bench
+
+        figures = run_signals_bench(s, windows=records or planned_windows(seconds), console=console)
+    else:
+        raise ConfigError(f"unknown modality {modality!r}; use spc or signals")
     print(json.dumps(figures, indent=2))
     if json_out is not None:
         json_out.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 from linewatch.backtest.cli import backtest_app  # noqa: E402 - mounted after the core commands
+from linewatch.streams.signals_cli import simulate_signals_cmd  # noqa: E402
 
 app.add_typer(backtest_app, name="backtest")
+simulate_app.command("signals")(simulate_signals_cmd)
 
 
 def main() -> None:

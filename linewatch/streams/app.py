@@ -44,8 +44,10 @@ def faust_settings(settings: Settings, bootstrap: str) -> dict[str, object]:
 
 def build_app(settings: Settings, bootstrap: str, database_url: str) -> faust.App:
     """The worker's app with every agent registered."""
+    from linewatch.streams.signals_agent import register_signals_agent
     from linewatch.streams.spc_agent import register_spc_agent
 
     app = faust.App(settings.app_id, **faust_settings(settings, bootstrap))
     register_spc_agent(app, settings=settings, bootstrap=bootstrap, database_url=database_url)
+    register_signals_agent(app, settings=settings, bootstrap=bootstrap, database_url=database_url)
     return app

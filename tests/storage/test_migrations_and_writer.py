@@ -10,6 +10,7 @@ import pytest
 
 from linewatch.errors import InfrastructureError
 from linewatch.schemas.rows import ROW_TYPES, ScoreRow, columns
+from linewatch.schemas.signal_rows import SignalFeatureRow
 from linewatch.storage.migrations import discover, migrate, select_for
 from linewatch.storage.writer import BatchWriter
 
@@ -31,7 +32,7 @@ def test_plain_and_timescale_variants_cover_the_same_versions():
     assert plain == ts
 
 
-@pytest.mark.parametrize("row_type", ROW_TYPES, ids=lambda t: t.__table__)
+@pytest.mark.parametrize("row_type", (*ROW_TYPES, SignalFeatureRow), ids=lambda t: t.__table__)
 def test_row_models_match_table_columns(database_url, row_type):
     with psycopg.connect(database_url) as conn:
         cols = {r[0] for r in conn.execute(
@@ -41,7 +42,8 @@ def test_row_models_match_table_columns(database_url, row_type):
 
 def test_views_exist_for_readers(database_url):
     with psycopg.connect(database_url) as conn:
-        for view in ("anomalies", "anomaly_contributors", "deadletter_summary", "scores_1m", "spc_1h"):
+        for view in ("anomalies", "anomaly_contributors", "deadletter_summary", "scores_1m", "spc_1h",
+                     "signal_features_1m"):
             conn.execute(f"SELECT * FROM {view} LIMIT 1")
         can = conn.execute("SELECT has_table_privilege('linewatch_reader', 'anomalies', 'SELECT'), "
                            "has_table_privilege('linewatch_reader', 'scores', 'INSERT')").fetchone()

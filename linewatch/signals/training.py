@@ -1,0 +1,624 @@
+"""From sensor windows to model rows, once: the code path shared by training and the live signals agent.
+
+Why one module
+--------------
+A model is only as good as the agreement between the rows it was fitted on and the rows it
+scores. Training (:func:`train_signals_model`) and the live pipeline
+(:mod:`linewatch.streams.signals_pipeline`) therefore call the same three functions here:
+:func:`featurize_windows` (a window becomes a feature vector and a quality verdict),
+:class:`FrameBuilder` (windows of several sensors become one aligned row per asset and time
+slot) and :func:`frame_columns` (a model's feature names say which sensor and feature each
+column is). It lives under ``signals/`` rather than ``streams/`` because nothing may import
+``streams`` (DESIGN.md).
+
+Features per window
+-------------------
+Every window gets ``mean`` plus the features of :func:`~linewatch.signals.features.extract_features`
+at its own sample rate (octave bands down from its Nyquist, :data:`N_PEAKS` spectral peaks,
+powers as ``log10``), or plus the six time-domain features only when it has fewer than
+:data:`MIN_SPECTRAL_SAMPLES` samples (a 1 Hz thermocouple's one-sample window has no spectrum).
+Windows of equal length and rate are stacked so ``extract_features`` runs once per group
+(in chunks of at most :data:`FEATURE_CHUNK_SAMPLES` samples, which bounds memory).
+No bearing envelope features: the ``signals`` topic carries no shaft speed.
+
+Frames: the aligned-slot rule
+-----------------------------
+A model's feature names (``"vibration.kurtosis"``, ``"temperature.mean"``) name the sensors it
+needs. Time is cut into epoch-aligned slots of ``slot_s`` seconds (slot ``k`` is
+``[k·slot_s, (k+1)·slot_s)``, so restarts, replays and a second worker cut identically).
+For slot ``k`` each needed sensor contributes its *as-of* window: the latest window that
+started in slot ``k`` or before and still covers part of slot ``k`` (so a 60 s temperature
+window is held over the 1 s vibration snapshots inside it, but a window is never held past
+its own end). The frame of slot ``k`` is **complete** when every needed sensor has such a
+window and at least one of them starts in slot ``k`` (otherwise a long window would make the
+same data score again in every slot it covers). A complete frame is scored once, as soon as
+it is complete, in slot order per asset and model; a slot that completes after a later slot
+was scored is counted as ``late`` and not scored (stateful detectors need order). A slot
+still incomplete ``retention_s`` seconds of asset time (the newest window end seen on the
+asset) after it ended is reported as **missing** (which sensors never came) and dropped,
+and windows older than that are forgotten.
+
+Why not :class:`~linewatch.signals.assembly.FrameAssembler`? It resamples raw samples of all
+sensors onto one common grid, which is what a model on raw multi-sensor samples needs. These
+models work on per-window *features*, and features must be computed at each sensor's native
+rate: a 10 kHz vibration spectrum does not survive a 1 Hz grid, and lifting a 1 Hz
+thermocouple to 10 kHz multiplies the data 10,000 times for nothing. Aligning the feature
+vectors by slot keeps each sensor at its own rate.
+
+>>> import numpy as np
+>>> from datetime import UTC, datetime
+>>> from linewatch.schemas.messages import SignalMeta
+>>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
+>>> rng = np.random.default_rng(0)
+>>> vib = SignalMeta(asset_id="m1", sensor="vib", kind="vibration", unit="g", start=t0,
+...                  sample_rate_hz=1000.0, n_samples=1000)
+>>> tmp = SignalMeta(asset_id="m1", sensor="temp", kind="temperature", unit="degC", start=t0,
+...                  sample_rate_hz=1.0, n_samples=1)
+>>> wins = featurize_windows([(vib, rng.normal(size=1000).astype("float32")),
+...                           (tmp, np.array([41.5], dtype="float32"))])
+>>> wins[1].names
+('mean', 'rms', 'peak', 'peak_to_peak', 'crest_factor', 'kurtosis', 'skewness')
+>>> builder = FrameBuilder(slot_s=1.0)
+>>> slots = builder.add(wins[0])
+>>> slots |= builder.add(wins[1])
+>>> frames, missing = builder.take("m1", "model", frame_columns(["vib.rms", "temp.mean"]), slots)
+>>> [round(float(v), 1) for v in frames[0].values], frames[0].ts.isoformat(), missing
+([1.0, 41.5], '2026-01-01T00:00:00+00:00', [])
+"""
+
+from __future__ import annotations
+
+import bisect
+import inspect
+import math
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
+
+import numpy as np
+
+from linewatch.detectors.base import load_state, save_state
+from linewatch.errors import ConfigError, DataError
+from linewatch.schemas.messages import SignalMeta
+from linewatch.signals.features import TIME_FEATURES, FeatureConfig, extract_features, feature_names, time_features
+from linewatch.signals.quality import Issue, QualityGate
+
+if TYPE_CHECKING:
+    from linewatch.detectors.bundle import ModelBundle
+    from linewatch.signals.assembly import SensorWindow
+    from linewatch.simulation.signals import SignalSimulation
+    from linewatch.storage.model_registry import ModelRef
+
+#: Fewer samples than this give a spectrum too coarse to mean anything (bins of fs/n Hz):
+#: such windows get time-domain features only.
+MIN_SPECTRAL_SAMPLES = 32
+#: Spectral peaks per window: the strongest line names the dominant frequency, a second one
+#: catches a new tone (bearing, imbalance) before it becomes the strongest.
+N_PEAKS = 2
+#: Samples per ``extract_features`` call: 10 kHz x 1 s x 400 windows. The float64 copies and
+#: the FFT of a chunk then stay below ~150 MB whatever the batch size.
+FEATURE_CHUNK_SAMPLES = 4_000_000
+#: Default slot length: snapshots of several sensors taken within the same second belong together.
+DEFAULT_SLOT_S = 1.0
+#: How long (asset time) a slot waits for its missing sensors before it is reported as missing.
+DEFAULT_RETENTION_S = 300.0
+#: Tolerance in slot units for float POSIX times (1e-9 of a 1 s slot is far below 1 µs).
+_SLOT_TOL = 1e-9
+#: Default unit per sensor kind, for windows that arrive without one (simulations, CSV imports).
+DEFAULT_UNITS: dict[str, str] = {
+    "vibration": "g", "current": "A", "temperature": "degC", "pressure": "bar", "speed": "Hz", "other": "1",
+}
+KINDS: tuple[str, ...] = get_args(SignalMeta.model_fields["kind"].annotation)
+#: Names a window's features can have; used to split ``"<sensor>.<feature>"`` where the sensor
+#: name itself may contain dots and band names carry decimals (``band_39.0625_78.125hz``).
+_FEATURE_NAME = re.compile(
+    r"^(mean|rms|peak|peak_to_peak|crest_factor|kurtosis|skewness|spectral_centroid"
+    r"|band_[0-9.e+-]+_[0-9.e+-]+hz|peak\d+_(hz|power)|env_(bpfo|bpfi|bsf|ftf))$"
+)
+_KIND = "signal_frame_builder"
+
+
+# ---------------------------------------------------------------------------------------------- features
+def feature_config(sample_rate: float, n_samples: int) -> FeatureConfig | None:
+    """The spectral configuration for windows of this rate and length, or None for time features only."""
+    if n_samples < MIN_SPECTRAL_SAMPLES:
+        return None
+    return FeatureConfig(sample_rate=sample_rate, n_peaks=N_PEAKS, log_power=True)
+
+
+def window_feature_names(sample_rate: float, n_samples: int) -> tuple[str, ...]:
+    """Column names of :func:`window_features` for windows of this rate and length."""
+    cfg = feature_config(sample_rate, n_samples)
+    return ("mean", *(feature_names(cfg) if cfg is not None else TIME_FEATURES))
+
+
+def window_features(windows: np.ndarray, sample_rate: float) -> tuple[tuple[str, ...], np.ndarray]:
+    """Names and feature matrix ``(n, len(names))`` for same-length windows ``(n, m)`` at one rate."""
+    x = np.asarray(windows, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise DataError(f"expected windows of shape (n_windows, n_samples), got {x.shape}")
+    cfg = feature_config(sample_rate, x.shape[1])
+    names = window_feature_names(sample_rate, x.shape[1])
+    F = extract_features(x, cfg) if cfg is not None else time_features(x)
+    return names, np.column_stack([x.mean(axis=1), F])
+
+
+@dataclass(frozen=True)
+class WindowFeatures:
+    """One decoded window reduced to features, with its quality verdict (``issues``: :class:`Issue` bits)."""
+
+    meta: SignalMeta
+    names: tuple[str, ...]
+    values: np.ndarray
+    issues: int
+
+    @property
+    def start(self) -> float:
+        return self.meta.start.timestamp()
+
+    @property
+    def end(self) -> float:
+        return self.start + self.meta.n_samples / self.meta.sample_rate_hz
+
+    @property
+    def reasons(self) -> list[str]:
+        return [i.name.lower() for i in Issue if self.issues & i]
+
+
+def featurize_windows(
+    windows: Sequence[tuple[SignalMeta, np.ndarray]], gate: QualityGate | None = None
+) -> list[WindowFeatures | DataError]:
+    """Features and quality verdict of every window, in input order (a DataError where a window cannot be used).
+
+    Windows of equal length and sample rate are stacked, so the features and the quality
+    gate run once per group (per chunk of :data:`FEATURE_CHUNK_SAMPLES`), not once per window.
+    """
+    gate = gate or QualityGate()
+    out: list[WindowFeatures | DataError | None] = [None] * len(windows)
+    groups: dict[tuple[float, int], list[int]] = {}
+    for i, (meta, samples) in enumerate(windows):
+        groups.setdefault((float(meta.sample_rate_hz), int(samples.size)), []).append(i)
+    for (rate, m), idx in groups.items():
+        step = max(1, FEATURE_CHUNK_SAMPLES // m)
+        for lo in range(0, len(idx), step):
+            part = idx[lo : lo + step]
+            x = np.stack([windows[i][1] for i in part]).astype(np.float64)
+            names, F = window_features(x, rate)
+            codes = gate.check(x, sensors=[windows[i][0].sensor for i in part]).codes
+            finite = np.isfinite(F).all(axis=1)
+            for j, i in enumerate(part):
+                meta = windows[i][0]
+                if finite[j]:
+                    out[i] = WindowFeatures(meta, names, F[j], int(codes[j]))
+                else:
+                    out[i] = DataError(
+                        f"window {meta.asset_id}/{meta.sensor} at {meta.start.isoformat()} gives non-finite "
+                        "features (samples beyond the float range?); check the sensor's scaling"
+                    )
+    return out  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------- columns
+def split_feature_name(name: str) -> tuple[str, str]:
+    """``"<sensor>.<feature>"`` -> ``(sensor, feature)``; the sensor name may contain dots.
+
+    >>> split_feature_name("motor.de.band_39.0625_78.125hz")
+    ('motor.de', 'band_39.0625_78.125hz')
+    """
+    for i, ch in enumerate(name):
+        if ch == "." and i > 0 and _FEATURE_NAME.match(name[i + 1 :]):
+            return name[:i], name[i + 1 :]
+    raise ConfigError(
+        f"model feature {name!r} is not '<sensor>.<feature>' with a known signal feature "
+        "(e.g. 'vibration.kurtosis', 'temperature.mean'); retrain with signal feature names"
+    )
+
+
+def frame_columns(names: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``(sensor, feature)`` for every model column, in the model's order."""
+    return tuple(split_feature_name(n) for n in names)
+
+
+#: Features a default model uses per sensor kind. Fast sensors: level, impulsiveness and where the
+#: energy sits; current without impulse statistics (harmless switching spikes would look like
+#: faults); slow sensors: their reading. Spectral peak frequencies are left out: the strongest
+#: line can jump between two similar peaks from one window to the next.
+_DEFAULT_PATTERNS: dict[str, re.Pattern[str]] = {
+    "vibration": re.compile(r"^(rms|peak|crest_factor|kurtosis|skewness|spectral_centroid|band_.*)$"),
+    "current": re.compile(r"^(rms|band_.*)$"),
+}
+_SLOW_DEFAULT = re.compile(r"^mean$")
+
+
+def default_model_features(kind: str, names: Sequence[str]) -> list[str]:
+    """The features of a window with ``names`` that a default model of a ``kind`` sensor uses."""
+    pattern = _DEFAULT_PATTERNS.get(kind, _SLOW_DEFAULT)
+    return [n for n in names if pattern.match(n)]
+
+
+# ---------------------------------------------------------------------------------------------- frames
+@dataclass(frozen=True)
+class SignalFrame:
+    """One asset's model row for one slot, or (``values is None``) a slot whose sensors never all came."""
+
+    asset_id: str
+    slot: int
+    ts: datetime
+    values: np.ndarray | None
+    event_ids: tuple[uuid.UUID, ...]
+    bad: dict[str, list[str]]  # quality reasons per sensor of the asset at this slot
+    missing: tuple[str, ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        """Complete and every sensor of the asset passed the quality gate."""
+        return self.values is not None and not self.bad
+
+
+@dataclass
+class _Held:
+    sensor: str
+    start: float
+    end: float
+    event_id: uuid.UUID
+    names: tuple[str, ...]
+    values: np.ndarray
+    issues: int
+
+
+@dataclass
+class _AssetFrames:
+    windows: dict[str, list[_Held]] = field(default_factory=dict)  # per sensor, by start
+    watermark: float = -math.inf
+    last_slot: dict[str, int] = field(default_factory=dict)  # per model key
+    pending: dict[str, set[int]] = field(default_factory=dict)  # incomplete slots per model key
+    counters: dict[str, int] = field(default_factory=lambda: {"duplicate": 0, "late": 0, "missing": 0})
+
+
+class FrameBuilder:
+    """Per-asset memory of recent window features and the aligned-slot rule (module docstring).
+
+    Plain data keyed by asset, owned by the agent, saved with :meth:`save` and restored with
+    :meth:`load`; nothing here reads a clock (asset time is the newest window end seen).
+    """
+
+    def __init__(self, *, slot_s: float = DEFAULT_SLOT_S, retention_s: float = DEFAULT_RETENTION_S) -> None:
+        self.slot_s = float(slot_s)
+        self.retention_s = float(retention_s)
+        if not (self.slot_s > 0 and self.retention_s >= self.slot_s):
+            raise ConfigError(
+                f"slot_s={slot_s!r} must be positive and retention_s={retention_s!r} at least one slot"
+            )
+        self.assets: dict[str, _AssetFrames] = {}
+
+    def slot_of(self, t: float) -> int:
+        return math.floor(t / self.slot_s + _SLOT_TOL)
+
+    def add(self, w: WindowFeatures) -> set[int]:
+        """Remember a window; returns the slots whose frames it may have completed."""
+        st = self.assets.setdefault(w.meta.asset_id, _AssetFrames())
+        held = st.windows.setdefault(w.meta.sensor, [])
+        eid = w.meta.event_id
+        if any(h.event_id == eid for h in held):
+            st.counters["duplicate"] += 1
+            return set()
+        h = _Held(w.meta.sensor, w.start, w.end, eid, w.names, w.values, w.issues)
+        bisect.insort(held, h, key=lambda x: x.start)
+        st.watermark = max(st.watermark, h.end)
+        slots = {self.slot_of(h.start)}
+        for others in st.windows.values():
+            slots.update(self.slot_of(o.start) for o in others if h.start <= o.start < h.end)
+        return slots
+
+    def _as_of(self, held: list[_Held], k: int) -> _Held | None:
+        """Latest window started in slot ``k`` or before that still covers part of slot ``k``."""
+        slot_start = k * self.slot_s
+        for h in reversed(held):
+            if self.slot_of(h.start) <= k:
+                return h if h.end > slot_start + _SLOT_TOL * self.slot_s else None
+        return None
+
+    def take(
+        self, asset: str, key: str, columns: Sequence[tuple[str, str]], slots: Iterable[int]
+    ) -> tuple[list[SignalFrame], list[str]]:
+        """Frames for model ``key`` (its ``columns``) that ``slots`` completed or that expired missing.
+
+        Returns the frames in slot order (complete ones with ``values``, expired ones without)
+        and problems: a needed feature absent from a sensor's windows (the model was trained on
+        windows of another rate or length).
+        """
+        st = self.assets.get(asset)
+        if st is None:
+            return [], []
+        sensors = sorted({s for s, _ in columns})
+        pending = st.pending.setdefault(key, set())
+        last = st.last_slot.get(key)
+        horizon = st.watermark - self.retention_s
+        frames: list[SignalFrame] = []
+        problems: list[str] = []
+        for k in sorted(set(slots) | pending):
+            pending.discard(k)
+            chosen = {s: self._as_of(st.windows.get(s, []), k) for s in sensors}
+            starts_here = [h for h in chosen.values() if h is not None and self.slot_of(h.start) == k]
+            if not starts_here:
+                continue
+            missing = tuple(s for s in sensors if chosen[s] is None)
+            if last is not None and k <= last:
+                st.counters["late"] += not missing
+                continue
+            ts = datetime.fromtimestamp(k * self.slot_s, UTC)
+            if missing:
+                # Expire exactly when prune() would forget the windows that opened this slot.
+                if max(h.end for h in starts_here) <= horizon:
+                    st.counters["missing"] += 1
+                    ids = tuple(h.event_id for h in starts_here)
+                    frames.append(SignalFrame(asset, k, ts, None, ids, self._bad(st, k), missing))
+                    last = k
+                else:
+                    pending.add(k)
+                continue
+            values = np.empty(len(columns))
+            for j, (s, f) in enumerate(columns):
+                h = chosen[s]
+                try:
+                    values[j] = h.values[h.names.index(f)]
+                except ValueError:
+                    problems.append(
+                        f"{asset}/{s}: its windows ({h.values.size} features at their rate and length) lack "
+                        f"{f!r}, which model {key} needs; train the model on windows like the ones this sensor sends"
+                    )
+                    break
+            else:
+                ids = tuple(chosen[s].event_id for s in sensors)  # type: ignore[union-attr]
+                frames.append(SignalFrame(asset, k, ts, values, ids, self._bad(st, k)))
+                last = k
+        if last is not None:
+            st.last_slot[key] = last
+        return frames, problems
+
+    def _bad(self, st: _AssetFrames, k: int) -> dict[str, list[str]]:
+        """Quality reasons of every sensor of the asset whose as-of window at slot ``k`` is bad."""
+        out = {}
+        for s in sorted(st.windows):
+            h = self._as_of(st.windows[s], k)
+            if h is not None and h.issues:
+                out[s] = [i.name.lower() for i in Issue if h.issues & i]
+        return out
+
+    def prune(self, asset: str) -> None:
+        """Forget windows that ended more than ``retention_s`` before the asset's newest window end."""
+        st = self.assets.get(asset)
+        if st is None:
+            return
+        horizon = st.watermark - self.retention_s
+        for s in list(st.windows):
+            kept = [h for h in st.windows[s] if h.end > horizon]
+            if kept:
+                st.windows[s] = kept
+            else:
+                del st.windows[s]
+
+    def counters(self) -> dict[str, int]:
+        """Totals over all assets of ``duplicate``, ``late`` and ``missing``."""
+        total = {"duplicate": 0, "late": 0, "missing": 0}
+        for st in self.assets.values():
+            for k, v in st.counters.items():
+                total[k] += v
+        return total
+
+    # ------------------------------------------------------------------------------------------ state
+    def save(self, path: str | Path) -> None:
+        """Write every asset's held windows and progress (``metadata.json`` + ``arrays.npz``)."""
+        name_sets: list[list[str]] = []
+        arrays: dict[str, np.ndarray] = {}
+        assets: dict[str, Any] = {}
+        for asset in sorted(self.assets):
+            st = self.assets[asset]
+            wins = []
+            for s in sorted(st.windows):
+                for h in st.windows[s]:
+                    if list(h.names) not in name_sets:
+                        name_sets.append(list(h.names))
+                    key = f"w{len(arrays)}"
+                    arrays[key] = h.values
+                    wins.append([s, h.start, h.end, str(h.event_id), name_sets.index(list(h.names)), key, h.issues])
+            assets[asset] = {
+                "windows": wins,
+                "watermark": st.watermark if math.isfinite(st.watermark) else None,
+                "last_slot": st.last_slot,
+                "pending": {k: sorted(v) for k, v in st.pending.items()},
+                "counters": st.counters,
+            }
+        params = {"slot_s": self.slot_s, "retention_s": self.retention_s, "names": name_sets, "assets": assets}
+        save_state(path, kind=_KIND, params=params, arrays=arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FrameBuilder:
+        """Restore what :meth:`save` wrote; frames then complete exactly as without the restart."""
+        params, arrays = load_state(path, kind=_KIND)
+        fb = cls(slot_s=params["slot_s"], retention_s=params["retention_s"])
+        names = [tuple(n) for n in params["names"]]
+        for asset, d in params["assets"].items():
+            st = _AssetFrames(
+                watermark=-math.inf if d["watermark"] is None else float(d["watermark"]),
+                last_slot={k: int(v) for k, v in d["last_slot"].items()},
+                pending={k: set(v) for k, v in d["pending"].items()},
+                counters={k: int(v) for k, v in d["counters"].items()},
+            )
+            for s, start, end, eid, ni, key, issues in d["windows"]:
+                st.windows.setdefault(s, []).append(
+                    _Held(s, float(start), float(end), uuid.UUID(eid), names[ni], arrays[key], int(issues))
+                )
+            fb.assets[asset] = st
+        return fb
+
+
+# ---------------------------------------------------------------------------------------------- training
+def signal_meta_for(window: SensorWindow, *, kind: str | None = None, unit: str | None = None) -> SignalMeta:
+    """The ``signals`` header of a :class:`~linewatch.signals.assembly.SensorWindow`.
+
+    Without ``kind`` the sensor name is used when it is a kind (the simulator's ``"vibration"``,
+    ``"current"``, ``"temperature"``), else ``"other"``; ``unit`` defaults per kind.
+    """
+    k = kind or (window.sensor if window.sensor in KINDS else "other")
+    return SignalMeta(
+        asset_id=window.asset_id, sensor=window.sensor, kind=k, unit=unit or DEFAULT_UNITS.get(k, "1"),
+        start=datetime.fromtimestamp(window.start, UTC), sample_rate_hz=window.sample_rate_hz,
+        n_samples=int(window.samples.size),
+    )
+
+
+def as_signal_messages(
+    source: SignalSimulation | Iterable[SensorWindow | tuple[SignalMeta, np.ndarray]],
+    *,
+    kinds: Mapping[str, str] | None = None,
+    known_good_only: bool = False,
+) -> list[tuple[SignalMeta, np.ndarray]]:
+    """Headers and samples from a simulation, :class:`SensorWindow` objects or ``(SignalMeta, samples)`` pairs.
+
+    ``known_good_only`` keeps only a simulation's healthy snapshots (no fault, however small).
+    """
+    from linewatch.signals.assembly import SensorWindow
+    from linewatch.simulation.signals import SignalSimulation
+
+    kinds = dict(kinds or {})
+    if isinstance(source, SignalSimulation):
+        healthy = ~source.labels
+        items: Iterable[Any] = (
+            w for w in source.sensor_windows()
+            if not known_good_only
+            or healthy[source.machines.index(w.asset_id), int(np.searchsorted(source.starts, w.start))]
+        )
+    else:
+        items = source
+    out = []
+    for item in items:
+        if isinstance(item, SensorWindow):
+            out.append((signal_meta_for(item, kind=kinds.get(item.sensor)), item.samples))
+        else:
+            meta, samples = item
+            out.append((meta, np.asarray(samples, dtype=np.float32)))
+    return out
+
+
+@dataclass(frozen=True)
+class TrainingFrames:
+    """The training matrix and where it came from."""
+
+    X: np.ndarray
+    feature_names: tuple[str, ...]
+    assets: tuple[str, ...]  # asset of each row
+    ts: tuple[datetime, ...]  # slot start of each row
+    skipped_quality: int  # complete frames left out because a sensor failed the quality gate
+    dropped_constant: tuple[str, ...]  # default features left out because they never moved
+
+
+def training_frames(
+    messages: Sequence[tuple[SignalMeta, np.ndarray]],
+    *,
+    features: Sequence[str] | None = None,
+    slot_s: float = DEFAULT_SLOT_S,
+    gate: QualityGate | None = None,
+    drop_constant: bool = True,
+    include_flagged: bool = False,
+) -> TrainingFrames:
+    """Known-good windows -> one row per complete, quality-clean frame, exactly as the live pipeline builds them.
+
+    ``features`` are ``"<sensor>.<feature>"`` names; None takes :func:`default_model_features` of
+    every sensor present (in sensor-name order) and, with ``drop_constant``, leaves out columns
+    that never moved. Each asset's frames are in time order; assets follow one another.
+    ``include_flagged`` keeps frames the quality gate flagged (for exports, never for training).
+    """
+    wins = featurize_windows(messages, gate)
+    bad = [w for w in wins if isinstance(w, DataError)]
+    if bad:
+        raise DataError(f"{len(bad)} training window(s) cannot be used, e.g.: {bad[0]}")
+    good: list[WindowFeatures] = wins  # type: ignore[assignment]
+    if not good:
+        raise DataError("no training windows; give known-good windows of every sensor the model should watch")
+    names = list(features) if features is not None else _default_names(good)
+    columns = frame_columns(names)
+    builder = FrameBuilder(slot_s=slot_s, retention_s=max(DEFAULT_RETENTION_S, slot_s))
+    rows, assets, stamps, skipped = [], [], [], 0
+    # One window at a time, in time order, with the live agent's add -> take -> prune steps.
+    for w in sorted(good, key=lambda w: (w.meta.asset_id, w.start)):
+        asset = w.meta.asset_id
+        frames, problems = builder.take(asset, "training", columns, builder.add(w))
+        builder.prune(asset)
+        if problems:
+            raise ConfigError(problems[0])
+        for f in frames:
+            if f.values is None:
+                continue
+            if f.bad and not include_flagged:
+                skipped += 1
+                continue
+            rows.append(f.values)
+            assets.append(asset)
+            stamps.append(f.ts)
+    if not rows:
+        sensors = sorted({s for s, _ in columns})
+        raise DataError(f"no complete, quality-clean frame of sensors {sensors} in the training windows")
+    X = np.vstack(rows)
+    dropped: tuple[str, ...] = ()
+    if features is None and drop_constant:
+        spread = X.max(axis=0) - X.min(axis=0)
+        moving = spread > 1e-9 * np.maximum(1.0, np.abs(X).max(axis=0))
+        dropped = tuple(n for n, keep in zip(names, moving, strict=True) if not keep)
+        X, names = X[:, moving], [n for n, keep in zip(names, moving, strict=True) if keep]
+    return TrainingFrames(X, tuple(names), tuple(assets), tuple(stamps), skipped, dropped)
+
+
+def _default_names(wins: Sequence[WindowFeatures]) -> list[str]:
+    per_sensor: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for w in wins:
+        per_sensor.setdefault(w.meta.sensor, (w.meta.kind, w.names))
+    return [f"{s}.{f}" for s in sorted(per_sensor) for f in default_model_features(*per_sensor[s])]
+
+
+def train_signals_model(
+    source: SignalSimulation | Iterable[SensorWindow | tuple[SignalMeta, np.ndarray]],
+    *,
+    database_url: str,
+    model_dir: Path,
+    detector: str = "dynamic_pca",
+    detector_params: Mapping[str, Any] | None = None,
+    features: Sequence[str] | None = None,
+    kinds: Mapping[str, str] | None = None,
+    slot_s: float = DEFAULT_SLOT_S,
+    gate: QualityGate | None = None,
+    calibration: str = "auto",
+    target_far: float = 1e-3,
+    seed: int = 0,
+    scope_asset: str = "*",
+) -> tuple[ModelBundle, ModelRef, TrainingFrames]:
+    """Fit a signals model on known-good windows and make it the active version for ``scope_asset``.
+
+    The rows come from :func:`training_frames`, the same featurisation and slot alignment the
+    live agent uses; a simulation contributes its healthy snapshots only. ``detector_params``
+    configure the registered detector (e.g. ``{"lags": 1}`` for ``dynamic_pca``).
+    """
+    from linewatch.detectors.base import get_detector
+    from linewatch.training import train_and_register
+
+    messages = as_signal_messages(source, kinds=kinds, known_good_only=True)
+    if scope_asset != "*":
+        messages = [m for m in messages if m[0].asset_id == scope_asset]
+    frames = training_frames(messages, features=features, slot_s=slot_s, gate=gate)
+    det: Any = detector
+    if detector_params:
+        cls = get_detector(detector)
+        params = dict(detector_params)
+        if "seed" in inspect.signature(cls).parameters:
+            params.setdefault("seed", seed)
+        det = cls(**params)
+    bundle, ref = train_and_register(
+        frames.X, feature_names=list(frames.feature_names), database_url=database_url, model_dir=model_dir,
+        modality="signals", detector=det, calibration=calibration, target_far=target_far, seed=seed,
+        scope_asset=scope_asset, train_start=min(frames.ts), train_end=max(frames.ts),
+    )
+    return bundle, ref, frames

@@ -1,0 +1,343 @@
+"""Score a batch of raw ``signals`` messages: decode, featurise, align per asset, score, build rows.
+
+This is the signals agent's whole job except I/O, so the live agent, tests and benchmarks
+run exactly this code. Per batch it returns the rows to persist (one ``signal_features`` row
+per window, ``scores`` rows per scored frame, dead letters) and the ``scores`` messages to
+publish; nothing here touches Kafka or the database.
+
+Steps (the window -> row steps are :mod:`linewatch.signals.training`'s, shared with training):
+
+1. decode every envelope (:func:`~linewatch.schemas.codec.decode_signal`); a bad one becomes a
+   dead letter with the reason and the batch goes on;
+2. features and the quality gate for all windows at once, grouped by length and rate
+   (:func:`~linewatch.signals.training.featurize_windows`);
+3. each window joins its asset's :class:`~linewatch.signals.training.FrameBuilder`; for every
+   model of the asset (``ModelSource.for_record(asset, "default")``), the slots the batch
+   completed become frames (the aligned-slot rule is documented there);
+4. frames are scored per asset and model in slot order, carrying the asset's detector state:
+   online detectors (``update``) through their per-asset copy, lagged detectors
+   (``dynamic_pca``) with the asset's last ``lags`` rows as history (restarted after a gap of
+   more than ``history_gap_s``);
+5. an asset with a sensor the quality gate rejects gets no anomaly flag: the frame is not
+   shown to the detector (an online model must not learn a broken sensor, nor a lagged one
+   carry it into the next rows), scores neutral (raw 0, tail probability 1) with
+   ``is_anomaly=false, ready=false``, and the explanation and ``top_feature`` say
+   ``data quality: <sensor> <reasons>``; a frame whose sensors never all came is reported the
+   same way with ``data quality: <sensor> missing``.
+
+Score ``event_id`` = UUIDv5 of (asset, slot start): a replayed or redelivered frame lands once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from linewatch.detectors.base import Explainer, as_batch, get_detector, load_state, save_state
+from linewatch.detectors.bundle import BundleScores, ModelBundle
+from linewatch.errors import ConfigError, DataError
+from linewatch.schemas.codec import decode_signal, encode
+from linewatch.schemas.ids import event_id
+from linewatch.schemas.messages import Modality, Score, SignalMeta
+from linewatch.schemas.rows import DeadLetterRow, ScoreRow
+from linewatch.schemas.signal_rows import SignalFeatureRow
+from linewatch.signals.quality import QualityGate
+from linewatch.signals.training import (
+    DEFAULT_RETENTION_S,
+    DEFAULT_SLOT_S,
+    FrameBuilder,
+    SignalFrame,
+    WindowFeatures,
+    featurize_windows,
+    frame_columns,
+)
+from linewatch.streams.messages import DeadLetters, RawMessage
+from linewatch.streams.spc_pipeline import ModelSource, explanation
+
+#: Signals carry no SKU; models are looked up for this one (a model registered for any SKU matches).
+SIGNALS_SKU = "default"
+#: Lagged rows older than this are not the "previous rows" of a new frame: after such a gap a lagged
+#: detector restarts its warm-up. An hour covers snapshot intervals of up to ~20 minutes with lags=2.
+DEFAULT_HISTORY_GAP_S = 3600.0
+_STATE_KIND = "signals_state"
+
+StreamKey = tuple[str, str, str]  # (asset, detector, model version)
+
+
+@dataclass
+class SignalsBatchResult:
+    features: list[tuple] = field(default_factory=list)
+    scores: list[tuple] = field(default_factory=list)
+    score_messages: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
+    deadletters: DeadLetters = field(default_factory=DeadLetters)
+    windows: int = 0
+    samples: int = 0
+    frames: int = 0
+    anomalies: int = 0
+    suppressed: int = 0  # frames scored but not flagged: a bad or missing sensor on the asset
+    unscored: int = 0  # windows of assets no signals model watches yet
+    problems: list[str] = field(default_factory=list)  # model/data mismatches worth a log line
+
+    def rows(self) -> dict[type, list[tuple]]:
+        return {
+            SignalFeatureRow: self.features,
+            ScoreRow: self.scores,
+            DeadLetterRow: self.deadletters.rows(),
+        }
+
+    def merge(self, other: SignalsBatchResult) -> None:
+        """Append another result (the agent's one-message-at-a-time fallback)."""
+        self.features += other.features
+        self.scores += other.scores
+        self.score_messages += other.score_messages
+        self.deadletters.items += other.deadletters.items
+        self.problems += other.problems
+        for name in ("windows", "samples", "frames", "anomalies", "suppressed", "unscored"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class SignalsState:
+    """Everything the signals agent remembers between batches, keyed by asset; owned by the agent.
+
+    - ``frames``: recent window features per asset and sensor, and each model's progress
+      (:class:`~linewatch.signals.training.FrameBuilder`);
+    - each asset's own copy of every online detector (keyed by asset, detector, model version:
+      a new version starts fresh);
+    - each asset's last rows for lagged detectors.
+
+    ``save(path)`` / ``SignalsState.load(path)`` write and restore all of it (JSON + npz, the
+    detectors through their own ``save``/``load``). The quality gate is configuration and is
+    passed in again on load.
+    """
+
+    def __init__(
+        self,
+        *,
+        slot_s: float = DEFAULT_SLOT_S,
+        retention_s: float = DEFAULT_RETENTION_S,
+        history_gap_s: float = DEFAULT_HISTORY_GAP_S,
+        gate: QualityGate | None = None,
+    ) -> None:
+        self.frames = FrameBuilder(slot_s=slot_s, retention_s=retention_s)
+        self.history_gap_s = float(history_gap_s)
+        self.gate = gate or QualityGate()
+        self.streams: dict[StreamKey, Any] = {}
+        self.history: dict[StreamKey, tuple[float, np.ndarray]] = {}  # last row time, last rows
+
+    @staticmethod
+    def key(asset: str, bundle: ModelBundle) -> StreamKey:
+        return (asset, bundle.detector_name, bundle.version)
+
+    def stream(self, asset: str, bundle: ModelBundle) -> Any:
+        k = self.key(asset, bundle)
+        if k not in self.streams:
+            copy = bundle.new_stream()
+            threshold = getattr(bundle.calibrator, "threshold_", None)
+            if hasattr(copy, "set_threshold") and threshold is not None:
+                # Online models must not learn what the calibrated threshold flags (as in the backtest).
+                copy.set_threshold(threshold)
+            self.streams[k] = copy
+        return self.streams[k]
+
+    def score(self, asset: str, bundle: ModelBundle, X: np.ndarray, times: np.ndarray
+              ) -> tuple[BundleScores, np.ndarray]:
+        """Scores of an asset's ordered frame rows ``X`` (slot start ``times``) and which are ready."""
+        n = X.shape[0]
+        det = bundle.detector
+        if bundle.stateful:
+            copy = self.stream(asset, bundle)
+            if hasattr(copy, "update_explain") or not (isinstance(copy, Explainer) and hasattr(copy, "learn_one")):
+                ready = bool(getattr(copy, "ready", True))
+                return bundle.score_stream(X, copy), np.full(n, ready)
+            # Online models such as online_residual offer update() without contributions:
+            # run its score-then-learn loop here so every row also says which feature moved.
+            X = as_batch(X, n_features=len(bundle.feature_names))
+            raw, contrib, ready_rows = np.empty(n), np.empty_like(X), np.empty(n, dtype=bool)
+            for i in range(n):
+                row = X[i : i + 1]
+                ready_rows[i] = bool(getattr(copy, "ready", True))
+                raw[i] = copy.score(row)[0]
+                contrib[i] = copy.explain(row)[0]
+                copy.learn_one(row[0])
+            return bundle.calibrate(raw, contrib), ready_rows
+        lags = int(getattr(det, "lags", 0) or 0)
+        if lags and hasattr(det, "ready_mask"):
+            return self._score_lagged(asset, bundle, as_batch(X, n_features=len(bundle.feature_names)), times, lags)
+        return bundle.score(X), np.ones(n, dtype=bool)
+
+    def _score_lagged(self, asset: str, bundle: ModelBundle, X: np.ndarray, times: np.ndarray, lags: int
+                      ) -> tuple[BundleScores, np.ndarray]:
+        """Consecutive-row detectors: continue from the asset's last rows; restart after a long gap."""
+        det = bundle.detector
+        k = self.key(asset, bundle)
+        breaks = np.flatnonzero(np.diff(times) > self.history_gap_s) + 1
+        raws, contribs, readies = [], [], []
+        for run in np.split(np.arange(X.shape[0]), breaks):
+            last_t, hist = self.history.get(k, (-math.inf, np.empty((0, X.shape[1]))))
+            if times[run[0]] - last_t > self.history_gap_s:
+                hist = np.empty((0, X.shape[1]))
+            Xr = X[run]
+            raws.append(det.score(Xr, history=hist))
+            if isinstance(det, Explainer):
+                contribs.append(det.explain(Xr, history=hist))
+            readies.append(det.ready_mask(len(run), n_history=hist.shape[0]))
+            self.history[k] = (float(times[run[-1]]), np.vstack([hist, Xr])[-lags:])
+        contributions = np.vstack(contribs) if contribs else None
+        return bundle.calibrate(np.concatenate(raws), contributions), np.concatenate(readies)
+
+    # ------------------------------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Write the frame builder, every per-asset detector copy and the lagged rows under ``path``."""
+        root = Path(path)
+        self.frames.save(root / "frames")
+        streams, history, arrays = [], [], {}
+        for i, ((asset, det, version), copy) in enumerate(sorted(self.streams.items(), key=lambda kv: kv[0])):
+            copy.save(root / "streams" / str(i))
+            streams.append([asset, det, version, str(i)])
+        for i, ((asset, det, version), (t, rows)) in enumerate(sorted(self.history.items(), key=lambda kv: kv[0])):
+            arrays[f"h{i}"] = rows
+            history.append([asset, det, version, t, f"h{i}"])
+        params = {"history_gap_s": self.history_gap_s, "streams": streams, "history": history}
+        save_state(root, kind=_STATE_KIND, params=params, arrays=arrays)
+
+    @classmethod
+    def load(cls, path: str | Path, *, gate: QualityGate | None = None) -> SignalsState:
+        """Restore what :meth:`save` wrote; the next batch continues as if there had been no restart."""
+        root = Path(path)
+        params, arrays = load_state(root, kind=_STATE_KIND)
+        frames = FrameBuilder.load(root / "frames")
+        state = cls(slot_s=frames.slot_s, retention_s=frames.retention_s,
+                    history_gap_s=params["history_gap_s"], gate=gate)
+        state.frames = frames
+        for asset, det, version, sub in params["streams"]:
+            state.streams[(asset, det, version)] = get_detector(det).load(root / "streams" / sub)
+        for asset, det, version, t, key in params["history"]:
+            state.history[(asset, det, version)] = (float(t), arrays[key])
+        return state
+
+
+def score_signals_batch(messages: list[RawMessage], models: ModelSource,
+                        state: SignalsState | None = None) -> SignalsBatchResult:
+    """Everything the agent must persist and publish for one batch of raw ``signals`` messages."""
+    state = state if state is not None else SignalsState()
+    out = SignalsBatchResult()
+    decoded: list[tuple[RawMessage, SignalMeta, np.ndarray]] = []
+    for msg in messages:
+        try:
+            meta, samples = decode_signal(msg.value)
+        except DataError as e:
+            out.deadletters.add(msg, e)
+            continue
+        decoded.append((msg, meta, samples))
+    features = featurize_windows([(meta, samples) for _, meta, samples in decoded], state.gate)
+    slots: dict[str, set[int]] = {}
+    per_asset: dict[str, int] = defaultdict(int)
+    for (msg, meta, _), wf in zip(decoded, features, strict=True):
+        if isinstance(wf, DataError):
+            out.deadletters.add(msg, wf)
+            continue
+        out.features.append(feature_row(wf))
+        out.windows += 1
+        out.samples += meta.n_samples
+        per_asset[meta.asset_id] += 1
+        slots.setdefault(meta.asset_id, set()).update(state.frames.add(wf))
+    scored_at = datetime.now(UTC)
+    for asset in sorted(slots):
+        bundles = models.for_record(asset, SIGNALS_SKU)
+        if not bundles:
+            out.unscored += per_asset[asset]
+        for bundle in bundles:
+            try:
+                columns = frame_columns(bundle.feature_names)
+            except ConfigError as e:
+                out.problems.append(f"model {bundle.detector_name}@{bundle.version}: {e}")
+                continue
+            key = f"{bundle.detector_name}@{bundle.version}"
+            frames, problems = state.frames.take(asset, key, columns, slots[asset])
+            out.problems += problems
+            if frames:
+                _score_frames(out, state, bundle, asset, frames, scored_at)
+        state.frames.prune(asset)
+    return out
+
+
+def feature_row(w: WindowFeatures) -> tuple:
+    """A ``signal_features`` row tuple in :class:`SignalFeatureRow` field order."""
+    m = w.meta
+    values = w.values.tolist()
+    by_name = dict(zip(w.names, values, strict=True))
+    dominant = by_name.get("peak1_hz")
+    return (
+        m.start, m.event_id, m.asset_id, m.sensor, m.kind, m.unit, m.sample_rate_hz, m.n_samples,
+        by_name["mean"], by_name["rms"], by_name["peak"], by_name["crest_factor"], by_name["kurtosis"],
+        by_name["skewness"], by_name.get("spectral_centroid"),
+        dominant if dominant else None,  # 0 = the spectrum has no line at all (a flat window)
+        json.dumps(by_name), w.reasons,
+    )
+
+
+def _quality_notes(frame: SignalFrame) -> list[dict[str, float | str]]:
+    """``Contribution``-shaped entries naming the bad and missing sensors (value and share 0: not a score)."""
+    notes = [f"data quality: {s} {','.join(r)}" for s, r in frame.bad.items()]
+    notes += [f"data quality: {s} missing" for s in frame.missing]
+    return [{"name": n, "value": 0.0, "share": 0.0} for n in notes]
+
+
+def _score_frames(out: SignalsBatchResult, state: SignalsState, bundle: ModelBundle, asset: str,
+                  frames: list[SignalFrame], scored_at: datetime) -> None:
+    """Score rows and ``scores`` messages for one asset's frames of one model, in slot order."""
+    n = len(frames)
+    raw, tail, cal = np.zeros(n), np.ones(n), np.zeros(n)
+    flags, ready = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    expl: list[list[dict[str, float | str]]] = [[] for _ in range(n)]
+    # Only clean, complete frames reach the detector: an online model must not learn from a broken
+    # sensor, nor a lagged one carry it into the next rows. The others score neutral (raw 0, tail 1).
+    done = [i for i, f in enumerate(frames) if f.usable]
+    if done:
+        X = np.vstack([frames[i].values for i in done])
+        times = np.array([frames[i].slot * state.frames.slot_s for i in done])
+        r, rdy = state.score(asset, bundle, X, times)
+        raw[done], tail[done], cal[done] = r.raw, r.tail_probability, r.calibrated
+        flags[done], ready[done] = r.is_anomaly, rdy
+        if r.contributions is not None:
+            for i, e in zip(done, explanation(r.contributions, r.feature_names), strict=True):
+                expl[i] = e
+    for i, f in enumerate(frames):
+        notes = _quality_notes(f)
+        usable = f.usable
+        is_ready = bool(ready[i]) and usable
+        anomalous = bool(flags[i]) and is_ready
+        out.frames += f.values is not None
+        out.suppressed += not usable
+        out.anomalies += anomalous
+        contributions = notes + expl[i]
+        top = contributions[0]["name"] if contributions else None
+        eid = event_id("signal_frame", asset, f.ts.isoformat())
+        score = Score(
+            event_id=eid, modality=Modality.SIGNALS, asset_id=asset, sku=SIGNALS_SKU, ts=f.ts, scored_at=scored_at,
+            detector=bundle.detector_name, model_version=bundle.version, raw_score=float(raw[i]),
+            tail_probability=float(tail[i]), calibrated_score=float(cal[i]), threshold=bundle.threshold,
+            is_anomaly=anomalous, ready=is_ready, explanation=contributions,
+        )
+        out.score_messages.append((asset.encode(), encode(score)))
+        out.scores.append((
+            f.ts, eid, Modality.SIGNALS.value, asset, SIGNALS_SKU, None, bundle.detector_name, bundle.version,
+            score.raw_score, score.tail_probability, score.calibrated_score, score.threshold, anomalous, is_ready,
+            top, json.dumps(contributions), scored_at,
+        ))
+
+
+def batch_counts(result: SignalsBatchResult) -> dict[str, int]:
+    """Counters a progress display wants."""
+    return {
+        "windows": result.windows, "samples": result.samples, "frames": result.frames,
+        "scores": len(result.scores), "anomalies": result.anomalies, "suppressed": result.suppressed,
+        "deadletters": len(result.deadletters), "unscored": result.unscored,
+    }
