@@ -293,6 +293,80 @@ def _training_window(times):
     return lo, hi
 
 
+@train_app.command("signals")
+def train_signals_cmd(
+    config: ConfigOption = None,
+    from_topic: Annotated[bool, typer.Option(
+        "--from-topic", help="train on the windows now in the `signals` topic (known-good period)")] = False,
+    simulated: Annotated[bool, typer.Option(help="train on simulated healthy machines instead")] = False,
+    machines: Annotated[int, typer.Option(help="simulated machines (with --simulated)")] = 3,
+    duration_s: Annotated[float, typer.Option(help="simulated seconds per machine (with --simulated)")] = 21600.0,
+    detector: Annotated[str, typer.Option(help="dynamic_pca, autoencoder, online_residual, ...")] = "dynamic_pca",
+    asset: Annotated[str, typer.Option(help="asset this model is for ('*' = any)")] = "*",
+    target_far: Annotated[float | None, typer.Option(help="false alarms per normal frame, e.g. 0.001")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Fit a multi-sensor signals model on known-good windows and register it as a version.
+
+    Frames are built exactly as the live agent builds them (same features, same time slots).
+    """
+    from linewatch.embedded.stack import Stack
+    from linewatch.signals.training import train_signals_model
+    from linewatch.storage.migrations import migrate
+
+    if from_topic == simulated:
+        raise ConfigError("choose exactly one source: --from-topic or --simulated")
+    s = _settings(config)
+    with Stack(s, need_broker=from_topic) as stack:
+        migrate(stack.database_url)
+        if simulated:
+            from linewatch.simulation.signals import simulate_signals
+
+            source = simulate_signals(n_machines=machines, duration_s=duration_s, faults=(), seed=seed)
+        else:
+            source = _read_signal_topic(stack.bootstrap)
+        bundle, ref, frames = train_signals_model(
+            source, database_url=stack.database_url, model_dir=s.model_dir, detector=detector,
+            target_far=target_far or s.target_far, seed=seed, scope_asset=asset,
+        )
+    console.print(f"model {ref.model_id}@{ref.version}: {bundle.detector_name} on {len(frames.X)} frames x "
+                  f"{len(bundle.feature_names)} features, saved to {ref.artifact_path}")
+
+
+def _read_signal_topic(bootstrap: str) -> list:
+    """Every decodable window in the `signals` topic up to its current end (bad ones are skipped)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from linewatch.errors import DataError
+    from linewatch.schemas.codec import decode_signal
+    from linewatch.schemas.topics import SIGNALS
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "linewatch-train", "enable.auto.commit": False})
+    try:
+        parts = consumer.list_topics(SIGNALS.name, timeout=10).topics[SIGNALS.name].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(SIGNALS.name, p), timeout=10)[1] for p in parts}
+        consumer.assign([TopicPartition(SIGNALS.name, p, OFFSET_BEGINNING) for p in parts])
+        windows, skipped = [], 0
+        pending = {p for p, end in ends.items() if end > 0}
+        while pending:
+            for msg in consumer.consume(1000, 5.0) or []:
+                if msg.error() is not None:
+                    continue
+                if msg.offset() >= ends[msg.partition()] - 1:
+                    pending.discard(msg.partition())
+                try:
+                    windows.append(decode_signal(msg.value()))
+                except DataError:
+                    skipped += 1
+    finally:
+        consumer.close()
+    if not windows:
+        raise ConfigError("the `signals` topic holds no decodable windows to train on")
+    if skipped:
+        console.print(f"[yellow]skipped {skipped} undecodable window(s)")
+    return windows
+
+
 @app.command("demo")
 def demo_cmd(
     config: ConfigOption = None,

@@ -66,3 +66,18 @@ def test_train_from_csv_keeps_the_label_out_and_bad_input_is_explained(database_
     missing = runner.invoke(app, ["train", "spc", "--from", str(tmp_path / "nope.csv")],
                             env=_env(database_url, tmp_path))
     assert missing.exit_code != 0 and "does not exist" in str(missing.exception)
+
+
+def test_train_signals_on_simulated_machines_registers_a_signals_model(database_url, tmp_path):
+    asset = "machine-01"
+    result = CliRunner().invoke(app, ["train", "signals", "--simulated", "--machines", "1", "--duration-s", "21600",
+                                      "--asset", asset, "--detector", "dynamic_pca"],
+                                env=_env(database_url, tmp_path))
+    assert result.exit_code == 0, result.output
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT modality, detector, n_samples, feature_names FROM model_versions "
+                           "WHERE scope_asset = %s AND modality = 'signals'", (asset,)).fetchone()
+    assert row[0] == "signals" and row[1] == "dynamic_pca" and row[2] > 100
+    assert all("." in name for name in row[3])  # sensor.feature
+    both = CliRunner().invoke(app, ["train", "signals"], env=_env(database_url, tmp_path))
+    assert both.exit_code != 0 and "exactly one source" in str(both.exception)
