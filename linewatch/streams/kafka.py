@@ -55,6 +55,8 @@ def make_producer(bootstrap: str, **overrides: object) -> Producer:
         "acks": "all",
         "compression.type": "none",
         "queue.buffering.max.messages": 1_000_000,
+        # Brokers close idle connections routinely; librdkafka would print each one to stderr.
+        "log.connection.close": False,
     }
     config.update(overrides)
     return Producer(config)
