@@ -411,18 +411,26 @@ def bench_e2e_cmd(
         from linewatch.benchmarks.signals_e2e import planned_windows, run_signals_bench
 
         figures = run_signals_bench(s, windows=records or planned_windows(seconds), console=console)
+    elif modality == "frames":
+        from linewatch.benchmarks.frames_e2e import planned_frames, run_frames_bench
+
+        figures = run_frames_bench(s, frames=records or planned_frames(seconds), size=256, console=console)
     else:
-        raise ConfigError(f"unknown modality {modality!r}; use spc or signals")
+        raise ConfigError(f"unknown modality {modality!r}; use spc, signals or frames")
     print(json.dumps(figures, indent=2))
     if json_out is not None:
         json_out.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 from linewatch.backtest.cli import backtest_app  # noqa: E402 - mounted after the core commands
+from linewatch.images.cli import backtest_images_cmd, simulate_frames_cmd, train_frames_cmd  # noqa: E402
 from linewatch.streams.signals_cli import simulate_signals_cmd  # noqa: E402
 
 app.add_typer(backtest_app, name="backtest")
 simulate_app.command("signals")(simulate_signals_cmd)
+simulate_app.command("frames")(simulate_frames_cmd)
+train_app.command("frames")(train_frames_cmd)
+backtest_app.command("images")(backtest_images_cmd)
 
 
 def main() -> None:

@@ -44,10 +44,12 @@ def faust_settings(settings: Settings, bootstrap: str) -> dict[str, object]:
 
 def build_app(settings: Settings, bootstrap: str, database_url: str) -> faust.App:
     """The worker's app with every agent registered."""
+    from linewatch.streams.frames_agent import register_frames_agent
     from linewatch.streams.signals_agent import register_signals_agent
     from linewatch.streams.spc_agent import register_spc_agent
 
     app = faust.App(settings.app_id, **faust_settings(settings, bootstrap))
     register_spc_agent(app, settings=settings, bootstrap=bootstrap, database_url=database_url)
     register_signals_agent(app, settings=settings, bootstrap=bootstrap, database_url=database_url)
+    register_frames_agent(app, settings=settings, bootstrap=bootstrap, database_url=database_url)
     return app

@@ -1,0 +1,366 @@
+"""Score a batch of raw ``frames`` messages: decode, pick each frame's model, score, build rows.
+
+This is the whole of the frames agent's work except I/O, so the live agent, a replay and the
+benchmark run exactly this code. Per batch it returns the rows to persist (``scores``,
+``frame_heatmaps``, dead letters) and the ``scores`` messages to publish; nothing here
+touches Kafka or the database.
+
+What happens to a batch, and why in this order:
+
+1. every envelope is parsed (:func:`~linewatch.schemas.codec.decode_frame`); a bad one is a
+   dead letter with the reason, never an exception;
+2. each frame's model is looked up by its (SKU, camera) keys; a frame with no model is
+   counted as *unscored* (the agent logs it: a new SKU or camera waiting for
+   ``linewatch train frames``), not dead-lettered, because the frame is fine;
+3. the pixels of frames that have a model are decoded (PNG/JPEG with Pillow, raw with one
+   ``np.frombuffer``; JPEGs much larger than the model's input are decoded at a reduced DCT
+   scale, which is several times cheaper), an undecodable image is a dead letter;
+4. each model scores its frames in one batched call (one backbone pass per group), or, given
+   a :class:`ScoringPool`, in a few chunks on as many cores side by side; heat maps are drawn
+   only for frames that alarm (``heatmaps="alarms"``, the default: a line scores every frame
+   but needs a picture only of the few it flags) or for all (``"all"``).
+
+Every score names the hot region in frame pixels, ``"region x0,y0-x1,y1"`` (half-open box, x
+to the right, y down): the region above threshold around the heat map's peak where a heat map
+was drawn, else the worst 8x8 model patch mapped onto the frame. The heat-map summary
+(peak, box, a small PNG thumbnail) goes to ``frame_heatmaps`` keyed like the score, which is
+how a ``scores`` consumer finds the picture: same ``(ts, event_id)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from linewatch.detectors.calibration import surprise
+from linewatch.detectors.image_backbone import MIN_SIDE
+from linewatch.detectors.patchcore import THUMBNAIL_SIZE, as_size, summarize_heatmap
+from linewatch.errors import DataError
+from linewatch.schemas.codec import decode_frame, encode
+from linewatch.schemas.frame_rows import FrameHeatmapRow
+from linewatch.schemas.messages import Contribution, FrameMeta, Modality, Score
+from linewatch.schemas.rows import DeadLetterRow, ScoreRow
+from linewatch.streams.messages import DeadLetters, RawMessage
+
+if TYPE_CHECKING:  # the pipeline only reads models; loading them (database, files) is the cache's job
+    from linewatch.images.registry import ImageModel
+
+HEATMAPS_ALARMS = "alarms"
+HEATMAPS_ALL = "all"
+HEATMAP_MODES = (HEATMAPS_ALARMS, HEATMAPS_ALL)
+#: Decoded frames above this many pixels are refused: 64 MPix is beyond any area-scan camera a
+#: line inspects with, and a tiny PNG can claim a huge canvas (a decompression bomb).
+MAX_FRAME_PIXELS = 64 * 2**20
+#: Pillow's format names for the envelope's ``encoding`` values.
+_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG"}
+#: Pillow modes that are grayscale once decoded (16-bit cameras included); everything else is colour.
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+#: Fewest frames worth a scoring task of their own: with fewer, handing work to another thread
+#: costs more than running it beside the first chunk saves.
+MIN_FRAMES_PER_TASK = 4
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ScoringPool:
+    """Threads that decode and score chunks of one model's frames side by side.
+
+    Why threads help: Pillow's decoders, onnxruntime and BLAS all release the GIL, so two chunks
+    of a batch run on two cores, each with one onnxruntime and one BLAS thread. That is steadier
+    than one call with two intra-op threads, whose idle spinning fights the search for the cores
+    (see ``docs/images.md``). ``threads=1`` runs everything in the caller's thread.
+    """
+
+    def __init__(self, threads: int) -> None:
+        if threads < 1:
+            raise ValueError(f"threads={threads!r} must be at least 1")
+        self.threads = threads
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="frames-score") if threads > 1 else None
+
+    def chunks(self, items: Sequence[T]) -> list[Sequence[T]]:
+        """``items`` cut into at most ``threads`` chunks of at least :data:`MIN_FRAMES_PER_TASK` (order kept)."""
+        k = max(1, min(self.threads, len(items) // MIN_FRAMES_PER_TASK))
+        step = math.ceil(len(items) / k) if items else 1
+        return [items[i : i + step] for i in range(0, len(items), step)] or [items]
+
+    def map(self, fn: Callable[[Sequence[T]], R], items: Sequence[T]) -> list[R]:
+        """``fn`` over the chunks of ``items``, in parallel where there is more than one; results in order."""
+        parts = self.chunks(items)
+        if self._executor is None or len(parts) == 1:
+            return [fn(p) for p in parts]
+        return list(self._executor.map(fn, parts))
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+
+class ImageModelSource(Protocol):
+    """What the pipeline needs from a model store (``ImageModelCache`` in production, a stand-in in tests)."""
+
+    def for_frame(self, sku: str, camera: str) -> ImageModel | None: ...
+
+
+@dataclass
+class FramesBatchResult:
+    scores: list[tuple] = field(default_factory=list)
+    heatmaps: list[tuple] = field(default_factory=list)
+    score_messages: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
+    deadletters: DeadLetters = field(default_factory=DeadLetters)
+    frames: int = 0  # frames whose envelope was valid (scored or not)
+    unscored: Counter[tuple[str, str]] = field(default_factory=Counter)  # (sku, camera) -> frames
+    anomalies: int = 0
+    #: Seconds spent decoding pixels and scoring (backbone + search + heat maps), summed over the
+    #: scoring threads, for the stats line.
+    decode_s: float = 0.0
+    score_s: float = 0.0
+
+    def rows(self) -> dict[type, list[tuple]]:
+        return {
+            ScoreRow: self.scores,
+            FrameHeatmapRow: self.heatmaps,
+            DeadLetterRow: self.deadletters.rows(),
+        }
+
+    def merge(self, other: FramesBatchResult) -> None:
+        """Add ``other``'s rows and counts (the agent's one-message-at-a-time fallback)."""
+        self.scores += other.scores
+        self.heatmaps += other.heatmaps
+        self.score_messages += other.score_messages
+        self.deadletters.items += other.deadletters.items
+        self.frames += other.frames
+        self.unscored.update(other.unscored)
+        self.anomalies += other.anomalies
+        self.decode_s += other.decode_s
+        self.score_s += other.score_s
+
+
+@dataclass(frozen=True)
+class _Frame:
+    msg: RawMessage
+    meta: FrameMeta
+    event_id: uuid.UUID
+    payload: memoryview
+
+
+def decode_image(meta: FrameMeta, payload: memoryview | bytes, *, min_size: tuple[int, int] | None = None
+                 ) -> np.ndarray:
+    """Pixels of one frame as ``uint8`` ``(H, W)`` or ``(H, W, 3)``, or a :class:`DataError` saying why not.
+
+    The decoded image must have the size and channel count its header announces: a mismatch
+    is a producer bug (or a camera switched to another mode) that would otherwise be scored
+    against a model trained on different frames. ``min_size`` lets a JPEG much larger than
+    that be decoded at a reduced DCT scale (never below ``min_size``); the caller resizes to
+    the model anyway. 16-bit grayscale is reduced to its top 8 bits.
+
+    >>> from linewatch.schemas.messages import FrameMeta
+    >>> meta = FrameMeta(asset_id="a", camera="c", part_id="p", ts="2026-01-01T00:00:00Z",
+    ...                  encoding="raw", width=3, height=2, channels=1)
+    >>> decode_image(meta, bytes(range(6))).tolist()
+    [[0, 1, 2], [3, 4, 5]]
+    """
+    if meta.width * meta.height > MAX_FRAME_PIXELS:
+        raise DataError(
+            f"frame of {meta.width}x{meta.height} pixels exceeds the {MAX_FRAME_PIXELS}-pixel limit; "
+            "send a region of interest or a downscaled frame"
+        )
+    if meta.encoding == "raw":
+        shape = (meta.height, meta.width) if meta.channels == 1 else (meta.height, meta.width, meta.channels)
+        return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+    expected = _PIL_FORMATS[meta.encoding]
+    try:
+        with Image.open(io.BytesIO(payload)) as img:
+            if img.format != expected:
+                raise DataError(f"frame header says {meta.encoding} but the payload is {img.format or 'unknown'}")
+            if img.size != (meta.width, meta.height):
+                raise DataError(
+                    f"{meta.encoding} image is {img.size[0]}x{img.size[1]} but the header announces "
+                    f"{meta.width}x{meta.height}"
+                )
+            gray = img.mode in _GRAY_MODES
+            if gray != (meta.channels == 1):
+                raise DataError(
+                    f"{meta.encoding} image has mode {img.mode} ({'1' if gray else '3'} channel(s)) but the "
+                    f"header announces {meta.channels}; send the frames the model was trained on"
+                )
+            if min_size is not None and expected == "JPEG":
+                img.draft(img.mode, (min_size[1], min_size[0]))  # keeps both sides >= min_size
+            img.load()
+            return _to_uint8(img, gray)
+    except DataError:
+        raise
+    except Exception as e:  # Pillow raises many types for corrupt data; none may stop the agent
+        raise DataError(f"cannot decode {meta.encoding} frame: {type(e).__name__}: {e}") from e
+
+
+def _to_uint8(img: Image.Image, gray: bool) -> np.ndarray:
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        wide = np.asarray(img)
+        return (np.clip(wide, 0, 65535).astype(np.uint16) >> 8).astype(np.uint8)
+    want = "L" if gray else "RGB"
+    if img.mode != want:
+        img = img.convert(want)
+    return np.asarray(img)
+
+
+def score_frames_batch(
+    messages: list[RawMessage],
+    models: ImageModelSource,
+    *,
+    heatmaps: str = HEATMAPS_ALARMS,
+    thumbnail_size: int = THUMBNAIL_SIZE,
+    pool: ScoringPool | None = None,
+) -> FramesBatchResult:
+    """Everything the agent must persist and publish for one batch of raw ``frames`` messages.
+
+    ``pool`` decodes and scores chunks of each model's frames in parallel; without one, the
+    batch runs in the caller's thread. The results are the same either way.
+    """
+    if heatmaps not in HEATMAP_MODES:
+        raise ValueError(f"heatmaps={heatmaps!r}; use one of {', '.join(HEATMAP_MODES)}")
+    pool = pool or ScoringPool(1)
+    out = FramesBatchResult()
+    groups: dict[int, tuple[ImageModel, list[_Frame]]] = {}
+    for msg in messages:
+        try:
+            meta, payload = decode_frame(msg.value)
+            if min(meta.width, meta.height) < MIN_SIDE:
+                raise DataError(f"frame is {meta.width}x{meta.height} pixels; frames need at least {MIN_SIDE} a side")
+        except DataError as e:
+            out.deadletters.add(msg, e)
+            continue
+        out.frames += 1
+        model = models.for_frame(meta.sku, meta.camera)
+        if model is None:
+            out.unscored[(meta.sku, meta.camera)] += 1
+            continue
+        groups.setdefault(id(model), (model, []))[1].append(_Frame(msg, meta, meta.event_id, payload))
+
+    scored_at = datetime.now(UTC)
+    for model, frames in groups.values():
+        parts = pool.map(partial(_decode_and_score, model), frames)
+        decoded = [d for p in parts for d in p.decoded]
+        for f, error in (e for p in parts for e in p.errors):
+            out.deadletters.add(f.msg, error)
+        out.decode_s += sum(p.decode_s for p in parts)
+        out.score_s += sum(p.score_s for p in parts)
+        if decoded:
+            t0 = time.perf_counter()
+            patches = np.concatenate([p.patches for p in parts if p.patches is not None])
+            _emit_group(out, model, decoded, patches, heatmaps == HEATMAPS_ALL, thumbnail_size, scored_at)
+            out.score_s += time.perf_counter() - t0
+    return out
+
+
+@dataclass
+class _Part:
+    """One chunk's decoded frames, its bad ones, and the patch distances of the good ones."""
+
+    decoded: list[tuple[_Frame, np.ndarray]]
+    errors: list[tuple[_Frame, DataError]]
+    patches: np.ndarray | None
+    decode_s: float
+    score_s: float
+
+
+def _decode_and_score(model: ImageModel, frames: Sequence[_Frame]) -> _Part:
+    """Decode a chunk's pixels and run them through the model (backbone + patch search) in one call."""
+    t0 = time.perf_counter()
+    size = as_size(model.detector.image_size)
+    decoded: list[tuple[_Frame, np.ndarray]] = []
+    errors: list[tuple[_Frame, DataError]] = []
+    for f in frames:
+        try:
+            decoded.append((f, decode_image(f.meta, f.payload, min_size=size)))
+        except DataError as e:
+            errors.append((f, e))
+    t1 = time.perf_counter()
+    patches = model.detector.patch_scores([img for _, img in decoded]) if decoded else None
+    return _Part(decoded, errors, patches, t1 - t0, time.perf_counter() - t1)
+
+
+def _scaled_box(box: np.ndarray, sx: float, sy: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """A ``(top, left, bottom, right)`` box at model resolution as ``(x0, y0, x1, y1)`` frame pixels, covering it."""
+    top, left, bottom, right = (float(v) for v in box)
+    x0, y0 = int(np.floor(left * sx)), int(np.floor(top * sy))
+    x1, y1 = int(np.ceil(right * sx)), int(np.ceil(bottom * sy))
+    return max(0, x0), max(0, y0), min(width, max(x1, x0 + 1)), min(height, max(y1, y0 + 1))
+
+
+def _png(gray: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _emit_group(out: FramesBatchResult, model: ImageModel, items: list[tuple[_Frame, np.ndarray]],
+                patches: np.ndarray, all_heatmaps: bool, thumbnail_size: int, scored_at: datetime) -> None:
+    """Calibrate one model's patch distances; heat maps for the alarms (or all); rows and messages."""
+    det = model.detector
+    mh, mw = as_size(det.image_size)
+    n, ph, pw = patches.shape
+    raw = patches.max(axis=(1, 2)).astype(np.float64)
+    tail = det.tail_probability(raw)
+    calibrated = surprise(tail)
+    alarms = det.is_alarm(raw)
+    # The worst patch of every frame as a (top, left, bottom, right) box at model resolution.
+    worst = patches.reshape(n, -1).argmax(axis=1)
+    pr, pc = np.divmod(worst, pw)
+    cell_h, cell_w = mh / ph, mw / pw
+    patch_boxes = np.stack([pr * cell_h, pc * cell_w, (pr + 1) * cell_h, (pc + 1) * cell_w], axis=1)
+
+    drawn = np.arange(n) if all_heatmaps else np.flatnonzero(alarms)
+    heat = det.heatmap_from_patch_scores(patches[drawn], (mh, mw)) if drawn.size else None
+    heat_row = {int(i): k for k, i in enumerate(drawn)}
+    raw_threshold = model.raw_threshold
+    threshold = model.threshold
+    detector, version = model.detector_name, model.version
+    raw_l, tail_l, cal_l, alarm_l = raw.tolist(), tail.tolist(), calibrated.tolist(), alarms.tolist()
+    for i, (f, _) in enumerate(items):
+        meta = f.meta
+        sx, sy = meta.width / mw, meta.height / mh
+        region_box = _scaled_box(patch_boxes[i], sx, sy, meta.width, meta.height)
+        if heat is not None and i in heat_row:
+            summary = summarize_heatmap(heat[heat_row[i]], threshold=raw_threshold, thumbnail_size=thumbnail_size)
+            hot_box: tuple[int | None, ...] = (None, None, None, None)
+            if summary["box"] is not None:
+                region_box = _scaled_box(np.asarray(summary["box"]), sx, sy, meta.width, meta.height)
+                hot_box = region_box
+            peak_y, peak_x = summary["peak"]
+            out.heatmaps.append((
+                meta.ts, f.event_id, meta.asset_id, meta.camera, meta.sku, meta.part_id, detector, version,
+                meta.width, meta.height, raw_l[i], summary["peak_value"], raw_threshold,
+                min(meta.width - 1, int((peak_x + 0.5) * sx)), min(meta.height - 1, int((peak_y + 0.5) * sy)),
+                *hot_box, summary["area_fraction"], _png(summary["thumbnail"]),
+            ))
+        x0, y0, x1, y1 = region_box
+        region = f"region {x0},{y0}-{x1},{y1}"
+        anomalous = bool(alarm_l[i])
+        out.anomalies += anomalous
+        explanation = [Contribution(name=region, value=raw_l[i], share=1.0)]
+        score = Score(
+            event_id=f.event_id, modality=Modality.FRAMES, asset_id=meta.asset_id, sku=meta.sku,
+            part_id=meta.part_id, ts=meta.ts, scored_at=scored_at, detector=detector, model_version=version,
+            raw_score=raw_l[i], tail_probability=tail_l[i], calibrated_score=cal_l[i], threshold=threshold,
+            is_anomaly=anomalous, ready=True, explanation=explanation,
+        )
+        out.score_messages.append((meta.asset_id.encode(), encode(score)))
+        out.scores.append((
+            meta.ts, f.event_id, Modality.FRAMES.value, meta.asset_id, meta.sku, meta.part_id, detector, version,
+            raw_l[i], tail_l[i], cal_l[i], threshold, anomalous, True, region,
+            json.dumps([c.model_dump() for c in explanation]), scored_at,
+        ))
