@@ -46,8 +46,8 @@ from linewatch.detectors.calibration import Calibrator
 from linewatch.detectors.image_backbone import ImageBackbone, as_frames
 from linewatch.detectors.image_base import Images
 from linewatch.detectors.patchcore import PatchCore, Progress
-from linewatch.errors import ConfigError, DataError, LinewatchError
-from linewatch.storage.model_registry import ANY, ModelRef, active_models, save_and_register
+from linewatch.errors import ConfigError, DataError
+from linewatch.storage.model_registry import ANY, ModelRef, RefreshingModelCache, save_and_register
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def train_image_model(
     return model, ref
 
 
-class ImageModelCache:
+class ImageModelCache(RefreshingModelCache):
     """Loaded image models by (camera, SKU), refreshed from the database at most every ``refresh_s`` seconds.
 
     Owned by the frames agent and used from its one worker thread (refresh and lookups never
@@ -250,48 +250,21 @@ class ImageModelCache:
         refresh_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._url = database_url
-        self._refresh_s = refresh_s
-        self._clock = clock
-        self._next_refresh = 0.0
+        super().__init__(database_url=database_url, modality=MODALITY, refresh_s=refresh_s, clock=clock)
         self._by_scope: dict[tuple[str, str], ImageModel] = {}  # (camera, sku) -> model
-        self._loaded: dict[str, tuple[str, tuple[str, str]]] = {}  # model_id -> (version, scope)
         self._backbones: dict[tuple[Any, ...], ImageBackbone] = {}
 
-    def refresh(self, *, force: bool = False) -> list[str]:
-        """Load new versions if it is time; returns the ``model_id@version`` strings that changed."""
-        now = self._clock()
-        if not force and now < self._next_refresh:
-            return []
-        self._next_refresh = now + self._refresh_s
-        try:
-            with psycopg.connect(self._url, connect_timeout=5) as conn:
-                refs = active_models(conn, MODALITY)
-        except psycopg.Error as e:
-            # Keep scoring with the models we have; the writer decides whether the database is gone.
-            log.warning("cannot look for new image models (%s); keeping the %d loaded", e, len(self))
-            return []
-        changed = []
-        for gone in set(self._loaded) - {r.model_id for r in refs}:
-            version, scope = self._loaded.pop(gone)
-            self._by_scope.pop(scope, None)
-            changed.append(f"{gone}@{version} (deactivated)")
-        for ref in refs:
-            if self._loaded.get(ref.model_id, ("", ()))[0] == ref.version:
-                continue
-            try:
-                model = ImageModel.load(ref.artifact_path)
-                self._share_backbone(model.detector)
-            except (OSError, ValueError, KeyError, LinewatchError) as e:
-                log.error("cannot load image model %s@%s from %s: %s", ref.model_id, ref.version,
-                          ref.artifact_path, e)
-                continue
-            model.meta["version"] = ref.version
-            scope = (ref.scope_asset, ref.scope_sku)
-            self._by_scope[scope] = model
-            self._loaded[ref.model_id] = (ref.version, scope)
-            changed.append(f"{ref.model_id}@{ref.version}")
-        return changed
+    def _load(self, ref: ModelRef) -> ImageModel:
+        model = ImageModel.load(ref.artifact_path)
+        self._share_backbone(model.detector)
+        model.meta["version"] = ref.version
+        return model
+
+    def _remember(self, ref: ModelRef, model: ImageModel) -> None:
+        self._by_scope[(ref.scope_asset, ref.scope_sku)] = model
+
+    def _forget(self, ref: ModelRef) -> None:
+        self._by_scope.pop((ref.scope_asset, ref.scope_sku), None)
 
     def _share_backbone(self, det: PatchCore) -> None:
         """Give ``det`` the session already open for its backbone file, provider and thread count."""

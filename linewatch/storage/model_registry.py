@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from linewatch.detectors.bundle import ModelBundle
+from linewatch.errors import LinewatchError
 
 ANY = "*"
 log = logging.getLogger(__name__)
@@ -81,8 +84,14 @@ def active_models(conn: psycopg.Connection, modality: str) -> list[ModelRef]:
     return [ModelRef(*r) for r in rows]
 
 
-class ModelCache:
-    """Loaded bundles by scope, refreshed from the database at most every ``refresh_s`` seconds."""
+class RefreshingModelCache(ABC):
+    """Models of one modality loaded from their artifacts, refreshed from ``model_versions``.
+
+    The refresh loop lives here once; subclasses say how an artifact is loaded and how models
+    are filed for lookup. A version that is deactivated (or a model id that disappears) is
+    dropped at the next refresh; an artifact that cannot be loaded is logged and skipped, and
+    the previous version keeps serving.
+    """
 
     def __init__(
         self,
@@ -97,8 +106,19 @@ class ModelCache:
         self._refresh_s = refresh_s
         self._clock = clock
         self._next_refresh = 0.0
-        self._by_scope: dict[tuple[str, str], dict[str, ModelBundle]] = {}
-        self._loaded: dict[str, str] = {}  # model_id -> version
+        self._loaded: dict[str, ModelRef] = {}  # model_id -> the version in memory
+
+    @abstractmethod
+    def _load(self, ref: ModelRef) -> Any:
+        """Read the artifact at ``ref.artifact_path``."""
+
+    @abstractmethod
+    def _remember(self, ref: ModelRef, model: Any) -> None:
+        """File a freshly loaded model for lookups (replacing an older version of the same id)."""
+
+    @abstractmethod
+    def _forget(self, ref: ModelRef) -> None:
+        """Stop serving the model that ``ref`` loaded."""
 
     def refresh(self, *, force: bool = False) -> list[str]:
         """Load new versions if it is time; returns the ``model_id@version`` strings that changed."""
@@ -114,19 +134,48 @@ class ModelCache:
             log.warning("cannot look for new %s models (%s); keeping the %d loaded", self._modality, e, len(self))
             return []
         changed = []
+        for gone in set(self._loaded) - {r.model_id for r in refs}:
+            old = self._loaded.pop(gone)
+            self._forget(old)
+            changed.append(f"{gone}@{old.version} (deactivated)")
         for ref in refs:
-            if self._loaded.get(ref.model_id) == ref.version:
+            if ref.model_id in self._loaded and self._loaded[ref.model_id].version == ref.version:
                 continue
             try:
-                bundle = ModelBundle.load(ref.artifact_path)
-            except (OSError, ValueError, KeyError) as e:
+                model = self._load(ref)
+            except (OSError, ValueError, KeyError, LinewatchError) as e:
                 log.error("cannot load model %s@%s from %s: %s", ref.model_id, ref.version, ref.artifact_path, e)
                 continue
-            bundle.meta["version"] = ref.version
-            self._by_scope.setdefault((ref.scope_asset, ref.scope_sku), {})[bundle.detector_name] = bundle
-            self._loaded[ref.model_id] = ref.version
+            self._remember(ref, model)
+            self._loaded[ref.model_id] = ref
             changed.append(f"{ref.model_id}@{ref.version}")
         return changed
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+
+class ModelCache(RefreshingModelCache):
+    """Tabular and signals bundles by scope; several detectors may watch one scope."""
+
+    def __init__(self, *, database_url: str, modality: str, refresh_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(database_url=database_url, modality=modality, refresh_s=refresh_s, clock=clock)
+        self._by_scope: dict[tuple[str, str], dict[str, ModelBundle]] = {}
+
+    def _load(self, ref: ModelRef) -> ModelBundle:
+        bundle = ModelBundle.load(ref.artifact_path)
+        bundle.meta["version"] = ref.version
+        return bundle
+
+    def _remember(self, ref: ModelRef, model: ModelBundle) -> None:
+        self._by_scope.setdefault((ref.scope_asset, ref.scope_sku), {})[model.detector_name] = model
+
+    def _forget(self, ref: ModelRef) -> None:
+        models = self._by_scope.get((ref.scope_asset, ref.scope_sku), {})
+        for name, bundle in list(models.items()):
+            if bundle.version == ref.version:
+                del models[name]
 
     def for_record(self, asset_id: str, sku: str) -> list[ModelBundle]:
         """Every detector's model for this record, each from its most specific scope."""
