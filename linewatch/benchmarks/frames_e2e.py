@@ -22,12 +22,7 @@ Frames are simulated parts (``bracket-a``, 5 % defective so heat maps are part o
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -36,15 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Message
 from rich.console import Console
-from rich.markup import escape
 from threadpoolctl import threadpool_limits
 
+from linewatch.benchmarks import common
+from linewatch.benchmarks.common import (
+    TIMEOUT_S,
+    bench_stack,
+    latencies,
+    print_worker_stats,
+    running_worker,
+    wait_for_rows,
+)
 from linewatch.config import Settings
-from linewatch.embedded.process import spawn, stop, tail
 from linewatch.embedded.stack import Stack
 from linewatch.errors import DataError, InfrastructureError
 from linewatch.images.registry import ImageModelCache, train_image_model
@@ -52,13 +53,11 @@ from linewatch.schemas.codec import decode_frame, encode_envelope
 from linewatch.schemas.messages import FrameMeta
 from linewatch.schemas.topics import FRAMES
 from linewatch.simulation.frames import render_batch, stream_frames
-from linewatch.storage.migrations import migrate
 from linewatch.streams.frames_agent import FRAMES_BATCH_SIZE, default_scoring_threads
 from linewatch.streams.frames_pipeline import ScoringPool, decode_image, score_frames_batch
 from linewatch.streams.frames_producer import CameraFrame, encode_frame
-from linewatch.streams.kafka import Publisher, ensure_topics
+from linewatch.streams.kafka import Publisher
 from linewatch.streams.messages import RawMessage
-from linewatch.streams.spc_agent import READY_MESSAGE
 
 SKU_LOOK = "bracket-a"
 #: Good frames the bench model is trained on; 35 % (42) held out is the least POT accepts.
@@ -70,7 +69,6 @@ POOL_SIZE = 64
 DEFECT_RATE = 0.05
 N_ASSETS = 8
 LATENCY_PHASE_S = 10.0
-TIMEOUT_S = 600.0
 #: A worker that has joined but writes no frame score in this long is not running the frames agent.
 NO_PROGRESS_S = 90.0
 #: Rough end-to-end rate at 256x256 on two cores, used to turn --seconds into a frame count before
@@ -105,34 +103,31 @@ def run_frames_bench(
     a worker built another way).
     """
     model_size = model_size or size
-    with tempfile.TemporaryDirectory(prefix="linewatch-bench-frames-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        bench_settings = settings.model_copy(update={"data_dir": tmp}) if settings.embedded_broker else settings
-        with Stack(bench_settings, fsync=True) as stack:
-            ensure_topics(stack.bootstrap, partitions=settings.topic_partitions)
-            migrate(stack.database_url)
-            run_id = uuid.uuid4().hex[:6]
-            sku = f"bench-{run_id}"
-            console.print(f"training a {model_size}x{model_size} image model on {N_TRAIN_FRAMES} good frames ...")
-            good = _as_sent(render_batch(SKU_LOOK, n=N_TRAIN_FRAMES, size=size, seed=1)[0], encoding)
-            train_image_model(good, sku=sku, database_url=stack.database_url, model_dir=tmp / "models",
-                              target_far=TARGET_FAR, calibration_fraction=CALIBRATION_FRACTION,
-                              image_size=model_size, seed=0)
-            pool = [f.image for f in stream_frames(SKU_LOOK, size=size, seed=2, defect_rate=DEFECT_RATE,
-                                                   limit=POOL_SIZE)]
-            assets = tuple(f"bench-{run_id}-{i}" for i in range(N_ASSETS))
+    with bench_stack(settings, "linewatch-bench-frames-") as (bench_settings, stack, tmp):
+        run_id = uuid.uuid4().hex[:6]
+        sku = f"bench-{run_id}"
+        console.print(f"training a {model_size}x{model_size} image model on {N_TRAIN_FRAMES} good frames ...")
+        good = _as_sent(render_batch(SKU_LOOK, n=N_TRAIN_FRAMES, size=size, seed=1)[0], encoding)
+        train_image_model(good, sku=sku, database_url=stack.database_url, model_dir=tmp / "models",
+                          target_far=TARGET_FAR, calibration_fraction=CALIBRATION_FRACTION,
+                          image_size=model_size, seed=0)
+        pool = [f.image for f in stream_frames(SKU_LOOK, size=size, seed=2, defect_rate=DEFECT_RATE,
+                                               limit=POOL_SIZE)]
+        assets = tuple(f"bench-{run_id}-{i}" for i in range(N_ASSETS))
 
-            console.print("detector alone (in process, decoded frames) ...")
-            detector = _detector_alone(stack.database_url, sku, pool, encoding)
-            console.print(f"pre-filling {frames} {encoding} frames on {FRAMES.name} ...")
-            _prefill(stack.bootstrap, pool, n=frames, sku=sku, assets=assets, encoding=encoding)
-            console.print("bare confluent-kafka consume + envelope + image decode ...")
-            bare_kafka = _bare_kafka(stack.bootstrap, frames)
-            console.print("bare Faust consume (take_events, no work) ...")
-            bare_faust = _bare_faust(stack.bootstrap, frames, tmp, settings.batch_size)
-            console.print("linewatch worker end to end ...")
-            e2e = _end_to_end(bench_settings, stack, frames, assets, sku, pool, encoding, tmp, console,
-                              worker_command)
+        console.print("detector alone (in process, decoded frames) ...")
+        detector = _detector_alone(stack.database_url, sku, pool, encoding)
+        console.print(f"pre-filling {frames} {encoding} frames on {FRAMES.name} ...")
+        _prefill(stack.bootstrap, pool, n=frames, sku=sku, assets=assets, encoding=encoding)
+        console.print("bare confluent-kafka consume + envelope + image decode ...")
+        bare_kafka = common.bare_kafka(stack.bootstrap, FRAMES.name, frames, decode=_decode_frames,
+                                       max_messages=FRAMES_BATCH_SIZE * 8, poll_s=1.0, verb="decoded",
+                                       noun="frames")
+        console.print("bare Faust consume (take_events, no work) ...")
+        bare_faust = common.bare_faust(stack.bootstrap, FRAMES.name, frames, tmp, settings.batch_size)
+        console.print("linewatch worker end to end ...")
+        e2e = _end_to_end(bench_settings, stack, frames, assets, sku, pool, encoding, tmp, console,
+                          worker_command)
     return {
         "modality": "frames",
         "frames": frames,
@@ -231,91 +226,30 @@ def _detector_alone(database_url: str, sku: str, pool: list[np.ndarray], encodin
             "providers": model.detector.backbone.active_providers}
 
 
-def _bare_kafka(bootstrap: str, n: int) -> float:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "fetch.max.bytes": 52_428_800})
-    parts = consumer.list_topics(FRAMES.name, timeout=10).topics[FRAMES.name].partitions
-    consumer.assign([TopicPartition(FRAMES.name, p, OFFSET_BEGINNING) for p in parts])
-    got, first, first_batch = 0, None, 0
-    deadline = time.monotonic() + TIMEOUT_S
-    while got < n and time.monotonic() < deadline:
-        msgs = consumer.consume(FRAMES_BATCH_SIZE * 8, 1.0)
-        if not msgs:
+def _decode_frames(msgs: list[Message]) -> int:
+    """Envelope + image decode of every message; undecodable frames are not counted."""
+    k = 0
+    for m in msgs:
+        if m.error() is not None:
             continue
-        k = 0
-        for m in msgs:
-            if m.error() is not None:
-                continue
-            try:
-                meta, payload = decode_frame(m.value())
-                decode_image(meta, payload)
-            except DataError:
-                continue
-            k += 1
-        if first is None:
-            first, first_batch = time.monotonic(), k
-        got += k
-    consumer.close()
-    if got < n or first is None:
-        raise InfrastructureError(f"bare consumer decoded only {got} of {n} frames")
-    return (got - first_batch) / max(time.monotonic() - first, 1e-9)
-
-
-def _bare_faust(bootstrap: str, n: int, tmp: Path, batch: int) -> float:
-    out = tmp / "bare-faust.json"
-    log = tmp / "bare-faust.log"
-    proc = spawn([sys.executable, "-m", "linewatch.benchmarks.bare_faust", "--bootstrap", bootstrap,
-                  "--topic", FRAMES.name, "--n", str(n), "--batch", str(batch), "--out", str(out)], log_path=log)
-    try:
-        proc.wait(TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        stop(proc)
-    if not out.exists():
-        raise InfrastructureError(f"the bare Faust consumer did not finish:\n{tail(log)}")
-    return float(json.loads(out.read_text())["per_s"])
+        try:
+            meta, payload = decode_frame(m.value())
+            decode_image(meta, payload)
+        except DataError:
+            continue
+        k += 1
+    return k
 
 
 def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...], sku: str,
                 pool: list[np.ndarray], encoding: str, tmp: Path, console: Console,
                 worker_command: Sequence[str] | None) -> dict[str, Any]:
-    env = dict(os.environ)
-    env.update({"LINEWATCH_BROKER_URL": stack.bootstrap, "LINEWATCH_DATABASE_URL": stack.database_url,
-                "LINEWATCH_DATA_DIR": str(tmp), "LINEWATCH_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-                "LINEWATCH_BATCH_SIZE": str(settings.batch_size)})
-    log = tmp / "worker.log"
-    argv = list(worker_command or [sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"])
-    worker = spawn(argv, log_path=log, env=env)
-    peak = {"rss": 0.0}
-    stop_sampling = threading.Event()
-
-    def sample() -> None:
-        p = psutil.Process(worker.pid)
-        while not stop_sampling.is_set():
-            try:
-                peak["rss"] = max(peak["rss"], p.memory_info().rss / 2**20)
-            except psutil.Error:
-                return
-            time.sleep(0.1)
-
-    threading.Thread(target=sample, daemon=True).start()
     count_sql = "SELECT count(*) FROM scores WHERE modality = 'frames' AND asset_id = ANY(%s)"
-    try:
+    with running_worker(settings, stack, tmp, worker_command) as worker:
         deadline = time.monotonic() + TIMEOUT_S
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
-            last, last_change = -1, time.monotonic()
-            while True:
-                done = conn.execute(count_sql, (list(assets),)).fetchone()[0]
-                if done >= n:
-                    break
-                if done != last:
-                    last, last_change = done, time.monotonic()
-                stalled = READY_MESSAGE in log.read_text(errors="replace") and \
-                    time.monotonic() - last_change > NO_PROGRESS_S
-                if worker.poll() is not None or time.monotonic() > deadline or stalled:
-                    raise InfrastructureError(
-                        f"the worker stopped after {done}/{n} frames (does build_app register the frames "
-                        f"agent?):\n{tail(log)}")
-                time.sleep(0.2)
+            wait_for_rows(conn, count_sql, (list(assets),), n, worker=worker, deadline=deadline,
+                          what="frames (does build_app register the frames agent?)", no_progress_s=NO_PROGRESS_S)
             first_tx, last_tx, anomalies = conn.execute(
                 "SELECT min(written_at), max(written_at), count(*) FILTER (WHERE is_anomaly) FROM scores "
                 "WHERE modality = 'frames' AND asset_id = ANY(%s)", (list(assets),)).fetchone()
@@ -326,22 +260,11 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
             console.print(f"latency phase: {LATENCY_PHASE_S:.0f} s at {lat_rate:.0f} frames/s ...")
             lat_asset = f"latency-{uuid.uuid4().hex[:6]}"
             _paced(stack.bootstrap, pool, m=m, sku=sku, asset=lat_asset, encoding=encoding, rate=lat_rate)
-            while conn.execute("SELECT count(*) FROM scores WHERE asset_id = %s", (lat_asset,)).fetchone()[0] < m:
-                if time.monotonic() > deadline or worker.poll() is not None:
-                    raise InfrastructureError(f"latency phase did not complete in time:\n{tail(log)}")
-                time.sleep(0.2)
-            lat = np.array([r[0] for r in conn.execute(
-                "SELECT extract(epoch FROM written_at - ts) FROM scores WHERE asset_id = %s", (lat_asset,))],
-                dtype=float)
-    finally:
-        stop_sampling.set()
-        stop(worker, timeout=30)
-    stats = [ln for ln in log.read_text(errors="replace").splitlines() if "frames: " in ln and "busy" in ln]
-    if stats:
-        console.print("worker: " + escape(stats[-1].split("frames: ", 1)[1]))
+            lat = latencies(conn, lat_asset, m, deadline=deadline, worker=worker)
+    print_worker_stats(console, worker.log, "frames: ")
     return {"frames_per_s": rate, "latency_p50_s": float(np.percentile(lat, 50)),
-            "latency_p99_s": float(np.percentile(lat, 99)), "latency_rate": lat_rate, "peak_rss_mb": peak["rss"],
-            "anomalies": int(anomalies)}
+            "latency_p99_s": float(np.percentile(lat, 99)), "latency_rate": lat_rate,
+            "peak_rss_mb": worker.peak_rss_mb, "anomalies": int(anomalies)}
 
 
 def _paced(bootstrap: str, pool: list[np.ndarray], *, m: int, sku: str, asset: str, encoding: str,

@@ -22,13 +22,8 @@ this measures throughput, not detection quality (``bench/bench_signal_quality.py
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -37,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Message
 from rich.console import Console
 
+from linewatch.benchmarks import common
+from linewatch.benchmarks.common import TIMEOUT_S, bench_stack, print_worker_stats, running_worker, wait_for_rows
 from linewatch.config import Settings
-from linewatch.embedded.process import spawn, stop, tail
+from linewatch.embedded.process import tail
 from linewatch.embedded.stack import Stack
 from linewatch.errors import InfrastructureError
 from linewatch.schemas.codec import decode_signal
@@ -51,8 +47,6 @@ from linewatch.schemas.messages import SignalMeta
 from linewatch.schemas.topics import SIGNALS
 from linewatch.signals.training import as_signal_messages, train_signals_model
 from linewatch.simulation.signals import simulate_signals
-from linewatch.storage.migrations import migrate
-from linewatch.streams.kafka import ensure_topics
 from linewatch.streams.signals_agent import MAX_BATCH_WINDOWS
 from linewatch.streams.signals_producer import produce_signals
 
@@ -62,7 +56,6 @@ SNAPSHOT_S = 10.0
 BASE_SNAPSHOTS = 32
 #: Healthy history the benchmark's model is trained on (one machine, production rates).
 TRAIN_HOURS = 1.0
-TIMEOUT_S = 600.0
 #: Rough single-worker rate used to turn a time budget into a window count before anything is measured.
 PLANNING_RATE_PER_S = 1000
 #: Fewer windows than this measure the group join more than the steady state.
@@ -83,29 +76,25 @@ def run_signals_bench(settings: Settings, *, windows: int, console: Console,
     snapshots = max(1, math.ceil(windows / (3 * MACHINES)))
     n = snapshots * MACHINES * 3
     batch = min(settings.batch_size, MAX_BATCH_WINDOWS)
-    with tempfile.TemporaryDirectory(prefix="linewatch-bench-signals-") as tmp:
-        bench_settings = settings.model_copy(update={"data_dir": Path(tmp)}) if settings.embedded_broker \
-            else settings
-        with Stack(bench_settings, fsync=True) as stack:
-            ensure_topics(stack.bootstrap, partitions=settings.topic_partitions)
-            migrate(stack.database_url)
-            console.print(f"training dynamic_pca on {TRAIN_HOURS:g} h of healthy snapshots ...")
-            healthy = simulate_signals(n_machines=1, duration_s=TRAIN_HOURS * 3600.0, snapshot_interval_s=SNAPSHOT_S,
-                                       faults=[], seed=1)
-            train_signals_model(healthy, database_url=stack.database_url, model_dir=Path(tmp) / "models",
-                                detector="dynamic_pca", target_far=settings.target_far)
-            run_id = uuid.uuid4().hex[:6]
-            assets = tuple(f"bench-{run_id}-{i}" for i in range(MACHINES))
-            console.print(f"pre-filling {n} windows ({snapshots} snapshots x {MACHINES} machines x 3 sensors) "
-                          f"on {SIGNALS.name} ...")
-            samples = produce_backlog(stack.bootstrap, assets, snapshots)
+    with bench_stack(settings, "linewatch-bench-signals-") as (bench_settings, stack, tmp):
+        console.print(f"training dynamic_pca on {TRAIN_HOURS:g} h of healthy snapshots ...")
+        healthy = simulate_signals(n_machines=1, duration_s=TRAIN_HOURS * 3600.0, snapshot_interval_s=SNAPSHOT_S,
+                                   faults=[], seed=1)
+        train_signals_model(healthy, database_url=stack.database_url, model_dir=tmp / "models",
+                            detector="dynamic_pca", target_far=settings.target_far)
+        run_id = uuid.uuid4().hex[:6]
+        assets = tuple(f"bench-{run_id}-{i}" for i in range(MACHINES))
+        console.print(f"pre-filling {n} windows ({snapshots} snapshots x {MACHINES} machines x 3 sensors) "
+                      f"on {SIGNALS.name} ...")
+        samples = produce_backlog(stack.bootstrap, assets, snapshots)
 
-            console.print("bare confluent-kafka consume + decode ...")
-            bare_kafka = _bare_kafka(stack.bootstrap, n)
-            console.print("bare Faust consume (take_events, no work) ...")
-            bare_faust = _bare_faust(stack.bootstrap, n, Path(tmp), batch)
-            console.print("linewatch worker end to end ...")
-            e2e = _end_to_end(bench_settings, stack, n, assets, Path(tmp), console, worker_argv)
+        console.print("bare confluent-kafka consume + decode ...")
+        bare_kafka = common.bare_kafka(stack.bootstrap, SIGNALS.name, n, decode=_decode_signals,
+                                       max_messages=MAX_BATCH_WINDOWS, poll_s=0.2)
+        console.print("bare Faust consume (take_events, no work) ...")
+        bare_faust = common.bare_faust(stack.bootstrap, SIGNALS.name, n, tmp, batch)
+        console.print("linewatch worker end to end ...")
+        e2e = _end_to_end(bench_settings, stack, n, assets, tmp, console, worker_argv)
     per_window = samples / n
     return {
         "modality": "signals",
@@ -153,74 +142,17 @@ def produce_backlog(bootstrap: str, assets: Sequence[str], snapshots: int) -> in
     return total["samples"]
 
 
-def _bare_kafka(bootstrap: str, n: int) -> float:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "fetch.max.bytes": 52_428_800})
-    parts = consumer.list_topics(SIGNALS.name, timeout=10).topics[SIGNALS.name].partitions
-    consumer.assign([TopicPartition(SIGNALS.name, p, OFFSET_BEGINNING) for p in parts])
-    got, first, first_batch = 0, None, 0
-    deadline = time.monotonic() + TIMEOUT_S
-    while got < n and time.monotonic() < deadline:
-        msgs = consumer.consume(MAX_BATCH_WINDOWS, 0.2)
-        if not msgs:
-            continue
-        decoded = [decode_signal(m.value()) for m in msgs if m.error() is None]
-        if first is None:
-            first, first_batch = time.monotonic(), len(decoded)
-        got += len(decoded)
-    consumer.close()
-    if got < n or first is None:
-        raise InfrastructureError(f"bare consumer read only {got} of {n} messages")
-    return (got - first_batch) / max(time.monotonic() - first, 1e-9)
-
-
-def _bare_faust(bootstrap: str, n: int, tmp: Path, batch: int) -> float:
-    out = tmp / "bare-faust.json"
-    log = tmp / "bare-faust.log"
-    proc = spawn([sys.executable, "-m", "linewatch.benchmarks.bare_faust", "--bootstrap", bootstrap,
-                  "--topic", SIGNALS.name, "--n", str(n), "--batch", str(batch), "--out", str(out)], log_path=log)
-    try:
-        proc.wait(TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        stop(proc)
-    if not out.exists():
-        raise InfrastructureError(f"the bare Faust consumer did not finish:\n{tail(log)}")
-    return float(json.loads(out.read_text())["per_s"])
+def _decode_signals(msgs: list[Message]) -> int:
+    return len([decode_signal(m.value()) for m in msgs if m.error() is None])
 
 
 def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...], tmp: Path, console: Console,
                 worker_argv: Sequence[str] | None) -> dict[str, float]:
-    env = dict(os.environ)
-    env.update({"LINEWATCH_BROKER_URL": stack.bootstrap, "LINEWATCH_DATABASE_URL": stack.database_url,
-                "LINEWATCH_DATA_DIR": str(tmp), "LINEWATCH_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-                "LINEWATCH_BATCH_SIZE": str(settings.batch_size)})
-    log = tmp / "worker.log"
-    argv = list(worker_argv or [sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"])
-    worker = spawn(argv, log_path=log, env=env)
-    peak = {"rss": 0.0}
-    stop_sampling = threading.Event()
-
-    def sample() -> None:
-        p = psutil.Process(worker.pid)
-        while not stop_sampling.is_set():
-            try:
-                peak["rss"] = max(peak["rss"], p.memory_info().rss / 2**20)
-            except psutil.Error:
-                return
-            time.sleep(0.1)
-
-    threading.Thread(target=sample, daemon=True).start()
-    try:
+    with running_worker(settings, stack, tmp, worker_argv) as worker:
         deadline = time.monotonic() + TIMEOUT_S
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
-            while True:
-                done = conn.execute("SELECT count(*) FROM signal_features WHERE asset_id = ANY(%s)",
-                                    (list(assets),)).fetchone()[0]
-                if done >= n:
-                    break
-                if worker.poll() is not None or time.monotonic() > deadline:
-                    raise InfrastructureError(f"the worker stopped after {done}/{n} windows:\n{tail(log)}")
-                time.sleep(0.2)
+            wait_for_rows(conn, "SELECT count(*) FROM signal_features WHERE asset_id = ANY(%s)", (list(assets),), n,
+                          worker=worker, deadline=deadline, what="windows")
             # Steady state: from the commit of the first batch (rows of one transaction share xmin)
             # to the last row, so the group join and the first fetch are not counted.
             first_end, last_tx, in_first = conn.execute(
@@ -231,14 +163,9 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
                 (list(assets),)).fetchone()
             scores = conn.execute("SELECT count(*) FROM scores WHERE asset_id = ANY(%s)", (list(assets),)
                                   ).fetchone()[0]
-    finally:
-        stop_sampling.set()
-        stop(worker, timeout=30)
     if scores == 0:
         raise InfrastructureError(f"the worker stored windows but scored no frame; is the signals agent "
-                                  f"registered in build_app?\n{tail(log)}")
+                                  f"registered in build_app?\n{tail(worker.log)}")
     rate = (n - in_first) / max((last_tx - first_end).total_seconds(), 1e-9)
-    stats_lines = [ln for ln in log.read_text(errors="replace").splitlines() if "signals: " in ln and "busy" in ln]
-    if stats_lines:
-        console.print("worker: " + stats_lines[-1].split("signals: ", 1)[1])
-    return {"windows_per_s": rate, "peak_rss_mb": peak["rss"], "scores": scores}
+    print_worker_stats(console, worker.log, "signals: ")
+    return {"windows_per_s": rate, "peak_rss_mb": worker.peak_rss_mb, "scores": scores}

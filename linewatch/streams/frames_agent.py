@@ -1,7 +1,8 @@
 """The frames agent: take a batch from ``frames``, score it, persist it, publish it, then acknowledge.
 
 It mirrors the SPC agent (:mod:`linewatch.streams.spc_agent`) and shares its failure policy,
-readiness line and exit path, because a worker must behave the same whichever input broke:
+readiness line and exit path (all in :mod:`linewatch.streams.runtime`), because a worker must
+behave the same whichever input broke:
 
 - bad data (an undecodable envelope or image) -> dead letter (topic and table) with the
   reason; the agent goes on;
@@ -21,25 +22,21 @@ hold hundreds of MB of encoded images while the scorer is busy, and Faust pauses
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import faust
 from threadpoolctl import threadpool_limits
 
 from linewatch.config import Settings
 from linewatch.images.registry import ImageModelCache
-from linewatch.schemas.codec import encode
-from linewatch.schemas.topics import DEADLETTER, FRAMES, SCORES
+from linewatch.schemas.topics import FRAMES
 from linewatch.storage.writer import BatchWriter, retry_schedule
 from linewatch.streams.frames_pipeline import HEATMAPS_ALARMS, FramesBatchResult, ScoringPool, score_frames_batch
 from linewatch.streams.kafka import Publisher
 from linewatch.streams.messages import RawMessage
-from linewatch.streams.spc_agent import READY_MESSAGE, STATS_EVERY_S, stop_without_ack, to_raw
+from linewatch.streams.runtime import BatchRuntime, BatchStats, raw_topic, register_batch_agent
 
 log = logging.getLogger(__name__)
 
@@ -58,88 +55,64 @@ def default_scoring_threads() -> int:
 
 
 @dataclass
-class FramesStats:
-    batches: int = 0
+class FramesStats(BatchStats):
+    """Counters of the frames agent.
+
+    ``batch_s`` is the wall time of the batch processor, ``decode_s`` and ``score_s`` its
+    thread-seconds in each part (so ``score_s`` is not the wall time it is for the other agents).
+    """
+
     frames: int = 0
     scores: int = 0
     heatmaps: int = 0
-    deadletters: int = 0
     anomalies: int = 0
     unscored: int = 0
-    started: float = field(default_factory=time.monotonic)
-    #: Seconds spent per stage, so a slow worker says where its time goes: ``batch_s`` is the wall
-    #: time of the batch processor, ``decode_s`` and ``score_s`` its thread-seconds in each part.
     batch_s: float = 0.0
     decode_s: float = 0.0
-    score_s: float = 0.0
-    write_s: float = 0.0
-    publish_s: float = 0.0
 
 
-class FramesRuntime:
+class FramesRuntime(BatchRuntime[FramesBatchResult]):
     """Owns the agent's state: image model cache, writer, publisher and counters."""
+
+    models_noun = "image models"
+    batch_noun = "frames"
+    message_noun = "frame"
+    deadletter_noun = "frame message(s)"
+    stats: FramesStats
 
     def __init__(self, *, settings: Settings, bootstrap: str, database_url: str,
                  heatmaps: str = HEATMAPS_ALARMS, scoring_threads: int = 1) -> None:
-        self.models = ImageModelCache(database_url=database_url, refresh_s=settings.model_refresh_s)
-        self.writer = BatchWriter(database_url, retry_delays=retry_schedule(settings.db_retry_total_s))
-        self.publisher = Publisher(bootstrap)
+        super().__init__(
+            models=ImageModelCache(database_url=database_url, refresh_s=settings.model_refresh_s),
+            writer=BatchWriter(database_url, retry_delays=retry_schedule(settings.db_retry_total_s)),
+            publisher=Publisher(bootstrap), stats=FramesStats(), logger=log)
         self.heatmaps = heatmaps
         self.pool = ScoringPool(scoring_threads)
-        self.stats = FramesStats()
-        self._last_log = time.monotonic()
         self._warned_unscored: set[tuple[str, str]] = set()
 
-    def process(self, messages: list[RawMessage]) -> FramesBatchResult:
-        changed = self.models.refresh()
-        if changed:
-            log.warning("image models loaded: %s", ", ".join(changed))
-        t0 = time.perf_counter()
-        try:
-            result = score_frames_batch(messages, self.models, heatmaps=self.heatmaps, pool=self.pool)
-        except Exception:
-            log.exception("scoring a batch of %d frames failed; retrying one by one", len(messages))
-            result = self._one_by_one(messages)
-        t1 = time.perf_counter()
-        # Hand the messages to librdkafka first so delivery overlaps with the database write.
-        self.publisher.publish(SCORES.name, result.score_messages)
-        self.publisher.publish(DEADLETTER.name, ((d.key, encode(d)) for d in result.deadletters.items))
-        t2 = time.perf_counter()
-        self.writer.write(result.rows())
-        t3 = time.perf_counter()
-        self.publisher.flush()
-        t4 = time.perf_counter()
+    def score(self, messages: list[RawMessage]) -> FramesBatchResult:
+        return score_frames_batch(messages, self.models, heatmaps=self.heatmaps, pool=self.pool)
+
+    def score_one(self, message: RawMessage) -> FramesBatchResult:
+        # One frame on this thread, without the scoring pool (the batch path uses it; this fallback never did).
+        return score_frames_batch([message], self.models, heatmaps=self.heatmaps)
+
+    def empty_result(self) -> FramesBatchResult:
+        return FramesBatchResult()
+
+    def add_score_time(self, result: FramesBatchResult, seconds: float) -> None:
         s = self.stats
         s.decode_s += result.decode_s
         s.score_s += result.score_s
-        s.batch_s += t1 - t0
-        s.publish_s += (t2 - t1) + (t4 - t3)
-        s.write_s += t3 - t2
-        self._count(result)
-        return result
+        s.batch_s += seconds
 
-    def _one_by_one(self, messages: list[RawMessage]) -> FramesBatchResult:
-        merged = FramesBatchResult()
-        for msg in messages:
-            try:
-                merged.merge(score_frames_batch([msg], self.models, heatmaps=self.heatmaps))
-            except Exception as e:  # a detector bug must not take the agent down
-                log.exception("frame %s could not be scored", msg.origin)
-                merged.deadletters.add(msg, e)
-        return merged
-
-    def _count(self, r: FramesBatchResult) -> None:
+    def count(self, r: FramesBatchResult) -> None:
         s = self.stats
-        s.batches += 1
         s.frames += r.frames
         s.scores += len(r.scores)
         s.heatmaps += len(r.heatmaps)
-        s.deadletters += len(r.deadletters)
         s.anomalies += r.anomalies
         s.unscored += sum(r.unscored.values())
-        if len(r.deadletters):
-            log.warning("%d frame message(s) dead-lettered, e.g. %s: %s", len(r.deadletters),
-                        r.deadletters.items[0].origin, r.deadletters.items[0].reason[:200])
         new = [k for k in r.unscored if k not in self._warned_unscored]
         if new:
             # Once per (SKU, camera): a camera without a model sends a frame every part.
@@ -147,15 +120,15 @@ class FramesRuntime:
             log.warning("frames of SKU/camera %s are not scored: no image model for them yet (train one with "
                         "`linewatch train frames --data DIR --sku SKU [--camera CAMERA]`)",
                         ", ".join(f"{sku}/{cam}" for sku, cam in sorted(new)))
-        now = time.monotonic()
-        if now - self._last_log >= STATS_EVERY_S:
-            self._last_log = now
-            rate = s.frames / max(now - s.started, 1e-9)
-            log.warning("frames: %d frames, %d scores, %d anomalies, %d heat maps, %d unscored, %d dead letters "
-                        "(%.1f frames/s; busy %.1f s scoring batches, %.1f s writing, %.1f s publishing; "
-                        "thread-seconds %.1f decoding, %.1f scoring)",
-                        s.frames, s.scores, s.anomalies, s.heatmaps, s.unscored, s.deadletters, rate,
-                        s.batch_s, s.write_s, s.publish_s, s.decode_s, s.score_s)
+
+    def log_stats(self, now: float) -> None:
+        s = self.stats
+        rate = s.frames / max(now - s.started, 1e-9)
+        log.warning("frames: %d frames, %d scores, %d anomalies, %d heat maps, %d unscored, %d dead letters "
+                    "(%.1f frames/s; busy %.1f s scoring batches, %.1f s writing, %.1f s publishing; "
+                    "thread-seconds %.1f decoding, %.1f scoring)",
+                    s.frames, s.scores, s.anomalies, s.heatmaps, s.unscored, s.deadletters, rate,
+                    s.batch_s, s.write_s, s.publish_s, s.decode_s, s.score_s)
 
 
 def register_frames_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str,
@@ -173,28 +146,11 @@ def register_frames_agent(app: faust.App, *, settings: Settings, bootstrap: str,
     detectors multiply matrices far too small for BLAS threads to matter.
     """
     threadpool_limits(limits=1, user_api="blas")
-    topic = app.topic(FRAMES.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                      maxsize=FRAMES_BUFFER_MAXSIZE)
+    threadpool_limits(limits=1, user_api="blas")
+    topic = raw_topic(app, FRAMES.name, maxsize=FRAMES_BUFFER_MAXSIZE)
     runtime = FramesRuntime(settings=settings, bootstrap=bootstrap, database_url=database_url, heatmaps=heatmaps,
                             scoring_threads=scoring_threads or default_scoring_threads())
-    # Its own thread: scoring a frames batch must never queue behind (or delay) an SPC batch.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames-batch")
-
-    @app.on_partitions_assigned.connect
-    async def _ready(sender: object, assigned: set, **_: object) -> None:
-        loop = asyncio.get_running_loop()
-        loaded = await loop.run_in_executor(pool, lambda: runtime.models.refresh(force=True))
-        log.warning("%s %d partition(s) assigned; image models: %s", READY_MESSAGE, len(assigned),
-                    ", ".join(loaded) or f"{len(runtime.models)} already loaded")
-
-    @app.agent(topic, name=AGENT_NAME)
-    async def score_frames(stream: faust.StreamT) -> None:
-        loop = asyncio.get_running_loop()
-        async for events in stream.take_events(FRAMES_BATCH_SIZE, within=settings.batch_within_s):
-            messages = [to_raw(e) for e in events]
-            try:
-                await loop.run_in_executor(pool, runtime.process, messages)
-            except BaseException as e:
-                # Faust acks a take_events batch in a finally block, even when the body raises;
-                # exiting here, before that runs, is what keeps an unwritten batch unacknowledged.
-                stop_without_ack(e)
+    # Its own batch thread (register_batch_agent gives each agent one): scoring a frames batch
+    # must never queue behind (or delay) an SPC batch.
+    register_batch_agent(app, topic, runtime, batch_size=FRAMES_BATCH_SIZE, within=settings.batch_within_s,
+                         name=AGENT_NAME, thread_name_prefix="frames-batch")

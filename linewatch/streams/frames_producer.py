@@ -19,7 +19,6 @@ cameras send (several times smaller, slightly lossy); ``raw`` is the camera buff
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +30,7 @@ from linewatch.errors import ConfigError, DataError
 from linewatch.schemas.codec import encode_envelope
 from linewatch.schemas.messages import FrameMeta
 from linewatch.schemas.topics import FRAMES
-from linewatch.streams.kafka import Publisher
+from linewatch.streams.producer import publish_paced
 
 ENCODINGS = ("png", "jpeg", "raw")
 #: Quality of simulated JPEG frames: what inspection cameras default to (artefacts stay below
@@ -126,24 +125,6 @@ def produce_frames(
     """
     if encoding not in ENCODINGS:
         raise ConfigError(f"encoding={encoding!r}; use one of {', '.join(ENCODINGS)}")
-    pub = Publisher(bootstrap)
-    sent = 0
-    start = time.monotonic()
-    batch: list[tuple[bytes, bytes]] = []
-    for frame in frames:
-        batch.append((frame.asset_id.encode(), encode_frame(frame, encoding)))
-        if len(batch) >= chunk:
-            sent += pub.publish(FRAMES.name, batch)
-            batch = []
-            if progress:
-                progress(sent)
-            if rate_per_s:
-                ahead = sent / rate_per_s - (time.monotonic() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-    sent += pub.publish(FRAMES.name, batch)
-    sent += pub.publish(FRAMES.name, ((b"garbage", raw) for raw in extra))
-    pub.flush()
-    if progress:
-        progress(sent)
-    return sent
+    return publish_paced(bootstrap, FRAMES.name,
+                         ((frame.asset_id.encode(), encode_frame(frame, encoding)) for frame in frames),
+                         rate_per_s=rate_per_s, chunk=chunk, progress=progress, extra=extra)

@@ -1,4 +1,9 @@
-"""Produce simulated or recorded SPC parts onto the ``spc`` topic, optionally at a plant-like pace."""
+"""Produce simulated or recorded SPC parts onto the ``spc`` topic, optionally at a plant-like pace.
+
+:func:`publish_paced` is the publish loop every producer shares (SPC here, signals in
+:mod:`linewatch.streams.signals_producer`, frames in :mod:`linewatch.streams.frames_producer`):
+they differ only in how one input item becomes a ``(key, value)`` message.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,47 @@ from linewatch.schemas.codec import encode
 from linewatch.schemas.messages import SpcRecord
 from linewatch.schemas.topics import SPC
 from linewatch.streams.kafka import Publisher
+
+
+def publish_paced(
+    bootstrap: str,
+    topic: str,
+    keyed_payloads: Iterable[tuple[bytes, bytes]],
+    *,
+    rate_per_s: float | None = None,
+    chunk: int = 500,
+    progress: Callable[[int], None] | None = None,
+    extra: Iterable[bytes] = (),
+) -> int:
+    """Send ``keyed_payloads`` then the raw ``extra`` payloads (key ``b"garbage"``) to ``topic``.
+
+    Messages go to librdkafka in chunks of ``chunk``: after each chunk ``progress`` gets the
+    running count and, with ``rate_per_s``, the loop sleeps until the stream is back on that
+    pace (None sends as fast as possible). ``keyed_payloads`` is consumed lazily, so callers
+    that encode or time-stamp an item as it is pulled do so at the paced moment. Returns the
+    number of messages sent, after every one of them is confirmed by the broker.
+    """
+    pub = Publisher(bootstrap)
+    sent = 0
+    start = time.monotonic()
+    batch: list[tuple[bytes, bytes]] = []
+    for message in keyed_payloads:
+        batch.append(message)
+        if len(batch) >= chunk:
+            sent += pub.publish(topic, batch)
+            batch = []
+            if progress:
+                progress(sent)
+            if rate_per_s:
+                ahead = sent / rate_per_s - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+    sent += pub.publish(topic, batch)
+    sent += pub.publish(topic, ((b"garbage", raw) for raw in extra))
+    pub.flush()
+    if progress:
+        progress(sent)
+    return sent
 
 
 def produce_spc(
@@ -24,24 +70,5 @@ def produce_spc(
 
     ``rate_per_s`` paces the stream like a line producing parts; None sends as fast as possible.
     """
-    pub = Publisher(bootstrap)
-    sent = 0
-    start = time.monotonic()
-    batch: list[tuple[bytes, bytes]] = []
-    for rec in records:
-        batch.append((rec.asset_id.encode(), encode(rec)))
-        if len(batch) >= chunk:
-            sent += pub.publish(SPC.name, batch)
-            batch = []
-            if progress:
-                progress(sent)
-            if rate_per_s:
-                ahead = sent / rate_per_s - (time.monotonic() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-    sent += pub.publish(SPC.name, batch)
-    sent += pub.publish(SPC.name, ((b"garbage", raw) for raw in extra))
-    pub.flush()
-    if progress:
-        progress(sent)
-    return sent
+    return publish_paced(bootstrap, SPC.name, ((rec.asset_id.encode(), encode(rec)) for rec in records),
+                         rate_per_s=rate_per_s, chunk=chunk, progress=progress, extra=extra)

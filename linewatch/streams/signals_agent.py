@@ -1,6 +1,7 @@
 """The signals agent: take a batch from ``signals``, score it, persist it, publish it, then acknowledge.
 
-Thin, like the SPC agent (:mod:`linewatch.streams.spc_agent`), with the same guarantees: the
+Thin, like the SPC agent (:mod:`linewatch.streams.spc_agent`), and built on the same
+:class:`~linewatch.streams.runtime.BatchRuntime`, with the same guarantees: the
 body of the ``take_events`` loop returns only after the ``signal_features``, ``scores`` and
 dead-letter rows are committed and the published messages are confirmed, so a Kafka offset
 never runs ahead of durable data; scoring, COPY and flush run on one worker thread so the
@@ -25,25 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import faust
 
 from linewatch.config import Settings
-from linewatch.errors import InfrastructureError
-from linewatch.schemas.codec import encode
-from linewatch.schemas.topics import DEADLETTER, SCORES, SIGNALS
+from linewatch.schemas.topics import SIGNALS
 from linewatch.storage.model_registry import ModelCache
-from linewatch.storage.writer import BatchWriter
+from linewatch.storage.writer import BatchWriter, retry_schedule
 from linewatch.streams.kafka import Publisher
 from linewatch.streams.messages import RawMessage
+from linewatch.streams.runtime import BatchRuntime, BatchStats, raw_topic, register_batch_agent
 from linewatch.streams.signals_pipeline import SignalsBatchResult, SignalsState, score_signals_batch
-from linewatch.streams.spc_agent import EXIT_INFRASTRUCTURE, STATS_EVERY_S, to_raw
 
 log = logging.getLogger(__name__)
 
@@ -56,35 +52,33 @@ STATE_DIR = "signals-state"
 
 
 @dataclass
-class SignalsStats:
-    batches: int = 0
+class SignalsStats(BatchStats):
     windows: int = 0
     samples: int = 0
     frames: int = 0
     scores: int = 0
     anomalies: int = 0
     suppressed: int = 0
-    deadletters: int = 0
     unscored: int = 0
-    started: float = field(default_factory=time.monotonic)
-    #: Seconds spent per stage, so a slow worker says where its time goes.
-    score_s: float = 0.0
-    write_s: float = 0.0
-    publish_s: float = 0.0
 
 
-class SignalsRuntime:
+class SignalsRuntime(BatchRuntime[SignalsBatchResult]):
     """Owns the agent's state: model cache, writer, publisher, per-asset signal state and counters."""
+
+    models_noun = "signals models"
+    batch_noun = "signals messages"
+    message_noun = "signals message"
+    deadletter_noun = "signals message(s)"
+    stats: SignalsStats
 
     def __init__(self, *, settings: Settings, bootstrap: str, database_url: str,
                  state_dir: Path | None = None) -> None:
-        self.models = ModelCache(database_url=database_url, modality="signals", refresh_s=settings.model_refresh_s)
-        self.writer = BatchWriter(database_url)
-        self.publisher = Publisher(bootstrap)
+        super().__init__(
+            models=ModelCache(database_url=database_url, modality="signals", refresh_s=settings.model_refresh_s),
+            writer=BatchWriter(database_url, retry_delays=retry_schedule(settings.db_retry_total_s)),
+            publisher=Publisher(bootstrap), stats=SignalsStats(), logger=log)
         self.state_dir = state_dir if state_dir is not None else settings.data_dir / STATE_DIR
         self.state = self._restore()
-        self.stats = SignalsStats()
-        self._last_log = time.monotonic()
 
     def _restore(self) -> SignalsState:
         if not (self.state_dir / "metadata.json").exists():
@@ -106,88 +100,48 @@ class SignalsRuntime:
         shutil.rmtree(self.state_dir, ignore_errors=True)
         tmp.rename(self.state_dir)
 
-    def process(self, messages: list[RawMessage]) -> SignalsBatchResult:
-        changed = self.models.refresh()
-        if changed:
-            log.warning("signals models loaded: %s", ", ".join(changed))
-        t0 = time.perf_counter()
-        try:
-            result = score_signals_batch(messages, self.models, self.state)
-        except Exception:
-            log.exception("scoring a batch of %d signals messages failed; retrying one by one", len(messages))
-            result = self._one_by_one(messages)
-        t1 = time.perf_counter()
-        # Hand the messages to librdkafka first so delivery overlaps with the database write.
-        self.publisher.publish(SCORES.name, result.score_messages)
-        self.publisher.publish(DEADLETTER.name, ((d.key, encode(d)) for d in result.deadletters.items))
-        t2 = time.perf_counter()
-        self.writer.write(result.rows())
-        t3 = time.perf_counter()
-        self.publisher.flush()
-        t4 = time.perf_counter()
-        self.stats.score_s += t1 - t0
-        self.stats.publish_s += (t2 - t1) + (t4 - t3)
-        self.stats.write_s += t3 - t2
-        self._count(result)
-        return result
+    def score(self, messages: list[RawMessage]) -> SignalsBatchResult:
+        return score_signals_batch(messages, self.models, self.state)
 
-    def _one_by_one(self, messages: list[RawMessage]) -> SignalsBatchResult:
-        merged = SignalsBatchResult()
-        for msg in messages:
-            try:
-                part = score_signals_batch([msg], self.models, self.state)
-            except Exception as e:  # a detector bug must not take the agent down
-                log.exception("signals message %s could not be scored", msg.origin)
-                merged.deadletters.add(msg, e)
-                continue
-            merged.merge(part)
-        return merged
+    def empty_result(self) -> SignalsBatchResult:
+        return SignalsBatchResult()
 
-    def _count(self, r: SignalsBatchResult) -> None:
+    def count(self, r: SignalsBatchResult) -> None:
         s = self.stats
-        s.batches += 1
         s.windows += r.windows
         s.samples += r.samples
         s.frames += r.frames
         s.scores += len(r.scores)
         s.anomalies += r.anomalies
         s.suppressed += r.suppressed
-        s.deadletters += len(r.deadletters)
         s.unscored += r.unscored
-        if len(r.deadletters):
-            log.warning("%d signals message(s) dead-lettered, e.g. %s: %s", len(r.deadletters),
-                        r.deadletters.items[0].origin, r.deadletters.items[0].reason[:200])
         for problem in sorted(set(r.problems))[:3]:
             log.warning("signals frame not scored: %s", problem)
         if r.unscored:
             log.warning("%d signals window(s) stored without a score: no signals model for their asset yet "
                         "(train one with linewatch.signals.training.train_signals_model)", r.unscored)
-        now = time.monotonic()
-        if now - self._last_log >= STATS_EVERY_S:
-            self._last_log = now
-            elapsed = max(now - s.started, 1e-9)
-            c = self.state.frames.counters()
-            log.warning("signals: %d windows, %d frames, %d anomalies, %d suppressed, %d dead letters; "
-                        "%d late frames, %d missing, %d duplicate windows "
-                        "(%.0f windows/s, %.2f M samples/s; busy %.1f s scoring, %.1f s writing, %.1f s publishing)",
-                        s.windows, s.frames, s.anomalies, s.suppressed, s.deadletters, c["late"], c["missing"],
-                        c["duplicate"], s.windows / elapsed, s.samples / elapsed / 1e6, s.score_s, s.write_s,
-                        s.publish_s)
+
+    def log_stats(self, now: float) -> None:
+        s = self.stats
+        elapsed = max(now - s.started, 1e-9)
+        c = self.state.frames.counters()
+        log.warning("signals: %d windows, %d frames, %d anomalies, %d suppressed, %d dead letters; "
+                    "%d late frames, %d missing, %d duplicate windows "
+                    "(%.0f windows/s, %.2f M samples/s; busy %.1f s scoring, %.1f s writing, %.1f s publishing)",
+                    s.windows, s.frames, s.anomalies, s.suppressed, s.deadletters, c["late"], c["missing"],
+                    c["duplicate"], s.windows / elapsed, s.samples / elapsed / 1e6, s.score_s, s.write_s,
+                    s.publish_s)
 
 
 def register_signals_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str) -> None:
     """Add the signals agent to ``app`` (called by :func:`linewatch.streams.app.build_app`)."""
-    topic = app.topic(SIGNALS.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     runtime = SignalsRuntime(settings=settings, bootstrap=bootstrap, database_url=database_url)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signals-batch")
-    batch = min(settings.batch_size, MAX_BATCH_WINDOWS)
-
-    @app.on_partitions_assigned.connect
-    async def _ready(sender: object, assigned: set, **_: object) -> None:
-        loop = asyncio.get_running_loop()
-        loaded = await loop.run_in_executor(pool, lambda: runtime.models.refresh(force=True))
-        log.warning("%s %d partition(s) assigned; signals models: %s", SIGNALS_READY_MESSAGE, len(assigned),
-                    ", ".join(loaded) or f"{len(runtime.models)} already loaded")
+    # Any error from process() stops the worker before Faust can acknowledge the batch, as in the
+    # other agents: a batch that was not written must be redelivered.
+    pool = register_batch_agent(app, raw_topic(app, SIGNALS.name), runtime,
+                                batch_size=min(settings.batch_size, MAX_BATCH_WINDOWS),
+                                within=settings.batch_within_s, name="linewatch.score_signals",
+                                thread_name_prefix="signals-batch", ready_message=SIGNALS_READY_MESSAGE)
 
     @app.on_before_shutdown.connect
     async def _save(sender: object, **_: object) -> None:
@@ -197,16 +151,3 @@ def register_signals_agent(app: faust.App, *, settings: Settings, bootstrap: str
             await loop.run_in_executor(pool, runtime.save_state)
         except OSError as e:
             log.error("could not save the signals state to %s: %s", runtime.state_dir, e)
-
-    @app.agent(topic, name="linewatch.score_signals")
-    async def score_signals(stream: faust.StreamT) -> None:
-        loop = asyncio.get_running_loop()
-        async for events in stream.take_events(batch, within=settings.batch_within_s):
-            messages = [to_raw(e) for e in events]
-            try:
-                await loop.run_in_executor(pool, runtime.process, messages)
-            except InfrastructureError as e:
-                # Exit before Faust's finally-block acks these events: they must be redelivered.
-                log.critical("stopping the worker: %s", e)
-                logging.shutdown()
-                os._exit(EXIT_INFRASTRUCTURE)

@@ -9,7 +9,6 @@ little-endian float32 samples, :func:`~linewatch.schemas.codec.encode_signal`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -19,7 +18,7 @@ from linewatch.schemas.messages import SignalMeta
 from linewatch.schemas.topics import SIGNALS
 from linewatch.signals.assembly import SensorWindow
 from linewatch.signals.training import signal_meta_for
-from linewatch.streams.kafka import Publisher
+from linewatch.streams.producer import publish_paced
 
 #: Windows handed to librdkafka between pacing checks and progress callbacks (~8 MB of 10 kHz windows).
 DEFAULT_CHUNK = 200
@@ -52,24 +51,5 @@ def produce_signals(
     as possible. ``kinds`` maps sensor names to a :class:`SignalMeta` kind for ``SensorWindow``
     input whose sensor name is not itself a kind. Returns after every message is confirmed.
     """
-    pub = Publisher(bootstrap)
-    sent = 0
-    start = time.monotonic()
-    batch: list[tuple[bytes, bytes]] = []
-    for w in windows:
-        batch.append(encode_window(w, kinds))
-        if len(batch) >= chunk:
-            sent += pub.publish(SIGNALS.name, batch)
-            batch = []
-            if progress:
-                progress(sent)
-            if rate_per_s:
-                ahead = sent / rate_per_s - (time.monotonic() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-    sent += pub.publish(SIGNALS.name, batch)
-    sent += pub.publish(SIGNALS.name, ((b"garbage", raw) for raw in extra))
-    pub.flush()
-    if progress:
-        progress(sent)
-    return sent
+    return publish_paced(bootstrap, SIGNALS.name, (encode_window(w, kinds) for w in windows),
+                         rate_per_s=rate_per_s, chunk=chunk, progress=progress, extra=extra)

@@ -1,0 +1,194 @@
+"""What the end-to-end benchmarks (SPC, signals, frames) share: the two baselines and the worker run.
+
+Every benchmark compares the real worker with the same two floors, measured the same way, so
+their ratios read side by side across modalities: a bare confluent-kafka consumer that only
+decodes (:func:`bare_kafka`) and a bare Faust worker that does nothing per batch
+(:func:`bare_faust`). The worker under test is started with the same environment and sampled
+for peak memory the same way (:func:`running_worker`), and the backlog phase waits for its
+rows with the same failure rules (:func:`wait_for_rows`, :func:`latencies`). Each runs on a
+fresh stack of its own (:func:`bench_stack`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import psycopg
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from rich.console import Console
+from rich.markup import escape
+
+from linewatch.config import Settings
+from linewatch.embedded.process import spawn, stop, tail
+from linewatch.embedded.stack import Stack
+from linewatch.errors import InfrastructureError
+from linewatch.storage.migrations import migrate
+from linewatch.streams.kafka import ensure_topics
+from linewatch.streams.spc_agent import READY_MESSAGE
+
+#: How long any phase may take before the benchmark gives up.
+TIMEOUT_S = 600.0
+#: Seconds between peak-RSS samples of the worker.
+RSS_SAMPLE_S = 0.1
+
+
+@contextmanager
+def bench_stack(settings: Settings, prefix: str) -> Iterator[tuple[Settings, Stack, Path]]:
+    """A temporary directory and a stack with topics and schema; yields (settings, stack, directory).
+
+    With an embedded broker the settings point the stack's data at the temporary directory,
+    so a benchmark never reads (or leaves) another run's data.
+    """
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp_dir:
+        tmp = Path(tmp_dir)
+        bench_settings = settings.model_copy(update={"data_dir": tmp}) if settings.embedded_broker else settings
+        with Stack(bench_settings, fsync=True) as stack:
+            ensure_topics(stack.bootstrap, partitions=settings.topic_partitions)
+            migrate(stack.database_url)
+            yield bench_settings, stack, tmp
+
+
+def bare_kafka(bootstrap: str, topic: str, n: int, *, decode: Callable[[list[Message]], int], max_messages: int,
+               poll_s: float, verb: str = "read", noun: str = "messages") -> float:
+    """Messages per second of a confluent-kafka consumer reading ``topic`` from the start.
+
+    ``decode`` gets each polled batch and returns how many messages it decoded (the work that
+    makes this the floor of a consumer that validates its input). Steady state: timed from the
+    end of the first non-empty batch, whose messages are not counted.
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "fetch.max.bytes": 52_428_800})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    got, first, first_batch = 0, None, 0
+    deadline = time.monotonic() + TIMEOUT_S
+    while got < n and time.monotonic() < deadline:
+        msgs = consumer.consume(max_messages, poll_s)
+        if not msgs:
+            continue
+        k = decode(msgs)
+        if first is None:
+            first, first_batch = time.monotonic(), k
+        got += k
+    consumer.close()
+    if got < n or first is None:
+        raise InfrastructureError(f"bare consumer {verb} only {got} of {n} {noun}")
+    return (got - first_batch) / max(time.monotonic() - first, 1e-9)
+
+
+def bare_faust(bootstrap: str, topic: str, n: int, tmp: Path, batch: int) -> float:
+    """Messages per second of :mod:`linewatch.benchmarks.bare_faust`, run as its own process."""
+    out = tmp / "bare-faust.json"
+    log = tmp / "bare-faust.log"
+    proc = spawn([sys.executable, "-m", "linewatch.benchmarks.bare_faust", "--bootstrap", bootstrap,
+                  "--topic", topic, "--n", str(n), "--batch", str(batch), "--out", str(out)], log_path=log)
+    try:
+        proc.wait(TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+    if not out.exists():
+        raise InfrastructureError(f"the bare Faust consumer did not finish:\n{tail(log)}")
+    return float(json.loads(out.read_text())["per_s"])
+
+
+@dataclass
+class WorkerRun:
+    """The worker under test: its process, its log and the peak resident memory seen so far."""
+
+    proc: subprocess.Popen
+    log: Path
+    peak_rss_mb: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _sample(self) -> None:
+        p = psutil.Process(self.proc.pid)
+        while not self._stop.is_set():
+            try:
+                self.peak_rss_mb = max(self.peak_rss_mb, p.memory_info().rss / 2**20)
+            except psutil.Error:
+                return
+            time.sleep(RSS_SAMPLE_S)
+
+
+@contextmanager
+def running_worker(settings: Settings, stack: Stack, tmp: Path,
+                   argv: Sequence[str] | None = None) -> Iterator[WorkerRun]:
+    """Run ``python -m linewatch worker`` (or ``argv``) against ``stack`` for the ``with`` block.
+
+    The worker gets a fresh app id (so it reads the backlog from the start as a new consumer
+    group), ``tmp`` as its data directory and the benchmark's batch size; its log goes to
+    ``tmp/worker.log``. On exit the sampling stops and the worker is stopped.
+    """
+    env = dict(os.environ)
+    env.update({"LINEWATCH_BROKER_URL": stack.bootstrap, "LINEWATCH_DATABASE_URL": stack.database_url,
+                "LINEWATCH_DATA_DIR": str(tmp), "LINEWATCH_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+                "LINEWATCH_BATCH_SIZE": str(settings.batch_size)})
+    log = tmp / "worker.log"
+    cmd = list(argv or [sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"])
+    run = WorkerRun(spawn(cmd, log_path=log, env=env), log)
+    threading.Thread(target=run._sample, daemon=True).start()
+    try:
+        yield run
+    finally:
+        run._stop.set()
+        stop(run.proc, timeout=30)
+
+
+def wait_for_rows(conn: psycopg.Connection, query: str, params: Any, n: int, *, worker: WorkerRun,
+                  deadline: float, what: str, no_progress_s: float | None = None) -> None:
+    """Poll ``query`` (a count) until it reaches ``n``.
+
+    Fails, with the tail of the worker's log, if the worker exits, ``deadline`` passes or, with
+    ``no_progress_s``, the worker has logged readiness but the count has not moved for that
+    long (a worker that joined but does not run the agent under test). ``what`` names the rows
+    in the error ("records", "windows", ...).
+    """
+    last, last_change = -1, time.monotonic()
+    while True:
+        done = conn.execute(query, params).fetchone()[0]
+        if done >= n:
+            return
+        if done != last:
+            last, last_change = done, time.monotonic()
+        stalled = no_progress_s is not None and READY_MESSAGE in worker.log.read_text(errors="replace") and \
+            time.monotonic() - last_change > no_progress_s
+        if worker.proc.poll() is not None or time.monotonic() > deadline or stalled:
+            raise InfrastructureError(f"the worker stopped after {done}/{n} {what}:\n{tail(worker.log)}")
+        time.sleep(0.2)
+
+
+def latencies(conn: psycopg.Connection, asset: str, m: int, *, deadline: float,
+              worker: WorkerRun | None = None) -> np.ndarray:
+    """Seconds from event time to the score row written, for the ``m`` scores of ``asset``.
+
+    Waits for all ``m`` rows until ``deadline``; with ``worker`` it also gives up, with the tail
+    of the worker's log, as soon as the worker exits.
+    """
+    while conn.execute("SELECT count(*) FROM scores WHERE asset_id = %s", (asset,)).fetchone()[0] < m:
+        if time.monotonic() > deadline or (worker is not None and worker.proc.poll() is not None):
+            log_tail = f":\n{tail(worker.log)}" if worker is not None else ""
+            raise InfrastructureError(f"latency phase did not complete in time{log_tail}")
+        time.sleep(0.2)
+    return np.array([r[0] for r in conn.execute(
+        "SELECT extract(epoch FROM written_at - ts) FROM scores WHERE asset_id = %s", (asset,))], dtype=float)
+
+
+def print_worker_stats(console: Console, log: Path, prefix: str) -> None:
+    """Print the worker's last throughput line (``"<prefix>... busy ..."``), from ``prefix`` on."""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if prefix in ln and "busy" in ln]
+    if lines:
+        console.print("worker: " + escape(lines[-1].split(prefix, 1)[1]))
