@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     db_retry_total_s: float = Field(
         default=30.0, ge=0, description="how long a worker retries an unavailable database before it exits"
     )
+    isolate_scoring: bool = Field(
+        default=True, description="score SPC batches in a child process (no GIL shared with Faust's loop)"
+    )
     log_level: str = Field(default="info")
 
     @field_validator("log_level")

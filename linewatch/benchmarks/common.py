@@ -107,7 +107,10 @@ def bare_faust(bootstrap: str, topic: str, n: int, tmp: Path, batch: int) -> flo
 
 @dataclass
 class WorkerRun:
-    """The worker under test: its process, its log and the peak resident memory seen so far."""
+    """The worker under test: its process, its log and the peak resident memory seen so far.
+
+    Memory counts the worker and its children (the SPC scoring process), summed per sample.
+    """
 
     proc: subprocess.Popen
     log: Path
@@ -118,7 +121,13 @@ class WorkerRun:
         p = psutil.Process(self.proc.pid)
         while not self._stop.is_set():
             try:
-                self.peak_rss_mb = max(self.peak_rss_mb, p.memory_info().rss / 2**20)
+                rss = p.memory_info().rss
+                for child in p.children(recursive=True):
+                    try:
+                        rss += child.memory_info().rss
+                    except psutil.Error:
+                        continue  # a child that just exited
+                self.peak_rss_mb = max(self.peak_rss_mb, rss / 2**20)
             except psutil.Error:
                 return
             time.sleep(RSS_SAMPLE_S)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import faust
 
@@ -31,6 +33,7 @@ from linewatch.config import Settings
 from linewatch.schemas.topics import SPC
 from linewatch.storage.model_registry import ModelCache
 from linewatch.storage.writer import BatchWriter, retry_schedule
+from linewatch.streams.isolated import IsolatedRuntime
 from linewatch.streams.kafka import Publisher
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.runtime import (
@@ -113,6 +116,8 @@ class SpcRuntime(BatchRuntime[SpcBatchResult]):
 
 def register_spc_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str) -> None:
     """Add the SPC agent to ``app`` (called by :func:`linewatch.streams.app.build_app`)."""
-    runtime = SpcRuntime(settings=settings, bootstrap=bootstrap, database_url=database_url)
+    factory = partial(SpcRuntime, settings=settings, bootstrap=bootstrap, database_url=database_url)
+    runtime: Any = (IsolatedRuntime(factory, models_noun=SpcRuntime.models_noun, logger=log)
+                    if settings.isolate_scoring else factory())
     register_batch_agent(app, raw_topic(app, SPC.name), runtime, batch_size=settings.batch_size,
                          within=settings.batch_within_s, name="linewatch.score_spc", thread_name_prefix="spc-batch")
