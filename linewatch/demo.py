@@ -209,7 +209,7 @@ def _stream_and_watch(stack, sim, bad, rate, expected_total, baseline, console, 
 
 def _summarise(url: str, sim, bad, versions: dict[str, str], baseline: tuple[int, int, int], elapsed: float
                ) -> dict[str, Any]:
-    event_ids = [str(r.event_id) for r in sim.records(with_limits=False)]
+    event_ids = sim.event_ids()
     truth = dict(zip(event_ids, sim.fault.tolist(), strict=True))
     now = _count(url)
     with psycopg.connect(url) as conn:

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from linewatch.backtest.metrics import auroc, classification_metrics
+from linewatch.detectors.calibration import calibration_split
 from linewatch.detectors.patchcore import PatchCore, Progress, as_size
 from linewatch.errors import ConfigError, DataError
 
@@ -125,20 +126,13 @@ def run_images_backtest(
     ``f1``, ``fps``, ``n_train`` and ``n_test``. ``model_out`` also saves the fitted, calibrated
     model there, ready for the frames agent.
     """
-    if not 0.0 < calibration_fraction < 1.0:
-        raise ConfigError(f"calibration_fraction={calibration_fraction!r} must be in (0, 1), e.g. 0.2")
     size = as_size(image_size)
     ds = scan_dataset(data_dir)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(ds["train"]))
-    n_cal = round(calibration_fraction * len(order))
-    if n_cal < 1 or n_cal >= len(order):
-        raise DataError(
-            f"{len(order)} training images cannot be split {1 - calibration_fraction:.0%} / "
-            f"{calibration_fraction:.0%} into training and calibration; add more good images"
-        )
-    cal_files = [ds["train"][i] for i in np.sort(order[:n_cal])]
-    fit_files = [ds["train"][i] for i in np.sort(order[n_cal:])]
+    # Split file names before loading: the held-out frames are read once, for calibration only.
+    fit_idx, cal_idx = calibration_split(len(ds["train"]), calibration_fraction, seed=seed, what="good images")
+    cal_files = [ds["train"][i] for i in cal_idx]
+    fit_files = [ds["train"][i] for i in fit_idx]
+    n_cal = len(cal_files)
 
     t0 = time.perf_counter()
     fit_frames = [load_frame(p, size) for p in fit_files]

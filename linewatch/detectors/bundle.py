@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from linewatch.detectors.base import Explainer, as_batch, get_detector
-from linewatch.detectors.calibration import Calibrator, calibrator_from_dict, make_calibrator, surprise
+from linewatch.detectors.calibration import (
+    Calibrator,
+    calibration_split,
+    calibrator_from_dict,
+    make_calibrator,
+    surprise,
+)
 from linewatch.errors import ConfigError
 
 BUNDLE_FILE = "bundle.json"
@@ -102,10 +108,7 @@ class ModelBundle:
             raise ConfigError("calibration_fraction must be between 0.05 and 0.9")
         if isinstance(detector, str):
             detector = get_detector(detector)(**_with_seed(get_detector(detector), detector_params, seed))
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(X))
-        n_cal = round(calibration_fraction * len(X))
-        cal_rows, fit_rows = order[:n_cal], order[n_cal:]
+        fit_rows, cal_rows = calibration_split(len(X), calibration_fraction, seed=seed)
         detector.fit(X[fit_rows])
         cal_scores = detector.score(X[cal_rows])
         calibrator = make_calibrator(calibration, target_far, n_normal=len(cal_rows)).fit(cal_scores)

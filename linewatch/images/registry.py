@@ -42,11 +42,11 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from linewatch.detectors.calibration import Calibrator
+from linewatch.detectors.calibration import Calibrator, calibration_split
 from linewatch.detectors.image_backbone import ImageBackbone, as_frames
 from linewatch.detectors.image_base import Images
 from linewatch.detectors.patchcore import PatchCore, Progress
-from linewatch.errors import ConfigError, DataError
+from linewatch.errors import ConfigError
 from linewatch.storage.model_registry import ANY, ModelRef, RefreshingModelCache, save_and_register
 
 log = logging.getLogger(__name__)
@@ -163,16 +163,7 @@ def fit_image_model(
     frames = as_frames(images)
     n = len(frames)
     if calibration_images is None:
-        if not 0.0 < calibration_fraction < 1.0:
-            raise ConfigError(f"calibration_fraction={calibration_fraction!r} must be in (0, 1), e.g. 0.25")
-        order = np.random.default_rng(seed).permutation(n)
-        n_cal = round(calibration_fraction * n)
-        if n_cal < 1 or n_cal >= n:
-            raise DataError(
-                f"{n} good frames cannot be split {1 - calibration_fraction:.0%} / {calibration_fraction:.0%} "
-                "into training and calibration; add more good frames"
-            )
-        fit_idx, cal_idx = np.sort(order[n_cal:]), np.sort(order[:n_cal])
+        fit_idx, cal_idx = calibration_split(n, calibration_fraction, seed=seed, what="good frames")
         if isinstance(frames, np.ndarray):  # keep one array: the backbone batch is built without copies
             fit_frames, cal_frames = frames[fit_idx], frames[cal_idx]
         else:

@@ -77,6 +77,14 @@ class SpcSimulation:
             for name, n, h in zip(self.feature_names, NOMINAL, half, strict=True)
         }
 
+    def event_ids(self) -> list[str]:
+        """The ``event_id`` each part's record will carry, without building the records."""
+        from linewatch.schemas.ids import event_id
+
+        ts = self.ts.astype("datetime64[us]").astype(datetime)
+        return [str(event_id("spc", str(a), str(p), t.replace(tzinfo=UTC).isoformat()))
+                for a, p, t in zip(self.asset_id, self.part_id, ts, strict=True)]
+
     def records(self, *, with_limits: bool = True, sku: str = "housing-a") -> list[SpcRecord]:
         """The parts as ``spc`` topic messages."""
         limits = self.limits() if with_limits else {}

@@ -85,16 +85,6 @@ class SpcRuntime(BatchRuntime[SpcBatchResult]):
     def empty_result(self) -> SpcBatchResult:
         return SpcBatchResult()
 
-    def merge(self, into: SpcBatchResult, part: SpcBatchResult) -> None:
-        # SpcBatchResult has no merge() of its own.
-        into.measurements += part.measurements
-        into.scores += part.scores
-        into.score_messages += part.score_messages
-        into.deadletters.items += part.deadletters.items
-        into.records += part.records
-        into.unscored += part.unscored
-        into.anomalies += part.anomalies
-
     def count(self, r: SpcBatchResult) -> None:
         s = self.stats
         s.records += r.records

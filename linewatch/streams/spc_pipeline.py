@@ -48,6 +48,16 @@ class SpcBatchResult:
     unscored: int = 0
     anomalies: int = 0
 
+    def merge(self, other: SpcBatchResult) -> None:
+        """Append another result (the agent's one-message-at-a-time fallback)."""
+        self.measurements += other.measurements
+        self.scores += other.scores
+        self.score_messages += other.score_messages
+        self.deadletters.items += other.deadletters.items
+        self.records += other.records
+        self.unscored += other.unscored
+        self.anomalies += other.anomalies
+
     def rows(self) -> dict[type, list[tuple]]:
         return {
             SpcMeasurementRow: self.measurements,
@@ -78,18 +88,21 @@ def explanation(contributions: np.ndarray, names: tuple[str, ...], k: int = TOP_
 class StreamStates:
     """Each asset's own copy of every stateful detector (chart memory belongs to one asset's parts).
 
-    Owned by the agent, keyed by (asset, detector, model version): a new model version starts
-    fresh charts, and nothing is shared between assets or kept at module level.
+    Owned by the agent, keyed by (asset, detector): a new model version starts fresh charts and
+    replaces the old copy, and nothing is shared between assets or kept at module level.
     """
 
     def __init__(self) -> None:
-        self._by_key: dict[tuple[str, str, str], object] = {}
+        self._by_key: dict[tuple[str, str], tuple[str, object]] = {}  # (asset, detector) -> (version, copy)
 
     def get(self, asset_id: str, bundle: ModelBundle) -> object:
-        key = (asset_id, bundle.detector_name, bundle.version)
-        if key not in self._by_key:
-            self._by_key[key] = bundle.new_stream()
-        return self._by_key[key]
+        """The asset's copy of ``bundle``'s detector; a new version replaces (and frees) the old copy."""
+        key = (asset_id, bundle.detector_name)
+        held = self._by_key.get(key)
+        if held is None or held[0] != bundle.version:
+            held = (bundle.version, bundle.new_stream())
+            self._by_key[key] = held
+        return held[1]
 
     def __len__(self) -> int:
         return len(self._by_key)
