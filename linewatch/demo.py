@@ -29,11 +29,11 @@ from linewatch.config import Settings
 from linewatch.embedded.process import spawn, stop, tail
 from linewatch.embedded.stack import Stack
 from linewatch.errors import InfrastructureError
+from linewatch.kafka import ensure_topics
+from linewatch.lifecycle import READY_MESSAGE
+from linewatch.producers.spc import produce_spc
 from linewatch.simulation.spc import FAULT_TYPES, simulate_spc
 from linewatch.storage.migrations import migrate
-from linewatch.streams.kafka import ensure_topics
-from linewatch.streams.producer import produce_spc
-from linewatch.streams.spc_agent import READY_MESSAGE
 from linewatch.training import train_and_register
 
 #: A multivariate model and a univariate chart side by side: the correlation break shows why

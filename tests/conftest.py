@@ -21,8 +21,8 @@ import pytest
 from linewatch.config import Settings
 from linewatch.embedded.process import spawn, stop, tail
 from linewatch.embedded.stack import Stack
+from linewatch.kafka import ensure_topics
 from linewatch.storage.migrations import migrate
-from linewatch.streams.kafka import ensure_topics
 
 WORKER_READY_TIMEOUT_S = 90.0
 
@@ -61,7 +61,7 @@ def settings(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Settings
 @pytest.fixture(scope="session")
 def worker(settings: Settings) -> Iterator[object]:
     """The real worker (``python -m linewatch worker``) as a child process, ready when it holds partitions."""
-    from linewatch.streams.spc_agent import READY_MESSAGE
+    from linewatch.lifecycle import READY_MESSAGE
 
     env = dict(os.environ)
     env.update({

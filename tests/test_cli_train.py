@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 class NoModels:
-    def for_record(self, asset_id, sku):
+    def models_for(self, modality, asset_id, sku, camera="*"):
         return []
 
 
@@ -51,10 +51,10 @@ def test_train_from_a_sql_query_records_the_window_and_the_version(database_url,
 
 
 def test_train_from_csv_keeps_the_label_out_and_bad_input_is_explained(database_url, tmp_path):
-    from linewatch.cli import _write_sim_csv
+    from linewatch.cli.simulate import write_spc_csv
 
     csv = tmp_path / "good.csv"
-    _write_sim_csv(simulate_spc(n_parts=3000, seed=32, fault_fraction=0.0), csv)
+    write_spc_csv(simulate_spc(n_parts=3000, seed=32, fault_fraction=0.0), csv)
     asset = f"csvtrain-{uuid.uuid4().hex[:6]}"
     runner = CliRunner()
     ok = runner.invoke(app, ["train", "spc", "--from", str(csv), "--label-column", "fault", "--time-column", "ts",

@@ -362,7 +362,7 @@ def test_dockerignore_keeps_the_context_small_but_complete():
                  ".linewatch/postgres"):
         assert dockerignored(junk), junk
     for needed in ("linewatch/models/efficientnet_lite0_patch.onnx", "sql/001_core.sql", "README.md",
-                   "dashboards/linewatch-overview.json", "linewatch/cli.py"):
+                   "dashboards/linewatch-overview.json", "linewatch/cli/__init__.py"):
         assert not dockerignored(needed), needed
 
 

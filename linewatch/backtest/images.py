@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from linewatch.backtest.metrics import auroc, classification_metrics
+from linewatch.detectors.bundle import ModelBundle
 from linewatch.detectors.calibration import calibration_split
 from linewatch.detectors.patchcore import PatchCore, Progress, as_size
 from linewatch.errors import ConfigError, DataError
@@ -124,7 +125,7 @@ def run_images_backtest(
 
     The returned dict is JSON-serialisable; keys at least ``image_auroc``, ``pixel_auroc``,
     ``f1``, ``fps``, ``n_train`` and ``n_test``. ``model_out`` also saves the fitted, calibrated
-    model there, ready for the frames agent.
+    model there as a :class:`~linewatch.detectors.bundle.ModelBundle`, ready for the frames agent.
     """
     size = as_size(image_size)
     ds = scan_dataset(data_dir)
@@ -149,11 +150,11 @@ def run_images_backtest(
         seed=seed,
     )
     t0 = time.perf_counter()
-    det.fit(fit_frames, progress=progress)
+    # The same fit and calibration every image model gets (ModelBundle), on this file split.
+    bundle = ModelBundle.fit(det, fit_frames, modality="frames", calibration=calibration, target_far=target_far,
+                             calibration_data=cal_frames, seed=seed, progress=progress)
     fit_s = time.perf_counter() - t0
-    del fit_frames
-    cal_scores = det.score(cal_frames)
-    det.calibrate_scores(cal_scores, target_far=target_far, method=calibration)
+    del fit_frames, cal_frames
 
     tests = ds["test"]
     n_test = len(tests)
@@ -175,15 +176,15 @@ def run_images_backtest(
 
     labels = np.array([label for _, label, _ in tests])
     is_defect = labels != GOOD
-    alarms = det.is_alarm(scores)
+    alarms = bundle.calibrate(scores, None).is_anomaly
     result: dict[str, Any] = classification_metrics(is_defect, alarms, scores)
     result.update(
         {
             "data_dir": str(ds["root"]),
             "image_auroc": result["auroc"],
             "target_far": target_far,
-            "threshold": det.threshold_,
-            "calibrator": det.calibrator_.kind if det.calibrator_ is not None else None,
+            "threshold": bundle.raw_threshold,
+            "calibrator": bundle.calibrator.kind,
             "n_train": len(fit_files),
             "n_calibration": n_cal,
             "n_test": n_test,
@@ -238,6 +239,6 @@ def run_images_backtest(
     result["per_defect"] = per_defect
 
     if model_out is not None:
-        det.save(model_out)
+        bundle.save(model_out)
         result["model_path"] = str(model_out)
     return result

@@ -61,9 +61,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from linewatch.backtest.metrics import classification_metrics
-from linewatch.detectors import catalog  # noqa: F401  (fills the registry)
-from linewatch.detectors.base import Explainer, get_detector
+from linewatch.detectors.base import Explainer
 from linewatch.detectors.calibration import make_calibrator
+from linewatch.detectors.table import get_detector
 from linewatch.errors import ConfigError, DataError
 
 #: What ``detector="auto"`` means here: dynamic PCA needs no tuning, explains per sensor, and

@@ -36,9 +36,9 @@ from linewatch.config import Settings
 from linewatch.embedded.process import spawn, stop, tail
 from linewatch.embedded.stack import Stack
 from linewatch.errors import InfrastructureError
+from linewatch.kafka import ensure_topics
+from linewatch.lifecycle import READY_MESSAGE
 from linewatch.storage.migrations import migrate
-from linewatch.streams.kafka import ensure_topics
-from linewatch.streams.spc_agent import READY_MESSAGE
 
 #: How long any phase may take before the benchmark gives up.
 TIMEOUT_S = 600.0

@@ -40,12 +40,12 @@ from linewatch.benchmarks.common import (
 from linewatch.config import Settings
 from linewatch.embedded.stack import Stack
 from linewatch.errors import InfrastructureError
+from linewatch.lifecycle import READY_MESSAGE
+from linewatch.producers.spc import produce_spc
 from linewatch.schemas.codec import decode_batch
 from linewatch.schemas.messages import SpcRecord
 from linewatch.schemas.topics import SPC
 from linewatch.simulation.spc import simulate_spc
-from linewatch.streams.producer import produce_spc
-from linewatch.streams.spc_agent import READY_MESSAGE
 from linewatch.training import train_and_register
 
 #: Rough single-worker rate used to turn --seconds into a record count before anything is measured.

@@ -46,18 +46,20 @@ from linewatch.benchmarks.common import (
     wait_for_rows,
 )
 from linewatch.config import Settings
+from linewatch.detectors.bundle import Scope
 from linewatch.embedded.stack import Stack
 from linewatch.errors import DataError, InfrastructureError
-from linewatch.images.registry import ImageModelCache, train_image_model
+from linewatch.kafka import Publisher
+from linewatch.producers.frames import CameraFrame, encode_frame
 from linewatch.schemas.codec import decode_frame, encode_envelope
 from linewatch.schemas.messages import FrameMeta
 from linewatch.schemas.topics import FRAMES
 from linewatch.simulation.frames import render_batch, stream_frames
+from linewatch.storage.model_registry import ModelCache
 from linewatch.streams.frames_agent import FRAMES_BATCH_SIZE, default_scoring_threads
 from linewatch.streams.frames_pipeline import ScoringPool, decode_image, score_frames_batch
-from linewatch.streams.frames_producer import CameraFrame, encode_frame
-from linewatch.streams.kafka import Publisher
 from linewatch.streams.messages import RawMessage
+from linewatch.training import train_and_register
 
 SKU_LOOK = "bracket-a"
 #: Good frames the bench model is trained on; 35 % (42) held out is the least POT accepts.
@@ -108,9 +110,9 @@ def run_frames_bench(
         sku = f"bench-{run_id}"
         console.print(f"training a {model_size}x{model_size} image model on {N_TRAIN_FRAMES} good frames ...")
         good = _as_sent(render_batch(SKU_LOOK, n=N_TRAIN_FRAMES, size=size, seed=1)[0], encoding)
-        train_image_model(good, sku=sku, database_url=stack.database_url, model_dir=tmp / "models",
-                          target_far=TARGET_FAR, calibration_fraction=CALIBRATION_FRACTION,
-                          image_size=model_size, seed=0)
+        train_and_register(good, modality="frames", scope=Scope(sku=sku), database_url=stack.database_url,
+                           model_dir=tmp / "models", target_far=TARGET_FAR, calibration_fraction=CALIBRATION_FRACTION,
+                           detector_params={"image_size": model_size}, seed=0)
         pool = [f.image for f in stream_frames(SKU_LOOK, size=size, seed=2, defect_rate=DEFECT_RATE,
                                                limit=POOL_SIZE)]
         assets = tuple(f"bench-{run_id}-{i}" for i in range(N_ASSETS))
@@ -200,9 +202,10 @@ def _detector_alone(database_url: str, sku: str, pool: list[np.ndarray], encodin
     Best of two passes over the pool after a warm-up batch: the cost of scoring alone, which the
     end-to-end rate is compared with.
     """
-    cache = ImageModelCache(database_url=database_url)
+    cache = ModelCache(database_url=database_url, modalities=("frames",))
     cache.refresh(force=True)
-    model = cache.for_frame(sku, "cam-1")
+    models = cache.models_for("frames", "a", sku, "cam-1")
+    model = models[0] if models else None
     if model is None:
         raise InfrastructureError(f"the bench model for {sku} did not load from the database")
     msgs = [RawMessage(FRAMES.name, 0, i, b"a", v) for i, (_, v) in enumerate(

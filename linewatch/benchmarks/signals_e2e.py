@@ -17,7 +17,7 @@ temperature window at 1 Hz (so a third of the windows carry 83 % of the samples)
 dozen snapshots per machine are simulated and replayed with shifted timestamps, so their event
 ids are distinct and pre-filling stays cheap. Ratios against (1) and (2) are what to compare
 across machines; absolute numbers are noisy. The model is trained on another simulated machine:
-this measures throughput, not detection quality (``bench/bench_signal_quality.py`` does that).
+this measures throughput, not detection quality (``linewatch bench signal-quality`` does that).
 """
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ from linewatch.config import Settings
 from linewatch.embedded.process import tail
 from linewatch.embedded.stack import Stack
 from linewatch.errors import InfrastructureError
+from linewatch.producers.signals import produce_signals
 from linewatch.schemas.codec import decode_signal
 from linewatch.schemas.messages import SignalMeta
 from linewatch.schemas.topics import SIGNALS
-from linewatch.signals.training import as_signal_messages, train_signals_model
+from linewatch.signals.framing import training_frames
 from linewatch.simulation.signals import simulate_signals
 from linewatch.streams.signals_agent import MAX_BATCH_WINDOWS
-from linewatch.streams.signals_producer import produce_signals
+from linewatch.training import train_and_register
 
 MACHINES = 8
 SNAPSHOT_S = 10.0
@@ -80,8 +81,9 @@ def run_signals_bench(settings: Settings, *, windows: int, console: Console,
         console.print(f"training dynamic_pca on {TRAIN_HOURS:g} h of healthy snapshots ...")
         healthy = simulate_signals(n_machines=1, duration_s=TRAIN_HOURS * 3600.0, snapshot_interval_s=SNAPSHOT_S,
                                    faults=[], seed=1)
-        train_signals_model(healthy, database_url=stack.database_url, model_dir=tmp / "models",
-                            detector="dynamic_pca", target_far=settings.target_far)
+        frames = training_frames(healthy.signal_messages(known_good_only=True))
+        train_and_register(frames.X, modality="signals", **frames.provenance(), database_url=stack.database_url,
+                           model_dir=tmp / "models", detector="dynamic_pca", target_far=settings.target_far)
         run_id = uuid.uuid4().hex[:6]
         assets = tuple(f"bench-{run_id}-{i}" for i in range(MACHINES))
         console.print(f"pre-filling {n} windows ({snapshots} snapshots x {MACHINES} machines x 3 sensors) "
@@ -120,7 +122,7 @@ def backlog(assets: Sequence[str], snapshots: int, *, seed: int = 2) -> Iterator
     sim = simulate_signals(n_machines=len(assets), duration_s=base * SNAPSHOT_S, snapshot_interval_s=SNAPSHOT_S,
                            faults=[], seed=seed)
     names = dict(zip(sim.machines, assets, strict=True))
-    messages = [(m.model_copy(update={"asset_id": names[m.asset_id]}), x) for m, x in as_signal_messages(sim)]
+    messages = [(m.model_copy(update={"asset_id": names[m.asset_id]}), x) for m, x in sim.signal_messages()]
     for j in range(math.ceil(snapshots / base)):
         shift = timedelta(seconds=j * base * SNAPSHOT_S)
         for i, (meta, samples) in enumerate(messages):

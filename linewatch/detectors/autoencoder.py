@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
-from linewatch.detectors.base import as_batch, check_fitted, load_state, register, save_state
+from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.detectors.robust_mahalanobis import robust_scale
 from linewatch.errors import ConfigError, DataError
 
@@ -106,8 +106,7 @@ def _export(mlp: Any, n_features: int) -> bytes:
     return onx.SerializeToString()
 
 
-@register("autoencoder")
-class WindowAutoencoder:
+class WindowAutoencoder(ParamsMixin):
     """Bottleneck MLP autoencoder; score = summed squared reconstruction error (standardised units).
 
     Parameters
@@ -127,7 +126,8 @@ class WindowAutoencoder:
         Seeds weight initialisation and batch shuffling: a refit gives identical scores.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "autoencoder"
+    fitted_arrays = ("center_", "scale_")
 
     def __init__(
         self,
@@ -238,27 +238,13 @@ class WindowAutoencoder:
         return [names[i] for i in np.argmax(self.explain_groups(X), axis=1)]
 
     def save(self, path: str | Path) -> None:
+        """Parameters and the input standardisation as usual; the network as ``model.onnx`` beside them."""
         check_fitted(self, "onnx_")
-        params = {
-            "hidden": list(self.hidden),
-            "bottleneck": self.bottleneck,
-            "activation": self.activation,
-            "alpha": self.alpha,
-            "max_iter": self.max_iter,
-            "learning_rate": self.learning_rate,
-            "groups": None if self.groups is None else list(self.groups),
-            "n_threads": self.n_threads,
-            "seed": self.seed,
-        }
-        save_state(path, kind=self.name, params=params, arrays={"center": self.center_, "scale": self.scale_})
+        super().save(path)
         (Path(path) / MODEL_FILE).write_bytes(self.onnx_)
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
-        params, arrays = load_state(path, kind=cls.name)
-        params["hidden"] = tuple(params["hidden"])
-        params["groups"] = None if params["groups"] is None else tuple(params["groups"])
-        det = cls(**params)
-        det.center_, det.scale_ = arrays["center"], arrays["scale"]
+        det = super().load(path)
         det.onnx_ = (Path(path) / MODEL_FILE).read_bytes()
         return det

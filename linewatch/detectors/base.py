@@ -12,7 +12,10 @@ backtest and the benchmarks all call the exact same code:
 
 Online detectors add ``learn_one(x)`` and ``score_one(x)``. ``__init__`` stores
 parameters only (keyword-only); fitted state ends in ``_``; ``score`` before ``fit``
-raises :class:`~linewatch.errors.NotFittedError`.
+raises :class:`~linewatch.errors.NotFittedError`. Each class names itself with a plain
+``name: ClassVar[str]``, the key it has in :mod:`linewatch.detectors.table` (which lists every
+detector; this module imports none of them). :class:`ParamsMixin` derives ``get_params``,
+``save`` and ``load`` from the ``__init__`` signature and a declaration of the fitted state.
 
 >>> import numpy as np
 >>> X = as_batch([[1.0, 2.0], [3.0, 4.0]])
@@ -22,8 +25,8 @@ raises :class:`~linewatch.errors.NotFittedError`.
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
@@ -122,53 +125,115 @@ def load_state(path: str | Path, *, kind: str) -> tuple[dict[str, Any], dict[str
     return meta["params"], arrays
 
 
-class Registry:
-    """Detector classes by name; the CLI, backtests and conformance tests look them up here.
+#: Where fitted non-array values go inside ``metadata.json``'s params, unless a class says otherwise.
+FITTED_KEY = "fitted"
 
-    Tabular/time-series detectors and image detectors keep separate registries (their ``fit``
-    takes different inputs), both built from this one class.
+
+def _saved_name(attribute: str) -> str:
+    """Fitted attributes are saved without their trailing ``_`` (``mean_`` -> ``mean``)."""
+    return attribute.removesuffix("_")
+
+
+class ParamsMixin:
+    """Parameters declared once, in ``__init__``; ``get_params``, ``save`` and ``load`` follow from it.
+
+    Why: every detector used to spell its parameters three times (``__init__``, ``save``,
+    ``load``), and one added to ``__init__`` but forgotten in ``save`` was silently reset to
+    its default in every saved model. As with scikit-learn's ``BaseEstimator.get_params``,
+    the parameters are the keyword-only arguments of ``__init__``, each stored unchanged
+    under its own name. A detector then only declares its fitted state:
+
+    - ``fitted_arrays``: attributes written to ``arrays.npz``, each under its name without
+      the trailing ``_``; a Python number is written as a 0-d array and read back as a number;
+    - ``fitted_values``: JSON values (numbers, strings, ``None``) written into
+      ``metadata.json``'s params under ``fitted_key`` (``None``: next to the parameters).
+
+    Artifacts stay JSON + npz (:func:`save_state`), so loading never executes code. State
+    derived from the saved arrays (a whitener recomputed from a covariance) is rebuilt by
+    overriding :meth:`_restore` and calling ``super()._restore`` first; a saved layout the
+    declarations cannot express overrides :meth:`_fitted_state` and :meth:`_restore` together;
+    files beside the arrays (an ONNX graph, a sub-model) come from extending ``save`` / ``load``.
+    ``save`` refuses to run until every ``fitted_arrays`` attribute is set.
+
+    >>> import tempfile
+    >>> class Centre(ParamsMixin):
+    ...     name: ClassVar[str] = "centre"
+    ...     fitted_arrays = ("mean_",)
+    ...     fitted_values = ("n_fit_",)
+    ...
+    ...     def __init__(self, *, scale: float = 1.0) -> None:
+    ...         self.scale = scale
+    ...         self.mean_, self.n_fit_ = None, None
+    ...
+    ...     def fit(self, X):
+    ...         self.mean_, self.n_fit_ = X.mean(axis=0), len(X)
+    ...         return self
+    >>> det = Centre(scale=2.0).fit(np.ones((3, 2)))
+    >>> det.get_params()
+    {'scale': 2.0}
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     det.save(d)
+    ...     back = Centre.load(d)
+    >>> back.scale, back.mean_.tolist(), back.n_fit_
+    (2.0, [1.0, 1.0], 3)
     """
 
-    def __init__(self, kind: str, fill: Callable[[], None] | None = None) -> None:
-        self._kind = kind
-        self._fill = fill
-        self._classes: dict[str, type] = {}
+    name: ClassVar[str]
+    #: Fitted attributes saved in ``arrays.npz`` (numpy arrays, or Python numbers as 0-d arrays).
+    fitted_arrays: ClassVar[tuple[str, ...]] = ()
+    #: Fitted JSON values saved in ``metadata.json``'s params.
+    fitted_values: ClassVar[tuple[str, ...]] = ()
+    #: The params key holding ``fitted_values``; ``None`` puts them next to the parameters.
+    fitted_key: ClassVar[str | None] = FITTED_KEY
 
-    def register(self, name: str) -> Callable[[type], type]:
-        """Class decorator adding a detector under ``name``."""
+    @classmethod
+    def param_names(cls) -> tuple[str, ...]:
+        """The keyword-only parameters of ``__init__``, in the order they are declared."""
+        signature = inspect.signature(cls.__init__)
+        return tuple(p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
-        def deco(cls: type) -> type:
-            if name in self._classes and self._classes[name] is not cls:
-                raise ValueError(f"{self._kind} name {name!r} is registered twice")
-            cls.name = name  # type: ignore[attr-defined]
-            self._classes[name] = cls
-            return cls
+    def get_params(self) -> dict[str, Any]:
+        """Parameter name -> value, enough to build an identical unfitted detector."""
+        return {p: getattr(self, p) for p in self.param_names()}
 
-        return deco
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(arrays, values)`` to save: the declared attributes under their saved names."""
+        arrays = {_saved_name(a): getattr(self, a) for a in self.fitted_arrays}
+        values = {_saved_name(a): getattr(self, a) for a in self.fitted_values}
+        return arrays, values
 
-    def all(self) -> dict[str, type]:
-        if self._fill is not None:
-            self._fill()
-        return dict(self._classes)
+    def _restore(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        """Set the declared attributes from what :meth:`_fitted_state` saved."""
+        for attr in self.fitted_arrays:
+            arr = arrays[_saved_name(attr)]
+            setattr(self, attr, arr.item() if arr.ndim == 0 else arr)
+        for attr in self.fitted_values:
+            setattr(self, attr, values[_saved_name(attr)])
 
-    def get(self, name: str) -> type:
-        """Look a class up by name, listing the known names when it is not there."""
-        if name not in self._classes and self._fill is not None:
-            self._fill()
-        if name not in self._classes:
-            known = ", ".join(sorted(self._classes)) or "(none imported)"
-            raise KeyError(f"unknown {self._kind} {name!r}; known {self._kind}s: {known}")
-        return self._classes[name]
+    def save(self, path: str | Path) -> None:
+        """Write the parameters and fitted state as ``metadata.json`` + ``arrays.npz``."""
+        for attr in self.fitted_arrays:
+            check_fitted(self, attr)
+        arrays, values = self._fitted_state()
+        params = self.get_params()
+        if self.fitted_key is None:
+            params.update(values)
+        elif values:
+            params[self.fitted_key] = values
+        save_state(path, kind=self.name, params=params, arrays=arrays)
 
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Rebuild a saved detector: parameters into ``__init__``, then :meth:`_restore`.
 
-def _import_catalog() -> None:
-    import linewatch.detectors.catalog  # noqa: F401 - importing it registers every detector
-
-
-DETECTORS = Registry("detector", fill=_import_catalog)
-#: Class decorator adding a detector to the registry the CLI, backtest and conformance test use.
-register = DETECTORS.register
-#: All registered detectors by name.
-registered = DETECTORS.all
-#: A detector class by name, or a KeyError listing the known names.
-get_detector = DETECTORS.get
+        JSON has no tuples, so a list among the parameters is handed to ``__init__`` as a tuple.
+        """
+        params, arrays = load_state(path, kind=cls.name)
+        if cls.fitted_key is None:
+            declared = set(cls.param_names())
+            values = {k: params.pop(k) for k in list(params) if k not in declared}
+        else:
+            values = params.pop(cls.fitted_key, {})
+        det = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+        det._restore(arrays, values)
+        return det

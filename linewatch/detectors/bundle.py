@@ -1,10 +1,11 @@
-"""A deployable model: detector + calibrator + feature order + provenance, saved as one directory.
+"""A deployable model of any modality: detector + calibrator + input spec + scope + provenance.
 
-The bundle is what ``linewatch train`` writes, what a worker loads and what a backtest
-evaluates, so all three score with identical code. Fitting splits the known-good rows:
-the detector learns from one part and the calibrator from the detector's scores on the
-other, because in-sample scores are optimistically low and would put the threshold too
-low (too many false alarms in production).
+The bundle is what every ``linewatch train`` command writes, what a worker loads and what a
+backtest evaluates, so all of them score with identical code, whatever the input: tabular SPC
+rows, signal frames or camera frames. Fitting splits the known-good data: the detector learns
+from one part and the calibrator from the detector's scores on the other, because in-sample
+scores are optimistically low and would put the threshold too low (too many false alarms in
+production). Image detectors are calibrated here too, exactly like the others.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -13,20 +14,26 @@ low (too many false alarms in production).
 >>> out = b.score(np.array([[0.0, 0.0, 0.0], [0.0, 9.0, 0.0]]))
 >>> out.is_anomaly.tolist(), out.top_features()[1]
 ([False, True], 'b')
+>>> b.scope, b.inputs.kind
+(Scope(asset='*', sku='*', camera='*'), 'table')
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from linewatch.detectors.base import Explainer, as_batch, get_detector
+from linewatch.detectors import table
+from linewatch.detectors.base import METADATA_FILE, Explainer, as_batch
 from linewatch.detectors.calibration import (
     Calibrator,
     calibration_split,
@@ -34,12 +41,59 @@ from linewatch.detectors.calibration import (
     make_calibrator,
     surprise,
 )
+from linewatch.detectors.table import get_detector
 from linewatch.errors import ConfigError
 
 BUNDLE_FILE = "bundle.json"
 DETECTOR_DIR = "detector"
+#: Written by image models saved before bundles covered every modality; still loaded.
+LEGACY_IMAGE_FILE = "image_model.json"
 #: Share of known-good rows held out to calibrate on; the rest trains the detector.
 DEFAULT_CALIBRATION_FRACTION = 0.3
+#: A scope part that matches anything.
+ANY = "*"
+TABLE_INPUT = "table"
+IMAGE_INPUT = "image"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which events a model is for; ``*`` matches any. The most specific scope wins per detector.
+
+    Tabular and signal models are scoped by asset and SKU; image models by SKU and camera (an
+    image model knows one kind of part, seen by one camera or by any).
+    """
+
+    asset: str = ANY
+    sku: str = ANY
+    camera: str = ANY
+
+    def candidates(self) -> list[Scope]:
+        """This scope and its generalisations, most specific first (asset, then SKU, then camera)."""
+        return [
+            Scope(a, s, c)
+            for a in dict.fromkeys((self.asset, ANY))
+            for s in dict.fromkeys((self.sku, ANY))
+            for c in dict.fromkeys((self.camera, ANY))
+        ]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the detector reads: a table in ``feature_names`` order, or frames resized to ``image_size``."""
+
+    kind: str = TABLE_INPUT
+    feature_names: tuple[str, ...] = ()
+    image_size: tuple[int, int] | None = None
+
+
+def input_kind(detector: Any) -> str:
+    """``"image"`` for detectors that take frames, ``"table"`` for the rest, as the detector table says.
+
+    A detector class not in the table (a stand-in in a test, a plant's own experiment) reads tables.
+    """
+    name = getattr(type(detector), "name", None)
+    return table.input_kind(name) if name in table.DETECTORS else TABLE_INPUT
 
 
 @dataclass(frozen=True)
@@ -61,17 +115,32 @@ class BundleScores:
         return [self.feature_names[i] for i in idx]
 
 
-def data_hash(X: np.ndarray) -> str:
-    """Fingerprint of the training data, stored with the model so a version can be traced to its data."""
-    return hashlib.sha256(np.ascontiguousarray(X, dtype=np.float64).tobytes()).hexdigest()[:16]
+def data_hash(X: np.ndarray | Sequence[np.ndarray]) -> str:
+    """Fingerprint of the training data, stored with the model so a version can be traced to its data.
+
+    Tables hash as float64 (as they are fitted); frames hash their pixels, one frame after another.
+    """
+    if isinstance(X, np.ndarray) and X.dtype != np.uint8:
+        return hashlib.sha256(np.ascontiguousarray(X, dtype=np.float64).tobytes()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for frame in X if not isinstance(X, np.ndarray) else (X,):
+        h.update(np.ascontiguousarray(frame).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _take(X: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of an array, or items of a list of frames (kept as one array where it is one)."""
+    return X[idx] if isinstance(X, np.ndarray) else [X[i] for i in idx]
 
 
 @dataclass
 class ModelBundle:
     detector: Any
     calibrator: Calibrator
-    feature_names: tuple[str, ...]
+    feature_names: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    modality: str = "spc"
+    scope: Scope = field(default_factory=Scope)
 
     @property
     def detector_name(self) -> str:
@@ -83,55 +152,99 @@ class ModelBundle:
         return float(-np.log10(self.calibrator.target_far))
 
     @property
+    def raw_threshold(self) -> float:
+        """The same threshold in the detector's own units (what heat maps are read against)."""
+        assert self.calibrator.threshold_ is not None
+        return float(self.calibrator.threshold_)
+
+    @property
     def version(self) -> str:
         return str(self.meta.get("version", "unversioned"))
+
+    @property
+    def inputs(self) -> InputSpec:
+        kind = input_kind(self.detector)
+        if kind == IMAGE_INPUT:
+            from linewatch.detectors.patchcore import as_size
+
+            return InputSpec(kind, (), as_size(self.detector.image_size))
+        return InputSpec(kind, tuple(self.feature_names))
 
     @classmethod
     def fit(
         cls,
         detector: str | Any,
-        X: np.ndarray,
+        X: Any,
         *,
-        feature_names: list[str] | tuple[str, ...],
+        feature_names: Sequence[str] = (),
+        modality: str = "spc",
+        scope: Scope | None = None,
         calibration: str = "auto",
         target_far: float = 1e-3,
         calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION,
+        calibration_data: Any = None,
         seed: int = 0,
         detector_params: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> ModelBundle:
-        """Fit on known-good rows only; ``detector`` is a registered name or an unfitted instance."""
-        X = as_batch(X)
-        if X.shape[1] != len(feature_names):
-            raise ConfigError(f"{len(feature_names)} feature names for {X.shape[1]} columns")
-        if not 0.05 <= calibration_fraction <= 0.9:
-            raise ConfigError("calibration_fraction must be between 0.05 and 0.9")
+        """Fit on known-good data only; ``detector`` is a registered name or an unfitted instance.
+
+        ``X`` is an ``(n, d)`` table for tabular and signal detectors, frames for image detectors.
+        A seeded ``calibration_fraction`` of it is held out for calibration, unless
+        ``calibration_data`` gives the held-out known-good data explicitly.
+        """
         if isinstance(detector, str):
             detector = get_detector(detector)(**_with_seed(get_detector(detector), detector_params, seed))
-        fit_rows, cal_rows = calibration_split(len(X), calibration_fraction, seed=seed)
-        detector.fit(X[fit_rows])
-        cal_scores = detector.score(X[cal_rows])
-        calibrator = make_calibrator(calibration, target_far, n_normal=len(cal_rows)).fit(cal_scores)
+        image = input_kind(detector) == IMAGE_INPUT
+        what = "good frames" if image else "rows"
+        if image:
+            from linewatch.detectors.image_backbone import as_frames
+
+            X = as_frames(X)
+            feature_names = ()
+        else:
+            X = as_batch(X)
+            if X.shape[1] != len(feature_names):
+                raise ConfigError(f"{len(feature_names)} feature names for {X.shape[1]} columns")
+        if calibration_data is None:
+            if not 0.05 <= calibration_fraction <= 0.9:
+                raise ConfigError("calibration_fraction must be between 0.05 and 0.9")
+            fit_rows, cal_rows = calibration_split(len(X), calibration_fraction, seed=seed, what=what)
+            fit_part, cal_part = _take(X, fit_rows), _take(X, cal_rows)
+        else:
+            fit_part, cal_part = X, calibration_data if image else as_batch(calibration_data)
+        if progress is not None and "progress" in inspect.signature(detector.fit).parameters:
+            detector.fit(fit_part, progress=progress)
+        else:
+            detector.fit(fit_part)
+        cal_scores = detector.score(cal_part)
+        calibrator = make_calibrator(calibration, target_far, n_normal=len(cal_scores)).fit(cal_scores)
         now = datetime.now(UTC)
+        digest = data_hash(X)
         info = {
-            "version": now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + data_hash(X)[:8],
+            "version": now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + digest[:8],
             "trained_at": now.isoformat(),
-            "n_samples": len(X),
-            "n_fit": len(fit_rows),
-            "n_calibration": len(cal_rows),
-            "data_hash": data_hash(X),
+            "n_samples": len(fit_part) + len(cal_scores),
+            "n_fit": len(fit_part),
+            "n_calibration": len(cal_scores),
+            "data_hash": digest,
             "seed": seed,
+            "target_far": target_far,
         }
         info.update(meta or {})
-        return cls(detector=detector, calibrator=calibrator, feature_names=tuple(feature_names), meta=info)
+        return cls(detector=detector, calibrator=calibrator, feature_names=tuple(feature_names), meta=info,
+                   modality=modality, scope=scope or Scope())
 
     @property
     def stateful(self) -> bool:
         """True for detectors with memory (EWMA, CUSUM, MEWMA, online models): they score a stream."""
         return hasattr(self.detector, "update")
 
-    def score(self, X: np.ndarray) -> BundleScores:
-        """Score independent rows (stateful detectors treat ``X`` as a fresh series)."""
+    def score(self, X: Any) -> BundleScores:
+        """Score independent rows or frames (stateful detectors treat ``X`` as a fresh series)."""
+        if input_kind(self.detector) == IMAGE_INPUT:
+            return self.calibrate(self.detector.score(X), None)
         X = as_batch(X, n_features=len(self.feature_names))
         raw = self.detector.score(X)
         contributions = self.detector.explain(X) if isinstance(self.detector, Explainer) else None
@@ -153,8 +266,6 @@ class ModelBundle:
 
     def new_stream(self) -> Any:
         """A fresh copy of the fitted detector with its stream state reset, for one asset."""
-        import copy
-
         det = copy.deepcopy(self.detector)
         if hasattr(det, "reset"):
             det.reset()
@@ -176,8 +287,13 @@ class ModelBundle:
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         self.detector.save(root / DETECTOR_DIR)
+        inputs = self.inputs
         doc = {
             "detector": self.detector_name,
+            "modality": self.modality,
+            "scope": asdict(self.scope),
+            "input": {"kind": inputs.kind, "feature_names": list(inputs.feature_names),
+                      "image_size": list(inputs.image_size) if inputs.image_size else None},
             "feature_names": list(self.feature_names),
             "calibration": self.calibrator.to_dict(),
             "meta": self.meta,
@@ -190,21 +306,42 @@ class ModelBundle:
         root = Path(path)
         file = root / BUNDLE_FILE
         if not file.exists():
+            if (root / LEGACY_IMAGE_FILE).exists():
+                return _load_legacy_image_model(root)
             raise FileNotFoundError(f"no {BUNDLE_FILE} in {root}; train a model with `linewatch train`")
         doc = json.loads(file.read_text())
         detector = get_detector(doc["detector"]).load(root / DETECTOR_DIR)
+        meta = doc["meta"]
+        # Bundles written before scopes were saved kept them in the training metadata.
+        scope = Scope(**doc["scope"]) if "scope" in doc else Scope(
+            meta.get("scope_asset") or ANY, meta.get("scope_sku") or ANY)
         return cls(
             detector=detector,
             calibrator=calibrator_from_dict(doc["calibration"]),
             feature_names=tuple(doc["feature_names"]),
-            meta=doc["meta"],
+            meta=meta,
+            modality=doc.get("modality", "spc"),
+            scope=scope,
         )
+
+
+def _load_legacy_image_model(root: Path) -> ModelBundle:
+    """An image model of the first release: PatchCore's own files, its calibrator among them."""
+    doc = json.loads((root / LEGACY_IMAGE_FILE).read_text())
+    fitted = json.loads((root / METADATA_FILE).read_text())["params"]["fitted"]
+    if fitted.get("calibrator") is None:
+        raise ConfigError(f"image model in {root} is not calibrated; retrain it with `linewatch train frames`")
+    return ModelBundle(
+        detector=get_detector("patchcore").load(root),
+        calibrator=calibrator_from_dict(fitted["calibrator"]),
+        meta=doc["meta"],
+        modality="frames",
+        scope=Scope(sku=doc["sku"], camera=doc["camera"]),
+    )
 
 
 def _with_seed(cls: type, params: dict[str, Any] | None, seed: int) -> dict[str, Any]:
     params = dict(params or {})
-    import inspect
-
     if "seed" in inspect.signature(cls).parameters:
         params.setdefault("seed", seed)
     return params

@@ -71,6 +71,18 @@ def calibration_split(n: int, fraction: float, *, seed: int, what: str = "rows")
     return np.sort(order[n_cal:]), np.sort(order[:n_cal])
 
 
+def too_few_normal_scores(n: int, target_far: float) -> str:
+    """What to do when ``n`` held-out normal scores cannot place a threshold at ``target_far``."""
+    far_ok = MIN_EXCEEDANCES_FOR_EMPIRICAL / n
+    return (
+        f"{n} held-out normal scores cannot calibrate target_far={target_far:g}: the empirical calibrator "
+        f"needs {math.ceil(MIN_EXCEEDANCES_FOR_EMPIRICAL / target_far)} and POT at least "
+        f"{math.ceil((MIN_POT_EXCEEDANCES + 1) / MAX_POT_TAIL_FRACTION)}; hold out more known-good data "
+        "(a larger calibration_fraction or more training data)"
+        + (f" or raise target_far to {far_ok:.2g} or more" if far_ok < 1 else "")
+    )
+
+
 def surprise(p: np.ndarray) -> np.ndarray:
     """``-log10(p)``: a calibrated score where 3 means "one in a thousand normal events"."""
     return -np.log10(np.clip(p, MIN_TAIL_PROBABILITY, 1.0))
@@ -169,16 +181,20 @@ class PotCalibrator:
     def fit(self, normal_scores: np.ndarray) -> PotCalibrator:
         far = _validate_far(self.target_far)
         ref = np.sort(_validate_scores(normal_scores, what="PotCalibrator.fit"))
-        # Small calibration sets widen the tail (up to half the sample) to keep enough exceedances
-        # for a stable GPD fit; the fraction actually used is saved with the model.
-        fraction = min(MAX_POT_TAIL_FRACTION, max(self.tail_fraction, MIN_POT_EXCEEDANCES / ref.size))
+        # Small calibration sets (image models hold out tens of good frames) widen the tail, up to
+        # half the sample, until it keeps one score more than a stable GPD fit needs (the spare one
+        # absorbs the quantile's interpolation and ties); the fraction actually used is saved.
+        needed = (MIN_POT_EXCEEDANCES + 1) / ref.size
+        if needed > MAX_POT_TAIL_FRACTION:
+            raise ConfigError(too_few_normal_scores(ref.size, far))
+        fraction = max(self.tail_fraction, needed)
         u = float(np.quantile(ref, 1.0 - fraction))
         excess = ref[ref > u] - u
         if excess.size < MIN_POT_EXCEEDANCES:
             raise ConfigError(
-                f"POT needs at least {MIN_POT_EXCEEDANCES} normal scores above the "
-                f"{1 - fraction:.0%} quantile (got {excess.size} from {ref.size}); give at least "
-                f"{int(MIN_POT_EXCEEDANCES / MAX_POT_TAIL_FRACTION) + 2} distinct normal scores to calibrate on"
+                f"POT needs at least {MIN_POT_EXCEEDANCES} distinct normal scores above the "
+                f"{1 - fraction:.0%} quantile (got {excess.size} from {ref.size}: many scores are tied); "
+                "calibrate on more, or more varied, known-good data"
             )
         self.tail_fraction_ = fraction
         shape, _, scale = stats.genpareto.fit(excess, floc=0.0)

@@ -17,7 +17,7 @@ compute them on Phase I data that the charts accepted.
 
 σ_within comes from the average moving range / ``d2(2)`` for individuals (1-D input) or
 from ``s̄ / c4(m)`` for ``(k, m)`` subgroups, matching the charts in
-:mod:`linewatch.detectors.spc_charts`.
+:mod:`linewatch.detectors.chart_math`.
 
 >>> import numpy as np
 >>> x = np.array([9.0, 11.0, 9.0, 11.0])
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from linewatch.detectors.spc_charts import MAX_SUBGROUP, MIN_SUBGROUP, chart_constants
+from linewatch.detectors.chart_math import MAX_SUBGROUP, MIN_SUBGROUP, chart_constants
 from linewatch.errors import ConfigError, DataError
 
 

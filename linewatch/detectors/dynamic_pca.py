@@ -66,7 +66,7 @@ from typing import ClassVar, Literal, Self
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from linewatch.detectors.base import as_batch, check_fitted, load_state, register, save_state
+from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.detectors.pca_monitor import PCAMonitor
 from linewatch.errors import ConfigError, DataError
 
@@ -102,8 +102,7 @@ def lagged(X: np.ndarray, lags: int) -> np.ndarray:
     return np.ascontiguousarray(win[:, ::-1, :]).reshape(n - lags, d * (lags + 1))
 
 
-@register("dynamic_pca")
-class DynamicPCA:
+class DynamicPCA(ParamsMixin):
     """PCA T²/SPE monitoring on lag-augmented rows; high = anomalous.
 
     The PCA itself (subspace, limits, exact contributions) is
@@ -128,7 +127,9 @@ class DynamicPCA:
         Accepted for the common detector interface; the fit is deterministic (an eigendecomposition).
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "dynamic_pca"
+    fitted_values = ("n_features_in_",)
+    fitted_key = None  # saved next to the parameters (the layout older models have)
 
     def __init__(
         self,
@@ -257,24 +258,13 @@ class DynamicPCA:
         return self._contrib(X, history)
 
     def save(self, path: str | Path) -> None:
+        """Parameters in ``metadata.json``; the fitted PCA in its own model directory beside it."""
         check_fitted(self, "pca_")
-        params = {
-            "lags": self.lags,
-            "n_components": self.n_components,
-            "explained_variance": self.explained_variance,
-            "statistic": self.statistic,
-            "limit_quantile": self.limit_quantile,
-            "seed": self.seed,
-            "n_features_in": self.n_features_in_,
-        }
-        save_state(path, kind=self.name, params=params, arrays={})
+        super().save(path)
         self.pca_.save(Path(path) / PCA_DIR)
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
-        params, _ = load_state(path, kind=cls.name)
-        n_in = params.pop("n_features_in")
-        det = cls(**params)
+        det = super().load(path)
         det.pca_ = PCAMonitor.load(Path(path) / PCA_DIR)
-        det.n_features_in_ = int(n_in)
         return det

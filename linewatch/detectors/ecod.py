@@ -37,13 +37,12 @@ against ``pyod.models.ecod.ECOD``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Self
 
 import numpy as np
 from scipy import stats
 
-from linewatch.detectors.base import as_batch, check_fitted, load_state, register, save_state
+from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.errors import ConfigError, DataError
 
 #: Enough reference rows to resolve tail probabilities to 2e-5 while keeping the saved model
@@ -51,8 +50,7 @@ from linewatch.errors import ConfigError, DataError
 DEFAULT_MAX_REFERENCE = 50_000
 
 
-@register("ecod")
-class ECOD:
+class ECOD(ParamsMixin):
     """Empirical-CDF outlier detector with frozen training ECDFs; high = anomalous.
 
     Parameters
@@ -63,7 +61,8 @@ class ECOD:
         Seeds that subset, so refits give identical scores.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "ecod"
+    fitted_arrays = ("reference_", "skew_sign_")
 
     def __init__(self, *, max_reference: int = DEFAULT_MAX_REFERENCE, seed: int = 0) -> None:
         self.max_reference = max_reference
@@ -106,19 +105,3 @@ class ECOD:
     def score(self, X: np.ndarray) -> np.ndarray:
         """Sum of the dimensional outlier scores."""
         return self.explain(X).sum(axis=1)
-
-    def save(self, path: str | Path) -> None:
-        check_fitted(self, "reference_")
-        save_state(
-            path,
-            kind=self.name,
-            params={"max_reference": self.max_reference, "seed": self.seed},
-            arrays={"reference": self.reference_, "skew_sign": self.skew_sign_},
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        params, arrays = load_state(path, kind=cls.name)
-        det = cls(**params)
-        det.reference_, det.skew_sign_ = arrays["reference"], arrays["skew_sign"]
-        return det

@@ -43,13 +43,12 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from scipy import stats
 
-from linewatch.detectors.base import as_batch, check_fitted, load_state, register, save_state
+from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.detectors.robust_mahalanobis import DEFAULT_RIDGE, zca_cor_whitener
 from linewatch.errors import ConfigError, DataError
 
@@ -131,8 +130,7 @@ class MYTTerms:
     ucl_conditional: float
 
 
-@register("hotelling")
-class HotellingT2:
+class HotellingT2(ParamsMixin):
     """Hotelling T² for individual observations; high = anomalous, ``ucl_`` = Phase II limit.
 
     Parameters
@@ -145,7 +143,8 @@ class HotellingT2:
         Added to the correlation matrix before inversion, so collinear features do not blow up.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "hotelling"
+    fitted_arrays = ("mean_", "covariance_", "n_fit_")
 
     def __init__(
         self,
@@ -176,6 +175,11 @@ class HotellingT2:
         self.whitener_ = zca_cor_whitener(cov, ridge=self.ridge)
         self.ucl_ = phase2_ucl(m, mean.shape[0], self.alpha)
 
+    def _restore(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        """The whitener and ``ucl_`` are not saved: they follow from the covariance and ``n_fit_``."""
+        super()._restore(arrays, values)
+        self._set(self.mean_, self.covariance_, self.n_fit_)
+
     def _centred(self, X: np.ndarray) -> np.ndarray:
         check_fitted(self, "whitener_")
         return as_batch(X, n_features=self.mean_.shape[0]) - self.mean_
@@ -201,19 +205,3 @@ class HotellingT2:
         ucl_u = (m + 1) / m * float(f[0])
         ucl_c = (m + 1) * (m - 1) / (m * (m - p)) * float(f[1])
         return MYTTerms(unconditional, conditional, ucl_u, ucl_c)
-
-    def save(self, path: str | Path) -> None:
-        check_fitted(self, "whitener_")
-        save_state(
-            path,
-            kind=self.name,
-            params={"alpha": self.alpha, "phase1_max_iter": self.phase1_max_iter, "ridge": self.ridge},
-            arrays={"mean": self.mean_, "covariance": self.covariance_, "n_fit": np.array(self.n_fit_)},
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        params, arrays = load_state(path, kind=cls.name)
-        det = cls(**params)
-        det._set(arrays["mean"], arrays["covariance"], int(arrays["n_fit"]))
-        return det

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -289,6 +290,11 @@ class ImageBackbone:
             )
         return sess
 
+    def warm_up(self) -> None:
+        """Open the session now, under a lock: scoring threads then never race to create it."""
+        with _SHARED_LOCK:
+            _ = self.session
+
     @property
     def active_providers(self) -> list[str]:
         """Providers the session really uses (onnxruntime falls back to CPU when CUDA fails to load)."""
@@ -314,3 +320,24 @@ class ImageBackbone:
             for acc, o in zip(parts, outs, strict=True):
                 acc.append(o)
         return tuple(p[0] if len(p) == 1 else np.concatenate(p, axis=0) for p in parts)
+
+
+_SHARED_LOCK = threading.Lock()
+_SHARED: dict[tuple[str | None, str, int], ImageBackbone] = {}
+
+
+def shared_backbone(model_path: str | Path | None = None, provider: str = "auto",
+                    intra_op_threads: int = 1) -> ImageBackbone:
+    """The process's one backbone for this file, provider and thread count.
+
+    Why: the backbone is the same file for every SKU and camera, and an onnxruntime session per
+    model would cost tens of MB each on a plant with dozens of SKU/camera pairs. The session is
+    still opened on first use; :meth:`ImageBackbone.warm_up` opens it ahead of the first frame.
+    """
+    key = (None if model_path is None else str(model_path), provider, intra_op_threads)
+    with _SHARED_LOCK:
+        backbone = _SHARED.get(key)
+        if backbone is None:
+            backbone = _SHARED[key] = ImageBackbone(
+                model_path=model_path, provider=provider, intra_op_threads=intra_op_threads)
+        return backbone

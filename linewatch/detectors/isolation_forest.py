@@ -46,7 +46,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from linewatch.detectors.base import as_batch, check_fitted, load_state, register, save_state
+from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.errors import ConfigError
 
 ONNX_FILE = "model.onnx"
@@ -186,8 +186,7 @@ def skl2onnx_onnx(model: Any, n_features: int) -> onnx.ModelProto:
     return proto
 
 
-@register("isolation_forest")
-class IsolationForestONNX:
+class IsolationForestONNX(ParamsMixin):
     """Isolation Forest scored through onnxruntime; high = anomalous.
 
     Parameters
@@ -202,7 +201,8 @@ class IsolationForestONNX:
         ``random_state`` of the forest.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "isolation_forest"
+    fitted_arrays = ("n_features_",)
 
     def __init__(
         self,
@@ -273,26 +273,13 @@ class IsolationForestONNX:
         return -self.score_samples(X)
 
     def save(self, path: str | Path) -> None:
+        """Parameters and ``n_features`` as usual; the forest itself as ``model.onnx`` beside them."""
         check_fitted(self, "onnx_model_")
-        save_state(
-            path,
-            kind=self.name,
-            params={
-                "n_estimators": self.n_estimators,
-                "max_samples": self.max_samples,
-                "max_features": self.max_features,
-                "exporter": self.exporter,
-                "n_threads": self.n_threads,
-                "seed": self.seed,
-            },
-            arrays={"n_features": np.array(self.n_features_)},
-        )
+        super().save(path)
         (Path(path) / ONNX_FILE).write_bytes(self.onnx_model_)
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
-        params, arrays = load_state(path, kind=cls.name)
-        det = cls(**params)
-        det.n_features_ = int(arrays["n_features"])
+        det = super().load(path)
         det.onnx_model_ = (Path(path) / ONNX_FILE).read_bytes()
         return det

@@ -34,23 +34,21 @@ True
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from linewatch.detectors.base import as_batch, check_fitted, load_state, register, save_state
+from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
+from linewatch.detectors.chart_math import ewma_sigma_factor, ewma_statistic
 from linewatch.detectors.hotelling import DEFAULT_ALPHA, DEFAULT_PHASE1_MAX_ITER, hotelling_phase1
 from linewatch.detectors.robust_mahalanobis import DEFAULT_RIDGE, zca_cor_whitener
-from linewatch.detectors.spc_charts import ewma_sigma_factor, ewma_statistic
 from linewatch.errors import ConfigError
 
 #: λ = 0.1 is the usual MEWMA choice for shifts around one σ (Lowry et al. 1992).
 DEFAULT_MEWMA_LAMBDA = 0.1
 
 
-@register("mewma")
-class MEWMA:
+class MEWMA(ParamsMixin):
     """MEWMA chart on ``(n, p)`` rows; score = ``T²_t`` of the smoothed mean, high = anomalous.
 
     Parameters
@@ -61,7 +59,8 @@ class MEWMA:
         Phase I settings, as for :class:`~linewatch.detectors.hotelling.HotellingT2`.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "mewma"
+    fitted_arrays = ("mean_", "covariance_", "state_")
 
     def __init__(
         self,
@@ -91,6 +90,11 @@ class MEWMA:
         self.whitener_ = zca_cor_whitener(cov, ridge=self.ridge)
         self.state_ = self._initial_state()
         return self
+
+    def _restore(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        """The whitener is not saved: it follows from the covariance and ``ridge``."""
+        super()._restore(arrays, values)
+        self.whitener_ = zca_cor_whitener(self.covariance_, ridge=self.ridge)
 
     def _initial_state(self) -> np.ndarray:
         return np.zeros(self.mean_.shape[0] + 1)  # [Z per feature..., t]
@@ -125,25 +129,3 @@ class MEWMA:
         check_fitted(self, "whitener_")
         contrib, self.state_ = self._run(X, self.state_)
         return contrib.sum(axis=1)
-
-    def save(self, path: str | Path) -> None:
-        check_fitted(self, "whitener_")
-        save_state(
-            path,
-            kind=self.name,
-            params={
-                "lam": self.lam,
-                "alpha": self.alpha,
-                "phase1_max_iter": self.phase1_max_iter,
-                "ridge": self.ridge,
-            },
-            arrays={"mean": self.mean_, "covariance": self.covariance_, "state": self.state_},
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        params, arrays = load_state(path, kind=cls.name)
-        det = cls(**params)
-        det.mean_, det.covariance_, det.state_ = arrays["mean"], arrays["covariance"], arrays["state"]
-        det.whitener_ = zca_cor_whitener(det.covariance_, ridge=det.ridge)
-        return det

@@ -47,12 +47,11 @@ True
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from linewatch.detectors.base import as_batch, check_fitted, load_state, register, save_state
+from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.errors import ConfigError, DataError
 
 #: River's defaults for the forest shape are n_trees=10, height=8, window_size=250; more
@@ -92,8 +91,7 @@ def _build_trees(
     return features, thresholds
 
 
-@register("half_space_trees")
-class OnlineHalfSpaceTrees:
+class OnlineHalfSpaceTrees(ParamsMixin):
     """Streaming Half-Space Trees with explicit warm-up and flag-aware learning; high = anomalous.
 
     Parameters
@@ -108,7 +106,8 @@ class OnlineHalfSpaceTrees:
         Seeds the random trees.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "half_space_trees"
+    fitted_arrays = ("lo_", "hi_", "feature_", "threshold_", "l_mass_", "r_mass_", "learn_cutoff_")
 
     def __init__(
         self,
@@ -176,6 +175,18 @@ class OnlineHalfSpaceTrees:
     def ready_(self) -> bool:
         """True once a complete reference window exists (after :meth:`fit`)."""
         return self.n_windows_ >= 1
+
+    # ------------------------------------------------------------------ persistence
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The declared arrays plus the window counters, saved as one ``counters`` pair (the saved layout)."""
+        arrays, values = super()._fitted_state()
+        arrays["counters"] = np.array([self.counter_, self.n_windows_])
+        return arrays, values
+
+    def _restore(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        super()._restore(arrays, values)
+        self.counter_, self.n_windows_ = (int(v) for v in arrays["counters"])
 
     # ------------------------------------------------------------------ internals
 
@@ -285,40 +296,3 @@ class OnlineHalfSpaceTrees:
             np.asarray(x, dtype=np.float64).reshape(1, -1),
             flagged=None if flagged is None else np.array([flagged]),
         )
-
-    def save(self, path: str | Path) -> None:
-        check_fitted(self, "feature_")
-        save_state(
-            path,
-            kind=self.name,
-            params={
-                "n_trees": self.n_trees,
-                "height": self.height,
-                "window_size": self.window_size,
-                "padding": self.padding,
-                "range_margin": self.range_margin,
-                "learn_quantile": self.learn_quantile,
-                "seed": self.seed,
-            },
-            arrays={
-                "lo": self.lo_,
-                "hi": self.hi_,
-                "feature": self.feature_,
-                "threshold": self.threshold_,
-                "l_mass": self.l_mass_,
-                "r_mass": self.r_mass_,
-                "counters": np.array([self.counter_, self.n_windows_]),
-                "learn_cutoff": np.array(self.learn_cutoff_),
-            },
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        params, arrays = load_state(path, kind=cls.name)
-        det = cls(**params)
-        det.lo_, det.hi_ = arrays["lo"], arrays["hi"]
-        det.feature_, det.threshold_ = arrays["feature"], arrays["threshold"]
-        det.l_mass_, det.r_mass_ = arrays["l_mass"], arrays["r_mass"]
-        det.counter_, det.n_windows_ = (int(v) for v in arrays["counters"])
-        det.learn_cutoff_ = float(arrays["learn_cutoff"])
-        return det

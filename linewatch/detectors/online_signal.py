@@ -47,12 +47,11 @@ the live agent does row by row.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from linewatch.detectors.base import as_batch, check_fitted, load_state, register, save_state
+from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.errors import ConfigError, DataError
 
 #: Before a calibrated threshold is set, a row with any |z| above this is "flagged" and not learned
@@ -67,8 +66,7 @@ def _as_row(x: Any, d: int) -> np.ndarray:
     return as_batch(np.asarray(x, dtype=np.float64).reshape(1, -1), n_features=d)[0]
 
 
-@register("online_residual")
-class OnlineResidual:
+class OnlineResidual(ParamsMixin):
     """Exponentially weighted standardised residuals; score = Σ z², high = anomalous.
 
     Parameters
@@ -84,7 +82,11 @@ class OnlineResidual:
         Accepted for the common interface; nothing here is random.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "online_residual"
+    fitted_arrays = ("mean_", "var_", "var_floor_")
+    #: The learning counters and the guard move with the stream, so they are saved with it.
+    fitted_values = ("n_seen_", "n_skipped_", "threshold_")
+    fitted_key = "state"
 
     def __init__(
         self, *, half_life: float = 500.0, warmup: int = 30, guard_z: float = DEFAULT_GUARD_Z, seed: int = 0
@@ -177,25 +179,3 @@ class OnlineResidual:
             out[i] = self.score_one(row)
             self.learn_one(row)
         return out
-
-    def save(self, path: str | Path) -> None:
-        check_fitted(self, "mean_")
-        params = {
-            "half_life": self.half_life, "warmup": self.warmup, "guard_z": self.guard_z, "seed": self.seed
-        }
-        state = {"n_seen": self.n_seen_, "n_skipped": self.n_skipped_, "threshold": self.threshold_}
-        save_state(
-            path,
-            kind=self.name,
-            params={**params, "state": state},
-            arrays={"mean": self.mean_, "var": self.var_, "var_floor": self.var_floor_},
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        params, arrays = load_state(path, kind=cls.name)
-        state = params.pop("state")
-        det = cls(**params)
-        det.mean_, det.var_, det.var_floor_ = arrays["mean"], arrays["var"], arrays["var_floor"]
-        det.n_seen_, det.n_skipped_, det.threshold_ = state["n_seen"], state["n_skipped"], state["threshold"]
-        return det

@@ -24,9 +24,11 @@ size is ``coreset_ratio`` of the training patches, capped at ``max_bank_size`` s
 stays bounded however many good images a plant collects. ``bench/bench_images.py`` measures
 the accuracy/speed trade-off behind the defaults.
 
-Raw scores are in feature-distance units; :meth:`PatchCore.calibrate` maps them to tail
-probabilities on held-out good frames with :mod:`linewatch.detectors.calibration`, so a
-threshold reads as a false-alarm rate. An uncalibrated detector scores but never alerts.
+PatchCore is a plain detector: raw scores in feature-distance units and heat maps. Like every
+other detector it is calibrated by :class:`~linewatch.detectors.bundle.ModelBundle` on held-out
+good frames with :mod:`linewatch.detectors.calibration`, so a threshold reads as a false-alarm
+rate. The search lives in :mod:`~linewatch.detectors.coreset`, the map maths in
+:mod:`~linewatch.detectors.heatmap`.
 
 Frames may be colour ``(n, H, W, 3)``, grayscale ``(n, H, W)`` / ``(n, H, W, 1)``, or a list of
 frames of any sizes; all are resized to ``image_size`` (a multiple of 16).
@@ -46,38 +48,34 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import math
-from collections.abc import Callable, Iterator
-from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 from scipy import ndimage
-from threadpoolctl import ThreadpoolController
 
-from linewatch.detectors.base import check_fitted, load_state, save_state
-from linewatch.detectors.calibration import (
-    MIN_EXCEEDANCES_FOR_EMPIRICAL,
-    MIN_POT_EXCEEDANCES,
-    Calibrator,
-    PotCalibrator,
-    calibrator_from_dict,
-    make_calibrator,
+from linewatch.detectors.base import ParamsMixin, check_fitted
+from linewatch.detectors.coreset import (
+    Progress,
+    augment_bank,
+    blas_threads,
+    greedy_coreset,
+    nearest_sq_distances,
+    random_projection,
 )
+from linewatch.detectors.heatmap import THUMBNAIL_SIZE, resize_maps, summarize_heatmap
 from linewatch.detectors.image_backbone import (
     ImageBackbone,
     as_frames,
     frame_sizes,
     prepare_images,
+    shared_backbone,
 )
-from linewatch.detectors.image_base import Images, register_image
-from linewatch.errors import ConfigError, DataError, NotFittedError
+from linewatch.detectors.image_base import Images
+from linewatch.errors import ConfigError, DataError
 
-#: (stage, done, total): called during fit ("features", "coreset") and by the backtest ("scoring").
-Progress = Callable[[str, int, int], None]
+__all__ = ["THUMBNAIL_SIZE", "PatchCore", "Progress", "as_size", "summarize_heatmap"]
 
 #: Side of the local neighbourhood each patch feature is averaged over (PatchCore's default).
 NEIGHBOURHOOD = 3
@@ -86,153 +84,6 @@ HEATMAP_SIGMA = 4.0
 #: Below this many bank entries the bank no longer covers normal variation; the coreset never
 #: goes smaller (unless there are fewer training patches than this).
 MIN_BANK_SIZE = 1024
-#: Working-set budget for one chunk of the query x bank distance matrix: large enough for BLAS
-#: to run at full speed, small enough to stay in cache-friendly territory and bounded memory.
-QUERY_CHUNK_BYTES = 16 << 20
-#: Call the progress callback about this many times during coreset selection.
-PROGRESS_STEPS = 100
-#: Widest POT tail fraction accepted when held-out good frames are few (the GPD is then fitted
-#: to the upper half of the scores; any wider and it would be fitting the body, not the tail).
-MAX_POT_TAIL_FRACTION = 0.5
-CALIBRATION_METHODS = ("auto", "empirical", "pot")
-
-
-@cache
-def _blas_controller() -> ThreadpoolController:
-    """One threadpoolctl controller per process (building one scans the loaded libraries, ~0.5 ms)."""
-    return ThreadpoolController()
-
-
-@contextlib.contextmanager
-def blas_threads(n: int | None) -> Iterator[None]:
-    """Run the enclosed numpy work with ``n`` BLAS threads (``None``: leave BLAS as configured).
-
-    Why: on a 2-core line PC the backbone (onnxruntime) and the patch search (BLAS) alternate
-    batch by batch; a multi-threaded BLAS keeps spinning threads after each product that steal
-    the core onnxruntime needs next, which measured twice as slow end to end and erratic.
-    """
-    if n is None:
-        yield
-        return
-    with _blas_controller().limit(limits=n, user_api="blas"):
-        yield
-
-
-@lru_cache(maxsize=64)
-def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """(n_out, n_in) bilinear weights, half-pixel centres (torch's align_corners=False)."""
-    src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
-    i0 = np.floor(src).astype(np.int64)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    w = (src - i0).astype(np.float32)
-    m = np.zeros((n_out, n_in), dtype=np.float32)
-    np.add.at(m, (np.arange(n_out), i0), 1.0 - w)
-    np.add.at(m, (np.arange(n_out), i1), w)
-    m.setflags(write=False)
-    return m
-
-
-def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of ``(..., h, w)`` maps to ``(..., H, W)`` as two small matrix products."""
-    h, w = maps.shape[-2:]
-    if (h, w) == tuple(size):
-        return maps
-    rows, cols = _interp_matrix(size[0], h), _interp_matrix(size[1], w)
-    return rows @ maps @ cols.T
-
-
-def random_projection(n_in: int, n_out: int, seed: int) -> np.ndarray:
-    """Seeded Gaussian projection (Johnson-Lindenstrauss): keeps pairwise distances within a few %."""
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n_in, n_out)) / math.sqrt(n_out)).astype(np.float32)
-
-
-def greedy_coreset(
-    features: np.ndarray,
-    n_select: int,
-    *,
-    seed: int = 0,
-    selection_dim: int | None = 64,
-    progress: Progress | None = None,
-) -> np.ndarray:
-    """Indices of a greedy k-center coreset of ``features`` (``n_select`` rows).
-
-    Each step adds the point farthest from everything chosen so far, which bounds the distance
-    from any training patch to the bank by (at most twice) the optimum. One step is one
-    matrix-vector product over all points; a seeded random projection to ``selection_dim``
-    dimensions (as PatchCore does) makes that product cheaper while keeping the choice almost
-    the same. The first centre is random (seeded).
-
-    >>> pts = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [10.0, 0.0]], dtype=np.float32)
-    >>> idx = greedy_coreset(pts, 3, seed=1, selection_dim=None)
-    >>> sorted(idx.tolist())[1:], int(idx.min()) in (0, 1)   # both far points, one of the close pair
-    ([2, 3], True)
-    """
-    n, d = features.shape
-    if n_select >= n:
-        return np.arange(n)
-    if n_select < 1:
-        raise ConfigError(f"n_select={n_select} must be at least 1")
-    rng = np.random.default_rng(seed)
-    z = features
-    if selection_dim is not None and selection_dim < d:
-        z = features @ random_projection(d, selection_dim, int(rng.integers(2**31)))
-    z = np.ascontiguousarray(z, dtype=np.float32)
-    sq = np.einsum("ij,ij->i", z, z)
-    chosen = np.empty(n_select, dtype=np.int64)
-    chosen[0] = int(rng.integers(n))
-    buf = np.empty(n, dtype=np.float32)
-    np.dot(z, z[chosen[0]], out=buf)
-    min_d = sq - 2.0 * buf + sq[chosen[0]]
-    every = max(1, n_select // PROGRESS_STEPS)
-    for k in range(1, n_select):
-        i = int(np.argmax(min_d))
-        chosen[k] = i
-        np.dot(z, z[i], out=buf)
-        buf *= -2.0
-        buf += sq
-        buf += sq[i]
-        np.minimum(min_d, buf, out=min_d)
-        if progress is not None and (k % every == 0 or k == n_select - 1):
-            progress("coreset", k + 1, n_select)
-    return chosen
-
-
-def nearest_sq_distances(queries: np.ndarray, bank_t: np.ndarray) -> np.ndarray:
-    """Squared distance from each query row to its nearest bank row.
-
-    ``bank_t`` is the augmented, transposed bank ``[[-2 * bank.T], [|bank|^2]]`` from
-    :func:`augment_bank`; with a column of ones appended to the queries one GEMM yields
-    ``|b|^2 - 2 q.b`` for every pair, so BLAS does all the arithmetic and only the row minimum
-    is left. Adding ``|q|^2`` gives the squared distance. Queries go in chunks so the distance
-    block stays within :data:`QUERY_CHUNK_BYTES` however large the batch.
-
-    >>> bank = np.array([[0.0, 0.0], [3.0, 4.0]], dtype=np.float32)
-    >>> nearest_sq_distances(np.array([[0.0, 1.0], [3.0, 3.0]]), augment_bank(bank)).tolist()
-    [1.0, 1.0]
-    """
-    d1, m = bank_t.shape
-    q = np.asarray(queries, dtype=np.float32)
-    if q.ndim != 2 or q.shape[1] != d1 - 1:
-        raise DataError(f"queries of shape {q.shape} do not match a bank of {d1 - 1}-dimensional features")
-    out = np.empty(q.shape[0], dtype=np.float32)
-    chunk = max(64, QUERY_CHUNK_BYTES // (4 * m))
-    q_aug = np.ones((min(chunk, q.shape[0]), d1), dtype=np.float32)
-    for start in range(0, q.shape[0], chunk):
-        qc = q[start : start + chunk]
-        k = qc.shape[0]
-        q_aug[:k, :-1] = qc
-        block = q_aug[:k] @ bank_t
-        out[start : start + k] = block.min(axis=1) + np.einsum("ij,ij->i", qc, qc)
-    np.maximum(out, 0.0, out=out)
-    return out
-
-
-def augment_bank(bank: np.ndarray) -> np.ndarray:
-    """The ``(d + 1, m)`` search form of an ``(m, d)`` bank: ``-2 * bank.T`` over a row of ``|bank|^2``."""
-    bank = np.asarray(bank, dtype=np.float32)
-    sq = np.einsum("ij,ij->i", bank, bank)
-    return np.ascontiguousarray(np.vstack([-2.0 * bank.T, sq[None, :]]))
 
 
 def as_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -243,34 +94,7 @@ def as_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return int(image_size[0]), int(image_size[1])
 
 
-def _calibrator_for(method: str, target_far: float, n: int) -> Calibrator:
-    """The shared calibrator for ``n`` held-out good scores, with POT's tail widened for small ``n``.
-
-    Image datasets are small: 40 held-out good frames are typical where a signal detector has
-    thousands of windows. ``make_calibrator`` picks the empirical calibrator when the sample can
-    resolve ``target_far`` and POT otherwise; POT's default 5 % tail needs 400 scores, so with
-    fewer the tail fraction grows until it holds :data:`MIN_POT_EXCEEDANCES` + 1 scores, up to
-    :data:`MAX_POT_TAIL_FRACTION`. Below that the error says what would work.
-    """
-    if method not in CALIBRATION_METHODS:
-        raise ConfigError(f"calibration method {method!r}; use one of {', '.join(CALIBRATION_METHODS)}")
-    cal = make_calibrator(method, target_far, n)
-    if isinstance(cal, PotCalibrator) and n * cal.tail_fraction < MIN_POT_EXCEEDANCES + 1:
-        needed = (MIN_POT_EXCEEDANCES + 1) / n
-        if needed > MAX_POT_TAIL_FRACTION:
-            far_ok = MIN_EXCEEDANCES_FOR_EMPIRICAL / n
-            raise ConfigError(
-                f"{n} held-out good frames cannot calibrate target_far={target_far:g}: the empirical "
-                f"calibrator needs {math.ceil(MIN_EXCEEDANCES_FOR_EMPIRICAL / target_far)} and POT at least "
-                f"{math.ceil((MIN_POT_EXCEEDANCES + 1) / MAX_POT_TAIL_FRACTION)}; hold out more good frames"
-                + (f" or raise target_far to {far_ok:.2g} or more" if far_ok < 1 else "")
-            )
-        cal = PotCalibrator(target_far=cal.target_far, tail_fraction=needed)
-    return cal
-
-
-@register_image("patchcore")
-class PatchCore:
+class PatchCore(ParamsMixin):
     """Memory bank of normal patch features; nearest-neighbour distance as the anomaly score.
 
     Parameters
@@ -300,7 +124,9 @@ class PatchCore:
         Seeds the projection and the coreset's first centre; same seed, same model.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "patchcore"
+    fitted_arrays = ("memory_bank_",)
+    fitted_values = ("backbone_sha256_", "feature_dim_", "n_train_", "n_train_patches_", "training_sha256_")
 
     def __init__(
         self,
@@ -332,7 +158,6 @@ class PatchCore:
         self.seed = seed
         self.memory_bank_: np.ndarray | None = None
         self.projection_: np.ndarray | None = None
-        self.calibrator_: Calibrator | None = None
         self.backbone_sha256_: str | None = None
         self.feature_dim_: int | None = None
         self.n_train_: int | None = None
@@ -342,24 +167,6 @@ class PatchCore:
         self._backbone: ImageBackbone | None = None
 
     # ------------------------------------------------------------------ parameters
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters, JSON-serialisable (what :meth:`save` records)."""
-        size = self.image_size
-        return {
-            "image_size": list(size) if isinstance(size, tuple | list) else size,
-            "coreset_ratio": self.coreset_ratio,
-            "max_bank_size": self.max_bank_size,
-            "projection_dim": self.projection_dim,
-            "selection_dim": self.selection_dim,
-            "heatmap_sigma": self.heatmap_sigma,
-            "batch_size": self.batch_size,
-            "backbone_path": self.backbone_path,
-            "provider": self.provider,
-            "intra_op_threads": self.intra_op_threads,
-            "search_threads": self.search_threads,
-            "seed": self.seed,
-        }
-
     def _validate_params(self) -> tuple[int, int]:
         size = self.backbone.spec.check_size(as_size(self.image_size))
         if not 0.0 < self.coreset_ratio <= 1.0:
@@ -376,12 +183,14 @@ class PatchCore:
 
     @property
     def backbone(self) -> ImageBackbone:
-        """The feature extractor (its onnxruntime session starts on first use)."""
+        """The feature extractor, shared by every model on the same file (its session starts on first use)."""
         if self._backbone is None:
-            self._backbone = ImageBackbone(
-                model_path=self.backbone_path, provider=self.provider, intra_op_threads=self.intra_op_threads
-            )
+            self._backbone = shared_backbone(self.backbone_path, self.provider, self.intra_op_threads)
         return self._backbone
+
+    def warm_up(self) -> None:
+        """Open the backbone's session before the first frame (model caches call this on load)."""
+        self.backbone.warm_up()
 
     # ------------------------------------------------------------------ features
     def _patch_features(self, frames: np.ndarray, progress: Progress | None = None) -> np.ndarray:
@@ -430,7 +239,6 @@ class PatchCore:
         self.n_train_ = int(frames.shape[0])
         self.n_train_patches_ = int(n_total)
         self.training_sha256_ = hashlib.sha256(frames.tobytes()).hexdigest()
-        self.calibrator_ = None  # a new bank invalidates any earlier calibration
         return self
 
     # ------------------------------------------------------------------ scoring
@@ -497,136 +305,33 @@ class PatchCore:
         """``(n, H, W)`` float32 anomaly maps in patch-distance units, upsampled and smoothed."""
         return self.score_with_heatmap(images, size=size)[1]
 
-    # ------------------------------------------------------------------ calibration
-    def calibrate(self, images: Images, *, target_far: float = 0.01, method: str = "auto") -> Self:
-        """Fit the tail-probability calibrator on held-out good frames (never the training frames).
-
-        Training frames score low against a bank built from them, so calibrating on them would
-        put the threshold too low and flood the line with false alarms.
-        """
-        self._check_ready()
-        scores = self.score(images)
-        return self.calibrate_scores(scores, target_far=target_far, method=method)
-
-    def calibrate_scores(self, scores: np.ndarray, *, target_far: float = 0.01, method: str = "auto") -> Self:
-        """Same as :meth:`calibrate`, from raw scores of held-out good frames already computed."""
-        self._check_ready()
-        scores = np.asarray(scores, dtype=np.float64).ravel()
-        self.calibrator_ = _calibrator_for(method, target_far, scores.size).fit(scores)
-        return self
-
-    def _calibrator(self) -> Calibrator:
-        if self.calibrator_ is None:
-            raise NotFittedError(
-                "PatchCore is not calibrated; call calibrate() on held-out good frames "
-                "(an uncalibrated detector scores but never alerts)"
-            )
-        return self.calibrator_
-
-    @property
-    def threshold_(self) -> float:
-        """Raw-score threshold at the calibrated false-alarm rate."""
-        threshold = self._calibrator().threshold_
-        assert threshold is not None
-        return float(threshold)
-
-    def tail_probability(self, raw_scores: np.ndarray) -> np.ndarray:
-        """P(a good frame scores at least this high), from the held-out good frames."""
-        return self._calibrator().tail_probability(np.asarray(raw_scores, dtype=np.float64))
-
-    def is_alarm(self, raw_scores: np.ndarray) -> np.ndarray:
-        """Boolean alarms at the calibrated threshold."""
-        return self._calibrator().is_alarm(np.asarray(raw_scores, dtype=np.float64))
-
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> None:
-        """Write ``metadata.json`` (parameters, provenance, calibrator) and ``arrays.npz`` (bank)."""
-        check_fitted(self, "memory_bank_")
-        assert self.memory_bank_ is not None
-        params = {
-            **self.get_params(),
-            "fitted": {
-                "backbone_sha256": self.backbone_sha256_,
-                "feature_dim": self.feature_dim_,
-                "n_train": self.n_train_,
-                "n_train_patches": self.n_train_patches_,
-                "training_sha256": self.training_sha256_,
-                "bank_size": int(self.memory_bank_.shape[0]),
-                "calibrator": None if self.calibrator_ is None else self.calibrator_.to_dict(),
-            },
-        }
-        arrays = {"memory_bank": self.memory_bank_}
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The bank, the projection when there is one, and provenance (bank size for a reader's sake)."""
+        arrays, values = super()._fitted_state()
         if self.projection_ is not None:
             arrays["projection"] = self.projection_
-        save_state(path, kind=self.name, params=params, arrays=arrays)
+        assert self.memory_bank_ is not None
+        values["bank_size"] = int(self.memory_bank_.shape[0])
+        return arrays, values
+
+    def _restore(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        super()._restore(arrays, values)
+        self.memory_bank_ = np.ascontiguousarray(self.memory_bank_, dtype=np.float32)
+        self.projection_ = arrays.get("projection")
+        self._bank_aug = augment_bank(self.memory_bank_)
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
         """Restore a saved detector, refusing one built on a different backbone file."""
-        params, arrays = load_state(path, kind=cls.name)
-        fitted = params.pop("fitted")
-        if isinstance(params["image_size"], list):
-            params["image_size"] = tuple(params["image_size"])
-        det = cls(**params)
+        det = super().load(path)
         shipped = det.backbone.spec.sha256
-        if fitted["backbone_sha256"] != shipped:
+        if det.backbone_sha256_ != shipped:
             raise ConfigError(
-                f"{path} was fitted on backbone sha256 {fitted['backbone_sha256'][:12]}…, but the backbone "
+                f"{path} was fitted on backbone sha256 {str(det.backbone_sha256_)[:12]}…, but the backbone "
                 f"here is {shipped[:12]}…; its memory bank does not match these features — refit the model"
             )
-        det.memory_bank_ = np.ascontiguousarray(arrays["memory_bank"], dtype=np.float32)
-        det.projection_ = arrays.get("projection")
-        det._bank_aug = augment_bank(det.memory_bank_)
-        det.backbone_sha256_ = fitted["backbone_sha256"]
-        det.feature_dim_ = fitted["feature_dim"]
-        det.n_train_ = fitted["n_train"]
-        det.n_train_patches_ = fitted["n_train_patches"]
-        det.training_sha256_ = fitted["training_sha256"]
-        det.calibrator_ = None if fitted["calibrator"] is None else calibrator_from_dict(fitted["calibrator"])
         return det
-
-
-#: Side of the heat-map thumbnail carried in a score message's explanation (32x32 = 1 KiB).
-THUMBNAIL_SIZE = 32
-
-
-def summarize_heatmap(
-    heat: np.ndarray, *, threshold: float, thumbnail_size: int = THUMBNAIL_SIZE
-) -> dict[str, Any]:
-    """What a score message needs to say *where*: peak, hot region, and a small thumbnail.
-
-    Why: a full-resolution float map per frame is too big for a Kafka message; an operator needs
-    the location and extent of the defect, and a dashboard a small picture. ``box`` is the
-    bounding box ``(top, left, bottom, right)`` of the connected region above ``threshold``
-    that holds the peak (``None`` when nothing exceeds it); ``thumbnail`` is the map resized to
-    ``thumbnail_size`` squared and scaled so 128 = threshold, 255 = twice it, as ``uint8``.
-
-    >>> heat = np.zeros((40, 60), dtype=np.float32); heat[10:15, 20:30] = 5.0
-    >>> s = summarize_heatmap(heat, threshold=1.0, thumbnail_size=8)
-    >>> s["peak"], s["box"], s["thumbnail"].shape, round(s["area_fraction"], 4)
-    ((10, 20), (10, 20, 15, 30), (8, 8), 0.0208)
-    """
-    heat = np.asarray(heat, dtype=np.float32)
-    if heat.ndim != 2:
-        raise DataError(f"summarize one (H, W) heat map at a time, got shape {heat.shape}")
-    if not threshold > 0:
-        raise ConfigError(f"threshold={threshold!r} must be positive (use the detector's threshold_)")
-    peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    hot = heat > threshold
-    box: tuple[int, int, int, int] | None = None
-    if hot[peak]:
-        labels, _ = ndimage.label(hot)
-        rows, cols = np.nonzero(labels == labels[peak])
-        box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
-    small = resize_maps(heat, (thumbnail_size, thumbnail_size))
-    thumb = np.clip(np.rint(small / threshold * 128.0), 0, 255).astype(np.uint8)
-    return {
-        "peak": (int(peak[0]), int(peak[1])),
-        "peak_value": float(heat[peak]),
-        "box": box,
-        "area_fraction": float(hot.mean()),
-        "thumbnail": thumb,
-    }
 
 
 def _aggregate(s8: np.ndarray, s16: np.ndarray) -> np.ndarray:

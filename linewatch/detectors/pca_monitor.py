@@ -50,13 +50,12 @@ fails for a flat residual spectrum. T² contributions use the symmetric root
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from scipy import stats
 
-from linewatch.detectors.base import as_batch, check_fitted, load_state, register, save_state
+from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.errors import ConfigError, DataError
 
 #: Keep components until 90 % of the normal variance is explained: a common, conservative default.
@@ -99,11 +98,12 @@ def t2_limit(m: int, k: int, alpha: float) -> float:
     return k * (m * m - 1) / (m * (m - k)) * float(stats.f.ppf(1.0 - alpha, k, m - k))
 
 
-@register("pca_monitor")
-class PCAMonitor:
+class PCAMonitor(ParamsMixin):
     """PCA T² + SPE monitor; high = anomalous. See the module docstring for the full API."""
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "pca_monitor"
+    fitted_arrays = ("mean_", "scale_", "components_", "eigenvalues_", "explained_variance_ratio_")
+    fitted_values = ("n_components_", "n_fit_", "t2_ucl_", "spe_ucl_")
 
     def __init__(
         self,
@@ -174,7 +174,12 @@ class PCAMonitor:
         self._finish()
         return self
 
+    def _restore(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        super()._restore(arrays, values)
+        self._finish()
+
     def _finish(self) -> None:
+        """The symmetric T² root is derived, not saved: ``V' Λ^{-1/2} V`` from components and eigenvalues."""
         V = self.components_
         self._t2_root = (V.T / np.sqrt(self.eigenvalues_)) @ V  # V' Λ^{-1/2} V, symmetric (d, d)
 
@@ -216,42 +221,3 @@ class PCAMonitor:
     def score(self, X: np.ndarray) -> np.ndarray:
         """Combined index ``T²/t2_ucl_ + SPE/spe_ucl_`` (each statistic in units of its limit)."""
         return self.explain(X).sum(axis=1)
-
-    def save(self, path: str | Path) -> None:
-        check_fitted(self, "components_")
-        save_state(
-            path,
-            kind=self.name,
-            params={
-                "n_components": self.n_components,
-                "explained_variance": self.explained_variance,
-                "standardize": self.standardize,
-                "alpha": self.alpha,
-                "fitted": {
-                    "n_components": self.n_components_,
-                    "n_fit": self.n_fit_,
-                    "t2_ucl": self.t2_ucl_,
-                    "spe_ucl": self.spe_ucl_,
-                },
-            },
-            arrays={
-                "mean": self.mean_,
-                "scale": self.scale_,
-                "components": self.components_,
-                "eigenvalues": self.eigenvalues_,
-                "explained_variance_ratio": self.explained_variance_ratio_,
-            },
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        params, arrays = load_state(path, kind=cls.name)
-        fitted = params.pop("fitted")
-        det = cls(**params)
-        det.mean_, det.scale_ = arrays["mean"], arrays["scale"]
-        det.components_, det.eigenvalues_ = arrays["components"], arrays["eigenvalues"]
-        det.explained_variance_ratio_ = arrays["explained_variance_ratio"]
-        det.n_components_, det.n_fit_ = fitted["n_components"], fitted["n_fit"]
-        det.t2_ucl_, det.spe_ucl_ = fitted["t2_ucl"], fitted["spe_ucl"]
-        det._finish()
-        return det

@@ -44,13 +44,12 @@ True
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Self
 
 import numpy as np
 from sklearn.covariance import MinCovDet
 
-from linewatch.detectors.base import as_batch, check_fitted, load_state, register, save_state
+from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.errors import ConfigError, DataError
 
 #: MAD of a standard normal is 0.6745σ; dividing by it makes the MAD a consistent σ estimate.
@@ -101,8 +100,7 @@ def zca_cor_whitener(covariance: np.ndarray, *, ridge: float = DEFAULT_RIDGE) ->
     return inv_sqrt / sd[None, :]
 
 
-@register("robust_mahalanobis")
-class RobustMahalanobis:
+class RobustMahalanobis(ParamsMixin):
     """Squared robust Mahalanobis distance to an MCD baseline; high = anomalous.
 
     Parameters
@@ -117,7 +115,8 @@ class RobustMahalanobis:
         Seeds fast-MCD's random subsets, so a refit gives identical scores.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "robust_mahalanobis"
+    fitted_arrays = ("center_", "scale_", "location_", "covariance_", "whitener_")
 
     def __init__(
         self, *, support_fraction: float | None = None, ridge: float = DEFAULT_RIDGE, seed: int = 0
@@ -182,29 +181,3 @@ class RobustMahalanobis:
         """Per-feature ZCA-cor contributions, ``(n, d)``, non-negative, rows sum to :meth:`score`."""
         U = self._whitened(X)
         return U * U
-
-    def save(self, path: str | Path) -> None:
-        check_fitted(self, "whitener_")
-        save_state(
-            path,
-            kind=self.name,
-            params={"support_fraction": self.support_fraction, "ridge": self.ridge, "seed": self.seed},
-            arrays={
-                "center": self.center_,
-                "scale": self.scale_,
-                "location": self.location_,
-                "covariance": self.covariance_,
-                "whitener": self.whitener_,
-            },
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        params, arrays = load_state(path, kind=cls.name)
-        det = cls(**params)
-        det.center_ = arrays["center"]
-        det.scale_ = arrays["scale"]
-        det.location_ = arrays["location"]
-        det.covariance_ = arrays["covariance"]
-        det.whitener_ = arrays["whitener"]
-        return det

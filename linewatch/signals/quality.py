@@ -42,14 +42,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntFlag
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from linewatch.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from linewatch.signals.assembly import Frame
 
 
 class Issue(IntFlag):
@@ -241,7 +237,3 @@ class QualityGate:
         clipped = ~has_rails & (m >= CLIP_HEURISTIC_MIN_SAMPLES) & (np.maximum(at_max, at_min) >= need)
         codes |= np.where(~flat & (railed | clipped), int(Issue.SATURATED), 0)
         return QualityReport(names, codes, missing_fraction)
-
-    def check_frame(self, frame: Frame) -> QualityReport:
-        """Verdicts for each sensor of an assembled :class:`~linewatch.signals.assembly.Frame`."""
-        return self.check(frame.data, sensors=frame.sensors, present=frame.present)

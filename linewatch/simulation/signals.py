@@ -53,8 +53,9 @@ import numpy as np
 from scipy.signal import lfilter
 
 from linewatch.errors import ConfigError
-from linewatch.signals.assembly import SensorWindow
+from linewatch.schemas.messages import SignalMeta
 from linewatch.signals.features import BearingGeometry
+from linewatch.signals.windows import SensorWindow, as_signal_messages
 
 FAULT_KINDS: tuple[str, ...] = ("outer_race", "inner_race", "imbalance", "looseness", "overheating")
 SENSORS: tuple[str, ...] = ("vibration", "current", "temperature")
@@ -140,6 +141,18 @@ class SignalSimulation:
                 for s in SENSORS:
                     arr = getattr(self, s)[m, w]
                     yield SensorWindow(self.machines[m], s, t0, self.rates[s], arr)
+
+    def signal_messages(self, *, known_good_only: bool = False) -> list[tuple[SignalMeta, np.ndarray]]:
+        """The simulation as ``signals`` messages (headers and samples): the simulator's own adapter.
+
+        ``known_good_only`` keeps the healthy snapshots only (no fault, however small): what a
+        model may be trained on.
+        """
+        healthy = ~self.labels
+        windows = (w for w in self.sensor_windows()
+                   if not known_good_only
+                   or healthy[self.machines.index(w.asset_id), int(np.searchsorted(self.starts, w.start))])
+        return as_signal_messages(windows)
 
 
 def _load_profile(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:

@@ -24,19 +24,16 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
 import faust
 from threadpoolctl import threadpool_limits
 
 from linewatch.config import Settings
-from linewatch.images.registry import ImageModelCache
 from linewatch.schemas.topics import FRAMES
-from linewatch.storage.writer import BatchWriter, retry_schedule
-from linewatch.streams.frames_pipeline import HEATMAPS_ALARMS, FramesBatchResult, ScoringPool, score_frames_batch
-from linewatch.streams.kafka import Publisher
+from linewatch.streams.batch import BatchResult
+from linewatch.streams.frames_pipeline import HEATMAPS_ALARMS, ScoringPool, score_frames_batch
 from linewatch.streams.messages import RawMessage
-from linewatch.streams.runtime import BatchRuntime, BatchStats, raw_topic, register_batch_agent
+from linewatch.streams.runtime import BatchRuntime, raw_topic, register_batch_agent
 
 log = logging.getLogger(__name__)
 
@@ -54,81 +51,29 @@ def default_scoring_threads() -> int:
     return max(1, min(MAX_SCORING_THREADS, os.cpu_count() or 1))
 
 
-@dataclass
-class FramesStats(BatchStats):
-    """Counters of the frames agent.
+class FramesRuntime(BatchRuntime):
+    """The frames agent's state: the shared runtime plus its scoring threads and heat-map policy.
 
-    ``batch_s`` is the wall time of the batch processor, ``decode_s`` and ``score_s`` its
-    thread-seconds in each part (so ``score_s`` is not the wall time it is for the other agents).
+    Its throughput line's ``busy ... scoring`` is the batch processor's wall time; the
+    ``thread-seconds`` are summed over the scoring threads (decoding, scoring).
     """
 
-    frames: int = 0
-    scores: int = 0
-    heatmaps: int = 0
-    anomalies: int = 0
-    unscored: int = 0
-    batch_s: float = 0.0
-    decode_s: float = 0.0
-
-
-class FramesRuntime(BatchRuntime[FramesBatchResult]):
-    """Owns the agent's state: image model cache, writer, publisher and counters."""
-
-    models_noun = "image models"
-    batch_noun = "frames"
-    message_noun = "frame"
-    deadletter_noun = "frame message(s)"
-    stats: FramesStats
+    modality = "frames"
+    unit = "frames"
+    train_hint = "linewatch train frames --data DIR --sku SKU [--camera CAMERA]"
 
     def __init__(self, *, settings: Settings, bootstrap: str, database_url: str,
                  heatmaps: str = HEATMAPS_ALARMS, scoring_threads: int = 1) -> None:
-        super().__init__(
-            models=ImageModelCache(database_url=database_url, refresh_s=settings.model_refresh_s),
-            writer=BatchWriter(database_url, retry_delays=retry_schedule(settings.db_retry_total_s)),
-            publisher=Publisher(bootstrap), stats=FramesStats(), logger=log)
+        super().__init__(settings=settings, bootstrap=bootstrap, database_url=database_url, logger=log)
         self.heatmaps = heatmaps
         self.pool = ScoringPool(scoring_threads)
-        self._warned_unscored: set[tuple[str, str]] = set()
 
-    def score(self, messages: list[RawMessage]) -> FramesBatchResult:
+    def score(self, messages: list[RawMessage]) -> BatchResult:
         return score_frames_batch(messages, self.models, heatmaps=self.heatmaps, pool=self.pool)
 
-    def score_one(self, message: RawMessage) -> FramesBatchResult:
+    def score_one(self, message: RawMessage) -> BatchResult:
         # One frame on this thread, without the scoring pool (the batch path uses it; this fallback never did).
         return score_frames_batch([message], self.models, heatmaps=self.heatmaps)
-
-    def empty_result(self) -> FramesBatchResult:
-        return FramesBatchResult()
-
-    def add_score_time(self, result: FramesBatchResult, seconds: float) -> None:
-        s = self.stats
-        s.decode_s += result.decode_s
-        s.score_s += result.score_s
-        s.batch_s += seconds
-
-    def count(self, r: FramesBatchResult) -> None:
-        s = self.stats
-        s.frames += r.frames
-        s.scores += len(r.scores)
-        s.heatmaps += len(r.heatmaps)
-        s.anomalies += r.anomalies
-        s.unscored += sum(r.unscored.values())
-        new = [k for k in r.unscored if k not in self._warned_unscored]
-        if new:
-            # Once per (SKU, camera): a camera without a model sends a frame every part.
-            self._warned_unscored.update(new)
-            log.warning("frames of SKU/camera %s are not scored: no image model for them yet (train one with "
-                        "`linewatch train frames --data DIR --sku SKU [--camera CAMERA]`)",
-                        ", ".join(f"{sku}/{cam}" for sku, cam in sorted(new)))
-
-    def log_stats(self, now: float) -> None:
-        s = self.stats
-        rate = s.frames / max(now - s.started, 1e-9)
-        log.warning("frames: %d frames, %d scores, %d anomalies, %d heat maps, %d unscored, %d dead letters "
-                    "(%.1f frames/s; busy %.1f s scoring batches, %.1f s writing, %.1f s publishing; "
-                    "thread-seconds %.1f decoding, %.1f scoring)",
-                    s.frames, s.scores, s.anomalies, s.heatmaps, s.unscored, s.deadletters, rate,
-                    s.batch_s, s.write_s, s.publish_s, s.decode_s, s.score_s)
 
 
 def register_frames_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str,
@@ -145,7 +90,6 @@ def register_frames_agent(app: faust.App, *, settings: Settings, bootstrap: str,
     agents), never from BLAS spinning threads competing for the same cores; the SPC and signal
     detectors multiply matrices far too small for BLAS threads to matter.
     """
-    threadpool_limits(limits=1, user_api="blas")
     threadpool_limits(limits=1, user_api="blas")
     topic = raw_topic(app, FRAMES.name, maxsize=FRAMES_BUFFER_MAXSIZE)
     runtime = FramesRuntime(settings=settings, bootstrap=bootstrap, database_url=database_url, heatmaps=heatmaps,

@@ -9,7 +9,7 @@ What happens to a batch, and why in this order:
 
 1. every envelope is parsed (:func:`~linewatch.schemas.codec.decode_frame`); a bad one is a
    dead letter with the reason, never an exception;
-2. each frame's model is looked up by its (SKU, camera) keys; a frame with no model is
+2. each frame's models are looked up by its (asset, SKU, camera) scope; a frame with no model is
    counted as *unscored* (the agent logs it: a new SKU or camera waiting for
    ``linewatch train frames``), not dead-lettered, because the frame is fine;
 3. the pixels of frames that have a model are decoded (PNG/JPEG with Pillow, raw with one
@@ -30,33 +30,30 @@ how a ``scores`` consumer finds the picture: same ``(ts, event_id)``.
 from __future__ import annotations
 
 import io
-import json
 import math
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
 
-from linewatch.detectors.calibration import surprise
+from linewatch.detectors.bundle import ModelBundle
+from linewatch.detectors.heatmap import THUMBNAIL_SIZE, summarize_heatmap
 from linewatch.detectors.image_backbone import MIN_SIDE
-from linewatch.detectors.patchcore import THUMBNAIL_SIZE, as_size, summarize_heatmap
 from linewatch.errors import DataError
-from linewatch.schemas.codec import decode_frame, encode
+from linewatch.schemas.codec import decode_frame
 from linewatch.schemas.frame_rows import FrameHeatmapRow
-from linewatch.schemas.messages import Contribution, FrameMeta, Modality, Score
-from linewatch.schemas.rows import DeadLetterRow, ScoreRow
-from linewatch.streams.messages import DeadLetters, RawMessage
-
-if TYPE_CHECKING:  # the pipeline only reads models; loading them (database, files) is the cache's job
-    from linewatch.images.registry import ImageModel
+from linewatch.schemas.messages import FrameMeta, Modality
+from linewatch.schemas.score_encoder import EventRef
+from linewatch.streams.batch import BatchResult
+from linewatch.streams.messages import RawMessage
+from linewatch.streams.spc_pipeline import ModelSource
 
 HEATMAPS_ALARMS = "alarms"
 HEATMAPS_ALL = "all"
@@ -107,46 +104,6 @@ class ScoringPool:
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
-
-
-class ImageModelSource(Protocol):
-    """What the pipeline needs from a model store (``ImageModelCache`` in production, a stand-in in tests)."""
-
-    def for_frame(self, sku: str, camera: str) -> ImageModel | None: ...
-
-
-@dataclass
-class FramesBatchResult:
-    scores: list[tuple] = field(default_factory=list)
-    heatmaps: list[tuple] = field(default_factory=list)
-    score_messages: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
-    deadletters: DeadLetters = field(default_factory=DeadLetters)
-    frames: int = 0  # frames whose envelope was valid (scored or not)
-    unscored: Counter[tuple[str, str]] = field(default_factory=Counter)  # (sku, camera) -> frames
-    anomalies: int = 0
-    #: Seconds spent decoding pixels and scoring (backbone + search + heat maps), summed over the
-    #: scoring threads, for the stats line.
-    decode_s: float = 0.0
-    score_s: float = 0.0
-
-    def rows(self) -> dict[type, list[tuple]]:
-        return {
-            ScoreRow: self.scores,
-            FrameHeatmapRow: self.heatmaps,
-            DeadLetterRow: self.deadletters.rows(),
-        }
-
-    def merge(self, other: FramesBatchResult) -> None:
-        """Add ``other``'s rows and counts (the agent's one-message-at-a-time fallback)."""
-        self.scores += other.scores
-        self.heatmaps += other.heatmaps
-        self.score_messages += other.score_messages
-        self.deadletters.items += other.deadletters.items
-        self.frames += other.frames
-        self.unscored.update(other.unscored)
-        self.anomalies += other.anomalies
-        self.decode_s += other.decode_s
-        self.score_s += other.score_s
 
 
 @dataclass(frozen=True)
@@ -219,12 +176,12 @@ def _to_uint8(img: Image.Image, gray: bool) -> np.ndarray:
 
 def score_frames_batch(
     messages: list[RawMessage],
-    models: ImageModelSource,
+    models: ModelSource,
     *,
     heatmaps: str = HEATMAPS_ALARMS,
     thumbnail_size: int = THUMBNAIL_SIZE,
     pool: ScoringPool | None = None,
-) -> FramesBatchResult:
+) -> BatchResult:
     """Everything the agent must persist and publish for one batch of raw ``frames`` messages.
 
     ``pool`` decodes and scores chunks of each model's frames in parallel; without one, the
@@ -233,8 +190,8 @@ def score_frames_batch(
     if heatmaps not in HEATMAP_MODES:
         raise ValueError(f"heatmaps={heatmaps!r}; use one of {', '.join(HEATMAP_MODES)}")
     pool = pool or ScoringPool(1)
-    out = FramesBatchResult()
-    groups: dict[int, tuple[ImageModel, list[_Frame]]] = {}
+    out = BatchResult()
+    groups: dict[int, tuple[ModelBundle, list[_Frame]]] = {}
     for msg in messages:
         try:
             meta, payload = decode_frame(msg.value)
@@ -243,12 +200,12 @@ def score_frames_batch(
         except DataError as e:
             out.deadletters.add(msg, e)
             continue
-        out.frames += 1
-        model = models.for_frame(meta.sku, meta.camera)
-        if model is None:
-            out.unscored[(meta.sku, meta.camera)] += 1
-            continue
-        groups.setdefault(id(model), (model, []))[1].append(_Frame(msg, meta, meta.event_id, payload))
+        out.counts["frames"] += 1
+        bundles = models.models_for(Modality.FRAMES, meta.asset_id, meta.sku, meta.camera)
+        if not bundles:
+            out.add_unscored(f"{meta.sku}/{meta.camera}")
+        for model in bundles:
+            groups.setdefault(id(model), (model, []))[1].append(_Frame(msg, meta, meta.event_id, payload))
 
     scored_at = datetime.now(UTC)
     for model, frames in groups.values():
@@ -256,13 +213,13 @@ def score_frames_batch(
         decoded = [d for p in parts for d in p.decoded]
         for f, error in (e for p in parts for e in p.errors):
             out.deadletters.add(f.msg, error)
-        out.decode_s += sum(p.decode_s for p in parts)
-        out.score_s += sum(p.score_s for p in parts)
+        out.seconds["decoding"] += sum(p.decode_s for p in parts)
+        out.seconds["scoring"] += sum(p.score_s for p in parts)
         if decoded:
             t0 = time.perf_counter()
             patches = np.concatenate([p.patches for p in parts if p.patches is not None])
             _emit_group(out, model, decoded, patches, heatmaps == HEATMAPS_ALL, thumbnail_size, scored_at)
-            out.score_s += time.perf_counter() - t0
+            out.seconds["scoring"] += time.perf_counter() - t0
     return out
 
 
@@ -277,10 +234,10 @@ class _Part:
     score_s: float
 
 
-def _decode_and_score(model: ImageModel, frames: Sequence[_Frame]) -> _Part:
+def _decode_and_score(model: ModelBundle, frames: Sequence[_Frame]) -> _Part:
     """Decode a chunk's pixels and run them through the model (backbone + patch search) in one call."""
     t0 = time.perf_counter()
-    size = as_size(model.detector.image_size)
+    size = model.inputs.image_size
     decoded: list[tuple[_Frame, np.ndarray]] = []
     errors: list[tuple[_Frame, DataError]] = []
     for f in frames:
@@ -307,16 +264,15 @@ def _png(gray: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _emit_group(out: FramesBatchResult, model: ImageModel, items: list[tuple[_Frame, np.ndarray]],
+def _emit_group(out: BatchResult, model: ModelBundle, items: list[tuple[_Frame, np.ndarray]],
                 patches: np.ndarray, all_heatmaps: bool, thumbnail_size: int, scored_at: datetime) -> None:
     """Calibrate one model's patch distances; heat maps for the alarms (or all); rows and messages."""
     det = model.detector
-    mh, mw = as_size(det.image_size)
+    mh, mw = model.inputs.image_size
     n, ph, pw = patches.shape
     raw = patches.max(axis=(1, 2)).astype(np.float64)
-    tail = det.tail_probability(raw)
-    calibrated = surprise(tail)
-    alarms = det.is_alarm(raw)
+    verdict = model.calibrate(raw, None)
+    alarms = verdict.is_anomaly
     # The worst patch of every frame as a (top, left, bottom, right) box at model resolution.
     worst = patches.reshape(n, -1).argmax(axis=1)
     pr, pc = np.divmod(worst, pw)
@@ -326,10 +282,12 @@ def _emit_group(out: FramesBatchResult, model: ImageModel, items: list[tuple[_Fr
     drawn = np.arange(n) if all_heatmaps else np.flatnonzero(alarms)
     heat = det.heatmap_from_patch_scores(patches[drawn], (mh, mw)) if drawn.size else None
     heat_row = {int(i): k for k, i in enumerate(drawn)}
+    out.counts["heatmaps"] += int(drawn.size)
     raw_threshold = model.raw_threshold
-    threshold = model.threshold
     detector, version = model.detector_name, model.version
-    raw_l, tail_l, cal_l, alarm_l = raw.tolist(), tail.tolist(), calibrated.tolist(), alarms.tolist()
+    raw_l = raw.tolist()
+    heatmap_rows = out.tables[FrameHeatmapRow]
+    explanations = []
     for i, (f, _) in enumerate(items):
         meta = f.meta
         sx, sy = meta.width / mw, meta.height / mh
@@ -341,26 +299,15 @@ def _emit_group(out: FramesBatchResult, model: ImageModel, items: list[tuple[_Fr
                 region_box = _scaled_box(np.asarray(summary["box"]), sx, sy, meta.width, meta.height)
                 hot_box = region_box
             peak_y, peak_x = summary["peak"]
-            out.heatmaps.append((
+            heatmap_rows.append((
                 meta.ts, f.event_id, meta.asset_id, meta.camera, meta.sku, meta.part_id, detector, version,
                 meta.width, meta.height, raw_l[i], summary["peak_value"], raw_threshold,
                 min(meta.width - 1, int((peak_x + 0.5) * sx)), min(meta.height - 1, int((peak_y + 0.5) * sy)),
                 *hot_box, summary["area_fraction"], _png(summary["thumbnail"]),
             ))
         x0, y0, x1, y1 = region_box
-        region = f"region {x0},{y0}-{x1},{y1}"
-        anomalous = bool(alarm_l[i])
-        out.anomalies += anomalous
-        explanation = [Contribution(name=region, value=raw_l[i], share=1.0)]
-        score = Score(
-            event_id=f.event_id, modality=Modality.FRAMES, asset_id=meta.asset_id, sku=meta.sku,
-            part_id=meta.part_id, ts=meta.ts, scored_at=scored_at, detector=detector, model_version=version,
-            raw_score=raw_l[i], tail_probability=tail_l[i], calibrated_score=cal_l[i], threshold=threshold,
-            is_anomaly=anomalous, ready=True, explanation=explanation,
-        )
-        out.score_messages.append((meta.asset_id.encode(), encode(score)))
-        out.scores.append((
-            meta.ts, f.event_id, Modality.FRAMES.value, meta.asset_id, meta.sku, meta.part_id, detector, version,
-            raw_l[i], tail_l[i], cal_l[i], threshold, anomalous, True, region,
-            json.dumps([c.model_dump() for c in explanation]), scored_at,
-        ))
+        explanations.append([{"name": f"region {x0},{y0}-{x1},{y1}", "value": raw_l[i], "share": 1.0}])
+    events = [EventRef(f.event_id, f.meta.asset_id, f.meta.sku, f.meta.part_id, f.meta.ts) for f, _ in items]
+    out.add_scores(Modality.FRAMES, model, events, raw=raw, tail=verdict.tail_probability,
+                   calibrated=verdict.calibrated, is_anomaly=alarms, ready=True, explanations=explanations,
+                   scored_at=scored_at)

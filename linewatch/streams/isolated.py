@@ -37,8 +37,8 @@ def _init_child(factory: Callable[[], Any], log_level: int) -> None:
     _child_runtime = factory()
 
 
-def _process(messages: list[RawMessage]) -> int:
-    return _child_runtime.process(messages).records
+def _process(messages: list[RawMessage]) -> dict[str, float]:
+    return dict(_child_runtime.process(messages).counts)
 
 
 def _refresh(force: bool) -> list[str]:
@@ -65,7 +65,7 @@ class _ModelsProxy:
 class IsolatedRuntime:
     """Stands in for a ``BatchRuntime`` in :func:`register_batch_agent`; the work happens in a child."""
 
-    def __init__(self, factory: Callable[[], Any], *, models_noun: str, logger: logging.Logger) -> None:
+    def __init__(self, factory: Callable[[], Any], *, modality: str, logger: logging.Logger) -> None:
         self._pool = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),  # no fork of Faust's threads and sockets
@@ -73,10 +73,10 @@ class IsolatedRuntime:
             initargs=(factory, logging.getLogger().getEffectiveLevel()),
         )
         self.models = _ModelsProxy(self._pool)
-        self.models_noun = models_noun
+        self.modality = modality
         self.log = logger
 
-    def process(self, messages: list[RawMessage]) -> int:
+    def process(self, messages: list[RawMessage]) -> dict[str, float]:
         """Blocks the calling (agent) thread until the child has written and published the batch."""
         return self._pool.submit(_process, messages).result()
 

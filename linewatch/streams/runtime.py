@@ -18,120 +18,98 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar
 
 import faust
 
+from linewatch.config import Settings
 from linewatch.errors import InfrastructureError
+from linewatch.kafka import Publisher
+from linewatch.lifecycle import EXIT_INFRASTRUCTURE, READY_MESSAGE
 from linewatch.schemas.codec import encode
 from linewatch.schemas.topics import DEADLETTER, SCORES
-from linewatch.storage.writer import BatchWriter
-from linewatch.streams.kafka import Publisher
-from linewatch.streams.messages import DeadLetters, RawMessage
+from linewatch.storage.model_registry import ModelCache
+from linewatch.storage.writer import BatchWriter, retry_schedule
+from linewatch.streams.batch import BatchResult
+from linewatch.streams.messages import RawMessage
 
 log = logging.getLogger(__name__)
 
-#: Exit status when infrastructure stays unavailable (EX_SOFTWARE-like; supervisors restart on it).
-EXIT_INFRASTRUCTURE = 70
-#: Logged once the worker holds partitions; the demo and tests wait for it.
-READY_MESSAGE = "linewatch worker ready:"
 #: Seconds between throughput lines in the worker log.
 STATS_EVERY_S = 5.0
 
 
-class BatchResult(Protocol):
-    """What a modality's batch processor returns, as far as the shared runtime needs to know."""
-
-    score_messages: list[tuple[bytes, bytes]]
-    deadletters: DeadLetters
-
-    def rows(self) -> dict[type, list[tuple]]: ...
-
-
-R = TypeVar("R", bound=BatchResult)
-
-
 @dataclass
 class BatchStats:
-    """Counters every agent keeps; subclasses add their modality's own."""
+    """Counters every agent keeps: its batch results' counts summed, and wall seconds per stage."""
 
     batches: int = 0
     deadletters: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    #: Thread-seconds a modality measures itself (frames: decoding, scoring), summed.
+    seconds: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
-    #: Seconds spent per stage, so a slow worker says where its time goes.
+    #: Wall seconds per stage, so a slow worker says where its time goes.
     score_s: float = 0.0
     write_s: float = 0.0
     publish_s: float = 0.0
 
+    @property
+    def scores(self) -> int:
+        return self.counts["scores"]
 
-class BatchRuntime(ABC, Generic[R]):
+
+class BatchRuntime(ABC):
     """Owns an agent's state (models, writer, publisher, counters) and processes one batch.
 
-    Subclasses say how to score (:meth:`score`, :meth:`score_one`), how to build and merge
-    results (:meth:`empty_result`, :meth:`merge`), what to count and warn about (:meth:`count`)
-    and what their throughput line says (:meth:`log_stats`). The nouns below keep each agent's
-    log lines worded as they always were (operators and tests grep for them).
+    A modality says only what differs: its name, how it decodes and scores a batch
+    (:meth:`score`), which counter its rate is of (``unit``) and how a model is trained for
+    events that have none yet (``train_hint``). Everything else (model refresh, the
+    one-by-one fallback, publish, COPY, flush, counters, log lines) is the same for all.
     """
 
-    #: "<models_noun> loaded: ..." and the readiness line, e.g. ``"spc models"``.
-    models_noun: ClassVar[str]
-    #: "scoring a batch of N <batch_noun> failed", e.g. ``"spc messages"``.
-    batch_noun: ClassVar[str]
-    #: "<message_noun> ORIGIN could not be scored", e.g. ``"spc message"``.
-    message_noun: ClassVar[str]
-    #: "N <deadletter_noun> dead-lettered", e.g. ``"spc message(s)"``.
-    deadletter_noun: ClassVar[str]
+    #: The modality: the ``model_versions.modality`` its models have and the log lines' first word.
+    modality: ClassVar[str]
+    #: The counter the throughput line's rate is of (``"records"``, ``"windows"``, ``"frames"``).
+    unit: ClassVar[str]
+    #: The command that trains a model for events that have none yet (said once per scope).
+    train_hint: ClassVar[str]
 
-    def __init__(self, *, models: Any, writer: BatchWriter, publisher: Publisher, stats: BatchStats,
-                 logger: logging.Logger) -> None:
-        #: A model cache (``refresh(force=...)`` -> changed ids, ``len``); typed loosely because each
-        #: modality's scorer wants its own cache class.
-        self.models = models
-        self.writer = writer
-        self.publisher = publisher
-        self.stats = stats
+    def __init__(self, *, settings: Settings, bootstrap: str, database_url: str, logger: logging.Logger) -> None:
+        self.models = ModelCache(database_url=database_url, modalities=(self.modality,),
+                                 refresh_s=settings.model_refresh_s)
+        self.writer = BatchWriter(database_url, retry_delays=retry_schedule(settings.db_retry_total_s))
+        self.publisher = Publisher(bootstrap)
+        self.stats = BatchStats()
         self.log = logger
         self._last_log = time.monotonic()
+        self._warned_unscored: set[str] = set()
 
     @abstractmethod
-    def score(self, messages: list[RawMessage]) -> R:
-        """Score a whole batch (may raise on a detector bug; :meth:`process` then falls back)."""
+    def score(self, messages: list[RawMessage]) -> BatchResult:
+        """Decode and score a whole batch (may raise on a detector bug; :meth:`process` then falls back)."""
 
-    def score_one(self, message: RawMessage) -> R:
+    def score_one(self, message: RawMessage) -> BatchResult:
         """Score one message during the one-by-one fallback."""
         return self.score([message])
 
-    @abstractmethod
-    def empty_result(self) -> R:
-        """A result with nothing in it, which the one-by-one fallback fills."""
+    def extra_stats(self) -> str:
+        """More for the throughput line (e.g. the signals frame builder's late/missing counts)."""
+        return ""
 
-    def merge(self, into: R, part: R) -> None:
-        """Append ``part`` to ``into`` (results that have a ``merge`` method need no override)."""
-        into.merge(part)  # type: ignore[attr-defined]
-
-    def add_score_time(self, result: R, seconds: float) -> None:
-        """Account the wall time :meth:`process` spent scoring ``result``."""
-        self.stats.score_s += seconds
-
-    def count(self, result: R) -> None:
-        """Add ``result``'s modality counters to the stats and log its warnings."""
-
-    @abstractmethod
-    def log_stats(self, now: float) -> None:
-        """Log the throughput line (called every :data:`STATS_EVERY_S` at most)."""
-
-    def process(self, messages: list[RawMessage]) -> R:
+    def process(self, messages: list[RawMessage]) -> BatchResult:
         changed = self.models.refresh()
         if changed:
-            self.log.warning("%s loaded: %s", self.models_noun, ", ".join(changed))
+            self.log.warning("%s models loaded: %s", self.modality, ", ".join(changed))
         t0 = time.perf_counter()
         try:
             result = self.score(messages)
         except Exception:
-            self.log.exception("scoring a batch of %d %s failed; retrying one by one", len(messages),
-                               self.batch_noun)
+            self.log.exception("scoring a batch of %d %s messages failed; retrying one by one", len(messages),
+                               self.modality)
             result = self._one_by_one(messages)
         t1 = time.perf_counter()
         # Hand the messages to librdkafka first so delivery overlaps with the database write.
@@ -142,36 +120,57 @@ class BatchRuntime(ABC, Generic[R]):
         t3 = time.perf_counter()
         self.publisher.flush()
         t4 = time.perf_counter()
-        self.add_score_time(result, t1 - t0)
+        self.stats.score_s += t1 - t0
         self.stats.publish_s += (t2 - t1) + (t4 - t3)
         self.stats.write_s += t3 - t2
         self._count(result)
         return result
 
-    def _one_by_one(self, messages: list[RawMessage]) -> R:
-        merged = self.empty_result()
+    def _one_by_one(self, messages: list[RawMessage]) -> BatchResult:
+        merged = BatchResult()
         for msg in messages:
             try:
                 part = self.score_one(msg)
             except Exception as e:  # a detector bug must not take the agent down
-                self.log.exception("%s %s could not be scored", self.message_noun, msg.origin)
+                self.log.exception("%s message %s could not be scored", self.modality, msg.origin)
                 merged.deadletters.add(msg, e)
                 continue
-            self.merge(merged, part)
+            merged.merge(part)
         return merged
 
-    def _count(self, r: R) -> None:
+    def _count(self, r: BatchResult) -> None:
         s = self.stats
         s.batches += 1
         s.deadletters += len(r.deadletters)
+        s.counts.update(r.counts)
+        s.counts["scores"] += len(r.scores)
+        s.seconds.update(r.seconds)
         if len(r.deadletters):
-            self.log.warning("%d %s dead-lettered, e.g. %s: %s", len(r.deadletters), self.deadletter_noun,
+            self.log.warning("%d %s message(s) dead-lettered, e.g. %s: %s", len(r.deadletters), self.modality,
                              r.deadletters.items[0].origin, r.deadletters.items[0].reason[:200])
-        self.count(r)
+        new = sorted(k for k in r.unscored if k not in self._warned_unscored)
+        if new:
+            # Once per scope: an asset or camera without a model sends an event every part.
+            self._warned_unscored.update(new)
+            self.log.warning("%s events of %s are not scored: no model for them yet (train one with `%s`)",
+                             self.modality, ", ".join(new), self.train_hint)
+        for problem in sorted(set(r.problems))[:3]:
+            self.log.warning("%s not scored: %s", self.modality, problem)
         now = time.monotonic()
         if now - self._last_log >= STATS_EVERY_S:
             self._last_log = now
             self.log_stats(now)
+
+    def log_stats(self, now: float) -> None:
+        """The throughput line; ``linewatch bench e2e`` prints the part after ``"<modality>: "`` with "busy"."""
+        s = self.stats
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(s.counts.items()))
+        rate = s.counts[self.unit] / max(now - s.started, 1e-9)
+        threads = "".join(f", {v:.1f} s {k}" for k, v in sorted(s.seconds.items()))
+        self.log.warning("%s: %s, %d dead letters%s (%.1f %s/s; busy %.1f s scoring, %.1f s writing, "
+                         "%.1f s publishing%s)", self.modality, counts, s.deadletters, self.extra_stats(), rate,
+                         self.unit, s.score_s, s.write_s, s.publish_s,
+                         f"; thread-seconds{threads[1:]}" if threads else "")
 
 
 def stop_without_ack(error: BaseException, logger: logging.Logger = log) -> None:
@@ -198,7 +197,7 @@ def raw_topic(app: faust.App, name: str, **options: Any) -> faust.TopicT:
 def register_batch_agent(
     app: faust.App,
     topic: faust.TopicT,
-    runtime: BatchRuntime[Any],
+    runtime: Any,
     *,
     batch_size: int,
     within: float,
@@ -222,8 +221,8 @@ def register_batch_agent(
     async def _ready(sender: object, assigned: set, **_: object) -> None:
         loop = asyncio.get_running_loop()
         loaded = await loop.run_in_executor(pool, lambda: runtime.models.refresh(force=True))
-        runtime.log.warning("%s %d partition(s) assigned; %s: %s", ready_message, len(assigned),
-                            runtime.models_noun, ", ".join(loaded) or f"{len(runtime.models)} already loaded")
+        runtime.log.warning("%s %d partition(s) assigned; %s models: %s", ready_message, len(assigned),
+                            runtime.modality, ", ".join(loaded) or f"{len(runtime.models)} already loaded")
 
     @app.agent(topic, name=name)
     async def score_batches(stream: faust.StreamT) -> None:

@@ -27,19 +27,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
 import faust
 
 from linewatch.config import Settings
 from linewatch.schemas.topics import SIGNALS
-from linewatch.storage.model_registry import ModelCache
-from linewatch.storage.writer import BatchWriter, retry_schedule
-from linewatch.streams.kafka import Publisher
+from linewatch.streams.batch import BatchResult
 from linewatch.streams.messages import RawMessage
-from linewatch.streams.runtime import BatchRuntime, BatchStats, raw_topic, register_batch_agent
-from linewatch.streams.signals_pipeline import SignalsBatchResult, SignalsState, score_signals_batch
+from linewatch.streams.runtime import BatchRuntime, raw_topic, register_batch_agent
+from linewatch.streams.signals_pipeline import SignalsState, score_signals_batch
 
 log = logging.getLogger(__name__)
 
@@ -51,32 +49,16 @@ SIGNALS_READY_MESSAGE = "linewatch signals agent ready:"
 STATE_DIR = "signals-state"
 
 
-@dataclass
-class SignalsStats(BatchStats):
-    windows: int = 0
-    samples: int = 0
-    frames: int = 0
-    scores: int = 0
-    anomalies: int = 0
-    suppressed: int = 0
-    unscored: int = 0
+class SignalsRuntime(BatchRuntime):
+    """The signals agent's state: the shared runtime plus each asset's frames and online models."""
 
-
-class SignalsRuntime(BatchRuntime[SignalsBatchResult]):
-    """Owns the agent's state: model cache, writer, publisher, per-asset signal state and counters."""
-
-    models_noun = "signals models"
-    batch_noun = "signals messages"
-    message_noun = "signals message"
-    deadletter_noun = "signals message(s)"
-    stats: SignalsStats
+    modality = "signals"
+    unit = "windows"
+    train_hint = "linewatch train signals"
 
     def __init__(self, *, settings: Settings, bootstrap: str, database_url: str,
                  state_dir: Path | None = None) -> None:
-        super().__init__(
-            models=ModelCache(database_url=database_url, modality="signals", refresh_s=settings.model_refresh_s),
-            writer=BatchWriter(database_url, retry_delays=retry_schedule(settings.db_retry_total_s)),
-            publisher=Publisher(bootstrap), stats=SignalsStats(), logger=log)
+        super().__init__(settings=settings, bootstrap=bootstrap, database_url=database_url, logger=log)
         self.state_dir = state_dir if state_dir is not None else settings.data_dir / STATE_DIR
         self.state = self._restore()
 
@@ -100,37 +82,14 @@ class SignalsRuntime(BatchRuntime[SignalsBatchResult]):
         shutil.rmtree(self.state_dir, ignore_errors=True)
         tmp.rename(self.state_dir)
 
-    def score(self, messages: list[RawMessage]) -> SignalsBatchResult:
+    def score(self, messages: list[RawMessage]) -> BatchResult:
         return score_signals_batch(messages, self.models, self.state)
 
-    def empty_result(self) -> SignalsBatchResult:
-        return SignalsBatchResult()
-
-    def count(self, r: SignalsBatchResult) -> None:
-        s = self.stats
-        s.windows += r.windows
-        s.samples += r.samples
-        s.frames += r.frames
-        s.scores += len(r.scores)
-        s.anomalies += r.anomalies
-        s.suppressed += r.suppressed
-        s.unscored += r.unscored
-        for problem in sorted(set(r.problems))[:3]:
-            log.warning("signals frame not scored: %s", problem)
-        if r.unscored:
-            log.warning("%d signals window(s) stored without a score: no signals model for their asset yet "
-                        "(train one with linewatch.signals.training.train_signals_model)", r.unscored)
-
-    def log_stats(self, now: float) -> None:
-        s = self.stats
-        elapsed = max(now - s.started, 1e-9)
+    def extra_stats(self) -> str:
         c = self.state.frames.counters()
-        log.warning("signals: %d windows, %d frames, %d anomalies, %d suppressed, %d dead letters; "
-                    "%d late frames, %d missing, %d duplicate windows "
-                    "(%.0f windows/s, %.2f M samples/s; busy %.1f s scoring, %.1f s writing, %.1f s publishing)",
-                    s.windows, s.frames, s.anomalies, s.suppressed, s.deadletters, c["late"], c["missing"],
-                    c["duplicate"], s.windows / elapsed, s.samples / elapsed / 1e6, s.score_s, s.write_s,
-                    s.publish_s)
+        samples = self.stats.counts["samples"] / max(1e-9, time.monotonic() - self.stats.started)
+        return f"; {c['late']} late frames, {c['missing']} missing, {c['duplicate']} duplicate windows, " \
+               f"{samples / 1e6:.2f} M samples/s"
 
 
 def register_signals_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str) -> None:

@@ -5,14 +5,14 @@ run exactly this code. Per batch it returns the rows to persist (one ``signal_fe
 per window, ``scores`` rows per scored frame, dead letters) and the ``scores`` messages to
 publish; nothing here touches Kafka or the database.
 
-Steps (the window -> row steps are :mod:`linewatch.signals.training`'s, shared with training):
+Steps (the window -> row steps are :mod:`linewatch.signals.framing`'s, shared with training):
 
 1. decode every envelope (:func:`~linewatch.schemas.codec.decode_signal`); a bad one becomes a
    dead letter with the reason and the batch goes on;
 2. features and the quality gate for all windows at once, grouped by length and rate
-   (:func:`~linewatch.signals.training.featurize_windows`);
-3. each window joins its asset's :class:`~linewatch.signals.training.FrameBuilder`; for every
-   model of the asset (``ModelSource.for_record(asset, "default")``), the slots the batch
+   (:func:`~linewatch.signals.framing.featurize_windows`);
+3. each window joins its asset's :class:`~linewatch.signals.framing.FrameBuilder`; for every
+   model of the asset (``ModelSource.models_for("signals", asset, "default")``), the slots the batch
    completed become frames (the aligned-slot rule is documented there);
 4. frames are scored per asset and model in slot order, carrying the asset's detector state:
    online detectors (``update``) through their per-asset copy, lagged detectors
@@ -33,23 +33,22 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from linewatch.detectors.base import Explainer, as_batch, get_detector, load_state, save_state
+from linewatch.detectors.base import Explainer, as_batch, load_state, save_state
 from linewatch.detectors.bundle import BundleScores, ModelBundle
+from linewatch.detectors.table import get_detector
 from linewatch.errors import ConfigError, DataError
-from linewatch.schemas.codec import decode_signal, encode
+from linewatch.schemas.codec import decode_signal
 from linewatch.schemas.ids import event_id
-from linewatch.schemas.messages import Modality, Score, SignalMeta
-from linewatch.schemas.rows import DeadLetterRow, ScoreRow
+from linewatch.schemas.messages import Modality, SignalMeta
+from linewatch.schemas.score_encoder import EventRef, Explanation, explanation
 from linewatch.schemas.signal_rows import SignalFeatureRow
-from linewatch.signals.quality import QualityGate
-from linewatch.signals.training import (
+from linewatch.signals.framing import (
     DEFAULT_RETENTION_S,
     DEFAULT_SLOT_S,
     FrameBuilder,
@@ -58,8 +57,10 @@ from linewatch.signals.training import (
     featurize_windows,
     frame_columns,
 )
-from linewatch.streams.messages import DeadLetters, RawMessage
-from linewatch.streams.spc_pipeline import ModelSource, explanation
+from linewatch.signals.quality import QualityGate
+from linewatch.streams.batch import BatchResult
+from linewatch.streams.messages import RawMessage
+from linewatch.streams.spc_pipeline import ModelSource
 
 #: Signals carry no SKU; models are looked up for this one (a model registered for any SKU matches).
 SIGNALS_SKU = "default"
@@ -71,43 +72,11 @@ _STATE_KIND = "signals_state"
 StreamKey = tuple[str, str, str]  # (asset, detector, model version)
 
 
-@dataclass
-class SignalsBatchResult:
-    features: list[tuple] = field(default_factory=list)
-    scores: list[tuple] = field(default_factory=list)
-    score_messages: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
-    deadletters: DeadLetters = field(default_factory=DeadLetters)
-    windows: int = 0
-    samples: int = 0
-    frames: int = 0
-    anomalies: int = 0
-    suppressed: int = 0  # frames scored but not flagged: a bad or missing sensor on the asset
-    unscored: int = 0  # windows of assets no signals model watches yet
-    problems: list[str] = field(default_factory=list)  # model/data mismatches worth a log line
-
-    def rows(self) -> dict[type, list[tuple]]:
-        return {
-            SignalFeatureRow: self.features,
-            ScoreRow: self.scores,
-            DeadLetterRow: self.deadletters.rows(),
-        }
-
-    def merge(self, other: SignalsBatchResult) -> None:
-        """Append another result (the agent's one-message-at-a-time fallback)."""
-        self.features += other.features
-        self.scores += other.scores
-        self.score_messages += other.score_messages
-        self.deadletters.items += other.deadletters.items
-        self.problems += other.problems
-        for name in ("windows", "samples", "frames", "anomalies", "suppressed", "unscored"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
 class SignalsState:
     """Everything the signals agent remembers between batches, keyed by asset; owned by the agent.
 
     - ``frames``: recent window features per asset and sensor, and each model's progress
-      (:class:`~linewatch.signals.training.FrameBuilder`);
+      (:class:`~linewatch.signals.framing.FrameBuilder`);
     - each asset's own copy of every online detector (keyed by asset, detector, model version:
       a new version starts fresh);
     - each asset's last rows for lagged detectors.
@@ -224,10 +193,11 @@ class SignalsState:
 
 
 def score_signals_batch(messages: list[RawMessage], models: ModelSource,
-                        state: SignalsState | None = None) -> SignalsBatchResult:
+                        state: SignalsState | None = None) -> BatchResult:
     """Everything the agent must persist and publish for one batch of raw ``signals`` messages."""
     state = state if state is not None else SignalsState()
-    out = SignalsBatchResult()
+    out = BatchResult()
+    feature_rows = out.tables[SignalFeatureRow]
     decoded: list[tuple[RawMessage, SignalMeta, np.ndarray]] = []
     for msg in messages:
         try:
@@ -243,16 +213,16 @@ def score_signals_batch(messages: list[RawMessage], models: ModelSource,
         if isinstance(wf, DataError):
             out.deadletters.add(msg, wf)
             continue
-        out.features.append(feature_row(wf))
-        out.windows += 1
-        out.samples += meta.n_samples
+        feature_rows.append(feature_row(wf))
+        out.counts["windows"] += 1
+        out.counts["samples"] += meta.n_samples
         per_asset[meta.asset_id] += 1
         slots.setdefault(meta.asset_id, set()).update(state.frames.add(wf))
     scored_at = datetime.now(UTC)
     for asset in sorted(slots):
-        bundles = models.for_record(asset, SIGNALS_SKU)
+        bundles = models.models_for(Modality.SIGNALS, asset, SIGNALS_SKU)
         if not bundles:
-            out.unscored += per_asset[asset]
+            out.add_unscored(asset, per_asset[asset])
         for bundle in bundles:
             try:
                 columns = frame_columns(bundle.feature_names)
@@ -290,13 +260,13 @@ def _quality_notes(frame: SignalFrame) -> list[dict[str, float | str]]:
     return [{"name": n, "value": 0.0, "share": 0.0} for n in notes]
 
 
-def _score_frames(out: SignalsBatchResult, state: SignalsState, bundle: ModelBundle, asset: str,
+def _score_frames(out: BatchResult, state: SignalsState, bundle: ModelBundle, asset: str,
                   frames: list[SignalFrame], scored_at: datetime) -> None:
     """Score rows and ``scores`` messages for one asset's frames of one model, in slot order."""
     n = len(frames)
     raw, tail, cal = np.zeros(n), np.ones(n), np.zeros(n)
     flags, ready = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    expl: list[list[dict[str, float | str]]] = [[] for _ in range(n)]
+    expl: list[Explanation] = [[] for _ in range(n)]
     # Only clean, complete frames reach the detector: an online model must not learn from a broken
     # sensor, nor a lagged one carry it into the next rows. The others score neutral (raw 0, tail 1).
     done = [i for i, f in enumerate(frames) if f.usable]
@@ -309,35 +279,12 @@ def _score_frames(out: SignalsBatchResult, state: SignalsState, bundle: ModelBun
         if r.contributions is not None:
             for i, e in zip(done, explanation(r.contributions, r.feature_names), strict=True):
                 expl[i] = e
-    for i, f in enumerate(frames):
-        notes = _quality_notes(f)
-        usable = f.usable
-        is_ready = bool(ready[i]) and usable
-        anomalous = bool(flags[i]) and is_ready
-        out.frames += f.values is not None
-        out.suppressed += not usable
-        out.anomalies += anomalous
-        contributions = notes + expl[i]
-        top = contributions[0]["name"] if contributions else None
-        eid = event_id("signal_frame", asset, f.ts.isoformat())
-        score = Score(
-            event_id=eid, modality=Modality.SIGNALS, asset_id=asset, sku=SIGNALS_SKU, ts=f.ts, scored_at=scored_at,
-            detector=bundle.detector_name, model_version=bundle.version, raw_score=float(raw[i]),
-            tail_probability=float(tail[i]), calibrated_score=float(cal[i]), threshold=bundle.threshold,
-            is_anomaly=anomalous, ready=is_ready, explanation=contributions,
-        )
-        out.score_messages.append((asset.encode(), encode(score)))
-        out.scores.append((
-            f.ts, eid, Modality.SIGNALS.value, asset, SIGNALS_SKU, None, bundle.detector_name, bundle.version,
-            score.raw_score, score.tail_probability, score.calibrated_score, score.threshold, anomalous, is_ready,
-            top, json.dumps(contributions), scored_at,
-        ))
-
-
-def batch_counts(result: SignalsBatchResult) -> dict[str, int]:
-    """Counters a progress display wants."""
-    return {
-        "windows": result.windows, "samples": result.samples, "frames": result.frames,
-        "scores": len(result.scores), "anomalies": result.anomalies, "suppressed": result.suppressed,
-        "deadletters": len(result.deadletters), "unscored": result.unscored,
-    }
+    usable = np.array([f.usable for f in frames], dtype=bool)
+    ready &= usable
+    out.counts["frames"] += sum(f.values is not None for f in frames)
+    out.counts["suppressed"] += int(n - usable.sum())
+    events = [EventRef(event_id("signal_frame", asset, f.ts.isoformat()), asset, SIGNALS_SKU, None, f.ts)
+              for f in frames]
+    out.add_scores(Modality.SIGNALS, bundle, events, raw=raw, tail=tail, calibrated=cal, is_anomaly=flags & ready,
+                   ready=ready, explanations=[_quality_notes(f) + expl[i] for i, f in enumerate(frames)],
+                   scored_at=scored_at)

@@ -12,10 +12,7 @@ and counted as unscored, so nothing is lost while a first model is being trained
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -24,65 +21,17 @@ import numpy as np
 from linewatch.detectors.bundle import BundleScores, ModelBundle
 from linewatch.errors import DataError
 from linewatch.schemas.codec import decode_batch
-from linewatch.schemas.messages import SpcRecord
-from linewatch.schemas.rows import DeadLetterRow, ScoreRow, SpcMeasurementRow
-from linewatch.streams.messages import DeadLetters, RawMessage
-
-#: Contributions published per score; the rest are noise for a person reading an alert.
-TOP_CONTRIBUTIONS = 5
+from linewatch.schemas.messages import Modality, SpcRecord
+from linewatch.schemas.rows import SpcMeasurementRow
+from linewatch.schemas.score_encoder import EventRef, explanation
+from linewatch.streams.batch import BatchResult
+from linewatch.streams.messages import RawMessage
 
 
 class ModelSource(Protocol):
-    """What the pipeline needs from a model store (``ModelCache`` in production, a stand-in in tests)."""
+    """What the pipelines need from a model store (``ModelCache`` in production, a stand-in in tests)."""
 
-    def for_record(self, asset_id: str, sku: str) -> list[ModelBundle]: ...
-
-
-@dataclass
-class SpcBatchResult:
-    measurements: list[tuple] = field(default_factory=list)
-    scores: list[tuple] = field(default_factory=list)
-    score_messages: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
-    deadletters: DeadLetters = field(default_factory=DeadLetters)
-    records: int = 0
-    unscored: int = 0
-    anomalies: int = 0
-
-    def merge(self, other: SpcBatchResult) -> None:
-        """Append another result (the agent's one-message-at-a-time fallback)."""
-        self.measurements += other.measurements
-        self.scores += other.scores
-        self.score_messages += other.score_messages
-        self.deadletters.items += other.deadletters.items
-        self.records += other.records
-        self.unscored += other.unscored
-        self.anomalies += other.anomalies
-
-    def rows(self) -> dict[type, list[tuple]]:
-        return {
-            SpcMeasurementRow: self.measurements,
-            ScoreRow: self.scores,
-            DeadLetterRow: self.deadletters.rows(),
-        }
-
-
-def explanation(contributions: np.ndarray, names: tuple[str, ...], k: int = TOP_CONTRIBUTIONS
-                ) -> list[list[dict[str, float | str]]]:
-    """Top-``k`` contributions per row as ``Contribution``-shaped dicts, largest first.
-
-    Plain dicts, not models: building five pydantic objects per row costs more than scoring the
-    row; the tests hold the output to the ``Contribution`` schema.
-    """
-    c = np.clip(contributions, 0.0, None)
-    total = c.sum(axis=1, keepdims=True)
-    share = np.divide(c, total, out=np.zeros_like(c), where=total > 0)
-    order = np.argsort(-c, axis=1)[:, :k]
-    top_c = np.take_along_axis(c, order, axis=1).tolist()
-    top_s = np.take_along_axis(share, order, axis=1).tolist()
-    return [
-        [{"name": names[j], "value": v, "share": sh} for j, v, sh in zip(o, cv, sv, strict=True)]
-        for o, cv, sv in zip(order.tolist(), top_c, top_s, strict=True)
-    ]
+    def models_for(self, modality: str, asset: str, sku: str, camera: str = ...) -> list[ModelBundle]: ...
 
 
 class StreamStates:
@@ -109,7 +58,7 @@ class StreamStates:
 
 
 def score_spc_batch(messages: list[RawMessage], models: ModelSource,
-                    streams: StreamStates | None = None) -> SpcBatchResult:
+                    streams: StreamStates | None = None) -> BatchResult:
     """Everything the agent must persist and publish for one batch of raw ``spc`` messages.
 
     Every active detector for a record's scope scores it, so one part can get a Hotelling T²
@@ -117,7 +66,7 @@ def score_spc_batch(messages: list[RawMessage], models: ModelSource,
     arrival order, continuing that asset's chart from the previous batch (``streams``).
     """
     streams = streams if streams is not None else StreamStates()
-    out = SpcBatchResult()
+    out = BatchResult()
     decoded = decode_batch([m.value for m in messages], SpcRecord)
     groups: dict[int, tuple[ModelBundle, list[SpcRecord]]] = {}
     accepted: list[SpcRecord] = []
@@ -125,7 +74,7 @@ def score_spc_batch(messages: list[RawMessage], models: ModelSource,
         if isinstance(rec, DataError):
             out.deadletters.add(msg, rec)
             continue
-        bundles = models.for_record(rec.asset_id, rec.sku)
+        bundles = models.models_for(Modality.SPC, rec.asset_id, rec.sku)
         missing = sorted({f for b in bundles for f in b.feature_names if f not in rec.values})
         if missing:
             out.deadletters.add(msg, DataError(
@@ -135,11 +84,11 @@ def score_spc_batch(messages: list[RawMessage], models: ModelSource,
             continue
         accepted.append(rec)
         if not bundles:
-            out.unscored += 1
+            out.add_unscored(f"{rec.asset_id}/{rec.sku}")
         for bundle in bundles:
             groups.setdefault(id(bundle), (bundle, []))[1].append(rec)
 
-    event_ids = {id(rec): rec.event_id for rec in accepted}
+    refs = {id(rec): EventRef(rec.event_id, rec.asset_id, rec.sku, rec.part_id, rec.ts) for rec in accepted}
     scored_at = datetime.now(UTC)
     for bundle, recs in groups.values():
         if bundle.stateful:
@@ -151,10 +100,11 @@ def score_spc_batch(messages: list[RawMessage], models: ModelSource,
         else:
             parts = [(recs, bundle.score(_matrix(bundle, recs)))]
         for part_recs, result in parts:
-            _emit_scores(out, bundle, part_recs, [event_ids[id(r)] for r in part_recs], result, scored_at)
+            _add_scores(out, bundle, [refs[id(r)] for r in part_recs], result, scored_at)
+    measurements = out.tables[SpcMeasurementRow]
     for rec in accepted:
-        _emit_measurements(out, rec, event_ids[id(rec)])
-    out.records = len(accepted)
+        _add_measurements(measurements, rec, refs[id(rec)].event_id)
+    out.counts["records"] += len(accepted)
     return out
 
 
@@ -164,52 +114,17 @@ def _matrix(bundle: ModelBundle, recs: list[SpcRecord]) -> np.ndarray:
     return np.array([[rec.values[f] for f in names] for rec in recs], dtype=np.float64).reshape(len(recs), len(names))
 
 
-def _emit_measurements(out: SpcBatchResult, rec: SpcRecord, eid: uuid.UUID) -> None:
+def _add_measurements(rows: list[tuple], rec: SpcRecord, eid: object) -> None:
     for name, value in rec.values.items():
         lim = rec.limits.get(name)
-        out.measurements.append((
+        rows.append((
             rec.ts, eid, rec.asset_id, rec.sku, rec.part_id, rec.shift, name, value,
             lim.lsl if lim else None, lim.usl if lim else None, lim.target if lim else None,
         ))
 
 
-def _emit_scores(out: SpcBatchResult, bundle: ModelBundle, recs: list[SpcRecord], ids: list[uuid.UUID],
-                 r: BundleScores, scored_at: datetime) -> None:
-    """Score rows and ``scores`` messages; the JSON is built directly in the ``Score`` schema's shape
-    (a test decodes it with the model) because per-row model construction dominated the batch cost."""
-    expl = explanation(r.contributions, r.feature_names) if r.contributions is not None else [[]] * len(recs)
-    detector, version = bundle.detector_name, bundle.version
-    raw, tail, cal = r.raw.tolist(), r.tail_probability.tolist(), r.calibrated.tolist()
-    flags = r.is_anomaly.tolist()
-    scored_iso = scored_at.isoformat()
-    dumps = json.dumps
-    for i, rec in enumerate(recs):
-        contributions = expl[i]
-        top = contributions[0]["name"] if contributions else None
-        anomalous = bool(flags[i])
-        out.anomalies += anomalous
-        expl_json = dumps(contributions)
-        body = (
-            f'{{"schema_version":1,"event_id":"{ids[i]}","modality":"spc",'
-            f'"asset_id":{dumps(rec.asset_id)},"sku":{dumps(rec.sku)},"part_id":{dumps(rec.part_id)},'
-            f'"ts":"{rec.ts.isoformat()}","scored_at":"{scored_iso}","detector":{dumps(detector)},'
-            f'"model_version":{dumps(version)},"raw_score":{raw[i]!r},"tail_probability":{tail[i]!r},'
-            f'"calibrated_score":{cal[i]!r},"threshold":{r.threshold!r},'
-            f'"is_anomaly":{"true" if anomalous else "false"},"ready":true,"explanation":{expl_json}}}'
-        )
-        out.score_messages.append((rec.asset_id.encode(), body.encode()))
-        out.scores.append((
-            rec.ts, ids[i], "spc", rec.asset_id, rec.sku, rec.part_id, detector, version,
-            raw[i], tail[i], cal[i], r.threshold, anomalous, True, top, expl_json, scored_at,
-        ))
-
-
-def group_counts(result: SpcBatchResult) -> dict[str, int]:
-    """Counters a progress display wants."""
-    counts: dict[str, int] = defaultdict(int)
-    counts["records"] = result.records
-    counts["scores"] = len(result.scores)
-    counts["deadletters"] = len(result.deadletters)
-    counts["anomalies"] = result.anomalies
-    counts["unscored"] = result.unscored
-    return dict(counts)
+def _add_scores(out: BatchResult, bundle: ModelBundle, events: Sequence[EventRef], r: BundleScores,
+                scored_at: datetime) -> None:
+    expl = explanation(r.contributions, r.feature_names) if r.contributions is not None else None
+    out.add_scores(Modality.SPC, bundle, events, raw=r.raw, tail=r.tail_probability, calibrated=r.calibrated,
+                   is_anomaly=r.is_anomaly, ready=True, explanations=expl, scored_at=scored_at)

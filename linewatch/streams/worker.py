@@ -5,9 +5,9 @@ from __future__ import annotations
 from faust.worker import Worker
 
 from linewatch.config import Settings
+from linewatch.kafka import ensure_topics
 from linewatch.storage.migrations import migrate
 from linewatch.streams.app import build_app
-from linewatch.streams.kafka import ensure_topics
 
 
 def run_worker(settings: Settings, *, bootstrap: str, database_url: str, loglevel: str | None = None) -> None:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from linewatch.backtest import cli as backtest_cli
+from linewatch.cli import backtest as backtest_cli
 
 RUNNER = CliRunner()
 

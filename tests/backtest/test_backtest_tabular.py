@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from linewatch.backtest.tabular import choose_detector, load_csv, run_tabular_backtest
+from linewatch.backtest.tabular import choose_detector, run_tabular_backtest
 from linewatch.errors import ConfigError, DataError
+from linewatch.loaders import load_csv
 
 
 def _write(path, header, rows, sep=","):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from linewatch.backtest.images import run_images_backtest, scan_dataset
-from linewatch.detectors.patchcore import PatchCore
+from linewatch.detectors.bundle import ModelBundle
 from linewatch.errors import ConfigError, DataError
 from linewatch.simulation.frames import write_dataset
 
@@ -61,12 +61,12 @@ def test_backtest_reports_the_documented_metrics(dataset: Path, tmp_path: Path) 
         assert entry["n"] == 5 and entry["pixel_auroc"] is not None and entry["image_auroc"] is not None
     assert stages == {"features", "coreset", "scoring"}
     # the saved model is the one that was evaluated: it reproduces the threshold and scores frames
-    model = PatchCore.load(tmp_path / "model")
-    assert model.threshold_ == pytest.approx(result["threshold"])
+    model = ModelBundle.load(tmp_path / "model")
+    assert model.raw_threshold == pytest.approx(result["threshold"])
     from PIL import Image
 
     frame = np.asarray(Image.open(dataset / "test" / "spot" / "000.png"))
-    assert model.score(frame[None]).shape == (1,)
+    assert model.score(frame[None]).raw.shape == (1,)
 
 
 def test_backtest_is_reproducible_and_works_without_masks(dataset: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from linewatch.detectors.autoencoder import MODEL_FILE, WindowAutoencoder
-from linewatch.detectors.base import get_detector
+from linewatch.detectors.table import get_detector
 from linewatch.errors import ConfigError, DataError, NotFittedError
 
 SENSORS = ("motor", "pump", "fan")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from linewatch.detectors.capability import capability, sigma_within
-from linewatch.detectors.spc_charts import chart_constants
+from linewatch.detectors.chart_math import chart_constants
 from linewatch.errors import ConfigError, DataError
 
 X = np.array([9.0, 11.0, 9.0, 11.0])  # mean 10, MR̄ = 2, s = sqrt(4/3)

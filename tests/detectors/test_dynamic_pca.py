@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from linewatch.detectors.base import get_detector
 from linewatch.detectors.dynamic_pca import DynamicPCA, lagged
+from linewatch.detectors.table import get_detector
 from linewatch.errors import ConfigError, DataError, NotFittedError
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from linewatch.detectors.base import OnlineDetector, get_detector
+from linewatch.detectors.base import OnlineDetector
 from linewatch.detectors.online_signal import OnlineResidual
+from linewatch.detectors.table import get_detector
 from linewatch.errors import DataError, NotFittedError
 
 

@@ -1,4 +1,4 @@
-"""PatchCore: the image-detector contract, the coreset and search helpers, calibration, persistence."""
+"""PatchCore: the image-detector contract, the coreset, search and heat-map helpers, persistence."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from linewatch.backtest.metrics import auroc
-from linewatch.detectors import base
+from linewatch.detectors import base, coreset, heatmap, table
 from linewatch.detectors import patchcore as pc
-from linewatch.detectors.image_base import ImageDetector, get_image_detector, registered_images
+from linewatch.detectors.calibration import make_calibrator
+from linewatch.detectors.image_base import ImageDetector
 from linewatch.detectors.patchcore import PatchCore
 from linewatch.errors import ConfigError, DataError, NotFittedError
 from linewatch.simulation.frames import render_batch
@@ -38,9 +39,9 @@ def fitted(data) -> PatchCore:
 
 
 def test_patchcore_is_an_image_detector_not_a_tabular_one() -> None:
-    assert get_image_detector("patchcore") is PatchCore
-    assert "patchcore" in registered_images()
-    assert "patchcore" not in base.registered()  # the tabular conformance test feeds (n, d) tables
+    assert table.get_detector("patchcore") is PatchCore
+    assert "patchcore" in table.names("image")
+    assert "patchcore" not in table.names("table")  # the tabular conformance test feeds (n, d) tables
     assert isinstance(PatchCore(), ImageDetector)
 
 
@@ -146,8 +147,6 @@ def test_bank_size_follows_ratio_floor_and_cap(data) -> None:
 
 def test_save_load_round_trip_without_pickle(tmp_path, data, fitted) -> None:
     det = PatchCore(image_size=SIZE, coreset_ratio=0.1, projection_dim=48, seed=0).fit(data["train"])
-    held_out = fitted.score(data["good"])  # stands in for held-out good frames
-    det.calibrate_scores(np.r_[held_out, held_out * 1.01, held_out * 0.99], target_far=0.5)
     det.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / base.METADATA_FILE).read_text())
     assert meta["kind"] == "patchcore" and meta["params"]["projection_dim"] == 48
@@ -159,8 +158,6 @@ def test_save_load_round_trip_without_pickle(tmp_path, data, fitted) -> None:
     s2, m2 = back.score_with_heatmap(data["bad"])
     np.testing.assert_array_equal(s1, s2)
     np.testing.assert_array_equal(m1, m2)
-    assert back.threshold_ == det.threshold_
-    np.testing.assert_array_equal(back.is_alarm(s1), det.is_alarm(s1))
 
 
 def test_load_refuses_a_model_built_on_another_backbone(tmp_path, fitted) -> None:
@@ -173,44 +170,35 @@ def test_load_refuses_a_model_built_on_another_backbone(tmp_path, fitted) -> Non
         PatchCore.load(tmp_path / "m")
 
 
-def test_calibration_uses_the_shared_machinery_and_says_when_data_is_too_little(data, fitted) -> None:
-    det = PatchCore(image_size=SIZE, coreset_ratio=0.1, seed=0).fit(data["train"])
-    with pytest.raises(NotFittedError, match="calibrate"):
-        det.is_alarm(np.array([1.0]))
+def test_small_held_out_sets_get_the_shared_calibrator_with_a_widened_tail() -> None:
+    # Image models hold out tens of good frames; the shared calibration module handles that for
+    # every detector (PatchCore has no calibration of its own any more).
     rng = np.random.default_rng(0)
     held_out = rng.gamma(4.0, 1.0, size=60)
-    det.calibrate_scores(held_out, target_far=0.2)  # 60 >= 10 / 0.2: empirical
-    assert det.calibrator_.kind == "empirical"
-    assert np.mean(det.is_alarm(held_out)) <= 0.2
-    p = det.tail_probability(np.array([0.0, 5.0, 50.0]))
-    assert p[0] > p[1] > p[2]
-    det.calibrate_scores(held_out, target_far=0.01)  # too few for empirical: POT, tail widened
-    assert det.calibrator_.kind == "pot" and det.calibrator_.tail_fraction > 0.05
-    assert det.threshold_ > np.quantile(held_out, 0.9)
-    with pytest.raises(ConfigError, match="hold out more good frames"):
-        det.calibrate_scores(held_out[:20], target_far=0.01)
-    det.fit(data["train"][:4])
-    assert det.calibrator_ is None  # a new bank invalidates the old calibration
-    with pytest.raises(ConfigError, match=r"hold out more good frames$"):
-        det.calibrate(data["good"], target_far=0.5)  # 8 frames resolve nothing useful
-    det.calibrate(np.concatenate([data["good"]] * 3), target_far=0.5)
-    assert det.calibrator_ is not None and det.calibrator_.reference_.size == 24
+    cal = make_calibrator("auto", 0.2, n_normal=60).fit(held_out)  # 60 >= 10 / 0.2: empirical
+    assert cal.kind == "empirical" and np.mean(cal.is_alarm(held_out)) <= 0.2
+    pot = make_calibrator("auto", 0.01, n_normal=60).fit(held_out)  # too few for empirical: POT, tail widened
+    assert pot.kind == "pot" and pot.tail_fraction_ > 0.05
+    assert pot.threshold_ > np.quantile(held_out, 0.9)
+    with pytest.raises(ConfigError, match="hold out more known-good data"):
+        make_calibrator("auto", 0.01, n_normal=20).fit(held_out[:20])
+    assert not hasattr(PatchCore(), "calibrate")
 
 
 def test_greedy_coreset_covers_better_than_a_random_subset() -> None:
     rng = np.random.default_rng(0)
     pts = np.concatenate([rng.normal(0, 1, (2000, 8)), rng.normal(6, 0.5, (20, 8))]).astype(np.float32)
-    idx = pc.greedy_coreset(pts, 50, seed=0, selection_dim=None)
+    idx = coreset.greedy_coreset(pts, 50, seed=0, selection_dim=None)
     assert len(set(idx.tolist())) == 50
-    np.testing.assert_array_equal(idx, pc.greedy_coreset(pts, 50, seed=0, selection_dim=None))
+    np.testing.assert_array_equal(idx, coreset.greedy_coreset(pts, 50, seed=0, selection_dim=None))
 
     def radius(sub: np.ndarray) -> float:
-        return float(np.sqrt(pc.nearest_sq_distances(pts, pc.augment_bank(pts[sub])).max()))
+        return float(np.sqrt(coreset.nearest_sq_distances(pts, coreset.augment_bank(pts[sub])).max()))
 
     random_sub = rng.choice(len(pts), 50, replace=False)
     assert radius(idx) < 0.8 * radius(random_sub)
     assert (idx >= 2000).any()  # the small far cluster is covered
-    np.testing.assert_array_equal(pc.greedy_coreset(pts, 5000), np.arange(len(pts)))
+    np.testing.assert_array_equal(coreset.greedy_coreset(pts, 5000), np.arange(len(pts)))
 
 
 def test_nearest_search_matches_brute_force_across_chunks(monkeypatch) -> None:
@@ -218,31 +206,31 @@ def test_nearest_search_matches_brute_force_across_chunks(monkeypatch) -> None:
     bank = rng.normal(size=(300, 20)).astype(np.float32)
     queries = rng.normal(size=(1000, 20)).astype(np.float32)
     brute = ((queries[:, None, :] - bank[None, :, :]) ** 2).sum(-1).min(axis=1)
-    monkeypatch.setattr(pc, "QUERY_CHUNK_BYTES", 4 * 300 * 70)  # forces 15 chunks
-    got = pc.nearest_sq_distances(queries, pc.augment_bank(bank))
+    monkeypatch.setattr(coreset, "QUERY_CHUNK_BYTES", 4 * 300 * 70)  # forces 15 chunks
+    got = coreset.nearest_sq_distances(queries, coreset.augment_bank(bank))
     np.testing.assert_allclose(got, brute, rtol=1e-4, atol=1e-4)
     with pytest.raises(DataError, match="do not match"):
-        pc.nearest_sq_distances(queries[:, :5], pc.augment_bank(bank))
+        coreset.nearest_sq_distances(queries[:, :5], coreset.augment_bank(bank))
 
 
 def test_resize_maps_is_bilinear_and_exact_on_constants() -> None:
     maps = np.full((2, 4, 6), 3.0, dtype=np.float32)
-    np.testing.assert_allclose(pc.resize_maps(maps, (17, 9)), 3.0, rtol=1e-6)
+    np.testing.assert_allclose(heatmap.resize_maps(maps, (17, 9)), 3.0, rtol=1e-6)
     ramp = np.arange(4, dtype=np.float32)[None, :, None] * np.ones((1, 1, 3), np.float32)
-    up = pc.resize_maps(ramp, (8, 3))[0, :, 0]
+    up = heatmap.resize_maps(ramp, (8, 3))[0, :, 0]
     assert np.all(np.diff(up) >= 0) and up[0] == 0.0 and up[-1] == 3.0
 
 
 def test_heatmap_summary_locates_the_defect_for_the_score_message(data, fitted) -> None:
     threshold = float(fitted.heatmap(data["good"]).max()) * 1.01  # above every good pixel
     for heat in fitted.heatmap(data["good"][:2]):
-        summary = pc.summarize_heatmap(heat, threshold=threshold)
+        summary = heatmap.summarize_heatmap(heat, threshold=threshold)
         assert summary["box"] is None and summary["area_fraction"] == 0.0
         assert summary["thumbnail"].dtype == np.uint8 and summary["thumbnail"].max() < 128
     maps = fitted.heatmap(data["bad"])
     hits = 0
     for heat, mask in zip(maps, data["bad_masks"], strict=True):
-        summary = pc.summarize_heatmap(heat, threshold=threshold, thumbnail_size=16)
+        summary = heatmap.summarize_heatmap(heat, threshold=threshold, thumbnail_size=16)
         assert summary["thumbnail"].shape == (16, 16)
         if summary["box"] is not None:
             top, left, bottom, right = summary["box"]
@@ -250,7 +238,7 @@ def test_heatmap_summary_locates_the_defect_for_the_score_message(data, fitted) 
             hits += bool(mask[top:bottom, left:right].any())
     assert hits >= len(maps) // 2
     with pytest.raises(ConfigError, match="threshold"):
-        pc.summarize_heatmap(maps[0], threshold=0.0)
+        heatmap.summarize_heatmap(maps[0], threshold=0.0)
 
 
 def test_heat_maps_can_be_drawn_later_from_patch_scores(data, fitted) -> None:

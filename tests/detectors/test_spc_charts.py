@@ -5,10 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from linewatch.detectors.spc_charts import (
-    CUSUMChart,
-    EWMAChart,
-    ShewhartIMR,
+from linewatch.detectors.chart_math import (
     chart_constants,
     cusum_statistic,
     ewma_sigma_factor,
@@ -19,6 +16,7 @@ from linewatch.detectors.spc_charts import (
     subgroup_out_of_control,
     subgroup_phase1,
 )
+from linewatch.detectors.spc_charts import CUSUMChart, EWMAChart, ShewhartIMR
 from linewatch.errors import ConfigError, DataError, NotFittedError
 
 # Published table (Montgomery, Appendix VI): n: (d2, d3, c4, A2, A3, B3, B4, D3, D4)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from linewatch.errors import ConfigError, DataError
-from linewatch.signals.assembly import FrameAssembler, SensorWindow
 from linewatch.signals.quality import Issue, QualityGate, SensorLimits, longest_run
 
 M = 2048
@@ -67,17 +66,6 @@ def test_missing_samples_from_the_present_mask() -> None:
     rep = QualityGate().check(x, sensors=["a", "b"], present=present)
     assert rep.codes.tolist() == [0, int(Issue.MISSING)]
     assert rep.missing_fraction[1] == pytest.approx(0.5)
-
-
-def test_frame_from_assembler_with_a_silent_sensor() -> None:
-    asm = FrameAssembler(sensors=("vib", "temp"), frame_seconds=1.0, sample_rate_hz=100.0)
-    t0 = 1_767_225_600.0
-    rng = np.random.default_rng(1)
-    for k in range(3):
-        asm.add(SensorWindow("m1", "vib", t0 + k, 400.0, rng.normal(size=400).astype(np.float32)))
-    frames = asm.advance(t0 + 10)
-    rep = QualityGate().check_frame(frames[0])
-    assert rep.bad_sensors() == {"temp": ["missing"]}
 
 
 def test_longest_run_and_config_errors() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from linewatch.errors import ConfigError
-from linewatch.signals.assembly import FrameAssembler
 from linewatch.signals.features import FeatureConfig, extract_features, feature_names
+from linewatch.signals.framing import training_frames
 from linewatch.simulation.signals import FAULT_KINDS, Fault, simulate_signals
 
 DUR = 1800.0
@@ -91,13 +91,12 @@ def test_current_follows_load_steps_and_spikes_are_short() -> None:
     assert crest[long.spikes[0]].min() > crest[calm].max()
 
 
-def test_windows_feed_the_assembler(sim) -> None:
-    sensors = ("vibration", "current", "temperature")
-    asm = FrameAssembler(sensors=sensors, frame_seconds=1.0, sample_rate_hz=1000.0)
-    frames = asm.add_many(sim.sensor_windows(machine=0))
-    assert len(frames) == sim.starts.size
-    assert all(f.ready and f.complete for f in frames)
-    assert frames[0].asset_id == sim.machines[0]
+def test_windows_become_one_frame_per_snapshot_through_the_live_framing(sim) -> None:
+    frames = training_frames(sim.signal_messages(), drop_constant=False, include_flagged=True)
+    assert len(frames.X) == sim.starts.size * len(sim.machines)
+    assert set(frames.assets) == set(sim.machines)
+    healthy = sim.signal_messages(known_good_only=True)
+    assert 0 < len(healthy) <= len(sim.signal_messages())
 
 
 def test_bad_configuration() -> None:

@@ -22,7 +22,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from linewatch.detectors.capability import capability
-from linewatch.detectors.spc_charts import chart_constants
+from linewatch.detectors.chart_math import chart_constants
 from linewatch.detectors.spc_rules import nelson, western_electric
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ import pytest
 
 from linewatch.embedded.postgres import EmbeddedPostgres
 from linewatch.embedded.process import spawn, stop, tail
+from linewatch.lifecycle import EXIT_INFRASTRUCTURE, READY_MESSAGE
+from linewatch.producers.spc import produce_spc
 from linewatch.simulation.spc import simulate_spc
 from linewatch.storage.migrations import migrate
-from linewatch.streams.producer import produce_spc
-from linewatch.streams.spc_agent import EXIT_INFRASTRUCTURE, READY_MESSAGE
 from linewatch.training import train_and_register
 from tests.conftest import wait_for
 

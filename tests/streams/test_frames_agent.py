@@ -18,16 +18,18 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from PIL import Image
 
+from linewatch.detectors.bundle import Scope
 from linewatch.embedded.process import spawn, stop, tail
-from linewatch.images.registry import ImageModelCache, train_image_model
+from linewatch.lifecycle import READY_MESSAGE
+from linewatch.producers.frames import CameraFrame, produce_frames
 from linewatch.schemas.codec import decode, encode_envelope
 from linewatch.schemas.frame_rows import FrameHeatmapRow
 from linewatch.schemas.messages import FrameMeta, Score
 from linewatch.schemas.rows import columns
 from linewatch.simulation.frames import render_batch
+from linewatch.storage.model_registry import ModelCache
 from linewatch.streams import app as app_module
-from linewatch.streams.frames_producer import CameraFrame, produce_frames
-from linewatch.streams.spc_agent import READY_MESSAGE
+from linewatch.training import train_and_register
 from tests.conftest import WORKER_READY_TIMEOUT_S, wait_for
 
 pytestmark = pytest.mark.integration
@@ -61,8 +63,9 @@ def sku() -> str:
 @pytest.fixture(scope="module")
 def trained(settings, database_url, sku):
     good = render_batch(SOURCE_SKU, n=40, size=SIZE, seed=0)[0]
-    model, _ = train_image_model(good, sku=sku, database_url=database_url, model_dir=settings.model_dir,
-                                 target_far=0.5, calibration_fraction=0.6, image_size=SIZE, seed=0)
+    model, _ = train_and_register(good, modality="frames", scope=Scope(sku=sku), database_url=database_url,
+                                  model_dir=settings.model_dir, target_far=0.5, calibration_fraction=0.6,
+                                  detector_params={"image_size": SIZE}, seed=0)
     return model
 
 
@@ -217,26 +220,32 @@ def test_frames_without_a_model_are_unscored_not_dead_lettered(frames_worker, tr
 def test_cache_prefers_the_camera_model_and_follows_deactivation(settings, database_url):
     sku = f"it-cache-{uuid.uuid4().hex[:6]}"
     good = render_batch(SOURCE_SKU, n=30, size=SIZE, seed=5)[0]
-    kw = dict(sku=sku, database_url=database_url, model_dir=settings.model_dir, target_far=0.5,
-              calibration_fraction=0.7, image_size=SIZE)
-    any_cam, _ = train_image_model(good, **kw)
-    cam, ref = train_image_model(good, camera="cam-7", seed=1, **kw)
-    assert ref.model_id == f"frames:cam-7:{sku}:patchcore" and Path(ref.artifact_path).is_dir()
+    kw = dict(modality="frames", database_url=database_url, model_dir=settings.model_dir, target_far=0.5,
+              calibration_fraction=0.7, detector_params={"image_size": SIZE})
+    any_cam, _ = train_and_register(good, scope=Scope(sku=sku), **kw)
+    cam, ref = train_and_register(good, scope=Scope(sku=sku, camera="cam-7"), seed=1, **kw)
+    assert ref.model_id == f"frames:*:{sku}:cam-7:patchcore" and Path(ref.artifact_path).is_dir()
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT modality, scope_asset, scope_sku, detector, calibration, n_samples "
+        row = conn.execute("SELECT modality, scope_asset, scope_sku, scope_camera, detector, calibration, n_samples "
                            "FROM model_versions WHERE model_id = %s AND version = %s",
                            (ref.model_id, ref.version)).fetchone()
-    assert row[:4] == ("frames", "cam-7", sku, "patchcore")
-    assert row[4]["target_far"] == 0.5 and "reference" not in row[4] and row[5] == 30
-    cache = ImageModelCache(database_url=database_url)
+    assert row[:5] == ("frames", "*", sku, "cam-7", "patchcore")
+    assert row[5]["target_far"] == 0.5 and "reference" not in row[5] and row[6] == 30
+    cache = ModelCache(database_url=database_url, modalities=("frames",))
     cache.refresh(force=True)
-    assert cache.for_frame(sku, "cam-7").version == cam.version
-    assert cache.for_frame(sku, "cam-1").version == any_cam.version
-    assert cache.for_frame("some-other-sku", "cam-7") is None
-    assert cache.for_frame(sku, "cam-7").detector.backbone is cache.for_frame(sku, "cam-1").detector.backbone
+
+    def model(sku: str, camera: str):
+        found = cache.models_for("frames", "any-asset", sku, camera)
+        return found[0] if found else None
+
+    assert model(sku, "cam-7").version == cam.version
+    assert model(sku, "cam-1").version == any_cam.version
+    assert model("some-other-sku", "cam-7") is None
+    assert model(sku, "cam-7").detector.backbone is model(sku, "cam-1").detector.backbone
     with psycopg.connect(database_url) as conn:
         conn.execute("UPDATE model_versions SET active = false WHERE model_id = %s", (ref.model_id,))
     changed = cache.refresh(force=True)
     assert any("deactivated" in c for c in changed)
-    assert cache.for_frame(sku, "cam-7").version == any_cam.version
-    assert json.loads(Path(ref.artifact_path, "image_model.json").read_text())["camera"] == "cam-7"
+    assert model(sku, "cam-7").version == any_cam.version
+    saved = json.loads(Path(ref.artifact_path, "bundle.json").read_text())
+    assert saved["scope"]["camera"] == "cam-7" and saved["modality"] == "frames"

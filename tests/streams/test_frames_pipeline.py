@@ -10,15 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from linewatch.images.registry import ImageModelCache, fit_image_model
+from linewatch.detectors.bundle import ANY, Scope
+from linewatch.producers.frames import CameraFrame, encode_frame
 from linewatch.schemas.codec import decode, decode_frame, encode_envelope
 from linewatch.schemas.frame_rows import FrameHeatmapRow
 from linewatch.schemas.messages import FrameMeta, Score
 from linewatch.schemas.rows import DeadLetterRow, ScoreRow
 from linewatch.simulation.frames import render_batch
+from linewatch.storage.model_registry import ModelCache
 from linewatch.streams.frames_pipeline import HEATMAPS_ALL, ScoringPool, decode_image, score_frames_batch
-from linewatch.streams.frames_producer import CameraFrame, encode_frame
 from linewatch.streams.messages import RawMessage
+from linewatch.training import fit_model
 
 SIZE = 64
 SKU = "bracket-a"
@@ -33,10 +35,10 @@ def good():
 @pytest.fixture(scope="module")
 def models(good):
     """One any-camera model for the SKU and one for camera ``cam-2`` (another seed: another version)."""
-    cache = ImageModelCache(database_url="postgresql://unused/none")
-    for camera, seed in ((None, 0), ("cam-2", 1)):
-        cache.add(fit_image_model(good, sku=SKU, camera=camera, target_far=0.5, calibration_fraction=0.6,
-                                  image_size=SIZE, seed=seed))
+    cache = ModelCache(database_url=None, modalities=("frames",))
+    for camera, seed in ((ANY, 0), ("cam-2", 1)):
+        cache.add(fit_model(good, modality="frames", scope=Scope(sku=SKU, camera=camera), target_far=0.5,
+                            calibration_fraction=0.6, detector_params={"image_size": SIZE}, seed=seed))
     return cache
 
 
@@ -59,16 +61,16 @@ def msgs(payloads):
 def test_frames_become_scores_heatmaps_and_messages(models, test_frames):
     payloads = [encode_frame(frame(img, i), ("png", "jpeg", "raw")[i % 3]) for i, img in enumerate(test_frames)]
     out = score_frames_batch(msgs(payloads), models)
-    assert out.frames == 8 and len(out.scores) == 8 and len(out.deadletters) == 0 and not out.unscored
+    assert out.counts["frames"] == 8 and len(out.scores) == 8 and len(out.deadletters) == 0 and not out.unscored
     assert all(len(r) == len(ScoreRow.model_fields) for r in out.scores)
     by_part = {r[5]: r for r in out.scores}
     assert all(by_part[f"p{i}"][12] for i in range(4, 8)), "every frame with the square must alarm"
-    assert out.anomalies == sum(r[12] for r in out.scores)
+    assert out.counts["anomalies"] == sum(r[12] for r in out.scores)
     # heat maps are drawn for the alarms only, one row each, in table column order
-    assert len(out.heatmaps) == out.anomalies
-    assert all(len(r) == len(FrameHeatmapRow.model_fields) for r in out.heatmaps)
+    assert len(out.tables[FrameHeatmapRow]) == out.counts["anomalies"]
+    assert all(len(r) == len(FrameHeatmapRow.model_fields) for r in out.tables[FrameHeatmapRow])
     cols = list(FrameHeatmapRow.model_fields)
-    for row in out.heatmaps:
+    for row in out.tables[FrameHeatmapRow]:
         rec = dict(zip(cols, row, strict=True))
         thumb = Image.open(io.BytesIO(rec["thumbnail"]))
         assert thumb.size == (32, 32) and thumb.mode == "L"
@@ -97,10 +99,10 @@ def test_lossless_encodings_score_identically(models, test_frames):
 
 
 def test_model_is_chosen_by_sku_and_camera(models, test_frames):
-    any_cam = models.for_frame(SKU, "cam-1")
-    cam2 = models.for_frame(SKU, "cam-2")
-    assert any_cam is not None and cam2 is not None and any_cam.version != cam2.version
-    assert any_cam.camera == "*" and cam2.camera == "cam-2"
+    [any_cam] = models.models_for("frames", "a1", SKU, "cam-1")
+    [cam2] = models.models_for("frames", "a1", SKU, "cam-2")
+    assert any_cam.version != cam2.version
+    assert any_cam.scope.camera == "*" and cam2.scope.camera == "cam-2"
     payloads = [
         encode_frame(frame(test_frames[0], 0, camera="cam-1"), "png"),
         encode_frame(frame(test_frames[1], 1, camera="cam-2"), "png"),
@@ -111,8 +113,8 @@ def test_model_is_chosen_by_sku_and_camera(models, test_frames):
     versions = {r[5]: r[7] for r in out.scores}
     assert versions == {"p0": any_cam.version, "p1": cam2.version}
     # frames of a SKU without a model are counted, not dead-lettered: the frame itself is fine
-    assert out.frames == 4 and len(out.deadletters) == 0
-    assert out.unscored == {("washer-b", "cam-2"): 1, ("washer-b", "cam-9"): 1}
+    assert out.counts["frames"] == 4 and len(out.deadletters) == 0
+    assert out.unscored == {"washer-b/cam-2": 1, "washer-b/cam-9": 1}
 
 
 def _meta(**kw):
@@ -172,7 +174,7 @@ def test_grayscale_and_16_bit_frames_are_scored(models, test_frames):
 def test_heat_maps_for_all_frames_when_asked(models, test_frames):
     payloads = [encode_frame(frame(img, i), "raw") for i, img in enumerate(test_frames[:3])]
     out = score_frames_batch(msgs(payloads), models, heatmaps=HEATMAPS_ALL)
-    assert len(out.heatmaps) == 3
+    assert len(out.tables[FrameHeatmapRow]) == 3
     with pytest.raises(ValueError, match="heatmaps="):
         score_frames_batch(msgs(payloads), models, heatmaps="some")
 
@@ -190,7 +192,8 @@ def test_a_scoring_pool_gives_the_same_results(models, test_frames):
     # onnxruntime picks kernels by batch size: the same frames in chunks of 4 agree to float32 precision
     assert [r[:8] + r[12:15] for r in parallel.scores] == [r[:8] + r[12:15] for r in serial.scores]
     assert [r[8] for r in parallel.scores] == pytest.approx([r[8] for r in serial.scores], rel=1e-5)
-    assert [r[:10] + r[13:19] for r in parallel.heatmaps] == [r[:10] + r[13:19] for r in serial.heatmaps]
+    maps = [[r[:10] + r[13:19] for r in out.tables[FrameHeatmapRow]] for out in (parallel, serial)]
+    assert maps[0] == maps[1]
 
 
 def test_large_jpeg_is_decoded_reduced_and_located_in_frame_pixels(models, test_frames):
@@ -205,4 +208,4 @@ def test_large_jpeg_is_decoded_reduced_and_located_in_frame_pixels(models, test_
     assert out.scores[0][12], "the square must alarm at any frame size"
     x0, y0, x1, y1 = (int(v) for v in out.scores[0][14].removeprefix("region ").replace("-", ",").split(","))
     assert x0 <= 160 < x1 and y0 <= 80 < y1 and x1 <= 256 and y1 <= 256
-    assert out.heatmaps[0][8:10] == (256, 256)
+    assert out.tables[FrameHeatmapRow][0][8:10] == (256, 256)

@@ -17,14 +17,15 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from linewatch.embedded.process import spawn, stop, tail
+from linewatch.producers.signals import produce_signals
 from linewatch.schemas.codec import decode, encode_envelope
 from linewatch.schemas.messages import Score
 from linewatch.schemas.signal_rows import SignalFeatureRow
-from linewatch.signals.assembly import SensorWindow
-from linewatch.signals.training import signal_meta_for, train_signals_model
+from linewatch.signals.framing import training_frames
+from linewatch.signals.windows import SensorWindow, signal_meta_for
 from linewatch.simulation.signals import simulate_signals
 from linewatch.streams.signals_agent import SIGNALS_READY_MESSAGE
-from linewatch.streams.signals_producer import produce_signals
+from linewatch.training import train_and_register
 from tests.conftest import WORKER_READY_TIMEOUT_S, wait_for
 
 pytestmark = pytest.mark.integration
@@ -93,8 +94,10 @@ def signals_worker(request, settings, tmp_path_factory) -> Iterator[object]:
 def model(settings, database_url):
     healthy = simulate_signals(n_machines=1, duration_s=4 * 3600.0, snapshot_interval_s=SNAPSHOT_S, faults=[],
                                seed=21, **RATES)
-    bundle, _, _ = train_signals_model(healthy, database_url=database_url, model_dir=settings.model_dir,
-                                            detector="dynamic_pca", detector_params={"lags": 1}, target_far=0.01)
+    frames = training_frames(healthy.signal_messages(known_good_only=True))
+    bundle, _ = train_and_register(frames.X, modality="signals", **frames.provenance(), database_url=database_url,
+                                   model_dir=settings.model_dir, detector="dynamic_pca",
+                                   detector_params={"lags": 1}, target_far=0.01)
     # The worker looks for new models at most every model_refresh_s: after this, any batch it
     # takes is scored with this version (windows it took before would be stored unscored).
     time.sleep(settings.model_refresh_s + 0.2)

@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-import linewatch.signals.training as training
+import linewatch.signals.framing as framing
 from linewatch.detectors.bundle import ModelBundle
 from linewatch.detectors.calibration import make_calibrator
 from linewatch.detectors.dynamic_pca import DynamicPCA
@@ -19,7 +19,7 @@ from linewatch.schemas.ids import event_id
 from linewatch.schemas.messages import Score, SignalMeta
 from linewatch.schemas.rows import ScoreRow
 from linewatch.schemas.signal_rows import SignalFeatureRow
-from linewatch.signals.training import as_signal_messages, split_feature_name, training_frames
+from linewatch.signals.framing import split_feature_name, training_frames
 from linewatch.simulation.signals import simulate_signals
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.signals_pipeline import SignalsState, score_signals_batch
@@ -35,7 +35,7 @@ class Models:
     def __init__(self, *bundles: ModelBundle) -> None:
         self.bundles = list(bundles)
 
-    def for_record(self, asset_id: str, sku: str) -> list[ModelBundle]:
+    def models_for(self, modality: str, asset_id: str, sku: str, camera: str = "*") -> list[ModelBundle]:
         return self.bundles
 
 
@@ -78,9 +78,11 @@ def test_feature_rows_hold_hand_checked_features():
     noise = 1e-4 * np.random.default_rng(0).normal(size=1000)
     sine = (2.0 * np.sin(2 * np.pi * 50.0 * t) + noise).astype(np.float32)
     out = score_signals_batch(raw([(meta("vib", T0, 1000, 1000.0), sine), temp(T0, 41.5)]), Models())
-    assert out.windows == 2 and out.samples == 1001 and out.unscored == 2 and not out.scores
-    row, slow = out.features
-    assert all(len(r) == len(COLUMNS) for r in out.features)
+    assert out.counts["windows"] == 2 and out.counts["samples"] == 1001 and out.counts["unscored"] == 2
+    assert not out.scores
+    features = out.tables[SignalFeatureRow]
+    row, slow = features
+    assert all(len(r) == len(COLUMNS) for r in features)
     assert row[COLUMNS["ts"]] == T0 and row[COLUMNS["event_id"]] == meta("vib", T0, 1000, 1000.0).event_id
     assert row[COLUMNS["rms"]] == pytest.approx(np.sqrt(2.0), rel=1e-4)  # A / sqrt(2)
     assert row[COLUMNS["peak"]] == pytest.approx(2.0, rel=1e-3)
@@ -105,7 +107,7 @@ def test_bad_envelopes_become_dead_letters_and_the_batch_goes_on():
     nan[3] = np.nan
     nan_payload = encode_envelope(m, nan.tobytes())
     out = score_signals_batch(raw([b"\x00garbage", good, short_payload, None, nan_payload, temp(T0)]), Models())
-    assert out.windows == 2 and len(out.features) == 2
+    assert out.counts["windows"] == 2 and len(out.tables[SignalFeatureRow]) == 2
     reasons = [d.reason for d in out.deadletters.items]
     assert [d.offset for d in out.deadletters.items] == [0, 2, 3, 4]
     assert "not a linewatch envelope" in reasons[0]
@@ -117,27 +119,27 @@ def test_bad_envelopes_become_dead_letters_and_the_batch_goes_on():
 
 def test_features_run_once_per_group_of_equal_length_and_rate(monkeypatch):
     calls: list[tuple[int, int]] = []
-    real = training.extract_features
+    real = framing.extract_features
 
     def counting(x, cfg, **kw):
         calls.append(x.shape)
         return real(x, cfg, **kw)
 
-    monkeypatch.setattr(training, "extract_features", counting)
+    monkeypatch.setattr(framing, "extract_features", counting)
     windows = [vib(T0 + timedelta(seconds=i), seed=i) for i in range(5)]
     windows += [(meta("cur", T0 + timedelta(seconds=i), 400, 400.0), np.ones(400, np.float32) * i) for i in range(3)]
     windows += [temp(T0 + timedelta(seconds=i)) for i in range(4)]  # too short for a spectrum: no call
     out = score_signals_batch(raw(windows), Models())
-    assert out.windows == 12
+    assert out.counts["windows"] == 12
     assert sorted(calls) == [(3, 400), (5, 1000)]
 
 
 def test_a_frame_scores_once_every_sensor_of_its_slot_has_arrived(bundle):
     state = SignalsState()
     first = score_signals_batch(raw([vib(T0)]), Models(bundle), state)
-    assert len(first.features) == 1 and not first.scores  # temperature of this slot still missing
+    assert len(first.tables[SignalFeatureRow]) == 1 and not first.scores  # temperature of this slot still missing
     second = score_signals_batch(raw([temp(T0 + timedelta(milliseconds=300))], 1), Models(bundle), state)
-    assert len(second.scores) == 1 and second.frames == 1
+    assert len(second.scores) == 1 and second.counts["frames"] == 1
     row = second.scores[0]
     assert row[SCORE["ts"]] == T0 and row[SCORE["modality"]] == "signals"
     assert row[SCORE["event_id"]] == event_id("signal_frame", "m1", T0.isoformat())
@@ -147,11 +149,11 @@ def test_a_frame_scores_once_every_sensor_of_its_slot_has_arrived(bundle):
     assert {c.name for c in score.explanation} == {"vib.rms", "temp.mean"}
     # A redelivered window of the same slot does not score the frame again.
     again = score_signals_batch(raw([vib(T0)]), Models(bundle), state)
-    assert len(again.features) == 1 and not again.scores
+    assert len(again.tables[SignalFeatureRow]) == 1 and not again.scores
     # A loud machine is flagged and its vibration named first.
     t1 = T0 + timedelta(seconds=60)
     loud = score_signals_batch(raw([vib(t1, amplitude=3.0), temp(t1)]), Models(bundle), state)
-    assert loud.anomalies == 1
+    assert loud.counts["anomalies"] == 1
     assert loud.scores[0][SCORE["top_feature"]] == "vib.rms"
     assert decode(loud.score_messages[0][1], Score).explanation[0].name == "vib.rms"
 
@@ -163,10 +165,11 @@ def test_a_bad_sensor_suppresses_the_assets_anomaly_flags(bundle):
     stuck = (meta("vib", T0, 1000, 1000.0, kind="vibration"), np.full(1000, 3.0, dtype=np.float32))  # rms 3, flat
     out = score_signals_batch(raw([stuck, temp(T0), loud, temp(t1)]), Models(bundle), state)
     flat_row, loud_row = out.scores
-    assert out.features[0][COLUMNS["quality"]] == ["flatline"] and out.features[2][COLUMNS["quality"]] == []
+    features = out.tables[SignalFeatureRow]
+    assert features[0][COLUMNS["quality"]] == ["flatline"] and features[2][COLUMNS["quality"]] == []
     assert loud_row[SCORE["is_anomaly"]] is True
     assert flat_row[SCORE["is_anomaly"]] is False and flat_row[SCORE["ready"]] is False
-    assert flat_row[SCORE["raw_score"]] == 0.0 and out.suppressed == 1 and out.anomalies == 1
+    assert flat_row[SCORE["raw_score"]] == 0.0 and out.counts["suppressed"] == 1 and out.counts["anomalies"] == 1
     assert flat_row[SCORE["top_feature"]] == "data quality: vib flatline"
     assert decode(out.score_messages[0][1], Score).explanation[0].name == "data quality: vib flatline"
 
@@ -214,7 +217,7 @@ class Spy:
 def test_training_rows_are_exactly_the_rows_the_pipeline_scores():
     sim = simulate_signals(n_machines=2, duration_s=300.0, snapshot_interval_s=30.0, vibration_rate=2000.0,
                            current_rate=500.0, faults=[], seed=3)
-    messages = as_signal_messages(sim)
+    messages = sim.signal_messages()
     tf = training_frames(messages)
     assert tf.X.shape == (20, len(tf.feature_names)) and "temperature.mean" in tf.feature_names
     spy = Spy()

@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from linewatch.producers.spc import produce_spc
 from linewatch.schemas.codec import decode
 from linewatch.schemas.messages import DeadLetter, Score
 from linewatch.simulation.spc import simulate_spc
-from linewatch.streams.producer import produce_spc
 from linewatch.training import train_and_register
 from tests.conftest import wait_for
 

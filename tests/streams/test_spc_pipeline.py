@@ -20,7 +20,7 @@ class OneModel:
     def __init__(self, bundle, asset=None):
         self.bundle, self.asset = bundle, asset
 
-    def for_record(self, asset_id, sku):
+    def models_for(self, modality, asset_id, sku, camera="*"):
         return [self.bundle] if self.asset in (None, asset_id) else []
 
 
@@ -37,10 +37,10 @@ def msgs(payloads):
 def test_batch_produces_rows_in_table_column_order(bundle):
     recs = simulate_spc(n_parts=20, seed=1, fault_fraction=0.0).records()
     out = score_spc_batch(msgs([encode(r) for r in recs]), OneModel(bundle))
-    assert out.records == 20 and len(out.scores) == 20 and len(out.deadletters) == 0
-    assert len(out.measurements) == 20 * 6
+    assert out.counts["records"] == 20 and len(out.scores) == 20 and len(out.deadletters) == 0
+    assert len(out.tables[SpcMeasurementRow]) == 20 * 6
     assert all(len(r) == len(ScoreRow.model_fields) for r in out.scores)
-    assert all(len(r) == len(SpcMeasurementRow.model_fields) for r in out.measurements)
+    assert all(len(r) == len(SpcMeasurementRow.model_fields) for r in out.tables[SpcMeasurementRow])
     score = decode(out.score_messages[0][1], Score)
     assert score.event_id == recs[0].event_id and score.model_version == bundle.version
     assert json.loads(out.scores[0][15])[0]["name"] == score.explanation[0].name
@@ -51,7 +51,7 @@ def test_bad_and_incomplete_records_become_dead_letters(bundle):
     recs = simulate_spc(n_parts=3, seed=2, fault_fraction=0.0).records()
     partial = recs[2].model_copy(update={"values": {"length_mm": 120.0}})
     out = score_spc_batch(msgs([encode(recs[0]), b"{oops", encode(partial), encode(recs[1])]), OneModel(bundle))
-    assert out.records == 2 and len(out.scores) == 2
+    assert out.counts["records"] == 2 and len(out.scores) == 2
     reasons = [d.reason for d in out.deadletters.items]
     assert "invalid JSON" in reasons[0] and "lacks characteristic" in reasons[1]
     assert [d.offset for d in out.deadletters.items] == [1, 2]
@@ -61,7 +61,8 @@ def test_bad_and_incomplete_records_become_dead_letters(bundle):
 def test_records_without_a_model_are_stored_unscored(bundle):
     recs = simulate_spc(n_parts=4, seed=3, fault_fraction=0.0, assets=("other",)).records()
     out = score_spc_batch(msgs([encode(r) for r in recs]), OneModel(bundle, asset="press-1"))
-    assert out.unscored == 4 and not out.scores and len(out.measurements) == 24
+    assert out.counts["unscored"] == 4 and out.unscored == {"other/housing-a": 4}
+    assert not out.scores and len(out.tables[SpcMeasurementRow]) == 24
 
 
 def test_same_batch_gives_same_rows(bundle):
@@ -86,7 +87,7 @@ class Models:
     def __init__(self, *bundles):
         self.bundles = list(bundles)
 
-    def for_record(self, asset_id, sku):
+    def models_for(self, modality, asset_id, sku, camera="*"):
         return self.bundles
 
 
@@ -99,7 +100,7 @@ def ewma():
 def test_every_detector_scores_each_record_and_measurements_are_stored_once(bundle, ewma):
     recs = simulate_spc(n_parts=12, seed=6).records()
     out = score_spc_batch(msgs([encode(r) for r in recs]), Models(bundle, ewma))
-    assert len(out.scores) == 24 and len(out.measurements) == 12 * 6
+    assert len(out.scores) == 24 and len(out.tables[SpcMeasurementRow]) == 12 * 6
     assert {r[6] for r in out.scores} == {"robust_mahalanobis", "ewma"}
 
 

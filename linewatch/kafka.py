@@ -1,17 +1,22 @@
-"""confluent-kafka helpers: topic creation and a batching publisher.
+"""confluent-kafka helpers: topic creation, a batching publisher and a read-to-the-end consumer.
 
 Agents publish through librdkafka rather than Faust's per-message ``send``: a batch of
 thousands of scores is handed over in one loop of non-blocking ``produce`` calls and made
 durable with one ``flush`` before the input offsets are acknowledged (at-least-once; the
 consumers de-duplicate on ``event_id``).
+
+Everything outside the Faust worker that talks to the broker goes through this module: the
+producers (:mod:`linewatch.producers`), ``linewatch up`` and the demo create topics with
+:func:`ensure_topics`, and the data loaders read a topic's history with :func:`read_to_end`.
+It depends on nothing in :mod:`linewatch.streams`, so those callers need not import Faust.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from linewatch.errors import InfrastructureError
@@ -22,6 +27,8 @@ log = logging.getLogger(__name__)
 #: Enough for the broker to answer on a loaded laptop; a broker that takes longer is down.
 ADMIN_TIMEOUT_S = 15.0
 FLUSH_TIMEOUT_S = 30.0
+#: How long a reader waits for the topic's metadata and watermarks before the broker counts as down.
+METADATA_TIMEOUT_S = 10.0
 
 
 def ensure_topics(bootstrap: str, *, partitions: int | None = None,
@@ -94,3 +101,37 @@ class Publisher:
             raise InfrastructureError(
                 f"{remaining} message(s) not delivered within {FLUSH_TIMEOUT_S:.0f} s; errors: {errors}"
             )
+
+
+def make_consumer(bootstrap: str, group_id: str, **overrides: object) -> Consumer:
+    """A consumer that never commits: readers here assign partitions themselves and keep no position."""
+    config: dict[str, object] = {"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False}
+    config.update(overrides)
+    return Consumer(config)
+
+
+def read_to_end(bootstrap: str, topic: str, *, group_id: str, batch: int = 1000,
+                poll_s: float = 5.0) -> Iterator[Message]:
+    """Every message in ``topic`` from the beginning up to the end each partition had when reading began.
+
+    The end offsets (high watermarks) are taken once, before the first fetch, so a topic that
+    keeps growing still yields a finite history. Messages that carry a consumer error are
+    skipped; empty partitions are not waited for. The consumer is closed when the iteration
+    ends or is abandoned.
+    """
+    consumer = make_consumer(bootstrap, group_id)
+    try:
+        parts = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=METADATA_TIMEOUT_S)[1]
+                for p in parts}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        pending = {p for p, end in ends.items() if end > 0}
+        while pending:
+            for msg in consumer.consume(batch, poll_s) or []:
+                if msg.error() is not None:
+                    continue
+                if msg.offset() >= ends[msg.partition()] - 1:
+                    pending.discard(msg.partition())
+                yield msg
+    finally:
+        consumer.close()

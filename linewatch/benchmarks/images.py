@@ -12,9 +12,10 @@ Prints figures; asserts nothing (timings are not tests). Sections:
 
 Usage::
 
-    python bench/bench_images.py                       # everything, CPU (several minutes on 2 cores)
-    python bench/bench_images.py --sections throughput --provider cuda
-    python bench/bench_images.py --quick --json bench/results/images.json
+    linewatch bench images                       # everything, CPU (several minutes on 2 cores)
+    linewatch bench images --sections throughput --provider cuda
+    linewatch bench images --quick --json images.json
+    python -m linewatch.benchmarks.images --quick   # the same, without the CLI
 """
 
 from __future__ import annotations
@@ -22,24 +23,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
+from linewatch.backtest.images import run_images_backtest
+from linewatch.backtest.metrics import auroc
+from linewatch.detectors import patchcore as pc
+from linewatch.detectors.image_backbone import ImageBackbone, prepare_images
+from linewatch.simulation.frames import DEFECT_TYPES, render_batch, write_dataset
 
-from linewatch.backtest.images import run_images_backtest  # noqa: E402
-from linewatch.backtest.metrics import auroc  # noqa: E402
-from linewatch.detectors import patchcore as pc  # noqa: E402
-from linewatch.detectors.image_backbone import ImageBackbone, prepare_images  # noqa: E402
-from linewatch.simulation.frames import DEFECT_TYPES, render_batch, write_dataset  # noqa: E402
-
+PROG = "python -m linewatch.benchmarks.images"
 SKUS = ("bracket-a", "washer-b", "fabric-c", "grain-d")
 
 
@@ -276,15 +274,17 @@ def bench_faiss(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--sections", default="throughput,accuracy,bank,faiss")
-    parser.add_argument("--skus", default=",".join(SKUS))
-    parser.add_argument("--bank-skus", default="fabric-c,grain-d")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Parse ``argv`` (default: the process's arguments), run, print; ``prog`` names the command in ``--help``."""
+    parser = argparse.ArgumentParser(prog=prog or PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--provider", choices=("cpu", "cuda"), default="cpu", help="onnxruntime execution provider")
+    parser.add_argument("--sections", default="throughput,accuracy,bank,faiss",
+                        help="comma-separated, in this order by default: throughput, accuracy, bank, faiss")
+    parser.add_argument("--skus", default=",".join(SKUS), help="comma-separated simulated SKUs for accuracy")
+    parser.add_argument("--bank-skus", default="fabric-c,grain-d", help="comma-separated SKUs for the bank section")
+    parser.add_argument("--image-size", type=int, default=224, help="model input side for accuracy, bank and faiss")
+    parser.add_argument("--repeats", type=int, default=3, help="timing rounds per figure, the best one counts")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the simulated frames and the detectors")
     parser.add_argument("--quick", action="store_true", help="fewer frames and configurations")
     parser.add_argument("--json", type=Path, help="also write all figures here")
     args = parser.parse_args(argv)

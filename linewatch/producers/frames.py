@@ -27,10 +27,10 @@ import numpy as np
 from PIL import Image
 
 from linewatch.errors import ConfigError, DataError
+from linewatch.producers.spc import publish_paced
 from linewatch.schemas.codec import encode_envelope
 from linewatch.schemas.messages import FrameMeta
 from linewatch.schemas.topics import FRAMES
-from linewatch.streams.producer import publish_paced
 
 ENCODINGS = ("png", "jpeg", "raw")
 #: Quality of simulated JPEG frames: what inspection cameras default to (artefacts stay below

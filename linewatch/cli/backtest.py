@@ -1,17 +1,20 @@
-"""``linewatch backtest csv``: replay a labelled CSV through a detector and print the metrics.
+"""``linewatch backtest``: replay labelled history through a detector and print the metrics.
 
-The lead mounts :data:`backtest_app` into the main CLI as ``linewatch backtest``. The
-command reads two CSVs (known-good training rows, labelled test rows), fits and
-calibrates on the first, replays the second, prints a table and optionally writes the
-figures as JSON. ``--modality signals`` hands the same arrays to the windowed signals
-backtest (:func:`linewatch.backtest.signals.run_signals_backtest`).
+``csv`` reads two CSVs (known-good training rows, labelled test rows) through
+:func:`linewatch.loaders.load_csv`, fits and calibrates on the first, replays the second,
+prints a table and optionally writes the figures as JSON; ``--modality signals`` hands the
+same arrays to the windowed signals backtest
+(:func:`linewatch.backtest.signals.run_signals_backtest`). ``images`` runs the folder backtest
+of :mod:`linewatch.backtest.images` on an MVTec AD-layout dataset.
 
-Example::
+Examples::
 
     linewatch simulate spc --parts 20000 --fault-fraction 0 --csv train.csv
     linewatch simulate spc --parts 5000 --seed 1 --csv test.csv
     linewatch backtest csv --train train.csv --test test.csv --label-column fault \\
         --time-column ts --detector hotelling --target-far 0.001 --json result.json
+    linewatch simulate frames --sku bracket-a --out bracket-data
+    linewatch backtest images --data bracket-data --json result.json
 """
 
 from __future__ import annotations
@@ -20,13 +23,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from linewatch.backtest.tabular import load_csv, run_tabular_backtest
+from linewatch.cli.common import console, fmt, jsonable, stage_progress
 from linewatch.errors import ConfigError, DataError
 
 backtest_app = typer.Typer(
@@ -34,27 +36,17 @@ backtest_app = typer.Typer(
     no_args_is_help=True,
 )
 
-
-
-@backtest_app.callback()
-def _group() -> None:
-    """Replay labelled history through a detector (keeps ``csv`` a sub-command when run standalone)."""
-
-
-#: The order the table shows; every other key is still in the JSON.
+#: The order the csv table shows; every other key is still in the JSON.
 TABLE_KEYS = (
     "detector", "n_train", "n_test", "precision", "recall", "f1", "far", "mar", "auroc",
     "tp", "fp", "tn", "fn",
 )  # fmt: skip
 MODALITIES = ("tabular", "signals")
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+#: Rows of the image backtest table, in reading order; every figure is in the JSON.
+IMAGE_TABLE_KEYS = (
+    "image_auroc", "pixel_auroc", "f1", "precision", "recall", "far", "target_far", "threshold", "calibrator",
+    "fps", "n_train", "n_calibration", "n_test", "n_test_good", "n_test_defect", "bank_size", "fit_seconds",
+)  # fmt: skip
 
 
 def _table(result: dict[str, Any]) -> Table:
@@ -62,9 +54,9 @@ def _table(result: dict[str, Any]) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in TABLE_KEYS:
-        table.add_row(key, _fmt(result.get(key)))
+        table.add_row(key, fmt(result.get(key)))
     for kind, r in result.get("recall_by_label", {}).items():
-        table.add_row(escape(f"recall ({kind})"), _fmt(r))
+        table.add_row(escape(f"recall ({kind})"), fmt(r))
     if result.get("train_rows_labelled_anomalous"):
         n_bad = result["train_rows_labelled_anomalous"]
         table.add_row("[yellow]warning[/]", f"{n_bad} training rows are labelled anomalous")
@@ -74,18 +66,6 @@ def _table(result: dict[str, Any]) -> Table:
     if "auto_reason" in result:
         table.add_row("auto choice", escape(result["auto_reason"]))
     return table
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 @backtest_app.command("csv")
@@ -129,7 +109,7 @@ def csv_cmd(
     )
     Console().print(_table(result))
     if json_out is not None:
-        json_out.write_text(json.dumps(_jsonable(result), indent=2, sort_keys=True) + "\n")
+        json_out.write_text(json.dumps(jsonable(result), indent=2, sort_keys=True) + "\n")
 
 
 def run_csv_backtest(
@@ -149,6 +129,8 @@ def run_csv_backtest(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The command without the printing: load both CSVs, dispatch by modality, return the figures."""
+    from linewatch.loaders import load_csv
+
     if modality not in MODALITIES:
         raise ConfigError(f"--modality {modality!r}; use one of {', '.join(MODALITIES)}")
     tr = load_csv(
@@ -190,6 +172,8 @@ def run_csv_backtest(
             timestamps=te.timestamps,
         )
     else:
+        from linewatch.backtest.tabular import run_tabular_backtest
+
         result = run_tabular_backtest(
             tr.X,
             te.X,
@@ -210,4 +194,48 @@ def run_csv_backtest(
         # Labels never select training rows (that would leak ground truth into the model), but a
         # "known-good" file with labelled anomalies deserves a loud note next to the figures.
         result["train_rows_labelled_anomalous"] = int(tr.labels.sum())
-    return _jsonable(result)
+    return jsonable(result)
+
+
+def _image_tables(result: dict[str, Any]) -> list[Table]:
+    table = Table(title=f"image backtest: {escape(str(result.get('data_dir')))}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in IMAGE_TABLE_KEYS:
+        table.add_row(key, fmt(result.get(key)))
+    per = Table(title="per defect type")
+    for col in ("defect", "n", "image AUROC", "pixel AUROC", "recall"):
+        per.add_column(col, justify="left" if col == "defect" else "right")
+    for defect, entry in result.get("per_defect", {}).items():
+        per.add_row(escape(defect), fmt(entry["n"]), fmt(entry["image_auroc"]), fmt(entry["pixel_auroc"]),
+                    fmt(entry["recall"]))
+    return [table, per]
+
+
+@backtest_app.command("images")
+def backtest_images_cmd(
+    data: Annotated[Path, typer.Option("--data", help="dataset folder in the MVTec AD layout")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write every figure as JSON here")] = None,
+    target_far: Annotated[float, typer.Option(help="false alarms per good part the threshold is set for")] = 0.05,
+    calibration_fraction: Annotated[float, typer.Option(help="share of train/good held out to calibrate")] = 0.2,
+    image_size: Annotated[int, typer.Option(help="model input side, a multiple of 16")] = 224,
+    coreset_ratio: Annotated[float, typer.Option(help="share of training patches kept in the memory bank")] = 0.01,
+    max_bank_size: Annotated[int, typer.Option(help="upper bound on the memory bank")] = 4096,
+    seed: Annotated[int, typer.Option()] = 0,
+    model_out: Annotated[Path | None, typer.Option(help="also save the fitted, calibrated model here")] = None,
+) -> None:
+    """Train on train/good, calibrate on a held-out part of it, score test/: image and pixel AUROC, F1, frames/s."""
+    from linewatch.backtest.images import run_images_backtest
+
+    with stage_progress() as progress:
+        result = run_images_backtest(
+            data, target_far=target_far, calibration_fraction=calibration_fraction, image_size=image_size,
+            coreset_ratio=coreset_ratio, max_bank_size=max_bank_size, seed=seed, progress=progress,
+            model_out=model_out,
+        )
+    out = Console()
+    for table in _image_tables(result):
+        out.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(jsonable(result), indent=2, sort_keys=True) + "\n")
+        console.print(f"figures written to {escape(str(json_out))}")

@@ -2,9 +2,10 @@
 
 Prints figures; asserts nothing. Run::
 
-    /work/venv/bin/python bench/bench_signal_quality.py                 # both sections (a few minutes)
-    /work/venv/bin/python bench/bench_signal_quality.py --quick         # shorter simulation
-    /work/venv/bin/python bench/bench_signal_quality.py --sections nab --nab-dir PATH
+    linewatch bench signal-quality                 # both sections (a few minutes)
+    linewatch bench signal-quality --quick         # shorter simulation
+    linewatch bench signal-quality --sections nab --nab-dir PATH
+    python -m linewatch.benchmarks.signal_quality --quick   # the same, without the CLI
 
 Simulator
 ---------
@@ -36,24 +37,27 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+# Only while numpy has not loaded its BLAS: afterwards the variables change nothing in this
+# process and would only leak into its children (pytest imports this module for doctests).
+if "numpy" not in sys.modules:
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from linewatch.backtest.signals import run_signals_backtest
+from linewatch.signals.features import FeatureConfig, extract_features, feature_names
+from linewatch.signals.quality import QualityGate, SensorLimits
+from linewatch.simulation.signals import FAULT_KINDS, Fault, simulate_signals
 
-from linewatch.backtest.signals import run_signals_backtest  # noqa: E402
-from linewatch.signals.features import FeatureConfig, extract_features, feature_names  # noqa: E402
-from linewatch.signals.quality import QualityGate, SensorLimits  # noqa: E402
-from linewatch.simulation.signals import FAULT_KINDS, Fault, simulate_signals  # noqa: E402
-
+PROG = "python -m linewatch.benchmarks.signal_quality"
 NAB_FILE = "realKnownCause/machine_temperature_system_failure.csv"
+#: Where --nab-dir points by default: ``shared/eval/nab`` next to the checkout this module runs from.
+DEFAULT_NAB_DIR = Path(__file__).resolve().parents[3] / "shared" / "eval" / "nab"
 SIM_DETECTORS = ("dynamic_pca", "autoencoder", "online_residual", "robust_mahalanobis")
 NAB_DETECTORS = ("dynamic_pca", "autoencoder", "online_residual", "half_space_trees")
 #: Faults start here (share of the run); detectors train on the first TRAIN_SHARE, always healthy.
@@ -211,17 +215,20 @@ def bench_nab(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", choices=("sim", "nab"), default=["sim", "nab"])
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Parse ``argv`` (default: the process's arguments), run, print; ``prog`` names the command in ``--help``."""
+    parser = argparse.ArgumentParser(prog=prog or PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", choices=("sim", "nab"), default=["sim", "nab"],
+                        help="which parts to run: the machine simulator, NAB (default: both)")
     parser.add_argument("--quick", action="store_true", help="a shorter simulation")
     parser.add_argument("--hours", type=float, default=None, help="simulated hours per machine")
     parser.add_argument("--interval", type=float, default=None, help="seconds between snapshots")
     parser.add_argument("--target-far", type=float, default=1e-3, help="false alarms per normal row")
-    parser.add_argument("--nab-dir", type=Path, default=ROOT.parent / "shared" / "eval" / "nab")
+    parser.add_argument("--nab-dir", type=Path, default=DEFAULT_NAB_DIR,
+                        help="NAB checkout (data/ and labels/); the nab section is skipped without it")
     parser.add_argument("--nab-window", type=int, default=12, help="rows per window (12 = 1 h)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.hours = args.hours or (12.0 if args.quick else 48.0)
     args.interval = args.interval or (15.0 if args.quick else 60.0)
     res: dict[str, Any] = {}
@@ -232,7 +239,8 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2, default=str))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

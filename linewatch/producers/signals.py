@@ -1,8 +1,8 @@
 """Produce sensor windows onto the ``signals`` topic, keyed by asset, optionally at a plant-like pace.
 
-Accepts what the simulator and recorders hand out: :class:`~linewatch.signals.assembly.SensorWindow`
+Accepts what the simulator and recorders hand out: :class:`~linewatch.signals.windows.SensorWindow`
 objects (kind and unit from the sensor name, see
-:func:`~linewatch.signals.training.signal_meta_for`, or from ``kinds``) or ready
+:func:`~linewatch.signals.windows.signal_meta_for`, or from ``kinds``) or ready
 ``(SignalMeta, samples)`` pairs. Every window travels as one binary envelope (JSON header +
 little-endian float32 samples, :func:`~linewatch.schemas.codec.encode_signal`).
 """
@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
+from linewatch.producers.spc import publish_paced
 from linewatch.schemas.codec import encode_signal
 from linewatch.schemas.messages import SignalMeta
 from linewatch.schemas.topics import SIGNALS
-from linewatch.signals.assembly import SensorWindow
-from linewatch.signals.training import signal_meta_for
-from linewatch.streams.producer import publish_paced
+from linewatch.signals.windows import SensorWindow, signal_meta_for
 
 #: Windows handed to librdkafka between pacing checks and progress callbacks (~8 MB of 10 kHz windows).
 DEFAULT_CHUNK = 200

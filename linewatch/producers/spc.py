@@ -1,8 +1,8 @@
 """Produce simulated or recorded SPC parts onto the ``spc`` topic, optionally at a plant-like pace.
 
 :func:`publish_paced` is the publish loop every producer shares (SPC here, signals in
-:mod:`linewatch.streams.signals_producer`, frames in :mod:`linewatch.streams.frames_producer`):
-they differ only in how one input item becomes a ``(key, value)`` message.
+:mod:`linewatch.producers.signals`, frames in :mod:`linewatch.producers.frames`): they differ
+only in how one input item becomes a ``(key, value)`` message.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from linewatch.kafka import Publisher
 from linewatch.schemas.codec import encode
 from linewatch.schemas.messages import SpcRecord
 from linewatch.schemas.topics import SPC
-from linewatch.streams.kafka import Publisher
 
 
 def publish_paced(

@@ -1,9 +1,10 @@
 """Throughput of every tabular detector on one core, and ONNX Isolation Forest vs scikit-learn.
 
-Prints figures; asserts nothing. Run:
+Prints figures; asserts nothing. Run::
 
-    /work/venv/bin/python bench/bench_tabular_detectors.py            # full
-    /work/venv/bin/python bench/bench_tabular_detectors.py --quick    # smaller, for a smoke check
+    linewatch bench tabular-detectors            # full
+    linewatch bench tabular-detectors --quick    # smaller, for a smoke check
+    python -m linewatch.benchmarks.tabular_detectors --quick   # the same, without the CLI
 
 What is measured
 ----------------
@@ -16,27 +17,35 @@ What is measured
   the export time of each graph.
 
 BLAS and onnxruntime are held to one thread and the process is pinned to one CPU, so the
-figures are per core; a worker scales by running more processes.
+figures are per core; a worker scales by running more processes. (The thread limits are set
+when this module is imported, before numpy starts its BLAS, which is why the imports below
+come after them.)
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_var] = "1"  # before numpy is imported, or BLAS has already started its threads
+# Only while numpy has not loaded its BLAS: afterwards the variables change nothing in this
+# process and would only leak into its children (pytest imports this module for doctests).
+if "numpy" not in sys.modules:
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ[_var] = "1"  # before numpy is imported, or BLAS has already started its threads
 
-import argparse  # noqa: E402
-import inspect  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+import argparse
+import inspect
+import time
+from collections.abc import Callable, Sequence
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from linewatch.detectors import catalog  # noqa: E402
-from linewatch.detectors.base import get_detector  # noqa: E402
-from linewatch.detectors.isolation_forest import IsolationForestONNX  # noqa: E402
-from linewatch.simulation.spc import simulate_spc  # noqa: E402
+from linewatch.detectors import table as catalog  # (TABULAR_DETECTORS lives in table.py now)
+from linewatch.detectors.isolation_forest import IsolationForestONNX
+from linewatch.detectors.table import get_detector
+from linewatch.simulation.spc import simulate_spc
+
+PROG = "python -m linewatch.benchmarks.tabular_detectors"
 
 
 def _pin_one_core() -> str:
@@ -110,10 +119,11 @@ def bench_isolation_forest(X_train: np.ndarray, X_test: np.ndarray, repeats: int
               f"{t_sk / t_fused:13.1f}x {t_sk / t_stock:16.2f}x")  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Parse ``argv`` (default: the process's arguments), run, print; ``prog`` names the command in ``--help``."""
+    parser = argparse.ArgumentParser(prog=prog or PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data and fewer repeats")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     where = _pin_one_core()
     n_train = 2_000 if args.quick else 10_000
     repeats = 2 if args.quick else 5
@@ -123,7 +133,8 @@ def main() -> None:
     print(f"tabular detectors, {X_train.shape[1]} features, fit on {n_train} rows; one thread, {where}\n")
     bench_detectors(X_train, X_test, batches, repeats)
     bench_isolation_forest(X_train, X_test, repeats, n_estimators=30 if args.quick else 100)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,9 +1,10 @@
 """Detection quality per fault type at a fixed false-alarm rate, on the simulated machining line.
 
-Prints figures; asserts nothing. Run:
+Prints figures; asserts nothing. Run::
 
-    /work/venv/bin/python bench/bench_spc_quality.py            # full
-    /work/venv/bin/python bench/bench_spc_quality.py --quick    # smaller, for a smoke check
+    linewatch bench spc-quality            # full
+    linewatch bench spc-quality --quick    # smaller, for a smoke check
+    python -m linewatch.benchmarks.spc_quality --quick   # the same, without the CLI
 
 Set-up
 ------
@@ -40,21 +41,26 @@ must catch it. The summary line at the end says whether that held in this run.
 from __future__ import annotations
 
 import os
+import sys
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"  # the machine is shared: one thread is enough and keeps timings honest
+# Only while numpy has not loaded its BLAS: afterwards the variables change nothing in this
+# process and would only leak into its children (pytest imports this module for doctests).
+if "numpy" not in sys.modules:
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"  # the machine is shared: one thread is enough and keeps timings honest
 
-import argparse  # noqa: E402
-import time  # noqa: E402
+import argparse
+import time
+from collections.abc import Sequence
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from linewatch.backtest.metrics import classification_metrics, detection_delays  # noqa: E402
-from linewatch.backtest.tabular import replay  # noqa: E402
-from linewatch.detectors import catalog  # noqa: E402, F401  (registry)
-from linewatch.detectors.bundle import ModelBundle  # noqa: E402
-from linewatch.simulation.spc import FAULT_TYPES, simulate_spc  # noqa: E402
+from linewatch.backtest.metrics import classification_metrics, detection_delays
+from linewatch.backtest.tabular import replay
+from linewatch.detectors.bundle import ModelBundle
+from linewatch.simulation.spc import FAULT_TYPES, simulate_spc
 
+PROG = "python -m linewatch.benchmarks.spc_quality"
 TARGET_FAR = 0.01
 UNIVARIATE = ("shewhart_imr", "ewma", "cusum")
 MULTIVARIATE = (
@@ -76,10 +82,11 @@ def recall_at_far(scores: np.ndarray, labels: np.ndarray, far: float) -> float:
     return float((scores[labels] > threshold).mean())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Parse ``argv`` (default: the process's arguments), run, print; ``prog`` names the command in ``--help``."""
+    parser = argparse.ArgumentParser(prog=prog or PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller streams")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     n_train = 6_000 if args.quick else 20_000
     n_test = 4_000 if args.quick else 12_000
     train = simulate_spc(n_parts=n_train, seed=0, fault_fraction=0.0)
@@ -141,7 +148,8 @@ def main() -> None:
     )
     best_uni = max(table[n]["correlation_break"] for n in UNIVARIATE)
     print(f"best univariate rec@far on the correlation break: {best_uni:.3f} (chance: {TARGET_FAR:g})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,10 +1,10 @@
-"""From sensor windows to model rows, once: the code path shared by training and the live signals agent.
+"""The live signals framing path: sensor windows -> features -> one aligned row per asset and time slot.
 
 Why one module
 --------------
 A model is only as good as the agreement between the rows it was fitted on and the rows it
-scores. Training (:func:`train_signals_model`) and the live pipeline
-(:mod:`linewatch.streams.signals_pipeline`) therefore call the same three functions here:
+scores. Training (:func:`training_frames`, whose rows go to :mod:`linewatch.training`) and the live
+pipeline (:mod:`linewatch.streams.signals_pipeline`) therefore call the same three functions here:
 :func:`featurize_windows` (a window becomes a feature vector and a quality verdict),
 :class:`FrameBuilder` (windows of several sensors become one aligned row per asset and time
 slot) and :func:`frame_columns` (a model's feature names say which sensor and feature each
@@ -38,12 +38,11 @@ still incomplete ``retention_s`` seconds of asset time (the newest window end se
 asset) after it ended is reported as **missing** (which sensors never came) and dropped,
 and windows older than that are forgotten.
 
-Why not :class:`~linewatch.signals.assembly.FrameAssembler`? It resamples raw samples of all
-sensors onto one common grid, which is what a model on raw multi-sensor samples needs. These
-models work on per-window *features*, and features must be computed at each sensor's native
-rate: a 10 kHz vibration spectrum does not survive a 1 Hz grid, and lifting a 1 Hz
-thermocouple to 10 kHz multiplies the data 10,000 times for nothing. Aligning the feature
-vectors by slot keeps each sensor at its own rate.
+Why features are aligned by slot rather than samples resampled onto one grid: these models work
+on per-window *features*, and features must be computed at each sensor's native rate: a 10 kHz
+vibration spectrum does not survive a 1 Hz grid, and lifting a 1 Hz thermocouple to 10 kHz
+multiplies the data 10,000 times for nothing. Aligning the feature vectors by slot keeps each
+sensor at its own rate.
 
 >>> import numpy as np
 >>> from datetime import UTC, datetime
@@ -69,15 +68,14 @@ vectors by slot keeps each sensor at its own rate.
 from __future__ import annotations
 
 import bisect
-import inspect
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import Any
 
 import numpy as np
 
@@ -86,12 +84,6 @@ from linewatch.errors import ConfigError, DataError
 from linewatch.schemas.messages import SignalMeta
 from linewatch.signals.features import TIME_FEATURES, FeatureConfig, extract_features, feature_names, time_features
 from linewatch.signals.quality import Issue, QualityGate
-
-if TYPE_CHECKING:
-    from linewatch.detectors.bundle import ModelBundle
-    from linewatch.signals.assembly import SensorWindow
-    from linewatch.simulation.signals import SignalSimulation
-    from linewatch.storage.model_registry import ModelRef
 
 #: Fewer samples than this give a spectrum too coarse to mean anything (bins of fs/n Hz):
 #: such windows get time-domain features only.
@@ -108,11 +100,6 @@ DEFAULT_SLOT_S = 1.0
 DEFAULT_RETENTION_S = 300.0
 #: Tolerance in slot units for float POSIX times (1e-9 of a 1 s slot is far below 1 µs).
 _SLOT_TOL = 1e-9
-#: Default unit per sensor kind, for windows that arrive without one (simulations, CSV imports).
-DEFAULT_UNITS: dict[str, str] = {
-    "vibration": "g", "current": "A", "temperature": "degC", "pressure": "bar", "speed": "Hz", "other": "1",
-}
-KINDS: tuple[str, ...] = get_args(SignalMeta.model_fields["kind"].annotation)
 #: Names a window's features can have; used to split ``"<sensor>.<feature>"`` where the sensor
 #: name itself may contain dots and band names carry decimals (``band_39.0625_78.125hz``).
 _FEATURE_NAME = re.compile(
@@ -457,54 +444,6 @@ class FrameBuilder:
         return fb
 
 
-# ---------------------------------------------------------------------------------------------- training
-def signal_meta_for(window: SensorWindow, *, kind: str | None = None, unit: str | None = None) -> SignalMeta:
-    """The ``signals`` header of a :class:`~linewatch.signals.assembly.SensorWindow`.
-
-    Without ``kind`` the sensor name is used when it is a kind (the simulator's ``"vibration"``,
-    ``"current"``, ``"temperature"``), else ``"other"``; ``unit`` defaults per kind.
-    """
-    k = kind or (window.sensor if window.sensor in KINDS else "other")
-    return SignalMeta(
-        asset_id=window.asset_id, sensor=window.sensor, kind=k, unit=unit or DEFAULT_UNITS.get(k, "1"),
-        start=datetime.fromtimestamp(window.start, UTC), sample_rate_hz=window.sample_rate_hz,
-        n_samples=int(window.samples.size),
-    )
-
-
-def as_signal_messages(
-    source: SignalSimulation | Iterable[SensorWindow | tuple[SignalMeta, np.ndarray]],
-    *,
-    kinds: Mapping[str, str] | None = None,
-    known_good_only: bool = False,
-) -> list[tuple[SignalMeta, np.ndarray]]:
-    """Headers and samples from a simulation, :class:`SensorWindow` objects or ``(SignalMeta, samples)`` pairs.
-
-    ``known_good_only`` keeps only a simulation's healthy snapshots (no fault, however small).
-    """
-    from linewatch.signals.assembly import SensorWindow
-    from linewatch.simulation.signals import SignalSimulation
-
-    kinds = dict(kinds or {})
-    if isinstance(source, SignalSimulation):
-        healthy = ~source.labels
-        items: Iterable[Any] = (
-            w for w in source.sensor_windows()
-            if not known_good_only
-            or healthy[source.machines.index(w.asset_id), int(np.searchsorted(source.starts, w.start))]
-        )
-    else:
-        items = source
-    out = []
-    for item in items:
-        if isinstance(item, SensorWindow):
-            out.append((signal_meta_for(item, kind=kinds.get(item.sensor)), item.samples))
-        else:
-            meta, samples = item
-            out.append((meta, np.asarray(samples, dtype=np.float32)))
-    return out
-
-
 @dataclass(frozen=True)
 class TrainingFrames:
     """The training matrix and where it came from."""
@@ -515,6 +454,10 @@ class TrainingFrames:
     ts: tuple[datetime, ...]  # slot start of each row
     skipped_quality: int  # complete frames left out because a sensor failed the quality gate
     dropped_constant: tuple[str, ...]  # default features left out because they never moved
+
+    def provenance(self) -> dict[str, Any]:
+        """What :func:`linewatch.training.fit_model` records of these rows: their columns and time span."""
+        return {"feature_names": self.feature_names, "train_start": min(self.ts), "train_end": max(self.ts)}
 
 
 def training_frames(
@@ -578,47 +521,3 @@ def _default_names(wins: Sequence[WindowFeatures]) -> list[str]:
     for w in wins:
         per_sensor.setdefault(w.meta.sensor, (w.meta.kind, w.names))
     return [f"{s}.{f}" for s in sorted(per_sensor) for f in default_model_features(*per_sensor[s])]
-
-
-def train_signals_model(
-    source: SignalSimulation | Iterable[SensorWindow | tuple[SignalMeta, np.ndarray]],
-    *,
-    database_url: str,
-    model_dir: Path,
-    detector: str = "dynamic_pca",
-    detector_params: Mapping[str, Any] | None = None,
-    features: Sequence[str] | None = None,
-    kinds: Mapping[str, str] | None = None,
-    slot_s: float = DEFAULT_SLOT_S,
-    gate: QualityGate | None = None,
-    calibration: str = "auto",
-    target_far: float = 1e-3,
-    seed: int = 0,
-    scope_asset: str = "*",
-) -> tuple[ModelBundle, ModelRef, TrainingFrames]:
-    """Fit a signals model on known-good windows and make it the active version for ``scope_asset``.
-
-    The rows come from :func:`training_frames`, the same featurisation and slot alignment the
-    live agent uses; a simulation contributes its healthy snapshots only. ``detector_params``
-    configure the registered detector (e.g. ``{"lags": 1}`` for ``dynamic_pca``).
-    """
-    from linewatch.detectors.base import get_detector
-    from linewatch.training import train_and_register
-
-    messages = as_signal_messages(source, kinds=kinds, known_good_only=True)
-    if scope_asset != "*":
-        messages = [m for m in messages if m[0].asset_id == scope_asset]
-    frames = training_frames(messages, features=features, slot_s=slot_s, gate=gate)
-    det: Any = detector
-    if detector_params:
-        cls = get_detector(detector)
-        params = dict(detector_params)
-        if "seed" in inspect.signature(cls).parameters:
-            params.setdefault("seed", seed)
-        det = cls(**params)
-    bundle, ref = train_and_register(
-        frames.X, feature_names=list(frames.feature_names), database_url=database_url, model_dir=model_dir,
-        modality="signals", detector=det, calibration=calibration, target_far=target_far, seed=seed,
-        scope_asset=scope_asset, train_start=min(frames.ts), train_end=max(frames.ts),
-    )
-    return bundle, ref, frames

@@ -1,0 +1,44 @@
+"""The ``linewatch`` command line, and the only place where commands are defined and wired.
+
+One module per command group: :mod:`~linewatch.cli.demo`, :mod:`~linewatch.cli.worker`
+(``worker``, ``up``), :mod:`~linewatch.cli.db`, :mod:`~linewatch.cli.train`,
+:mod:`~linewatch.cli.simulate`, :mod:`~linewatch.cli.backtest`, :mod:`~linewatch.cli.bench`
+and :mod:`~linewatch.cli.config`; what they share (console, ``--config``, settings, exit codes)
+is :mod:`~linewatch.cli.common`. Every command reads the settings once (environment,
+``--config`` file, defaults) and passes them down. Commands that need a broker or a database
+start embedded ones when no URL is configured, and stop them on exit, Ctrl-C or error.
+
+Command modules import only Typer, rich and the settings at the top; everything heavy (numpy,
+the detectors, Faust, the embedded services) is imported inside the command that needs it, so
+``linewatch --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from linewatch.cli import backtest, bench, config, db, demo, simulate, train, worker
+from linewatch.cli.common import run
+
+app = typer.Typer(
+    name="linewatch",
+    help="Streaming multimodal process monitoring for manufacturing lines.\n\n"
+    "Start with `linewatch demo`: it runs the whole system on this machine with a simulated plant.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+app.command("config")(config.config_cmd)
+app.command("worker")(worker.worker_cmd)
+app.command("up")(worker.up_cmd)
+app.command("demo")(demo.demo_cmd)
+app.add_typer(db.db_app, name="db")
+app.add_typer(simulate.simulate_app, name="simulate")
+app.add_typer(train.train_app, name="train")
+app.add_typer(bench.bench_app, name="bench")
+app.add_typer(backtest.backtest_app, name="backtest")
+
+
+def main() -> None:
+    """The ``linewatch`` console script (and ``python -m linewatch``)."""
+    run(app)

@@ -1,0 +1,85 @@
+"""``linewatch bench``: benchmarks that print figures (throughput, latency, detection quality, limits).
+
+``e2e`` is a Typer command of its own. The others wrap the ``main`` of a module in
+:mod:`linewatch.benchmarks`, which also runs as ``python -m linewatch.benchmarks.<module>``:
+their arguments go to that module's own parser untouched, ``--help`` included, so the two ways
+of running a benchmark take exactly the same options. The module is imported only when its
+command runs, after the CLI has loaded nothing heavy, so a benchmark that sizes BLAS's thread
+pool before numpy loads does so here too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from linewatch.cli.common import ConfigOption, console, settings
+from linewatch.errors import ConfigError
+
+bench_app = typer.Typer(help="Benchmarks that print figures (throughput, latency, limits).", no_args_is_help=True)
+
+#: Command name -> (module in linewatch.benchmarks, one line for `linewatch bench --help`).
+MODULE_BENCHMARKS = {
+    "tabular-detectors": ("tabular_detectors", "Records/s of every tabular detector on one core; ONNX isolation "
+                          "forest vs scikit-learn."),
+    "spc-quality": ("spc_quality", "Recall per fault type at a fixed false-alarm rate for every tabular detector."),
+    "signal-features": ("signal_features", "Samples/s per core through signal features, quality gate and "
+                        "detectors."),
+    "signal-quality": ("signal_quality", "Detection, delay and false alarms per hour on the machine simulator "
+                       "and NAB's machine temperature."),
+    "images": ("images", "Image detection: frames/s, AUROC per defect type, memory-bank trade-off, faiss."),
+}
+#: Hand every argument, ``--help`` too, to the module's own parser.
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@bench_app.command("e2e", short_help="End-to-end throughput and latency through broker, worker and database, "
+                   "next to bare Kafka and bare Faust limits measured in the same run.")
+def bench_e2e_cmd(
+    config: ConfigOption = None,
+    modality: Annotated[str, typer.Option(help="which input path to measure")] = "spc",
+    seconds: Annotated[float, typer.Option(help="rough budget; sets how many records are pre-filled")] = 30.0,
+    records: Annotated[int | None, typer.Option(help="exact number of records (overrides --seconds)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here as JSON")] = None,
+) -> None:
+    """End-to-end throughput and latency through broker, worker and database, next to the limits
+    of bare confluent-kafka and bare Faust measured in the same run on the same messages."""
+    from linewatch.benchmarks.e2e import run_bench_e2e
+
+    s = settings(config)
+    if modality == "spc":
+        figures = run_bench_e2e(s, seconds=seconds, records=records, console=console)
+    elif modality == "signals":
+        from linewatch.benchmarks.signals_e2e import planned_windows, run_signals_bench
+
+        figures = run_signals_bench(s, windows=records or planned_windows(seconds), console=console)
+    elif modality == "frames":
+        from linewatch.benchmarks.frames_e2e import planned_frames, run_frames_bench
+
+        figures = run_frames_bench(s, frames=records or planned_frames(seconds), size=256, console=console)
+    else:
+        raise ConfigError(f"unknown modality {modality!r}; use spc, signals or frames")
+    print(json.dumps(figures, indent=2))
+    if json_out is not None:
+        json_out.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def _module_command(name: str, module: str, summary: str) -> None:
+    """Register ``linewatch bench <name>``, which runs ``linewatch.benchmarks.<module>.main`` with its arguments."""
+
+    def command(ctx: typer.Context) -> None:
+        bench = importlib.import_module(f"linewatch.benchmarks.{module}")
+        status = bench.main(list(ctx.args), prog=f"linewatch bench {name}")
+        if status:
+            raise typer.Exit(status)
+
+    command.__doc__ = f"{summary}\n\nOptions: `linewatch bench {name} --help`."
+    bench_app.command(name, context_settings=_PASS_THROUGH, add_help_option=False, short_help=summary)(command)
+
+
+for _name, (_module, _summary) in MODULE_BENCHMARKS.items():
+    _module_command(_name, _module, _summary)

@@ -1,0 +1,137 @@
+"""What every ``linewatch`` command shares: the console, ``--config``, settings, signals, errors, output.
+
+Commands report progress and results on :data:`console` (stderr) and print tables and
+machine-readable output on stdout, so ``linewatch ... > out.txt`` keeps only the figures.
+Errors become exit codes in :func:`run`, the one place they are mapped: commands raise
+linewatch's own exceptions and never call ``sys.exit`` themselves.
+
+Nothing here imports numpy, the detectors or Faust: ``linewatch --help`` loads this module
+and every command module, and must stay fast.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from linewatch.config import Settings, load_settings
+from linewatch.errors import ConfigError, InfrastructureError, LinewatchError
+
+#: Progress, messages and errors; stdout stays for tables and figures.
+console = Console(stderr=True)
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML settings file (see `linewatch config`).")]
+
+#: A linewatch error that is neither of the two below (bad data, a failed model, ...).
+EXIT_ERROR = 1
+#: The settings, the command line or an input file is wrong: fix it and run again.
+EXIT_CONFIG = 2
+#: The broker or the database could not be reached (or gave up): retrying later may work.
+EXIT_UNAVAILABLE = 3
+#: Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+#: What each progress stage of fitting and backtesting an image model is called on screen.
+IMAGE_STAGE_LABELS = {"features": "patch features", "coreset": "memory bank (coreset)",
+                      "scoring": "scoring test frames"}
+
+
+def settings(config: Path | None, **overrides: object) -> Settings:
+    """The settings a command runs with: ``overrides``, then the environment, ``--config``, defaults.
+
+    Read once, at the command's start, and passed down: nothing below the CLI reads the
+    environment on its own.
+    """
+    return load_settings(config, **overrides)
+
+
+def wait_for_signal() -> None:
+    """Block until SIGTERM or Ctrl-C, then return so the caller's ``with`` blocks stop their services."""
+    stopping = {"flag": False}
+
+    def handler(*_: object) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stopping["flag"]:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+
+
+def run(app: typer.Typer) -> None:
+    """Run ``app`` and turn linewatch's exceptions into a one-line message and an exit code.
+
+    Embedded services are stopped by the commands' own ``with`` blocks before the exception
+    gets here, so the message can say so.
+    """
+    try:
+        app()
+    except (ConfigError, InfrastructureError) as e:
+        console.print(f"[red]error:[/] {e}")
+        sys.exit(EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_UNAVAILABLE)
+    except LinewatchError as e:
+        console.print(f"[red]error:[/] {e}")
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        console.print("interrupted; embedded services stopped")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def fmt(value: Any) -> str:
+    """A figure as a table cell: 4 significant digits for floats, ``n/a`` for missing."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy scalars and arrays turned into Python ones and every key a string, for ``json``."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+@contextmanager
+def counting_progress(description: str, total: int) -> Iterator[Any]:
+    """A progress bar on :data:`console`, as the ``progress(done)`` callback the producers take."""
+    from rich.progress import Progress
+
+    with Progress(console=console) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done: progress.update(task, completed=done)
+
+
+@contextmanager
+def stage_progress(labels: Mapping[str, str] = IMAGE_STAGE_LABELS) -> Iterator[Any]:
+    """A rich progress display with one bar per stage, as a ``(stage, done, total)`` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(labels.get(stage, stage), total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        yield update

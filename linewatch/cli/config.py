@@ -1,0 +1,19 @@
+"""``linewatch config``: the settings every other command would run with, and where each part runs."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from linewatch.cli.common import ConfigOption, settings
+
+
+def config_cmd(config: ConfigOption = None) -> None:
+    """Print the effective configuration (secrets masked) and where each part runs."""
+    s = settings(config)
+    table = Table(title="linewatch configuration", show_header=True)
+    table.add_column("setting")
+    table.add_column("value")
+    for key, value in s.masked().items():
+        table.add_row(key, "(embedded)" if value is None else str(value))
+    Console().print(table)

@@ -1,0 +1,205 @@
+"""``linewatch simulate``: simulated plants with labelled faults, onto their topics or into files.
+
+Each command either streams to the broker as the plant's gateways would (through
+:mod:`linewatch.producers`; needs LINEWATCH_BROKER_URL) or, with ``--csv`` / ``--out``, writes
+the same simulation with its ground truth for the backtest and training commands::
+
+    linewatch simulate spc --parts 20000 --fault-fraction 0 --csv train.csv
+    linewatch simulate signals --machines 1 --healthy --duration-s 21600 --interval-s 60 --csv train.csv
+    linewatch simulate signals --machines 1 --seed 1 --duration-s 21600 --interval-s 60 --csv test.csv
+    linewatch backtest csv --train train.csv --test test.csv --label-column fault \\
+        --time-column ts --modality signals --window 1 --stride 1   # a row is already a window's features
+    linewatch simulate frames --sku bracket-a --out bracket-data
+    linewatch simulate frames --sku bracket-a --camera cam-1 --frames 500 --rate 20   # onto the topic
+"""
+
+from __future__ import annotations
+
+import csv as csvlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from linewatch.cli.common import ConfigOption, console, counting_progress, settings
+from linewatch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from linewatch.simulation.signals import SignalSimulation
+    from linewatch.simulation.spc import SpcSimulation
+
+simulate_app = typer.Typer(help="Simulated plants with labelled faults.", no_args_is_help=True)
+
+
+@simulate_app.command("spc")
+def simulate_spc_cmd(
+    config: ConfigOption = None,
+    parts: Annotated[int, typer.Option(help="how many parts to produce")] = 10_000,
+    fault_fraction: Annotated[float, typer.Option(help="share of parts inside fault episodes")] = 0.15,
+    rate: Annotated[float | None, typer.Option(help="parts per second; default as fast as possible")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    csv: Annotated[Path | None, typer.Option(help="write parts with ground truth to this CSV instead")] = None,
+) -> None:
+    """Simulate a machining line (correlated characteristics, labelled faults) onto the `spc` topic.
+
+    With --csv, write the parts and their ground-truth `fault` column to a file instead, e.g. to try
+    `linewatch backtest csv`.
+    """
+    from linewatch.simulation.spc import simulate_spc
+
+    sim = simulate_spc(n_parts=parts, seed=seed, fault_fraction=fault_fraction)
+    if csv is not None:
+        write_spc_csv(sim, csv)
+        console.print(f"wrote {len(sim)} parts to {csv} (label column: fault; 'none' = normal)")
+        return
+    from linewatch.embedded.stack import Stack
+    from linewatch.kafka import ensure_topics
+    from linewatch.producers.spc import produce_spc
+
+    s = settings(config)
+    if s.embedded_broker:
+        raise ConfigError("set LINEWATCH_BROKER_URL to the broker to produce to (or use --csv)")
+    with Stack(s, need_database=False) as stack:
+        ensure_topics(stack.bootstrap, partitions=s.topic_partitions)
+        with counting_progress("producing parts", parts) as progress:
+            n = produce_spc(stack.bootstrap, sim.records(), rate_per_s=rate, progress=progress)
+    console.print(f"produced {n} parts to {stack.bootstrap}")
+
+
+def write_spc_csv(sim: SpcSimulation, path: Path) -> None:
+    """``ts``, ``asset_id``, ``part_id``, one column per characteristic and the ground-truth ``fault``."""
+    with path.open("w", newline="") as f:
+        w = csvlib.writer(f)
+        w.writerow(["ts", "asset_id", "part_id", *sim.feature_names, "fault"])
+        for i in range(len(sim)):
+            w.writerow([str(sim.ts[i]) + "Z", sim.asset_id[i], sim.part_id[i],
+                        *(f"{v:.6f}" for v in sim.X[i]), sim.fault[i]])
+
+
+@simulate_app.command("signals")
+def simulate_signals_cmd(
+    config: ConfigOption = None,
+    machines: Annotated[int, typer.Option(help="how many machines (assets) to simulate")] = 3,
+    duration_s: Annotated[float, typer.Option(help="simulated time span, seconds")] = 3600.0,
+    interval_s: Annotated[float, typer.Option(help="seconds between two snapshots of a machine")] = 10.0,
+    rate: Annotated[float | None, typer.Option(help="windows per second; default as fast as possible")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    healthy: Annotated[bool, typer.Option(help="no faults: known-good data to train on")] = False,
+    csv: Annotated[
+        Path | None, typer.Option(help="write one feature row per snapshot with a `fault` label column to this CSV "
+                                       "(one file per machine when --machines > 1) instead of producing")
+    ] = None,
+) -> None:
+    """Simulate rotating machines (vibration 10 kHz, motor current 2 kHz, temperature 1 Hz) with growing,
+    labelled faults (bearing races, imbalance, looseness, overheating) onto the `signals` topic.
+
+    Each machine gets one fault starting mid-run unless --healthy. With --csv, write the snapshots as an
+    ordered multivariate CSV instead (the features the live signals models use, plus `fault`: the fault
+    kind or `none`) for `linewatch backtest csv --modality signals`.
+    """
+    from linewatch.simulation.signals import simulate_signals
+
+    if machines < 1 or duration_s <= 0 or interval_s <= 0:
+        raise ConfigError("--machines, --duration-s and --interval-s must be positive")
+    sim = simulate_signals(n_machines=machines, duration_s=duration_s, snapshot_interval_s=interval_s,
+                           faults=[] if healthy else None, seed=seed)
+    if csv is not None:
+        for path, n_rows in write_signals_csv(sim, csv):
+            console.print(f"wrote {n_rows} snapshots to {path} (label column: fault; 'none' = normal)")
+        return
+    from linewatch.embedded.stack import Stack
+    from linewatch.kafka import ensure_topics
+    from linewatch.producers.signals import produce_signals
+
+    s = settings(config)
+    if s.embedded_broker:
+        raise ConfigError("set LINEWATCH_BROKER_URL to the broker to produce to (or use --csv)")
+    total = sim.starts.size * machines * 3
+    with Stack(s, need_database=False) as stack:
+        ensure_topics(stack.bootstrap, partitions=s.topic_partitions)
+        with counting_progress("producing windows", total) as progress:
+            n = produce_signals(stack.bootstrap, sim.sensor_windows(), rate_per_s=rate, progress=progress)
+    faults = ", ".join(f"{sim.machines[f.machine]}: {f.kind} from {f.onset_s:.0f} s" for f in sim.faults) or "none"
+    console.print(f"produced {n} windows of {machines} machine(s) to {stack.bootstrap}; faults: {faults}")
+
+
+def write_signals_csv(sim: SignalSimulation, path: Path) -> list[tuple[Path, int]]:
+    """One CSV per machine: ``ts``, ``asset_id``, the default model features, ``fault``; returns (path, rows).
+
+    The rows are the frames the live pipeline would score (:func:`~linewatch.signals.framing.training_frames`
+    with every frame kept and no column dropped, so a healthy train file and a faulty test file have the
+    same columns). One file per machine because the signals backtest replays one series per file.
+    """
+    import numpy as np
+
+    from linewatch.signals.framing import training_frames
+
+    messages = sim.signal_messages()
+    frames = training_frames(messages, drop_constant=False, include_flagged=True)
+    starts = np.round(sim.starts).astype(np.int64)
+    written = []
+    for m, machine in enumerate(sim.machines):
+        target = path if len(sim.machines) == 1 else path.with_name(f"{path.stem}-{machine}{path.suffix}")
+        rows = [i for i, a in enumerate(frames.assets) if a == machine]
+        with target.open("w", newline="") as f:
+            w = csvlib.writer(f)
+            w.writerow(["ts", "asset_id", *frames.feature_names, "fault"])
+            for i in rows:
+                ts = frames.ts[i]
+                snap = int(np.searchsorted(starts, round(ts.timestamp())))
+                kind = str(sim.fault_kind[m, snap]) if sim.labels[m, snap] else "none"
+                w.writerow([ts.isoformat().replace("+00:00", "Z"), machine,
+                            *(f"{v:.6g}" for v in frames.X[i]), kind])
+        written.append((target, len(rows)))
+    return written
+
+
+@simulate_app.command("frames")
+def simulate_frames_cmd(
+    config: ConfigOption = None,
+    sku: Annotated[str, typer.Option(help="bracket-a, washer-b, fabric-c, grain-d or any name")] = "bracket-a",
+    out: Annotated[Path | None, typer.Option(help="write an MVTec-layout dataset here, don't stream")] = None,
+    size: Annotated[int, typer.Option(help="frame side in pixels")] = 256,
+    seed: Annotated[int, typer.Option()] = 0,
+    n_train: Annotated[int, typer.Option(help="--out: known-good training frames")] = 200,
+    n_test_good: Annotated[int, typer.Option(help="--out: good test frames")] = 40,
+    n_test_per_defect: Annotated[int, typer.Option(help="--out: test frames per defect type")] = 20,
+    frames: Annotated[int, typer.Option(help="streaming: how many frames to produce")] = 1000,
+    asset: Annotated[str, typer.Option(help="streaming: asset id the camera belongs to")] = "line-1",
+    camera: Annotated[str, typer.Option(help="streaming: camera id")] = "cam-1",
+    defect_rate: Annotated[float, typer.Option(help="streaming: share of defective parts")] = 0.05,
+    rate: Annotated[float | None, typer.Option(help="streaming: frames per second (default: flat out)")] = None,
+    encoding: Annotated[str, typer.Option(help="streaming: png, jpeg or raw")] = "png",
+) -> None:
+    """Simulate camera frames of parts with labelled defects: a dataset folder, or a camera on the `frames` topic.
+
+    With --out, write train/good, test/good, test/<defect> and ground_truth/<defect> masks (the MVTec AD
+    layout that `linewatch backtest images` and `linewatch train frames` read). Without it, stream frames
+    as a camera would (needs LINEWATCH_BROKER_URL).
+    """
+    if out is not None:
+        from linewatch.simulation.frames import write_dataset
+
+        summary = write_dataset(out, sku=sku, n_train=n_train, n_test_good=n_test_good,
+                                n_test_per_defect=n_test_per_defect, size=size, seed=seed)
+        counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+        console.print(f"wrote {escape(str(out))}: {counts}")
+        return
+    from linewatch.embedded.stack import Stack
+    from linewatch.kafka import ensure_topics
+    from linewatch.producers.frames import produce_frames, simulated_camera
+
+    s = settings(config)
+    if s.embedded_broker:
+        raise ConfigError("set LINEWATCH_BROKER_URL to the broker to produce to (or write a dataset with --out DIR)")
+    labels: list[str] = []
+    stream = simulated_camera(sku, asset_id=asset, camera=camera, n=frames, size=size, seed=seed,
+                              defect_rate=defect_rate, labels=labels)
+    with Stack(s, need_database=False) as stack:
+        ensure_topics(stack.bootstrap, partitions=s.topic_partitions)
+        with counting_progress("producing frames", frames) as progress:
+            n = produce_frames(stack.bootstrap, stream, encoding=encoding, rate_per_s=rate, progress=progress)
+    defective = sum(label != "good" for label in labels)
+    console.print(f"produced {n} {encoding} frames of {sku} ({defective} defective) from {asset}/{camera} "
+                  f"to {stack.bootstrap}")

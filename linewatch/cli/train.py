@@ -1,0 +1,191 @@
+"""``linewatch train``: fit a model on known-good data, register it as a new version, make workers use it.
+
+Data come in through :mod:`linewatch.loaders` (files, a SQL query, the ``signals`` topic) or
+from the simulators; fitting and registering are :mod:`linewatch.training` for every modality (signal windows are
+framed first by :mod:`linewatch.signals.framing`, exactly as the live agent frames them). Workers
+pick a new version up within LINEWATCH_MODEL_REFRESH_S seconds, without a restart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from linewatch.cli.common import ConfigOption, console, settings, stage_progress
+from linewatch.errors import ConfigError, DataError
+
+train_app = typer.Typer(help="Fit models on known-good data and register them as versions.", no_args_is_help=True)
+
+#: Known-good parts ``train spc --from simulated`` fits on.
+SIMULATED_TRAIN_PARTS = 20_000
+
+
+@train_app.command("spc")
+def train_spc_cmd(
+    source: Annotated[str, typer.Option(
+        "--from", help="known-good parts: a CSV or Parquet file, 'sql:SELECT ...' (one row per part, "
+        "numeric columns = characteristics) run on the configured database, or 'simulated'")],
+    config: ConfigOption = None,
+    columns: Annotated[str | None, typer.Option(help="comma-separated characteristics (default: numeric)")] = None,
+    time_column: Annotated[str | None, typer.Option(help="timestamp column: records the training window")] = None,
+    label_column: Annotated[str | None, typer.Option(help="a label column to keep out of the features")] = None,
+    detector: Annotated[str, typer.Option(help="registered detector name (see docs/detectors-tabular.md)")] = (
+        "robust_mahalanobis"),
+    target_far: Annotated[float | None, typer.Option(help="false alarms per normal part, e.g. 0.001")] = None,
+    calibration: Annotated[str, typer.Option(help="empirical, pot or auto")] = "auto",
+    asset: Annotated[str, typer.Option(help="asset this model is for ('*' = any)")] = "*",
+    sku: Annotated[str, typer.Option(help="SKU this model is for ('*' = any)")] = "*",
+    sep: Annotated[str, typer.Option(help="CSV field separator")] = ",",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Fit an SPC model on known-good parts, save it as a new version and make workers use it.
+
+    Workers pick the new version up within LINEWATCH_MODEL_REFRESH_S seconds, without a restart;
+    every score row records the version that produced it.
+    """
+    import numpy as np
+
+    from linewatch.detectors.bundle import Scope
+    from linewatch.embedded.stack import Stack
+    from linewatch.loaders import load_query, load_table, time_span
+    from linewatch.storage.migrations import migrate
+    from linewatch.training import train_and_register
+
+    s = settings(config)
+    wanted = columns.split(",") if columns else None
+    with Stack(s, need_broker=False) as stack:
+        migrate(stack.database_url)
+        if source == "simulated":
+            from linewatch.simulation.spc import simulate_spc
+
+            sim = simulate_spc(n_parts=SIMULATED_TRAIN_PARTS, seed=seed, fault_fraction=0.0)
+            X, names, times = sim.X, list(sim.feature_names), sim.ts
+        else:
+            if source.startswith("sql:"):
+                data = load_query(stack.database_url, source[4:], columns=wanted, time_column=time_column)
+            else:
+                data = load_table(Path(source), sep=sep, columns=wanted, label_column=label_column,
+                                  time_column=time_column)
+            X, names, times = data.X, data.feature_names, data.timestamps
+        window = time_span(times)
+        bundle, ref = train_and_register(
+            np.asarray(X), feature_names=names, database_url=stack.database_url, model_dir=s.model_dir,
+            detector=detector, calibration=calibration, target_far=target_far or s.target_far, seed=seed,
+            scope=Scope(asset=asset, sku=sku), train_start=window[0], train_end=window[1],
+        )
+    console.print(f"model {ref.model_id}@{ref.version}: {bundle.detector_name} on {len(X)} rows x "
+                  f"{len(names)} characteristics, threshold {bundle.threshold:.2f} (-log10 p), "
+                  f"saved to {ref.artifact_path}")
+
+
+@train_app.command("signals")
+def train_signals_cmd(
+    config: ConfigOption = None,
+    from_topic: Annotated[bool, typer.Option(
+        "--from-topic", help="train on the windows now in the `signals` topic (known-good period)")] = False,
+    simulated: Annotated[bool, typer.Option(help="train on simulated healthy machines instead")] = False,
+    machines: Annotated[int, typer.Option(help="simulated machines (with --simulated)")] = 3,
+    duration_s: Annotated[float, typer.Option(help="simulated seconds per machine (with --simulated)")] = 21600.0,
+    detector: Annotated[str, typer.Option(help="dynamic_pca, autoencoder, online_residual, ...")] = "dynamic_pca",
+    asset: Annotated[str, typer.Option(help="asset this model is for ('*' = any)")] = "*",
+    target_far: Annotated[float | None, typer.Option(help="false alarms per normal frame, e.g. 0.001")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Fit a multi-sensor signals model on known-good windows and register it as a version.
+
+    Frames are built exactly as the live agent builds them (same features, same time slots).
+    """
+    from linewatch.detectors.bundle import ANY, Scope
+    from linewatch.embedded.stack import Stack
+    from linewatch.signals.framing import training_frames
+    from linewatch.storage.migrations import migrate
+    from linewatch.training import train_and_register
+
+    if from_topic == simulated:
+        raise ConfigError("choose exactly one source: --from-topic or --simulated")
+    s = settings(config)
+    with Stack(s, need_broker=from_topic) as stack:
+        migrate(stack.database_url)
+        if simulated:
+            from linewatch.simulation.signals import simulate_signals
+
+            sim = simulate_signals(n_machines=machines, duration_s=duration_s, faults=(), seed=seed)
+            messages = sim.signal_messages(known_good_only=True)
+        else:
+            from linewatch.loaders import read_signal_topic
+
+            messages, skipped = read_signal_topic(stack.bootstrap)
+            if skipped:
+                console.print(f"[yellow]skipped {skipped} undecodable window(s)")
+        if asset != ANY:
+            messages = [m for m in messages if m[0].asset_id == asset]
+        frames = training_frames(messages)
+        bundle, ref = train_and_register(
+            frames.X, modality="signals", **frames.provenance(), database_url=stack.database_url,
+            model_dir=s.model_dir, detector=detector, target_far=target_far or s.target_far, seed=seed,
+            scope=Scope(asset=asset),
+        )
+    console.print(f"model {ref.model_id}@{ref.version}: {bundle.detector_name} on {len(frames.X)} frames x "
+                  f"{len(bundle.feature_names)} features, saved to {ref.artifact_path}")
+
+
+def _training_files(data: Path) -> list[Path]:
+    """The good images to fit on: ``data/train/good/`` of an MVTec-layout dataset, or ``data`` itself."""
+    from linewatch.backtest.images import IMAGE_SUFFIXES
+
+    folder = data / "train" / "good" if (data / "train" / "good").is_dir() else data
+    if not folder.is_dir():
+        raise ConfigError(f"{data} is not a folder; give a folder of good images or an MVTec-layout dataset")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
+@train_app.command("frames")
+def train_frames_cmd(
+    data: Annotated[Path, typer.Option("--data", help="folder of known-good images, or a dataset with train/good/")],
+    sku: Annotated[str, typer.Option("--sku", help="the SKU this model inspects")],
+    camera: Annotated[str | None, typer.Option("--camera", help="the camera it is for (default: any)")] = None,
+    config: ConfigOption = None,
+    target_far: Annotated[float, typer.Option(help="false alarms per good part, e.g. 0.01")] = 0.01,
+    calibration: Annotated[str, typer.Option(help="auto, empirical or pot")] = "auto",
+    calibration_fraction: Annotated[float, typer.Option(help="share of good images held out to calibrate")] = 0.25,
+    image_size: Annotated[int, typer.Option(help="model input side, a multiple of 16 (224 native)")] = 224,
+    coreset_ratio: Annotated[float, typer.Option(help="share of training patches kept in the memory bank")] = 0.01,
+    max_bank_size: Annotated[int, typer.Option(help="upper bound on the memory bank")] = 4096,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Fit an image model on known-good frames of one SKU (and camera), register it, and make workers use it.
+
+    A seeded share of the images is held out to calibrate the threshold at --target-far; workers pick the
+    new version up within `model_refresh_s` for frames whose SKU (and camera) match.
+    """
+    from linewatch.backtest.images import load_frame
+    from linewatch.detectors.bundle import ANY, Scope
+    from linewatch.embedded.stack import Stack
+    from linewatch.storage.migrations import migrate
+    from linewatch.training import train_and_register
+
+    s = settings(config)
+    files = _training_files(data)
+    frames = [load_frame(p, (image_size, image_size)) for p in files]
+    with Stack(s, need_broker=False) as stack:
+        migrate(stack.database_url)
+        with stage_progress() as progress:
+            model, ref = train_and_register(
+                frames, modality="frames", scope=Scope(sku=sku, camera=camera or ANY),
+                database_url=stack.database_url, model_dir=s.model_dir, target_far=target_far,
+                calibration=calibration, calibration_fraction=calibration_fraction, seed=seed, progress=progress,
+                detector_params={"image_size": image_size, "coreset_ratio": coreset_ratio,
+                                 "max_bank_size": max_bank_size},
+            )
+    meta = model.meta
+    console.print(
+        f"model {escape(ref.model_id)}@{ref.version}: patchcore on {meta['n_fit']} good frames, calibrated on "
+        f"{meta['n_calibration']} held out ({model.calibrator.kind}), bank {model.detector.memory_bank_.shape[0]}, "
+        f"raw threshold {model.raw_threshold:.3g} at target_far {target_far:g}; saved to {escape(ref.artifact_path)}"
+    )

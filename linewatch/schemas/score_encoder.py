@@ -1,0 +1,131 @@
+"""The one way a detector's verdicts become ``scores`` messages and ``scores`` rows, for every modality.
+
+SPC records, signal frames and camera frames are scored by different detectors, but a
+``scores`` consumer (another plant system, fusion, Grafana, an SPC engineer in SQL) must see
+one shape. This module writes both forms from the same values, so the message and the row can
+never disagree, and the schema version lives in one constant
+(:data:`~linewatch.schemas.messages.SCHEMA_VERSION`).
+
+The JSON is written directly in the :class:`~linewatch.schemas.messages.Score` shape instead of
+building a pydantic object per row (that cost more than scoring the row); the tests decode every
+message with the model and compare it with its row.
+
+>>> import uuid
+>>> from datetime import UTC, datetime
+>>> ts = datetime(2026, 1, 1, tzinfo=UTC)
+>>> ev = EventRef(uuid.UUID(int=1), "press-1", "bracket", "p1", ts)
+>>> msgs, rows = encode_scores(modality="spc", detector="hotelling", model_version="v1", threshold=3.0,
+...     events=[ev], raw=[2.5], tail=[0.01], calibrated=[2.0], is_anomaly=[False], ready=True,
+...     explanations=[[{"name": "bore", "value": 2.5, "share": 1.0}]], scored_at=ts)
+>>> from linewatch.schemas.messages import Score
+>>> Score.model_validate_json(msgs[0][1]).explanation[0].name, rows[0][14]
+('bore', 'bore')
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
+
+import numpy as np
+
+from linewatch.schemas.messages import SCHEMA_VERSION
+
+#: Contributions published per score; the rest are noise for a person reading an alert.
+TOP_CONTRIBUTIONS = 5
+
+#: ``Contribution``-shaped dicts (``name``, ``value``, ``share``), largest first.
+Explanation = list[dict[str, float | str]]
+
+
+class EventRef(NamedTuple):
+    """The scored event's identity: what a score message and row say it is about."""
+
+    event_id: uuid.UUID
+    asset_id: str
+    sku: str
+    part_id: str | None
+    ts: datetime
+
+
+def explanation(contributions: np.ndarray, names: Sequence[str], k: int = TOP_CONTRIBUTIONS) -> list[Explanation]:
+    """Top-``k`` contributions per row as ``Contribution``-shaped dicts, largest first.
+
+    Plain dicts, not models: building five pydantic objects per row costs more than scoring the
+    row; the tests hold the output to the ``Contribution`` schema.
+
+    >>> explanation(np.array([[1.0, 3.0]]), ("a", "b"))[0][0]
+    {'name': 'b', 'value': 3.0, 'share': 0.75}
+    """
+    c = np.clip(contributions, 0.0, None)
+    total = c.sum(axis=1, keepdims=True)
+    share = np.divide(c, total, out=np.zeros_like(c), where=total > 0)
+    order = np.argsort(-c, axis=1)[:, :k]
+    top_c = np.take_along_axis(c, order, axis=1).tolist()
+    top_s = np.take_along_axis(share, order, axis=1).tolist()
+    return [
+        [{"name": names[j], "value": v, "share": sh} for j, v, sh in zip(o, cv, sv, strict=True)]
+        for o, cv, sv in zip(order.tolist(), top_c, top_s, strict=True)
+    ]
+
+
+def _floats(values: Sequence[float] | np.ndarray) -> list[float]:
+    return np.asarray(values, dtype=np.float64).tolist()
+
+
+def encode_scores(
+    *,
+    modality: str,
+    detector: str,
+    model_version: str,
+    threshold: float,
+    events: Sequence[EventRef],
+    raw: Sequence[float] | np.ndarray,
+    tail: Sequence[float] | np.ndarray,
+    calibrated: Sequence[float] | np.ndarray,
+    is_anomaly: Sequence[bool] | np.ndarray,
+    ready: Sequence[bool] | np.ndarray | bool,
+    explanations: Sequence[Explanation] | None,
+    scored_at: datetime,
+) -> tuple[list[tuple[bytes, bytes]], list[tuple]]:
+    """``(key, value)`` messages for the ``scores`` topic and rows in ``ScoreRow`` field order.
+
+    One detector's verdicts on ``events``, all arrays aligned with them. ``top_feature`` of a row
+    is the name of its first contribution (a feature, a rule, a region or a data-quality note).
+    """
+    n = len(events)
+    raw_l, tail_l, cal_l = _floats(raw), _floats(tail), _floats(calibrated)
+    flags = np.asarray(is_anomaly, dtype=bool).tolist()
+    ready_l = [bool(ready)] * n if isinstance(ready, bool | np.bool_) else np.asarray(ready, dtype=bool).tolist()
+    expl = explanations if explanations is not None else [[]] * n
+    dumps = json.dumps
+    threshold = float(threshold)
+    scored_iso = scored_at.isoformat()
+    common = (f'"modality":{dumps(str(modality))},'
+              f'"scored_at":"{scored_iso}","detector":{dumps(detector)},"model_version":{dumps(model_version)},'
+              f'"threshold":{threshold!r}')
+    modality_s = str(modality)
+    messages: list[tuple[bytes, bytes]] = []
+    rows: list[tuple] = []
+    for i, ev in enumerate(events):
+        contributions = expl[i]
+        top = contributions[0]["name"] if contributions else None
+        anomalous, is_ready = bool(flags[i]), bool(ready_l[i])
+        expl_json = dumps(contributions)
+        part = f'"part_id":{dumps(ev.part_id)},' if ev.part_id is not None else ""
+        body = (
+            f'{{"schema_version":{SCHEMA_VERSION},"event_id":"{ev.event_id}",{common},'
+            f'"asset_id":{dumps(ev.asset_id)},"sku":{dumps(ev.sku)},{part}"ts":"{ev.ts.isoformat()}",'
+            f'"raw_score":{raw_l[i]!r},"tail_probability":{tail_l[i]!r},"calibrated_score":{cal_l[i]!r},'
+            f'"is_anomaly":{"true" if anomalous else "false"},"ready":{"true" if is_ready else "false"},'
+            f'"explanation":{expl_json}}}'
+        )
+        messages.append((ev.asset_id.encode(), body.encode()))
+        rows.append((
+            ev.ts, ev.event_id, modality_s, ev.asset_id, ev.sku, ev.part_id, detector, model_version,
+            raw_l[i], tail_l[i], cal_l[i], threshold, anomalous, is_ready, top, expl_json, scored_at,
+        ))
+    return messages, rows

@@ -1,0 +1,85 @@
+"""What scoring one batch produces, for every modality: rows per table, score messages, dead letters, counts.
+
+One shape, so the shared runtime persists, publishes, merges (the one-message-at-a-time fallback)
+and counts every modality's batch the same way. What a modality counts (records, windows,
+frames, heat maps, suppressed frames ...) is a name in :attr:`BatchResult.counts`, not a field.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from linewatch.detectors.bundle import ModelBundle
+from linewatch.schemas.rows import DeadLetterRow, Row, ScoreRow
+from linewatch.schemas.score_encoder import EventRef, Explanation, encode_scores
+from linewatch.streams.messages import DeadLetters
+
+
+@dataclass
+class BatchResult:
+    """Everything one batch must persist and publish, and what happened to its events."""
+
+    #: Rows to COPY, by row type (measurements, signal features, scores, heat maps ...).
+    tables: defaultdict[type[Row], list[tuple]] = field(default_factory=lambda: defaultdict(list))
+    score_messages: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
+    deadletters: DeadLetters = field(default_factory=DeadLetters)
+    #: Modality counters: ``records``, ``windows``, ``frames``, ``anomalies``, ``unscored`` ...
+    counts: Counter[str] = field(default_factory=Counter)
+    #: Thread-seconds per stage where a modality measures its own (frames: decode, score).
+    seconds: Counter[str] = field(default_factory=Counter)
+    #: Events stored without a score, by the scope that has no model yet (e.g. ``"press-1/bracket"``).
+    unscored: Counter[str] = field(default_factory=Counter)
+    #: Model/data mismatches worth a log line.
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def scores(self) -> list[tuple]:
+        """The ``scores`` rows (every modality writes them)."""
+        return self.tables[ScoreRow]
+
+    def add_scores(
+        self,
+        modality: str,
+        bundle: ModelBundle,
+        events: Sequence[EventRef],
+        *,
+        raw: Sequence[float] | np.ndarray,
+        tail: Sequence[float] | np.ndarray,
+        calibrated: Sequence[float] | np.ndarray,
+        is_anomaly: Sequence[bool] | np.ndarray,
+        ready: Sequence[bool] | np.ndarray | bool,
+        explanations: Sequence[Explanation] | None,
+        scored_at: datetime,
+    ) -> None:
+        """Add one model's verdicts on ``modality`` events as ``scores`` rows and messages (one encoder for all)."""
+        messages, rows = encode_scores(
+            modality=modality, detector=bundle.detector_name, model_version=bundle.version,
+            threshold=bundle.threshold, events=events, raw=raw, tail=tail, calibrated=calibrated,
+            is_anomaly=is_anomaly, ready=ready, explanations=explanations, scored_at=scored_at,
+        )
+        self.score_messages += messages
+        self.tables[ScoreRow] += rows
+        self.counts["anomalies"] += int(np.count_nonzero(is_anomaly))
+
+    def add_unscored(self, scope: str, n: int = 1) -> None:
+        self.unscored[scope] += n
+        self.counts["unscored"] += n
+
+    def rows(self) -> dict[type, list[tuple]]:
+        return {**self.tables, DeadLetterRow: self.deadletters.rows()}
+
+    def merge(self, other: BatchResult) -> None:
+        """Append ``other`` (the runtime's one-message-at-a-time fallback)."""
+        for row_type, rows in other.tables.items():
+            self.tables[row_type] += rows
+        self.score_messages += other.score_messages
+        self.deadletters.items += other.deadletters.items
+        self.counts.update(other.counts)
+        self.seconds.update(other.seconds)
+        self.unscored.update(other.unscored)
+        self.problems += other.problems
