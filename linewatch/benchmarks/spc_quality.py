@@ -58,20 +58,13 @@ import numpy as np
 from linewatch.backtest.metrics import classification_metrics, detection_delays
 from linewatch.backtest.tabular import replay
 from linewatch.detectors.bundle import ModelBundle
+from linewatch.detectors.table import TABULAR_DETECTORS
 from linewatch.simulation.spc import FAULT_TYPES, simulate_spc
 
 PROG = "python -m linewatch.benchmarks.spc_quality"
 TARGET_FAR = 0.01
 UNIVARIATE = ("shewhart_imr", "ewma", "cusum")
-MULTIVARIATE = (
-    "hotelling",
-    "robust_mahalanobis",
-    "mewma",
-    "pca_monitor",
-    "isolation_forest",
-    "ecod",
-    "half_space_trees",
-)
+MULTIVARIATE = tuple(name for name in TABULAR_DETECTORS if name not in UNIVARIATE)
 #: A detector "catches" a fault when its calibration-free recall is this many times the FAR.
 CATCH_FACTOR = 10.0
 

@@ -18,7 +18,7 @@ Two exporters, chosen explicitly (never a silent fallback):
   ``-2^(-Σ/(T·c(ψ)))``. Each tree's feature subset is folded into its split feature ids and
   each float64 threshold is rounded *down* to float32, so ``x <= t`` decides exactly as
   scikit-learn does on float32 input. Exporting 100 trees takes milliseconds and
-  onnxruntime scores faster than scikit-learn (see ``bench/bench_tabular_detectors.py``).
+  onnxruntime scores faster than scikit-learn (see ``linewatch bench tabular-detectors``).
 - ``exporter="skl2onnx"``: skl2onnx's stock converter with its ``score_samples`` output.
   It emits a subgraph per tree (Gather, TreeEnsemble, two LabelEncoders, arithmetic), so
   conversion grows quadratically (about 12 s for 100 trees here) and the graph scores

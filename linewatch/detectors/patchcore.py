@@ -21,7 +21,7 @@ seen on known-good parts. The detector therefore
 
 The nearest-neighbour search, not the network, dominates the cost as the bank grows; the bank
 size is ``coreset_ratio`` of the training patches, capped at ``max_bank_size`` so scoring time
-stays bounded however many good images a plant collects. ``bench/bench_images.py`` measures
+stays bounded however many good images a plant collects. ``linewatch bench images`` measures
 the accuracy/speed trade-off behind the defaults.
 
 PatchCore is a plain detector: raw scores in feature-distance units and heat maps. Like every

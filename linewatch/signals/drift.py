@@ -5,7 +5,7 @@ Why
 A detector is only as good as the "normal" it learned. When the distribution of a feature
 moves - a new supplier's bearings run quieter, a recalibrated thermocouple reads 2 °C
 higher - scores shift for reasons that are not faults. The right reaction is to retrain on
-the new normal, not to raise the threshold (DESIGN.md). This module tells the engineer
+the new normal, not to raise the threshold. This module tells the engineer
 *which* feature moved and how much, with three complementary views:
 
 - **PSI** (population stability index) of the recent window against the reference, in

@@ -8,8 +8,8 @@ pipeline (:mod:`linewatch.streams.signals_pipeline`) therefore call the same thr
 :func:`featurize_windows` (a window becomes a feature vector and a quality verdict),
 :class:`FrameBuilder` (windows of several sensors become one aligned row per asset and time
 slot) and :func:`frame_columns` (a model's feature names say which sensor and feature each
-column is). It lives under ``signals/`` rather than ``streams/`` because nothing may import
-``streams`` (DESIGN.md).
+column is). It lives under ``signals/`` rather than ``streams/`` because training must not import
+``streams`` (the layer rules in ``docs/architecture.md``).
 
 Features per window
 -------------------

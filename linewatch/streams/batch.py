@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 import numpy as np
 
@@ -18,6 +19,12 @@ from linewatch.detectors.bundle import ModelBundle
 from linewatch.schemas.rows import DeadLetterRow, Row, ScoreRow
 from linewatch.schemas.score_encoder import EventRef, Explanation, encode_scores
 from linewatch.streams.messages import DeadLetters
+
+
+class ModelSource(Protocol):
+    """What the pipelines need from a model store (``ModelCache`` in production, a stand-in in tests)."""
+
+    def models_for(self, modality: str, asset: str, sku: str, camera: str = ...) -> list[ModelBundle]: ...
 
 
 @dataclass

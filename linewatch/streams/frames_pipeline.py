@@ -51,9 +51,8 @@ from linewatch.schemas.codec import decode_frame
 from linewatch.schemas.frame_rows import FrameHeatmapRow
 from linewatch.schemas.messages import FrameMeta, Modality
 from linewatch.schemas.score_encoder import EventRef
-from linewatch.streams.batch import BatchResult
+from linewatch.streams.batch import BatchResult, ModelSource
 from linewatch.streams.messages import RawMessage
-from linewatch.streams.spc_pipeline import ModelSource
 
 HEATMAPS_ALARMS = "alarms"
 HEATMAPS_ALL = "all"

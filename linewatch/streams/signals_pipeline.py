@@ -58,9 +58,8 @@ from linewatch.signals.framing import (
     frame_columns,
 )
 from linewatch.signals.quality import QualityGate
-from linewatch.streams.batch import BatchResult
+from linewatch.streams.batch import BatchResult, ModelSource
 from linewatch.streams.messages import RawMessage
-from linewatch.streams.spc_pipeline import ModelSource
 
 #: Signals carry no SKU; models are looked up for this one (a model registered for any SKU matches).
 SIGNALS_SKU = "default"

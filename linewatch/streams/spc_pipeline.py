@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
 
 import numpy as np
 
@@ -24,14 +23,8 @@ from linewatch.schemas.codec import decode_batch
 from linewatch.schemas.messages import Modality, SpcRecord
 from linewatch.schemas.rows import SpcMeasurementRow
 from linewatch.schemas.score_encoder import EventRef, explanation
-from linewatch.streams.batch import BatchResult
+from linewatch.streams.batch import BatchResult, ModelSource
 from linewatch.streams.messages import RawMessage
-
-
-class ModelSource(Protocol):
-    """What the pipelines need from a model store (``ModelCache`` in production, a stand-in in tests)."""
-
-    def models_for(self, modality: str, asset: str, sku: str, camera: str = ...) -> list[ModelBundle]: ...
 
 
 class StreamStates:
