@@ -12,18 +12,24 @@ named by ``LINEWATCH_CONFIG`` (or ``--config``), then the defaults below.
 (False, False)
 >>> "secret" in str(s.masked()["database_url"])
 False
+
+Kafka security (TLS, SASL PLAIN or SCRAM) is set with the ``kafka_*`` fields and reaches every
+client from one place: :meth:`Settings.kafka_client_config` for confluent-kafka (librdkafka)
+and :meth:`Settings.kafka_ssl_context` for Faust (aiokafka). The embedded broker speaks plain
+Kafka on loopback, so these settings need ``broker_url``.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import ssl
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from linewatch.errors import ConfigError
@@ -39,6 +45,15 @@ DEFAULT_SESSION_TIMEOUT_S = 6.0
 DEFAULT_BATCH_SIZE = 2000
 #: A partial batch is flushed after this long, so latency stays bounded on a quiet line.
 DEFAULT_BATCH_WITHIN_S = 0.25
+
+#: Kafka's names for how a client talks to the broker (librdkafka ``security.protocol``).
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+#: The SASL mechanisms linewatch supports: username and password, plain or salted challenge.
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+#: Settings that hold a credential but are not URLs: shown as ``***`` when set.
+_KAFKA_SECRETS = ("kafka_sasl_password", "kafka_ssl_key_password")
+#: Faust's own default web port: one worker per host (or container) answers ``/health`` here.
+DEFAULT_HEALTH_PORT = 6066
 
 
 class _TomlFileSource(PydanticBaseSettingsSource):
@@ -76,6 +91,24 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         default=None, description="Kafka bootstrap servers (host:port,...); unset = start the embedded broker"
     )
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)"
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required with SASL_*"
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user; required with SASL_*")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password; required with SASL_*")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM file of the CA(s) that signed the broker's certificate; unset = system CAs"
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="client certificate (PEM) for mutual TLS; goes with kafka_ssl_keyfile"
+    )
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="private key (PEM) of kafka_ssl_certfile")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="password of an encrypted kafka_ssl_keyfile"
+    )
     database_url: SecretStr | None = Field(
         default=None, description="PostgreSQL/TimescaleDB URL; unset = start the embedded PostgreSQL"
     )
@@ -92,10 +125,25 @@ class Settings(BaseSettings):
     db_retry_total_s: float = Field(
         default=30.0, ge=0, description="how long a worker retries an unavailable database before it exits"
     )
+    event_time_max_future_s: float = Field(
+        default=86_400.0, gt=0, description="events stamped further ahead of the worker's clock are dead-lettered"
+    )
+    event_time_max_age_s: float = Field(
+        default=10 * 365.25 * 86_400.0, gt=0,
+        description="events older than this are dead-lettered (raise it to replay older history)",
+    )
     isolate_scoring: bool = Field(
         default=True, description="score SPC batches in a child process (no GIL shared with Faust's loop)"
     )
     log_level: str = Field(default="info")
+    health_host: str = Field(
+        default="127.0.0.1",
+        description="address the worker's /health endpoint binds to (0.0.0.0 to let probes from other hosts in)",
+    )
+    health_port: int = Field(
+        default=DEFAULT_HEALTH_PORT, ge=0, le=65535,
+        description="port of the worker's /health endpoint; 0 = any free port (the worker logs the URL)",
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -104,6 +152,49 @@ class Settings(BaseSettings):
         if v not in {"debug", "info", "warn", "error", "crit"}:
             raise ValueError("log_level must be one of debug, info, warn, error, crit")
         return v
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        """Kafka's own spelling is upper case; ``sasl_ssl`` in an environment variable means the same."""
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        """Refuse half-configured security: a setting that would be silently ignored is an open door."""
+        protocol = self.kafka_security_protocol
+        sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
+        if protocol != "PLAINTEXT" and self.broker_url is None:
+            raise ValueError(
+                f"kafka_security_protocol={protocol} needs an external broker: set broker_url "
+                "(LINEWATCH_BROKER_URL); the embedded broker listens on loopback without TLS or SASL"
+            )
+        sasl_set = [n for n in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                    if getattr(self, n) is not None]
+        if sasl:
+            missing = [n for n in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                       if n not in sasl_set]
+            if missing:
+                raise ValueError(f"kafka_security_protocol={protocol} needs {', '.join(missing)} "
+                                 "(mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+        elif sasl_set:
+            raise ValueError(f"{', '.join(sasl_set)} set but kafka_security_protocol={protocol}: "
+                             "use SASL_SSL (or SASL_PLAINTEXT) so they are used")
+        ssl_set = [n for n in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+                               "kafka_ssl_key_password") if getattr(self, n) is not None]
+        if ssl_set and not tls:
+            raise ValueError(f"{', '.join(ssl_set)} set but kafka_security_protocol={protocol}: "
+                             "use SSL or SASL_SSL so they are used")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together (a client certificate "
+                             "and its private key, for mutual TLS)")
+        if self.kafka_ssl_key_password is not None and self.kafka_ssl_keyfile is None:
+            raise ValueError("kafka_ssl_key_password set without kafka_ssl_keyfile")
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -129,13 +220,95 @@ class Settings(BaseSettings):
     def model_dir(self) -> Path:
         return self.data_dir / "models"
 
+    @property
+    def model_cache_dir(self) -> Path:
+        """Where workers unpack the verified model artifacts they fetch from the database (by sha256)."""
+        return self.data_dir / "model-cache"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """The librdkafka properties for :attr:`kafka_security_protocol` and its credentials.
+
+        The one translation every confluent-kafka client (producer, consumer, admin) gets, so no
+        client can be left on plaintext by accident. Empty for ``PLAINTEXT``, which leaves a
+        client's configuration exactly as it was before security settings existed.
+
+        >>> Settings(broker_url="k:9093", kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
+        ...          kafka_sasl_username="lw", kafka_sasl_password="pw").kafka_client_config()
+        {'security.protocol': 'SASL_SSL', 'sasl.mechanisms': 'SCRAM-SHA-512', 'sasl.username': 'lw', \
+'sasl.password': 'pw'}
+        >>> Settings().kafka_client_config()
+        {}
+        """
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return {}
+        config = {"security.protocol": protocol}
+        if protocol.startswith("SASL_"):
+            assert self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+            config.update({
+                "sasl.mechanisms": self.kafka_sasl_mechanism,
+                "sasl.username": self.kafka_sasl_username,
+                "sasl.password": self.kafka_sasl_password.get_secret_value(),
+            })
+        for key, path in (("ssl.ca.location", self.kafka_ssl_cafile),
+                          ("ssl.certificate.location", self.kafka_ssl_certfile),
+                          ("ssl.key.location", self.kafka_ssl_keyfile)):
+            if path is not None:
+                config[key] = str(path)
+        if self.kafka_ssl_key_password is not None:
+            config["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        return config
+
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for Faust's client (aiokafka), or None when the protocol has no TLS.
+
+        Verifies the broker's certificate and host name against ``kafka_ssl_cafile`` (or the system
+        CAs), and presents the client certificate when one is configured: what librdkafka does
+        with the same settings.
+        """
+        if self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        try:
+            context = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH, cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None)
+            if self.kafka_ssl_certfile is not None:
+                # Always a password, even empty: without one OpenSSL would prompt on the terminal
+                # for an encrypted key, and a worker would hang instead of failing.
+                password = self.kafka_ssl_key_password.get_secret_value() if self.kafka_ssl_key_password else ""
+                context.load_cert_chain(str(self.kafka_ssl_certfile),
+                                        str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+                                        password=password)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"cannot load the Kafka TLS files (kafka_ssl_*): {e}") from e
+        return context
+
+    def kafka_env(self) -> dict[str, str]:
+        """The Kafka security settings as ``LINEWATCH_*`` variables, for a child process (a worker).
+
+        Why: settings may come from a ``--config`` file the child never sees; passing them in its
+        environment gives it the same broker credentials as its parent. Empty for ``PLAINTEXT``.
+        """
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if not name.startswith("kafka_") or value is None or self.kafka_security_protocol == "PLAINTEXT":
+                continue
+            env[f"LINEWATCH_{name.upper()}"] = (value.get_secret_value() if isinstance(value, SecretStr)
+                                                else str(value))
+        return env
+
     def masked(self) -> dict[str, Any]:
-        """The effective configuration with passwords replaced, for printing and logs."""
+        """The effective configuration with passwords replaced, for printing and logs.
+
+        URLs keep everything but their password (:func:`mask_dsn`); other secrets become ``***``.
+        """
         out: dict[str, Any] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr):
-                value = mask_url(value.get_secret_value())
+                value = "***" if name in _KAFKA_SECRETS else mask_dsn(value.get_secret_value())
+            elif isinstance(value, str) and name.endswith("_url"):
+                value = mask_dsn(value)
             elif isinstance(value, Path):
                 value = str(value)
             out[name] = value
@@ -144,13 +317,50 @@ class Settings(BaseSettings):
         return out
 
 
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: ``password=`` / ``sslpassword=`` in a URL's query string, up to the next parameter.
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")
+#: ``password=value`` in a libpq keyword/value string: spaces around ``=`` allowed, a value either
+#: single-quoted (backslash escapes, possibly unterminated) or a run of non-blanks.
+_KEYWORD_SECRET = re.compile(r"(?i)(?<!\S)((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*(?:'|$)|(?:\\.|[^\s\\])+)")
+
+
+def mask_dsn(dsn: str) -> str:
+    r"""Hide every password in a database connection string, keeping the rest readable.
+
+    Why every form: libpq takes a password from a URL's user info, from a ``password`` (or
+    ``sslpassword``) query parameter and from a keyword/value string, and each of them ends up
+    in settings, logs and ``linewatch config``. Percent-encoded passwords are hidden as written.
+
+    >>> mask_dsn("postgresql://lw:s3cr%40t@db:5432/lw?sslmode=require")
+    'postgresql://lw:***@db:5432/lw?sslmode=require'
+    >>> mask_dsn("postgresql://lw@db/lw?sslmode=require&password=s3cret")
+    'postgresql://lw@db/lw?sslmode=require&password=***'
+    >>> mask_dsn("postgresql:///lw?host=/run/pg&password=s3cret&user=lw")
+    'postgresql:///lw?host=/run/pg&password=***&user=lw'
+    >>> mask_dsn("host=db password=s3cret user=lw")
+    'host=db password=*** user=lw'
+    >>> mask_dsn(r"host=db password = 'it\'s secret' user=lw sslpassword=k3y")
+    'host=db password = *** user=lw sslpassword=***'
+    >>> mask_dsn("postgresql://lw@db/lw")
+    'postgresql://lw@db/lw'
+    """
+    scheme = _URL_SCHEME.match(dsn)
+    if scheme is None:
+        return _KEYWORD_SECRET.sub(r"\1***", dsn)
+    scheme_end = scheme.end()
+    rest = dsn[scheme_end:]
+    authority_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:authority_end], rest[authority_end:]
+    userinfo, at, hosts = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    return dsn[:scheme_end] + authority + _QUERY_SECRET.sub(r"\1***", tail)
+
+
 def mask_url(url: str) -> str:
-    """Hide the password of a URL, keeping the rest readable."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """Older name of :func:`mask_dsn`, kept for its callers."""
+    return mask_dsn(url)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

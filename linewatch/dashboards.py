@@ -610,9 +610,11 @@ def check_queries(database_url: str, *, role: str | None = "linewatch_reader",
     """Run every dashboard and alert query against a database (as ``role``, read-only, rolled back).
 
     Catches what a reviewer cannot: a renamed column, a missing grant, a type mismatch. Variables
-    default to values that match nothing, which is enough to plan and run every query.
+    default to values that match nothing, which is enough to plan and run every query. ``role``
+    comes from the command line, so it is quoted as an identifier, never pasted into the SQL.
     """
     import psycopg
+    from psycopg import sql as pgsql
 
     values = {"asset": "__check__", "sku": "__check__", "characteristic": "__check__", **(variables or {})}
     t0, t1 = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
@@ -624,7 +626,7 @@ def check_queries(database_url: str, *, role: str | None = "linewatch_reader",
                 with conn.transaction(force_rollback=True):
                     conn.execute("SET TRANSACTION READ ONLY")
                     if role:
-                        conn.execute(f'SET LOCAL ROLE "{role}"')
+                        conn.execute(pgsql.SQL("SET LOCAL ROLE {}").format(pgsql.Identifier(role)))
                     cur = conn.execute(sql)
                     n = len(cur.fetchall())
                     columns = tuple(d.name for d in cur.description or ())

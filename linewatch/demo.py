@@ -78,7 +78,7 @@ def run_demo(settings: Settings, *, seconds: float, rate: float, seed: int, cons
     with Stack(settings) as stack:
         console.print(f"[bold]broker[/] {stack.bootstrap}  [bold]database[/] {_mask(stack.database_url)}  "
                       f"[bold]data dir[/] {settings.data_dir.resolve()}")
-        ensure_topics(stack.bootstrap, partitions=settings.topic_partitions)
+        ensure_topics(stack.bootstrap, partitions=settings.topic_partitions, security=stack.kafka_security)
         applied = migrate(stack.database_url)
         console.print(f"migrations: {len(applied.applied)} applied, {len(applied.already)} already there "
                       f"({'TimescaleDB' if applied.timescale else 'plain PostgreSQL'})")
@@ -131,6 +131,7 @@ def _start_worker(settings: Settings, stack: Stack):
         "LINEWATCH_DATABASE_URL": stack.database_url,
         "LINEWATCH_DATA_DIR": str(settings.data_dir),
         "LINEWATCH_MODEL_REFRESH_S": "2",
+        **settings.kafka_env(),  # the broker's TLS/SASL settings, if any came from --config
     })
     log_path = settings.data_dir / "logs" / "worker.log"
     log_path.unlink(missing_ok=True)  # the readiness check reads this run's log only
@@ -171,9 +172,9 @@ def _stream_and_watch(stack, sim, bad, rate, expected_total, baseline, console, 
             half = len(records) // 2
             # Malformed messages arrive mid-stream: the agent must keep scoring what follows.
             produce_spc(stack.bootstrap, records[:half], rate_per_s=rate,
-                        progress=lambda n: sent.__setitem__("n", n))
+                        progress=lambda n: sent.__setitem__("n", n), security=stack.kafka_security)
             produce_spc(stack.bootstrap, records[half:], rate_per_s=rate, extra=[b for _, b in bad],
-                        progress=lambda n: sent.__setitem__("n", half + n))
+                        progress=lambda n: sent.__setitem__("n", half + n), security=stack.kafka_security)
         except BaseException as e:
             errors.append(e)
 

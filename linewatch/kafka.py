@@ -9,12 +9,17 @@ Everything outside the Faust worker that talks to the broker goes through this m
 producers (:mod:`linewatch.producers`), ``linewatch up`` and the demo create topics with
 :func:`ensure_topics`, and the data loaders read a topic's history with :func:`read_to_end`.
 It depends on nothing in :mod:`linewatch.streams`, so those callers need not import Faust.
+
+Every client takes an optional ``security`` mapping: the librdkafka properties of
+:meth:`linewatch.config.Settings.kafka_client_config` (TLS, SASL). Without it a client is
+configured exactly as for a plaintext broker, such as the embedded one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -32,9 +37,9 @@ METADATA_TIMEOUT_S = 10.0
 
 
 def ensure_topics(bootstrap: str, *, partitions: int | None = None,
-                  topics: Iterable[TopicSpec] = ALL_TOPICS) -> list[str]:
+                  topics: Iterable[TopicSpec] = ALL_TOPICS, security: Mapping[str, str] | None = None) -> list[str]:
     """Create the missing linewatch topics; returns the names it created."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(security or {})})
     try:
         existing = set(admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics)
     except KafkaException as e:
@@ -54,8 +59,9 @@ def ensure_topics(bootstrap: str, *, partitions: int | None = None,
     return created
 
 
-def make_producer(bootstrap: str, **overrides: object) -> Producer:
-    config = {
+def make_producer(bootstrap: str, *, security: Mapping[str, str] | None = None, **overrides: object) -> Producer:
+    """A producer tuned for batches; ``security`` (TLS/SASL properties) is applied before ``overrides``."""
+    config: dict[str, object] = {
         "bootstrap.servers": bootstrap,
         "linger.ms": 5,
         "enable.idempotence": False,
@@ -65,6 +71,7 @@ def make_producer(bootstrap: str, **overrides: object) -> Producer:
         # Brokers close idle connections routinely; librdkafka would print each one to stderr.
         "log.connection.close": False,
     }
+    config.update(security or {})
     config.update(overrides)
     return Producer(config)
 
@@ -72,23 +79,31 @@ def make_producer(bootstrap: str, **overrides: object) -> Producer:
 class Publisher:
     """Publishes many messages and confirms them all; failures become an InfrastructureError."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._producer = make_producer(bootstrap)
+    def __init__(self, bootstrap: str, *, security: Mapping[str, str] | None = None) -> None:
+        self._producer = make_producer(bootstrap, security=security)
         self._errors: list[str] = []
 
     def _on_delivery(self, err: object, _msg: object) -> None:
         if err is not None:
             self._errors.append(str(err))
 
-    def publish(self, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+    def publish(self, topic: str, messages: Iterable[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, Any]]
+                ) -> int:
+        """Hand ``(key, value)`` or ``(key, value, headers)`` messages to librdkafka; :meth:`flush` confirms them."""
         n = 0
-        for key, value in messages:
+        for key, value, *rest in messages:
+            headers = rest[0] if rest else None
             while True:
                 try:
-                    self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                    self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
                     break
                 except BufferError:
                     self._producer.poll(0.05)
+                except KafkaException as e:
+                    # Every message linewatch publishes is bounded far below the broker's limit; one that
+                    # is refused here is a bug worth stopping for, said plainly.
+                    raise InfrastructureError(
+                        f"cannot publish a {len(value)}-byte message to {topic!r}: {e}") from e
             n += 1
         self._producer.poll(0)
         return n
@@ -103,15 +118,17 @@ class Publisher:
             )
 
 
-def make_consumer(bootstrap: str, group_id: str, **overrides: object) -> Consumer:
+def make_consumer(bootstrap: str, group_id: str, *, security: Mapping[str, str] | None = None,
+                  **overrides: object) -> Consumer:
     """A consumer that never commits: readers here assign partitions themselves and keep no position."""
     config: dict[str, object] = {"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False}
+    config.update(security or {})
     config.update(overrides)
     return Consumer(config)
 
 
 def read_to_end(bootstrap: str, topic: str, *, group_id: str, batch: int = 1000,
-                poll_s: float = 5.0) -> Iterator[Message]:
+                poll_s: float = 5.0, security: Mapping[str, str] | None = None) -> Iterator[Message]:
     """Every message in ``topic`` from the beginning up to the end each partition had when reading began.
 
     The end offsets (high watermarks) are taken once, before the first fetch, so a topic that
@@ -119,7 +136,7 @@ def read_to_end(bootstrap: str, topic: str, *, group_id: str, batch: int = 1000,
     skipped; empty partitions are not waited for. The consumer is closed when the iteration
     ends or is abandoned.
     """
-    consumer = make_consumer(bootstrap, group_id)
+    consumer = make_consumer(bootstrap, group_id, security=security)
     try:
         parts = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=METADATA_TIMEOUT_S)[1]

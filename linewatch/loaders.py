@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -255,8 +256,9 @@ def load_query(
 ) -> TabularData:
     """Run ``query`` (one row per part) on ``database_url``; features are ``columns`` or its numeric columns.
 
-    The query is the user's own, run with their credentials; any database error, including
-    one reaching the database, is a ConfigError carrying psycopg's message. A column counts as
+    The query is the user's own, run with their credentials in a read-only transaction; any
+    database error, including one reaching the database or a query that tries to write, is a
+    ConfigError carrying psycopg's message. A column counts as
     numeric when its first :data:`NUMERIC_SNIFF_ROWS` values are all ints or floats; the time
     column (timestamps, with or without a zone) is read as naive UTC ``datetime64[us]``.
     """
@@ -265,10 +267,14 @@ def load_query(
     from linewatch.storage.connection import connect
 
     try:
-        with connect(database_url) as conn:
+        # No statement timeout (a training query may scan months of history), but a read-only
+        # transaction: a query that would write (``sql:DELETE ...``) fails instead of committing.
+        with connect(database_url, statement_timeout_s=None) as conn:
+            conn.read_only = True
             cur = conn.execute(query)  # the user's own query, run with their database credentials
             header = [d.name for d in cur.description or []]
             rows = cur.fetchall()
+            conn.rollback()
     except psycopg.Error as e:
         raise ConfigError(f"the training query failed: {e}") from e
     if not rows:
@@ -303,11 +309,13 @@ def time_span(times: np.ndarray | None) -> tuple[datetime, datetime] | tuple[Non
     return lo, hi
 
 
-def read_signal_topic(bootstrap: str) -> tuple[list[tuple[SignalMeta, np.ndarray]], int]:
+def read_signal_topic(bootstrap: str, *, security: Mapping[str, str] | None = None
+                      ) -> tuple[list[tuple[SignalMeta, np.ndarray]], int]:
     """Every decodable window in the ``signals`` topic up to its current end, and how many were skipped.
 
     Windows that fail to decode are counted, not raised: a topic that also carries a few bad
     messages (the agent dead-letters them) still trains. An empty result is a ConfigError.
+    ``security`` is the broker's TLS/SASL client configuration.
     """
     from linewatch.kafka import read_to_end
     from linewatch.schemas.codec import decode_signal
@@ -315,7 +323,7 @@ def read_signal_topic(bootstrap: str) -> tuple[list[tuple[SignalMeta, np.ndarray
 
     windows: list[tuple[SignalMeta, np.ndarray]] = []
     skipped = 0
-    for msg in read_to_end(bootstrap, SIGNALS.name, group_id=TOPIC_READER_GROUP):
+    for msg in read_to_end(bootstrap, SIGNALS.name, group_id=TOPIC_READER_GROUP, security=security):
         try:
             windows.append(decode_signal(msg.value()))
         except DataError:

@@ -17,10 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from linewatch.detectors.bundle import ANY, DEFAULT_CALIBRATION_FRACTION, ModelBundle, Scope
 from linewatch.errors import ConfigError
+from linewatch.storage.connection import connect
 from linewatch.storage.model_registry import ModelRef, save_and_register
 
 #: The false-alarm target of a new image model when none is given.
@@ -70,7 +69,7 @@ def fit_model(
 
 def register(bundle: ModelBundle, *, database_url: str, model_dir: Path) -> ModelRef:
     """Save ``bundle`` under ``model_dir`` and make it the active version of its model id."""
-    with psycopg.connect(database_url) as conn:
+    with connect(database_url) as conn:
         return save_and_register(conn, bundle, model_dir=model_dir)
 
 

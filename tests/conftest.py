@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from linewatch.config import Settings
-from linewatch.embedded.process import spawn, stop, tail
+from linewatch.embedded.process import free_port, spawn, stop, tail
 from linewatch.embedded.stack import Stack
 from linewatch.kafka import ensure_topics
 from linewatch.storage.migrations import migrate
@@ -55,6 +55,7 @@ def settings(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Settings
         app_id=f"linewatch-test-{uuid.uuid4().hex[:8]}",
         model_refresh_s=1.0,
         batch_within_s=0.1,
+        health_port=free_port(),  # not the default: other workers on this machine may hold it
     )
 
 
@@ -71,6 +72,7 @@ def worker(settings: Settings) -> Iterator[object]:
         "LINEWATCH_APP_ID": settings.app_id,
         "LINEWATCH_MODEL_REFRESH_S": "1",
         "LINEWATCH_BATCH_WITHIN_S": "0.1",
+        "LINEWATCH_HEALTH_PORT": str(settings.health_port),
     })
     log_path = Path(settings.data_dir) / "worker.log"
     proc = spawn([sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"], log_path=log_path, env=env)

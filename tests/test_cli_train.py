@@ -81,3 +81,15 @@ def test_train_signals_on_simulated_machines_registers_a_signals_model(database_
     assert all("." in name for name in row[3])  # sensor.feature
     both = CliRunner().invoke(app, ["train", "signals"], env=_env(database_url, tmp_path))
     assert both.exit_code != 0 and "exactly one source" in str(both.exception)
+
+
+def test_a_training_query_cannot_write(database_url):
+    from linewatch.errors import ConfigError
+    from linewatch.loaders import load_query
+
+    with psycopg.connect(database_url) as conn:
+        before = conn.execute("SELECT count(*) FROM model_versions").fetchone()[0]
+    with pytest.raises(ConfigError, match="read-only"):
+        load_query(database_url, "DELETE FROM model_versions RETURNING n_samples")
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM model_versions").fetchone()[0] == before

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 INIT_SCRIPT = "docker/timescaledb/init-linewatch-roles.sh"
 #: What a deployment's .env provides (the compose file refuses to start without them).
-SECRETS = {"DB_OWNER_PASSWORD": "owner-pw", "WORKER_PG_PASSWORD": "worker-pw",
+SECRETS = {"DB_OWNER_PASSWORD": "owner-pw", "WORKER_PG_PASSWORD": "worker-pw", "TRAINER_PG_PASSWORD": "trainer-pw",
            "GRAFANA_PG_PASSWORD": "grafana-pw", "GRAFANA_ADMIN_PASSWORD": "admin-pw"}
 CORE_SERVICES = {"kafka", "timescaledb", "migrate", "worker", "grafana"}
 LINEWATCH_SERVICES = {"migrate", "worker", "trainer", "simulator"}
@@ -222,9 +222,10 @@ def test_the_urls_point_at_the_services_and_logins_that_exist(services):
         url = urlsplit(env["LINEWATCH_DATABASE_URL"])
         assert (url.scheme, url.hostname, url.port, url.path) == ("postgresql", "timescaledb", 5432,
                                                                   "/" + db_env["POSTGRES_DB"])
-        owner = (db_env["POSTGRES_USER"], db_env["POSTGRES_PASSWORD"])
+        logins = {"migrate": (db_env["POSTGRES_USER"], db_env["POSTGRES_PASSWORD"]),
+                  "trainer": (db_env["TRAINER_PG_USER"], db_env["TRAINER_PG_PASSWORD"])}
         worker = (db_env["WORKER_PG_USER"], db_env["WORKER_PG_PASSWORD"])
-        assert (url.username, url.password) == (owner if name == "migrate" else worker), name
+        assert (url.username, url.password) == logins.get(name, worker), name
     assert db_env["POSTGRES_PASSWORD"] == SECRETS["DB_OWNER_PASSWORD"]
 
 
@@ -235,7 +236,7 @@ def test_grafana_reads_the_database_as_the_read_only_login(services):
     assert graf["GRAFANA_PG_DATABASE"] == db["POSTGRES_DB"]
     login = ("GRAFANA_PG_USER", "GRAFANA_PG_PASSWORD")
     assert [graf[k] for k in login] == [db[k] for k in login]
-    assert graf["GRAFANA_PG_USER"] not in (db["POSTGRES_USER"], db["WORKER_PG_USER"])
+    assert graf["GRAFANA_PG_USER"] not in (db["POSTGRES_USER"], db["WORKER_PG_USER"], db["TRAINER_PG_USER"])
 
 
 def test_secrets_have_no_defaults():
@@ -377,14 +378,16 @@ def test_init_script_logins_work_with_the_migrations_and_the_dashboards(database
     info = psycopg.conninfo.conninfo_to_dict(database_url)
     host, port, owner = info["host"], str(info["port"]), info.get("user", "postgres")
     tag = uuid.uuid4().hex[:8]
-    db, grafana, worker = f"lw_compose_{tag}", f"grafana_{tag}", f"worker_{tag}"
+    db, grafana, worker, trainer = f"lw_compose_{tag}", f"grafana_{tag}", f"worker_{tag}", f"trainer_{tag}"
+    passwords = {owner: str(info.get("password", "")), grafana: "g'pw", worker: "w-pw", trainer: "t-pw"}
 
-    def url(user: str) -> str:
-        return f"postgresql://{user}@{host}:{port}/{db}"
+    def url(user: str) -> str:  # every login needs its password (the embedded server takes no trust logins)
+        return psycopg.conninfo.make_conninfo(host=host, port=port, dbname=db, user=user, password=passwords[user])
 
     env = {**os.environ, "PATH": f"{POSTGRES_BIN_PATH}{os.pathsep}{os.environ['PATH']}", "PGHOST": host,
-           "PGPORT": port, "POSTGRES_USER": owner, "POSTGRES_DB": db, "GRAFANA_PG_USER": grafana,
-           "GRAFANA_PG_PASSWORD": "g'pw", "WORKER_PG_USER": worker, "WORKER_PG_PASSWORD": "w-pw"}
+           "PGPORT": port, "PGPASSWORD": passwords[owner], "POSTGRES_USER": owner, "POSTGRES_DB": db,
+           "GRAFANA_PG_USER": grafana, "GRAFANA_PG_PASSWORD": "g'pw", "WORKER_PG_USER": worker,
+           "WORKER_PG_PASSWORD": "w-pw", "TRAINER_PG_USER": trainer, "TRAINER_PG_PASSWORD": "t-pw"}
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{db}"')
     try:
@@ -401,6 +404,16 @@ def test_init_script_logins_work_with_the_migrations_and_the_dashboards(database
             conn.commit()
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("DROP TABLE spc_measurements")
+        with psycopg.connect(url(worker)) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE unscored_later (x int)")  # no CREATE on schema public
+        assert migrate(url(trainer)).applied == []  # `linewatch train` runs the same check
+        with psycopg.connect(url(trainer)) as conn:
+            can = conn.execute("SELECT has_table_privilege('model_versions', 'INSERT'), "
+                               "has_table_privilege('model_versions', 'UPDATE'), "
+                               "has_column_privilege('model_versions', 'active', 'UPDATE'), "
+                               "has_table_privilege('scores', 'SELECT'), "
+                               "has_table_privilege('scores', 'INSERT')").fetchone()
+            assert can == (True, False, True, True, False)
         with psycopg.connect(url(grafana)) as conn:
             settings = conn.execute("SELECT current_setting('default_transaction_read_only'), "
                                     "current_setting('statement_timeout')").fetchone()
@@ -414,5 +427,5 @@ def test_init_script_logins_work_with_the_migrations_and_the_dashboards(database
     finally:
         with psycopg.connect(database_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            admin.execute(f'DROP ROLE IF EXISTS "{grafana}"')
-            admin.execute(f'DROP ROLE IF EXISTS "{worker}"')
+            for login in (grafana, worker, trainer):
+                admin.execute(psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(login)))

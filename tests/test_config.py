@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from linewatch.config import Settings, load_settings, mask_url
+from linewatch.config import Settings, load_settings, mask_dsn, mask_url
 from linewatch.errors import ConfigError
 
 
@@ -60,3 +61,48 @@ def test_settings_are_frozen():
 
 def test_mask_url_without_password_is_unchanged():
     assert mask_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "masked"),
+    [
+        ("postgresql://lw:hunter2@db:5432/lw", "postgresql://lw:***@db:5432/lw"),
+        ("postgres://lw:hunter%402@db/lw", "postgres://lw:***@db/lw"),  # percent-encoded, hidden as written
+        ("postgresql://lw:hunter2@db1:5432,db2:5432/lw?target_session_attrs=read-write",
+         "postgresql://lw:***@db1:5432,db2:5432/lw?target_session_attrs=read-write"),
+        ("postgresql://lw@db/lw?password=hunter2", "postgresql://lw@db/lw?password=***"),
+        ("postgresql://lw@db/lw?sslmode=require&password=hunter2&application_name=x",
+         "postgresql://lw@db/lw?sslmode=require&password=***&application_name=x"),
+        ("postgresql://lw@db/lw?sslpassword=k3y#frag", "postgresql://lw@db/lw?sslpassword=***#frag"),
+        ("host=db password=hunter2 user=lw", "host=db password=*** user=lw"),
+        ("password=hunter2", "password=***"),
+        ("host=db password = 'two words' dbname=lw", "host=db password = *** dbname=lw"),
+        (r"host=db password='it\'s' dbname=lw", "host=db password=*** dbname=lw"),
+        ("host=db password='unterminated dbname=lw", "host=db password=***"),
+        ("host=db sslpassword=k3y user=lw", "host=db sslpassword=*** user=lw"),
+        ("host=db user=lw", "host=db user=lw"),
+        ("host=db user=password_admin", "host=db user=password_admin"),
+    ],
+)
+def test_every_dsn_form_hides_its_password(dsn, masked):
+    assert mask_dsn(dsn) == masked
+    assert mask_url(dsn) == masked
+
+
+def test_linewatch_config_prints_no_secret(monkeypatch):
+    from typer.testing import CliRunner
+
+    from linewatch.cli import app
+
+    for k in [k for k in os.environ if k.startswith("LINEWATCH_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("LINEWATCH_BROKER_URL", "kafka:9093")
+    monkeypatch.setenv("LINEWATCH_DATABASE_URL", "host=db user=lw password='hunter2 hunter2'")
+    monkeypatch.setenv("LINEWATCH_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("LINEWATCH_KAFKA_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("LINEWATCH_KAFKA_SASL_USERNAME", "lw")
+    monkeypatch.setenv("LINEWATCH_KAFKA_SASL_PASSWORD", "swordfish")
+    result = CliRunner().invoke(app, ["config"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.output and "swordfish" not in result.output
+    assert "kafka_sasl_password" in result.output and "***" in result.output

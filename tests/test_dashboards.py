@@ -237,3 +237,11 @@ def test_the_query_check_reports_broken_sql(database_url, monkeypatch):
     monkeypatch.setattr(d, "iter_queries", lambda *a, **k: iter([broken]))
     (result,) = d.check_queries(database_url)
     assert result.error and "no_such_view" in result.error
+
+
+@pytest.mark.integration
+def test_the_role_is_quoted_as_an_identifier_not_pasted_into_sql(database_url):
+    """``--role`` comes from the command line: a quote in it must not end the identifier and run SQL."""
+    evil = 'linewatch_reader"; RESET ROLE; SELECT "'
+    results = d.check_queries(database_url, role=evil)
+    assert results and all(r.error and "does not exist" in r.error for r in results), results[0].error

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,21 +57,23 @@ def bench_stack(settings: Settings, prefix: str) -> Iterator[tuple[Settings, Sta
         tmp = Path(tmp_dir)
         bench_settings = settings.model_copy(update={"data_dir": tmp}) if settings.embedded_broker else settings
         with Stack(bench_settings, fsync=True) as stack:
-            ensure_topics(stack.bootstrap, partitions=settings.topic_partitions)
+            ensure_topics(stack.bootstrap, partitions=settings.topic_partitions, security=stack.kafka_security)
             migrate(stack.database_url)
             yield bench_settings, stack, tmp
 
 
 def bare_kafka(bootstrap: str, topic: str, n: int, *, decode: Callable[[list[Message]], int], max_messages: int,
-               poll_s: float, verb: str = "read", noun: str = "messages") -> float:
+               poll_s: float, verb: str = "read", noun: str = "messages",
+               security: Mapping[str, str] | None = None) -> float:
     """Messages per second of a confluent-kafka consumer reading ``topic`` from the start.
 
     ``decode`` gets each polled batch and returns how many messages it decoded (the work that
     makes this the floor of a consumer that validates its input). Steady state: timed from the
-    end of the first non-empty batch, whose messages are not counted.
+    end of the first non-empty batch, whose messages are not counted. ``security``: the broker's
+    TLS/SASL client configuration.
     """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "fetch.max.bytes": 52_428_800})
+                         "enable.auto.commit": False, "fetch.max.bytes": 52_428_800, **(security or {})})
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     got, first, first_batch = 0, None, 0
@@ -90,12 +92,18 @@ def bare_kafka(bootstrap: str, topic: str, n: int, *, decode: Callable[[list[Mes
     return (got - first_batch) / max(time.monotonic() - first, 1e-9)
 
 
-def bare_faust(bootstrap: str, topic: str, n: int, tmp: Path, batch: int) -> float:
-    """Messages per second of :mod:`linewatch.benchmarks.bare_faust`, run as its own process."""
+def bare_faust(bootstrap: str, topic: str, n: int, tmp: Path, batch: int,
+               kafka_env: Mapping[str, str] | None = None) -> float:
+    """Messages per second of :mod:`linewatch.benchmarks.bare_faust`, run as its own process.
+
+    ``kafka_env``: the broker's TLS/SASL settings as variables (:meth:`Settings.kafka_env`), which
+    the child's own settings read.
+    """
     out = tmp / "bare-faust.json"
     log = tmp / "bare-faust.log"
     proc = spawn([sys.executable, "-m", "linewatch.benchmarks.bare_faust", "--bootstrap", bootstrap,
-                  "--topic", topic, "--n", str(n), "--batch", str(batch), "--out", str(out)], log_path=log)
+                  "--topic", topic, "--n", str(n), "--batch", str(batch), "--out", str(out)], log_path=log,
+                 env={**os.environ, **(kafka_env or {})})
     try:
         proc.wait(TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -145,7 +153,7 @@ def running_worker(settings: Settings, stack: Stack, tmp: Path,
     env = dict(os.environ)
     env.update({"LINEWATCH_BROKER_URL": stack.bootstrap, "LINEWATCH_DATABASE_URL": stack.database_url,
                 "LINEWATCH_DATA_DIR": str(tmp), "LINEWATCH_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-                "LINEWATCH_BATCH_SIZE": str(settings.batch_size)})
+                "LINEWATCH_BATCH_SIZE": str(settings.batch_size), **settings.kafka_env()})
     log = tmp / "worker.log"
     cmd = list(argv or [sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"])
     run = WorkerRun(spawn(cmd, log_path=log, env=env), log)

@@ -63,13 +63,14 @@ def run_bench_e2e(settings: Settings, *, seconds: float, records: int | None, co
         assets = tuple(f"bench-{run_id}-{i}" for i in range(8))
         console.print(f"pre-filling {n} records on {SPC.name} ...")
         sim = simulate_spc(n_parts=n, seed=2, fault_fraction=0.1, assets=assets)
-        produce_spc(stack.bootstrap, sim.records(), chunk=5000)
+        produce_spc(stack.bootstrap, sim.records(), chunk=5000, security=stack.kafka_security)
 
         console.print("bare confluent-kafka consume + decode ...")
         bare_kafka = common.bare_kafka(stack.bootstrap, SPC.name, n, decode=_decode_spc, max_messages=5000,
-                                       poll_s=1.0)
+                                       poll_s=1.0, security=stack.kafka_security)
         console.print("bare Faust consume (take_events, no work) ...")
-        bare_faust = common.bare_faust(stack.bootstrap, SPC.name, n, tmp, settings.batch_size)
+        bare_faust = common.bare_faust(stack.bootstrap, SPC.name, n, tmp, settings.batch_size,
+                                       kafka_env=bench_settings.kafka_env())
         console.print("linewatch worker end to end ...")
         e2e = _end_to_end(bench_settings, stack, n, assets, tmp, console)
     figures = {
@@ -115,7 +116,8 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
             lat_rate = rate / 2
             m = int(lat_rate * LATENCY_PHASE_S)
             sim = simulate_spc(n_parts=m, seed=3, fault_fraction=0.0, assets=(lat_asset,))
-            produce_spc(stack.bootstrap, _stamped_now(sim.records()), rate_per_s=lat_rate, chunk=50)
+            produce_spc(stack.bootstrap, _stamped_now(sim.records()), rate_per_s=lat_rate, chunk=50,
+                        security=stack.kafka_security)
             lat = latencies(conn, lat_asset, m, deadline=deadline)
     # The agent's stats line (SpcRuntime.log_stats) says where the worker's time went.
     print_worker_stats(console, worker.log, "spc: ")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -120,13 +120,15 @@ def run_frames_bench(
         console.print("detector alone (in process, decoded frames) ...")
         detector = _detector_alone(stack.database_url, sku, pool, encoding)
         console.print(f"pre-filling {frames} {encoding} frames on {FRAMES.name} ...")
-        _prefill(stack.bootstrap, pool, n=frames, sku=sku, assets=assets, encoding=encoding)
+        _prefill(stack.bootstrap, pool, n=frames, sku=sku, assets=assets, encoding=encoding,
+                 security=stack.kafka_security)
         console.print("bare confluent-kafka consume + envelope + image decode ...")
         bare_kafka = common.bare_kafka(stack.bootstrap, FRAMES.name, frames, decode=_decode_frames,
                                        max_messages=FRAMES_BATCH_SIZE * 8, poll_s=1.0, verb="decoded",
-                                       noun="frames")
+                                       noun="frames", security=stack.kafka_security)
         console.print("bare Faust consume (take_events, no work) ...")
-        bare_faust = common.bare_faust(stack.bootstrap, FRAMES.name, frames, tmp, settings.batch_size)
+        bare_faust = common.bare_faust(stack.bootstrap, FRAMES.name, frames, tmp, settings.batch_size,
+                                       kafka_env=bench_settings.kafka_env())
         console.print("linewatch worker end to end ...")
         e2e = _end_to_end(bench_settings, stack, frames, assets, sku, pool, encoding, tmp, console,
                           worker_command)
@@ -187,8 +189,8 @@ def _messages(pool: list[np.ndarray], *, n: int, sku: str, assets: Sequence[str]
 
 
 def _prefill(bootstrap: str, pool: list[np.ndarray], *, n: int, sku: str, assets: Sequence[str],
-             encoding: str) -> None:
-    pub = Publisher(bootstrap)
+             encoding: str, security: Mapping[str, str] | None = None) -> None:
+    pub = Publisher(bootstrap, security=security)
     msgs = _messages(pool, n=n, sku=sku, assets=assets, encoding=encoding,
                      start=datetime(2026, 1, 1, tzinfo=UTC), interval_s=0.02)
     for start in range(0, n, 500):
@@ -262,7 +264,8 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
             m = int(lat_rate * LATENCY_PHASE_S)
             console.print(f"latency phase: {LATENCY_PHASE_S:.0f} s at {lat_rate:.0f} frames/s ...")
             lat_asset = f"latency-{uuid.uuid4().hex[:6]}"
-            _paced(stack.bootstrap, pool, m=m, sku=sku, asset=lat_asset, encoding=encoding, rate=lat_rate)
+            _paced(stack.bootstrap, pool, m=m, sku=sku, asset=lat_asset, encoding=encoding, rate=lat_rate,
+                   security=stack.kafka_security)
             lat = latencies(conn, lat_asset, m, deadline=deadline, worker=worker)
     print_worker_stats(console, worker.log, "frames: ")
     return {"frames_per_s": rate, "latency_p50_s": float(np.percentile(lat, 50)),
@@ -271,9 +274,9 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
 
 
 def _paced(bootstrap: str, pool: list[np.ndarray], *, m: int, sku: str, asset: str, encoding: str,
-           rate: float) -> None:
+           rate: float, security: Mapping[str, str] | None = None) -> None:
     """Send ``m`` frames at ``rate`` per second, each stamped with the moment it is handed to the producer."""
-    pub = Publisher(bootstrap)
+    pub = Publisher(bootstrap, security=security)
     template = _messages(pool, n=min(m, len(pool)), sku=sku, assets=(asset,), encoding=encoding,
                          start=datetime(2026, 1, 1, tzinfo=UTC), interval_s=1.0)
     payloads = [bytes(decode_frame(v)[1]) for _, v in template]

@@ -26,7 +26,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -88,13 +88,14 @@ def run_signals_bench(settings: Settings, *, windows: int, console: Console,
         assets = tuple(f"bench-{run_id}-{i}" for i in range(MACHINES))
         console.print(f"pre-filling {n} windows ({snapshots} snapshots x {MACHINES} machines x 3 sensors) "
                       f"on {SIGNALS.name} ...")
-        samples = produce_backlog(stack.bootstrap, assets, snapshots)
+        samples = produce_backlog(stack.bootstrap, assets, snapshots, security=stack.kafka_security)
 
         console.print("bare confluent-kafka consume + decode ...")
         bare_kafka = common.bare_kafka(stack.bootstrap, SIGNALS.name, n, decode=_decode_signals,
-                                       max_messages=MAX_BATCH_WINDOWS, poll_s=0.2)
+                                       max_messages=MAX_BATCH_WINDOWS, poll_s=0.2, security=stack.kafka_security)
         console.print("bare Faust consume (take_events, no work) ...")
-        bare_faust = common.bare_faust(stack.bootstrap, SIGNALS.name, n, tmp, batch)
+        bare_faust = common.bare_faust(stack.bootstrap, SIGNALS.name, n, tmp, batch,
+                                       kafka_env=bench_settings.kafka_env())
         console.print("linewatch worker end to end ...")
         e2e = _end_to_end(bench_settings, stack, n, assets, tmp, console, worker_argv)
     per_window = samples / n
@@ -131,8 +132,9 @@ def backlog(assets: Sequence[str], snapshots: int, *, seed: int = 2) -> Iterator
             yield (meta.model_copy(update={"start": meta.start + shift}) if j else meta), samples
 
 
-def produce_backlog(bootstrap: str, assets: Sequence[str], snapshots: int) -> int:
-    """Produce :func:`backlog`; returns the number of samples sent."""
+def produce_backlog(bootstrap: str, assets: Sequence[str], snapshots: int, *,
+                    security: Mapping[str, str] | None = None) -> int:
+    """Produce :func:`backlog` (``security``: the broker's TLS/SASL configuration); returns the samples sent."""
     total = {"samples": 0}
 
     def counted() -> Iterator[tuple[SignalMeta, np.ndarray]]:
@@ -140,7 +142,7 @@ def produce_backlog(bootstrap: str, assets: Sequence[str], snapshots: int) -> in
             total["samples"] += meta.n_samples
             yield meta, samples
 
-    produce_signals(bootstrap, counted())
+    produce_signals(bootstrap, counted(), security=security)
     return total["samples"]
 
 

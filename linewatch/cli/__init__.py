@@ -1,10 +1,10 @@
 """The ``linewatch`` command line, and the only place where commands are defined and wired.
 
 One module per command group: :mod:`~linewatch.cli.demo`, :mod:`~linewatch.cli.worker`
-(``worker``, ``up``), :mod:`~linewatch.cli.db`, :mod:`~linewatch.cli.train`,
-:mod:`~linewatch.cli.simulate`, :mod:`~linewatch.cli.backtest`, :mod:`~linewatch.cli.bench`
-and :mod:`~linewatch.cli.config`; what they share (console, ``--config``, settings, exit codes)
-is :mod:`~linewatch.cli.common`. Every command reads the settings once (environment,
+(``worker``, ``up``), :mod:`~linewatch.cli.status`, :mod:`~linewatch.cli.db`, :mod:`~linewatch.cli.train`,
+:mod:`~linewatch.cli.simulate`, :mod:`~linewatch.cli.backtest`, :mod:`~linewatch.cli.bench`,
+:mod:`~linewatch.cli.chaos` and :mod:`~linewatch.cli.config`; what they share (console, ``--config``,
+settings, exit codes) is :mod:`~linewatch.cli.common`. Every command reads the settings once (environment,
 ``--config`` file, defaults) and passes them down. Commands that need a broker or a database
 start embedded ones when no URL is configured, and stop them on exit, Ctrl-C or error.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import typer
 
-from linewatch.cli import backtest, bench, config, db, demo, simulate, train, worker
+from linewatch.cli import backtest, bench, chaos, config, db, demo, simulate, status, train, worker
 from linewatch.cli.common import run
 
 app = typer.Typer(
@@ -31,7 +31,9 @@ app = typer.Typer(
 app.command("config")(config.config_cmd)
 app.command("worker")(worker.worker_cmd)
 app.command("up")(worker.up_cmd)
+app.command("status")(status.status_cmd)
 app.command("demo")(demo.demo_cmd)
+app.command("chaos")(chaos.chaos_cmd)
 app.add_typer(db.db_app, name="db")
 app.add_typer(simulate.simulate_app, name="simulate")
 app.add_typer(train.train_app, name="train")

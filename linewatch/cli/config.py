@@ -15,5 +15,7 @@ def config_cmd(config: ConfigOption = None) -> None:
     table.add_column("setting")
     table.add_column("value")
     for key, value in s.masked().items():
-        table.add_row(key, "(embedded)" if value is None else str(value))
+        # Only an unset broker or database URL means "embedded"; other unset values are just unset.
+        unset = "(embedded)" if key in ("broker_url", "database_url") else "(unset)"
+        table.add_row(key, unset if value is None else str(value))
     Console().print(table)

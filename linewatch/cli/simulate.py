@@ -61,9 +61,10 @@ def simulate_spc_cmd(
     if s.embedded_broker:
         raise ConfigError("set LINEWATCH_BROKER_URL to the broker to produce to (or use --csv)")
     with Stack(s, need_database=False) as stack:
-        ensure_topics(stack.bootstrap, partitions=s.topic_partitions)
+        ensure_topics(stack.bootstrap, partitions=s.topic_partitions, security=stack.kafka_security)
         with counting_progress("producing parts", parts) as progress:
-            n = produce_spc(stack.bootstrap, sim.records(), rate_per_s=rate, progress=progress)
+            n = produce_spc(stack.bootstrap, sim.records(), rate_per_s=rate, progress=progress,
+                            security=stack.kafka_security)
     console.print(f"produced {n} parts to {stack.bootstrap}")
 
 
@@ -117,9 +118,10 @@ def simulate_signals_cmd(
         raise ConfigError("set LINEWATCH_BROKER_URL to the broker to produce to (or use --csv)")
     total = sim.starts.size * machines * 3
     with Stack(s, need_database=False) as stack:
-        ensure_topics(stack.bootstrap, partitions=s.topic_partitions)
+        ensure_topics(stack.bootstrap, partitions=s.topic_partitions, security=stack.kafka_security)
         with counting_progress("producing windows", total) as progress:
-            n = produce_signals(stack.bootstrap, sim.sensor_windows(), rate_per_s=rate, progress=progress)
+            n = produce_signals(stack.bootstrap, sim.sensor_windows(), rate_per_s=rate, progress=progress,
+                                security=stack.kafka_security)
     faults = ", ".join(f"{sim.machines[f.machine]}: {f.kind} from {f.onset_s:.0f} s" for f in sim.faults) or "none"
     console.print(f"produced {n} windows of {machines} machine(s) to {stack.bootstrap}; faults: {faults}")
 
@@ -197,9 +199,10 @@ def simulate_frames_cmd(
     stream = simulated_camera(sku, asset_id=asset, camera=camera, n=frames, size=size, seed=seed,
                               defect_rate=defect_rate, labels=labels)
     with Stack(s, need_database=False) as stack:
-        ensure_topics(stack.bootstrap, partitions=s.topic_partitions)
+        ensure_topics(stack.bootstrap, partitions=s.topic_partitions, security=stack.kafka_security)
         with counting_progress("producing frames", frames) as progress:
-            n = produce_frames(stack.bootstrap, stream, encoding=encoding, rate_per_s=rate, progress=progress)
+            n = produce_frames(stack.bootstrap, stream, encoding=encoding, rate_per_s=rate, progress=progress,
+                               security=stack.kafka_security)
     defective = sum(label != "good" for label in labels)
     console.print(f"produced {n} {encoding} frames of {sku} ({defective} defective) from {asset}/{camera} "
                   f"to {stack.bootstrap}")

@@ -117,7 +117,7 @@ def train_signals_cmd(
         else:
             from linewatch.loaders import read_signal_topic
 
-            messages, skipped = read_signal_topic(stack.bootstrap)
+            messages, skipped = read_signal_topic(stack.bootstrap, security=stack.kafka_security)
             if skipped:
                 console.print(f"[yellow]skipped {skipped} undecodable window(s)")
         if asset != ANY:

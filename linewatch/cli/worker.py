@@ -43,7 +43,7 @@ def up_cmd(config: ConfigOption = None) -> None:
 
     s = settings(config)
     with Stack(s) as stack:
-        ensure_topics(stack.bootstrap, partitions=s.topic_partitions)
+        ensure_topics(stack.bootstrap, partitions=s.topic_partitions, security=stack.kafka_security)
         migrate(stack.database_url)
         print(f"export LINEWATCH_BROKER_URL={stack.bootstrap}")
         print(f"export LINEWATCH_DATABASE_URL={stack.database_url}", flush=True)

@@ -9,24 +9,37 @@ sleep.
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from linewatch.errors import InfrastructureError
-
-_PR_SET_PDEATHSIG = 1
+from linewatch.lifecycle import set_parent_death_signal
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    set_parent_death_signal(signal.SIGTERM)
+
+
+def run_as(user: str | None) -> dict[str, Any]:
+    """``subprocess`` arguments that run a child as ``user`` with that user's groups only.
+
+    Why: ``subprocess``'s ``user=`` changes the user id alone, so a child started by root keeps
+    group 0 and root's supplementary groups, and can open whatever is group-readable by root.
+    The child gets the user's primary group and the groups it is a member of instead. Nothing
+    changes for ``None`` or when we are not root (then only our own user is possible anyway).
+    """
+    if user is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return {"user": user} if user is not None else {}
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": os.getgrouplist(user, entry.pw_gid)}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,7 +65,7 @@ def spawn(
     user: str | None = None,
     cwd: Path | None = None,
 ) -> subprocess.Popen:
-    """Start a child that dies with us, its output appended to ``log_path``."""
+    """Start a child that dies with us, its output appended to ``log_path`` (as ``user``: :func:`run_as`)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
     try:
@@ -62,8 +75,8 @@ def spawn(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            user=user,
             cwd=cwd,
+            **run_as(user),
             preexec_fn=_die_with_parent,
         )
     except OSError as e:

@@ -48,6 +48,15 @@ class Stack:
             raise
         return self
 
+    @property
+    def kafka_security(self) -> dict[str, str]:
+        """The librdkafka TLS/SASL properties for :attr:`bootstrap` (none for the embedded broker).
+
+        Why here: commands hold the stack, and every client they open must use the same
+        credentials (:meth:`~linewatch.config.Settings.kafka_client_config`).
+        """
+        return {} if self.broker is not None else self.settings.kafka_client_config()
+
     def __exit__(self, *exc: object) -> None:
         self._exit.close()
 

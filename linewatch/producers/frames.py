@@ -19,7 +19,7 @@ cameras send (several times smaller, slightly lossy); ``raw`` is the camera buff
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -116,6 +116,7 @@ def produce_frames(
     extra: Iterable[bytes] = (),
     progress: Callable[[int], None] | None = None,
     chunk: int = 16,
+    security: Mapping[str, str] | None = None,
 ) -> int:
     """Encode and send ``frames`` (keyed by asset) plus raw ``extra`` payloads; returns how many were sent.
 
@@ -127,4 +128,4 @@ def produce_frames(
         raise ConfigError(f"encoding={encoding!r}; use one of {', '.join(ENCODINGS)}")
     return publish_paced(bootstrap, FRAMES.name,
                          ((frame.asset_id.encode(), encode_frame(frame, encoding)) for frame in frames),
-                         rate_per_s=rate_per_s, chunk=chunk, progress=progress, extra=extra)
+                         rate_per_s=rate_per_s, chunk=chunk, progress=progress, extra=extra, security=security)

@@ -43,6 +43,7 @@ def produce_signals(
     extra: Iterable[bytes] = (),
     progress: Callable[[int], None] | None = None,
     chunk: int = DEFAULT_CHUNK,
+    security: Mapping[str, str] | None = None,
 ) -> int:
     """Send ``windows`` (keyed by asset) plus raw ``extra`` payloads; returns how many messages were sent.
 
@@ -51,4 +52,4 @@ def produce_signals(
     input whose sensor name is not itself a kind. Returns after every message is confirmed.
     """
     return publish_paced(bootstrap, SIGNALS.name, (encode_window(w, kinds) for w in windows),
-                         rate_per_s=rate_per_s, chunk=chunk, progress=progress, extra=extra)
+                         rate_per_s=rate_per_s, chunk=chunk, progress=progress, extra=extra, security=security)

@@ -8,7 +8,7 @@ only in how one input item becomes a ``(key, value)`` message.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from linewatch.kafka import Publisher
 from linewatch.schemas.codec import encode
@@ -25,6 +25,7 @@ def publish_paced(
     chunk: int = 500,
     progress: Callable[[int], None] | None = None,
     extra: Iterable[bytes] = (),
+    security: Mapping[str, str] | None = None,
 ) -> int:
     """Send ``keyed_payloads`` then the raw ``extra`` payloads (key ``b"garbage"``) to ``topic``.
 
@@ -32,9 +33,10 @@ def publish_paced(
     running count and, with ``rate_per_s``, the loop sleeps until the stream is back on that
     pace (None sends as fast as possible). ``keyed_payloads`` is consumed lazily, so callers
     that encode or time-stamp an item as it is pulled do so at the paced moment. Returns the
-    number of messages sent, after every one of them is confirmed by the broker.
+    number of messages sent, after every one of them is confirmed by the broker. ``security`` is
+    the broker's TLS/SASL client configuration (:meth:`~linewatch.config.Settings.kafka_client_config`).
     """
-    pub = Publisher(bootstrap)
+    pub = Publisher(bootstrap, security=security)
     sent = 0
     start = time.monotonic()
     batch: list[tuple[bytes, bytes]] = []
@@ -65,10 +67,11 @@ def produce_spc(
     extra: Iterable[bytes] = (),
     progress: Callable[[int], None] | None = None,
     chunk: int = 500,
+    security: Mapping[str, str] | None = None,
 ) -> int:
     """Send ``records`` (keyed by asset) plus raw ``extra`` payloads; returns how many were sent.
 
     ``rate_per_s`` paces the stream like a line producing parts; None sends as fast as possible.
     """
     return publish_paced(bootstrap, SPC.name, ((rec.asset_id.encode(), encode(rec)) for rec in records),
-                         rate_per_s=rate_per_s, chunk=chunk, progress=progress, extra=extra)
+                         rate_per_s=rate_per_s, chunk=chunk, progress=progress, extra=extra, security=security)

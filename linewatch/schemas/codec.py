@@ -63,7 +63,9 @@ def decode(raw: bytes | None, model: type[M]) -> M:
     if len(raw) > MAX_JSON_BYTES:
         raise DataError(f"message of {len(raw)} bytes exceeds the {MAX_JSON_BYTES}-byte limit for JSON records")
     try:
-        return model.model_validate_json(raw)
+        # Strict: exactly what the published JSON Schema allows (no "12.5" or true for a number,
+        # no Unix seconds or date-only strings for a date-time), so every consumer agrees on what is valid.
+        return model.model_validate_json(raw, strict=True)
     except ValidationError as e:
         raise DataError(_validation_reason(e, model)) from e
 
@@ -77,7 +79,8 @@ def decode_batch(raws: Sequence[bytes | None], model: type[M]) -> list[M | DataE
     """
     if all(r is not None and 0 < len(r) <= MAX_JSON_BYTES for r in raws):
         try:
-            return list(_list_adapter(model).validate_json(b"[" + b",".join(raws) + b"]"))  # type: ignore[arg-type]
+            return list(_list_adapter(model).validate_json(b"[" + b",".join(raws) + b"]",  # type: ignore[arg-type]
+                                                           strict=True))
         except ValidationError:
             pass
     out: list[M | DataError] = []

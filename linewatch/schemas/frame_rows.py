@@ -49,3 +49,27 @@ class FrameHeatmapRow(Row):
     box_y1: int | None
     area_fraction: float
     thumbnail: bytes
+
+
+class UnscoredFrameRow(Row):
+    """A valid frame that no image model watches yet: kept so nothing vanishes while a model is trained.
+
+    The frame was decoded (an undecodable one is a dead letter instead); ``reason`` says why it
+    was not scored, ``payload_bytes`` how large the encoded image was.
+    """
+
+    __table__ = "unscored_frames"
+    __key__ = ("ts", "event_id")
+
+    ts: datetime
+    event_id: uuid.UUID
+    asset_id: str
+    camera: str
+    sku: str
+    part_id: str
+    encoding: str
+    width: int
+    height: int
+    channels: int
+    payload_bytes: int
+    reason: str

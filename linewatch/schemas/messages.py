@@ -38,7 +38,11 @@ def _utc(v: datetime) -> datetime:
         raise ValueError(
             "timestamp must carry a timezone (e.g. 2026-01-01T08:00:00Z); naive times are ambiguous"
         )
-    return v.astimezone(UTC)
+    try:
+        return v.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is past the end of the calendar in UTC
+        raise ValueError(f"timestamp {v.isoformat()} is outside the representable range once converted to UTC"
+                         ) from None
 
 
 def utc_now() -> datetime:
@@ -221,16 +225,37 @@ class Disposition(Message):
         return event_id("disposition", target, self.operator, self.ts.isoformat())
 
 
+#: Dead-letter messages carry at most this much of the original value (the table keeps all of it):
+#: 64 KiB is 87 KB of base64, far below any broker's message limit, and enough to see what was sent.
+MAX_DEADLETTER_EXCERPT_BYTES = 64 * 1024
+#: Longest original key a dead-letter message carries whole (keys are asset ids: short).
+MAX_DEADLETTER_KEY_BYTES = 1024
+#: Longest rejection reason kept; the first lines of a validation error say what to fix.
+MAX_REASON_LENGTH = 4000
+
+
 class DeadLetter(Message):
-    """A message that could not be decoded or validated, kept whole with the reason and its origin."""
+    """A message that could not be decoded or validated, with the reason and its origin.
+
+    On the ``deadletter`` topic the original value travels whole up to
+    :data:`MAX_DEADLETTER_EXCERPT_BYTES`; a larger one travels as its first bytes with
+    ``payload_truncated`` set, and ``payload_size`` and ``payload_sha256`` describe the original,
+    which the ``deadletters`` table keeps byte for byte (row key: topic, partition, offset and the
+    payload's md5). A bad input of any size thus never makes a dead letter too large to publish.
+    """
 
     source_topic: str
     partition: int
     offset: int
-    key: bytes | None = None
-    reason: str = Field(max_length=4000)
-    error_type: str
-    payload: bytes = Field(description="the original message value, byte for byte (base64 in JSON)")
+    key: bytes | None = Field(default=None, description="the original key (its first 1 KiB when key_truncated)")
+    key_truncated: bool = False
+    reason: str = Field(max_length=MAX_REASON_LENGTH)
+    error_type: str = Field(max_length=200)
+    payload: bytes = Field(description="the original message value byte for byte (base64 in JSON), or its "
+                                       "first 64 KiB when payload_truncated")
+    payload_truncated: bool = False
+    payload_size: int | None = Field(default=None, ge=0, description="size of the original value in bytes")
+    payload_sha256: str | None = Field(default=None, description="hex SHA-256 of the original value")
     received_at: UtcDatetime = Field(default_factory=utc_now)
 
     @property

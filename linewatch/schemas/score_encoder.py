@@ -39,6 +39,12 @@ TOP_CONTRIBUTIONS = 5
 
 #: ``Contribution``-shaped dicts (``name``, ``value``, ``share``), largest first.
 Explanation = list[dict[str, float | str]]
+#: Kafka header every ``scores`` message carries: ``<event_id>/<detector>/<model_version>``. The
+#: topic is at-least-once (a worker that dies between publishing and acknowledging republishes
+#: the batch), so a consumer keeps the first message per value of this header.
+DEDUP_HEADER = "linewatch-dedup-key"
+#: A ``scores`` message: Kafka key (the asset, so one asset's verdicts stay ordered), value, headers.
+ScoreMessage = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
 
 class EventRef(NamedTuple):
@@ -90,8 +96,8 @@ def encode_scores(
     ready: Sequence[bool] | np.ndarray | bool,
     explanations: Sequence[Explanation] | None,
     scored_at: datetime,
-) -> tuple[list[tuple[bytes, bytes]], list[tuple]]:
-    """``(key, value)`` messages for the ``scores`` topic and rows in ``ScoreRow`` field order.
+) -> tuple[list[ScoreMessage], list[tuple]]:
+    """``(key, value, headers)`` messages for the ``scores`` topic and rows in ``ScoreRow`` field order.
 
     One detector's verdicts on ``events``, all arrays aligned with them. ``top_feature`` of a row
     is the name of its first contribution (a feature, a rule, a region or a data-quality note).
@@ -108,7 +114,8 @@ def encode_scores(
               f'"scored_at":"{scored_iso}","detector":{dumps(detector)},"model_version":{dumps(model_version)},'
               f'"threshold":{threshold!r}')
     modality_s = str(modality)
-    messages: list[tuple[bytes, bytes]] = []
+    messages: list[ScoreMessage] = []
+    dedup_suffix = f"/{detector}/{model_version}".encode()
     rows: list[tuple] = []
     for i, ev in enumerate(events):
         contributions = expl[i]
@@ -123,7 +130,8 @@ def encode_scores(
             f'"is_anomaly":{"true" if anomalous else "false"},"ready":{"true" if is_ready else "false"},'
             f'"explanation":{expl_json}}}'
         )
-        messages.append((ev.asset_id.encode(), body.encode()))
+        messages.append((ev.asset_id.encode(), body.encode(),
+                         [(DEDUP_HEADER, str(ev.event_id).encode() + dedup_suffix)]))
         rows.append((
             ev.ts, ev.event_id, modality_s, ev.asset_id, ev.sku, ev.part_id, detector, model_version,
             raw_l[i], tail_l[i], cal_l[i], threshold, anomalous, is_ready, top, expl_json, scored_at,

@@ -21,6 +21,7 @@ import psycopg
 
 from linewatch.errors import ConfigError, InfrastructureError
 from linewatch.resources import data_path
+from linewatch.storage.connection import connect
 
 _NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+?)(?:\.(?P<variant>timescale|plain))?\.sql$")
 #: Arbitrary constant shared by every linewatch migrator (pg_advisory_lock key).
@@ -98,7 +99,8 @@ def timescale_available(conn: psycopg.Connection) -> bool:
 def migrate(url: str, directory: Path | None = None) -> MigrationResult:
     """Apply every pending migration; safe to run any number of times, from several processes."""
     try:
-        conn = psycopg.connect(url, autocommit=True)
+        # No statement timeout: building an index or a continuous aggregate on years of data takes time.
+        conn = connect(url, statement_timeout_s=None, autocommit=True)
     except psycopg.OperationalError as e:
         raise InfrastructureError(f"cannot connect to the database to migrate: {e}") from e
     with conn:

@@ -1,4 +1,4 @@
-"""Model versions of every modality: artifacts on disk, one ``model_versions`` row each, newest active wins.
+"""Model versions of every modality: one ``model_versions`` row and one stored artifact each, newest active wins.
 
 One registry and one cache for SPC, signals and image models. A worker asks
 :class:`ModelCache` for the models of an event's modality and scope; the cache looks in the
@@ -6,6 +6,10 @@ database every ``refresh_s`` seconds and loads a newer version when one appears,
 trained model goes live without restarting anything. Several detectors can watch the same
 scope (a Hotelling T² next to EWMA charts, say); for each detector the most specific scope
 wins (:meth:`~linewatch.detectors.bundle.Scope.candidates`: asset, then SKU, then camera).
+
+A version's files travel through the database, not a shared volume: registering packs the saved
+bundle into ``model_artifacts`` by SHA-256 (:mod:`linewatch.storage.artifacts`), and the cache
+fetches, verifies and unpacks it into a local directory keyed by that hash before loading it.
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ import psycopg
 
 from linewatch.detectors.bundle import ANY, ModelBundle, Scope
 from linewatch.errors import LinewatchError
+from linewatch.storage.artifacts import ArtifactCache, pack_directory, read_artifact, store_artifact
+from linewatch.storage.connection import connect
 
 __all__ = ["ANY", "ModelCache", "ModelRef", "active_models", "model_id_for", "save_and_register"]
 
 log = logging.getLogger(__name__)
+#: Legacy versions (no stored artifact) already warned about in this process, as ``model_id@version``.
+_warned_legacy: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,8 @@ class ModelRef:
     scope_sku: str
     scope_camera: str
     artifact_path: str
+    #: The version's bundle in ``model_artifacts``; ``None`` for versions registered before artifacts were stored.
+    artifact_sha256: str | None = None
 
     @property
     def scope(self) -> Scope:
@@ -55,35 +65,43 @@ def model_id_for(modality: str, detector: str, scope: Scope) -> str:
 
 
 def save_and_register(conn: psycopg.Connection, bundle: ModelBundle, *, model_dir: Path) -> ModelRef:
-    """Write the bundle under ``model_dir/<model_id>/<version>`` and record it as the active version."""
+    """Write the bundle under ``model_dir/<model_id>/<version>``, store its files and record it as the active version.
+
+    The saved directory is packed and stored in ``model_artifacts`` in the same transaction as the
+    ``model_versions`` row, so a version is never visible without its bytes; workers load those
+    bytes, and ``artifact_path`` only records where the trainer left the directory.
+    """
     scope = bundle.scope
     model_id = model_id_for(bundle.modality, bundle.detector_name, scope)
     path = (model_dir / model_id.replace(":", "__").replace("*", "any") / bundle.version).resolve()
     bundle.save(path)
+    packed = pack_directory(path)
     meta = bundle.meta
     with conn.transaction():
+        sha256 = store_artifact(conn, packed)
         conn.execute(
             """INSERT INTO model_versions (model_id, version, modality, scope_asset, scope_sku, scope_camera,
                    detector, feature_names, n_samples, train_start, train_end, data_hash, calibration,
-                   artifact_path)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   artifact_path, artifact_sha256)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (model_id, version) DO NOTHING""",
             (
                 model_id, bundle.version, bundle.modality, scope.asset, scope.sku, scope.camera,
                 bundle.detector_name, list(bundle.feature_names), meta.get("n_samples", 0),
                 meta.get("train_start"), meta.get("train_end"), meta.get("data_hash", ""),
                 json.dumps({k: v for k, v in bundle.calibrator.to_dict().items() if k != "reference"}),
-                str(path),
+                str(path), sha256,
             ),
         )
-    return ModelRef(model_id, bundle.version, bundle.modality, scope.asset, scope.sku, scope.camera, str(path))
+    return ModelRef(model_id, bundle.version, bundle.modality, scope.asset, scope.sku, scope.camera, str(path),
+                    sha256)
 
 
 def active_models(conn: psycopg.Connection, modalities: Iterable[str]) -> list[ModelRef]:
     """The newest active version of every model of the given modalities."""
     rows = conn.execute(
         """SELECT DISTINCT ON (model_id) model_id, version, modality, scope_asset, scope_sku, scope_camera,
-                  artifact_path
+                  artifact_path, artifact_sha256
            FROM model_versions WHERE modality = ANY(%s) AND active
            ORDER BY model_id, created_at DESC, version DESC""",
         (list(modalities),),
@@ -96,7 +114,11 @@ class ModelCache:
 
     Owned by one agent (or a backtest, or the demo) and used from one thread. A version that is
     deactivated, or a model id that disappears, stops serving at the next refresh; an artifact
-    that cannot be loaded is logged and skipped, and the previous version keeps serving.
+    that cannot be loaded (missing, or its bytes not the ones registered) is logged and skipped,
+    and the previous version keeps serving.
+
+    Stored artifacts are unpacked under ``cache_dir/<sha256>/`` (by default a per-user directory
+    in the system temp dir) and reused from there by later caches on the same host.
     """
 
     def __init__(
@@ -106,8 +128,10 @@ class ModelCache:
         modalities: Iterable[str],
         refresh_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        cache_dir: Path | None = None,
     ) -> None:
         self._url = database_url
+        self._artifacts = ArtifactCache(cache_dir)
         self._modalities = tuple(modalities)
         self._refresh_s = refresh_s
         self._clock = clock
@@ -123,7 +147,7 @@ class ModelCache:
         self._next_refresh = now + self._refresh_s
         label = "/".join(self._modalities)
         try:
-            with psycopg.connect(self._url, connect_timeout=5) as conn:
+            with connect(self._url) as conn:
                 refs = active_models(conn, self._modalities)
         except psycopg.Error as e:
             # Keep scoring with the models we have; the writer decides whether the database is gone.
@@ -140,7 +164,8 @@ class ModelCache:
             try:
                 bundle = self._load(ref)
             except (OSError, ValueError, KeyError, LinewatchError) as e:
-                log.error("cannot load model %s@%s from %s: %s", ref.model_id, ref.version, ref.artifact_path, e)
+                source = f"artifact {ref.artifact_sha256[:12]}" if ref.artifact_sha256 else ref.artifact_path
+                log.error("cannot load model %s@%s from %s: %s", ref.model_id, ref.version, source, e)
                 continue
             if ref.model_id in self._loaded:
                 self._forget(self._loaded[ref.model_id])
@@ -150,7 +175,7 @@ class ModelCache:
         return changed
 
     def _load(self, ref: ModelRef) -> ModelBundle:
-        bundle = ModelBundle.load(ref.artifact_path)
+        bundle = ModelBundle.load(self._directory(ref))
         # The registry row is the truth about what a version serves, whatever the files say.
         bundle.meta["version"] = ref.version
         bundle.modality, bundle.scope = ref.modality, ref.scope
@@ -158,6 +183,19 @@ class ModelCache:
         if warm_up is not None:
             warm_up()  # open shared sessions now, not when the first frames are waiting
         return bundle
+
+    def _directory(self, ref: ModelRef) -> Path:
+        """Where ``ref``'s files are on this host: its verified copy in the local cache, or its legacy path."""
+        label = f"model {ref.model_id}@{ref.version}"
+        if ref.artifact_sha256 is None:
+            if f"{ref.model_id}@{ref.version}" not in _warned_legacy:
+                _warned_legacy.add(f"{ref.model_id}@{ref.version}")
+                log.warning("%s was registered before artifacts were stored in the database; loading it from %s "
+                            "unverified (retrain it to store it)", label, ref.artifact_path)
+            return Path(ref.artifact_path)
+        sha256, url = ref.artifact_sha256, self._url
+        assert url is not None  # refs come from the database
+        return self._artifacts.get(sha256, lambda: read_artifact(url, sha256, what=label), what=label)
 
     def _file(self, bundle: ModelBundle) -> None:
         self._by_scope.setdefault((bundle.modality, bundle.scope), {})[bundle.detector_name] = bundle
@@ -185,6 +223,14 @@ class ModelCache:
             for name, bundle in self._by_scope.get((modality, scope), {}).items():
                 chosen.setdefault(name, bundle)
         return [chosen[name] for name in sorted(chosen)]
+
+    def loaded(self) -> dict[str, str]:
+        """``model_id -> version`` of every registry model in memory, for health reports.
+
+        A copy, so a health check may call it from another thread while a batch refreshes the
+        cache; models added with :meth:`add` (no registry row) are not listed.
+        """
+        return {model_id: ref.version for model_id, ref in dict(self._loaded).items()}
 
     def __len__(self) -> int:
         return sum(len(models) for models in self._by_scope.values())

@@ -20,9 +20,23 @@ def faust_settings(settings: Settings, bootstrap: str) -> dict[str, object]:
     """Faust/aiokafka options; exposed so the benchmarks build their bare app the same way.
 
     Creates the data directory's parent, since Faust creates only the last path component.
+    The broker's TLS and SASL settings become ``broker_credentials`` (aiokafka's own client
+    configuration), from the same settings librdkafka's clients get, so the Faust consumer is
+    never the one client left on plaintext.
     """
     (settings.data_dir / "faust").parent.mkdir(parents=True, exist_ok=True)
+    credentials: faust.types.auth.CredentialsT | None = None
+    protocol = settings.kafka_security_protocol
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        password = settings.kafka_sasl_password
+        credentials = faust.SASLCredentials(
+            username=settings.kafka_sasl_username, password=password.get_secret_value() if password else None,
+            mechanism=settings.kafka_sasl_mechanism, ssl_context=settings.kafka_ssl_context())
+    elif protocol == "SSL":
+        credentials = faust.SSLCredentials(settings.kafka_ssl_context())
+    extra: dict[str, object] = {} if credentials is None else {"broker_credentials": credentials}
     return {
+        **extra,
         "broker": f"kafka://{bootstrap}",
         "broker_session_timeout": settings.session_timeout_s,
         "broker_heartbeat_interval": HEARTBEAT_INTERVAL_S,
@@ -43,13 +57,27 @@ def faust_settings(settings: Settings, bootstrap: str) -> dict[str, object]:
 
 
 def build_app(settings: Settings, bootstrap: str, database_url: str) -> faust.App:
-    """The worker's app with every agent registered."""
+    """The worker's app with every agent registered, and its ``GET /health`` (:mod:`linewatch.streams.health`).
+
+    The web server is switched on here, not in :func:`faust_settings`, so the benchmarks' bare
+    Faust app (built from the same options) keeps running without one.
+    """
+    from linewatch.schemas.topics import FRAMES, SIGNALS, SPC
     from linewatch.streams.frames_agent import register_frames_agent
+    from linewatch.streams.health import health_port, health_url, register_health_view, web_options
     from linewatch.streams.signals_agent import register_signals_agent
     from linewatch.streams.spc_agent import register_spc_agent
 
-    app = faust.App(settings.app_id, **faust_settings(settings, bootstrap))
-    register_spc_agent(app, settings=settings, bootstrap=bootstrap, database_url=database_url)
-    register_signals_agent(app, settings=settings, bootstrap=bootstrap, database_url=database_url)
-    register_frames_agent(app, settings=settings, bootstrap=bootstrap, database_url=database_url)
+    port = health_port(settings.health_host, settings.health_port)
+    options = {**faust_settings(settings, bootstrap), **web_options(settings.health_host, port)}
+    app = faust.App(settings.app_id, **options)
+    agents = {
+        "spc": (SPC.name, register_spc_agent(app, settings=settings, bootstrap=bootstrap, database_url=database_url)),
+        "signals": (SIGNALS.name, register_signals_agent(app, settings=settings, bootstrap=bootstrap,
+                                                         database_url=database_url)),
+        "frames": (FRAMES.name, register_frames_agent(app, settings=settings, bootstrap=bootstrap,
+                                                      database_url=database_url)),
+    }
+    register_health_view(app, agents, bootstrap=bootstrap, group_id=settings.app_id,
+                         url=health_url(settings.health_host, port), security=settings.kafka_client_config())
     return app

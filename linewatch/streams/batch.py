@@ -17,7 +17,7 @@ import numpy as np
 
 from linewatch.detectors.bundle import ModelBundle
 from linewatch.schemas.rows import DeadLetterRow, Row, ScoreRow
-from linewatch.schemas.score_encoder import EventRef, Explanation, encode_scores
+from linewatch.schemas.score_encoder import EventRef, Explanation, ScoreMessage, encode_scores
 from linewatch.streams.messages import DeadLetters
 
 
@@ -33,7 +33,7 @@ class BatchResult:
 
     #: Rows to COPY, by row type (measurements, signal features, scores, heat maps ...).
     tables: defaultdict[type[Row], list[tuple]] = field(default_factory=lambda: defaultdict(list))
-    score_messages: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
+    score_messages: list[ScoreMessage] = field(default_factory=list)  # (key, value, headers)
     deadletters: DeadLetters = field(default_factory=DeadLetters)
     #: Modality counters: ``records``, ``windows``, ``frames``, ``anomalies``, ``unscored`` ...
     counts: Counter[str] = field(default_factory=Counter)
@@ -85,7 +85,7 @@ class BatchResult:
         for row_type, rows in other.tables.items():
             self.tables[row_type] += rows
         self.score_messages += other.score_messages
-        self.deadletters.items += other.deadletters.items
+        self.deadletters.extend(other.deadletters)
         self.counts.update(other.counts)
         self.seconds.update(other.seconds)
         self.unscored.update(other.unscored)

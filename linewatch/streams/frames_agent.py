@@ -69,16 +69,17 @@ class FramesRuntime(BatchRuntime):
         self.pool = ScoringPool(scoring_threads)
 
     def score(self, messages: list[RawMessage]) -> BatchResult:
-        return score_frames_batch(messages, self.models, heatmaps=self.heatmaps, pool=self.pool)
+        return score_frames_batch(messages, self.models, heatmaps=self.heatmaps, pool=self.pool,
+                                  event_window=self.event_window)
 
     def score_one(self, message: RawMessage) -> BatchResult:
         # One frame on this thread, without the scoring pool (the batch path uses it; this fallback never did).
-        return score_frames_batch([message], self.models, heatmaps=self.heatmaps)
+        return score_frames_batch([message], self.models, heatmaps=self.heatmaps, event_window=self.event_window)
 
 
 def register_frames_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str,
-                          heatmaps: str = HEATMAPS_ALARMS, scoring_threads: int | None = None) -> None:
-    """Add the frames agent to ``app`` (called by :func:`linewatch.streams.app.build_app`).
+                          heatmaps: str = HEATMAPS_ALARMS, scoring_threads: int | None = None) -> FramesRuntime:
+    """Add the frames agent to ``app`` (called by :func:`linewatch.streams.app.build_app`); returns its runtime.
 
     ``heatmaps`` is ``"alarms"`` (draw and store heat maps for flagged frames only) or ``"all"``;
     ``scoring_threads`` defaults to :func:`default_scoring_threads`.
@@ -98,3 +99,4 @@ def register_frames_agent(app: faust.App, *, settings: Settings, bootstrap: str,
     # must never queue behind (or delay) an SPC batch.
     register_batch_agent(app, topic, runtime, batch_size=FRAMES_BATCH_SIZE, within=settings.batch_within_s,
                          name=AGENT_NAME, thread_name_prefix="frames-batch")
+    return runtime

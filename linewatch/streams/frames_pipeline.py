@@ -48,7 +48,8 @@ from linewatch.detectors.heatmap import THUMBNAIL_SIZE, summarize_heatmap
 from linewatch.detectors.image_backbone import MIN_SIDE
 from linewatch.errors import DataError
 from linewatch.schemas.codec import decode_frame
-from linewatch.schemas.frame_rows import FrameHeatmapRow
+from linewatch.schemas.event_time import EventTimeWindow
+from linewatch.schemas.frame_rows import FrameHeatmapRow, UnscoredFrameRow
 from linewatch.schemas.messages import FrameMeta, Modality
 from linewatch.schemas.score_encoder import EventRef
 from linewatch.streams.batch import BatchResult, ModelSource
@@ -180,15 +181,19 @@ def score_frames_batch(
     heatmaps: str = HEATMAPS_ALARMS,
     thumbnail_size: int = THUMBNAIL_SIZE,
     pool: ScoringPool | None = None,
+    event_window: EventTimeWindow | None = None,
 ) -> BatchResult:
     """Everything the agent must persist and publish for one batch of raw ``frames`` messages.
 
     ``pool`` decodes and scores chunks of each model's frames in parallel; without one, the
-    batch runs in the caller's thread. The results are the same either way.
+    batch runs in the caller's thread. The results are the same either way. Frames stamped
+    outside ``event_window`` (default :class:`EventTimeWindow`) are dead letters; frames no model
+    watches are still decoded (a bad one is a dead letter) and recorded in ``unscored_frames``.
     """
     if heatmaps not in HEATMAP_MODES:
         raise ValueError(f"heatmaps={heatmaps!r}; use one of {', '.join(HEATMAP_MODES)}")
     pool = pool or ScoringPool(1)
+    window, now = event_window or EventTimeWindow(), datetime.now(UTC)
     out = BatchResult()
     groups: dict[int, tuple[ModelBundle, list[_Frame]]] = {}
     for msg in messages:
@@ -196,13 +201,15 @@ def score_frames_batch(
             meta, payload = decode_frame(msg.value)
             if min(meta.width, meta.height) < MIN_SIDE:
                 raise DataError(f"frame is {meta.width}x{meta.height} pixels; frames need at least {MIN_SIDE} a side")
+            if (late := window.violation(meta.ts, now)) is not None:
+                raise DataError(late)
         except DataError as e:
             out.deadletters.add(msg, e)
             continue
         out.counts["frames"] += 1
         bundles = models.models_for(Modality.FRAMES, meta.asset_id, meta.sku, meta.camera)
         if not bundles:
-            out.add_unscored(f"{meta.sku}/{meta.camera}")
+            _record_unscored(out, msg, meta, payload)
         for model in bundles:
             groups.setdefault(id(model), (model, []))[1].append(_Frame(msg, meta, meta.event_id, payload))
 
@@ -220,6 +227,22 @@ def score_frames_batch(
             _emit_group(out, model, decoded, patches, heatmaps == HEATMAPS_ALL, thumbnail_size, scored_at)
             out.seconds["scoring"] += time.perf_counter() - t0
     return out
+
+
+def _record_unscored(out: BatchResult, msg: RawMessage, meta: FrameMeta, payload: memoryview) -> None:
+    """A frame no model watches: decoded all the same, so garbage is dead-lettered, not silently dropped."""
+    try:
+        # JPEGs at the smallest DCT scale that keeps MIN_SIDE: validating the bytes is the point, not the pixels.
+        decode_image(meta, payload, min_size=(MIN_SIDE, MIN_SIDE))
+    except DataError as e:
+        out.deadletters.add(msg, e)
+        return
+    scope = f"{meta.sku}/{meta.camera}"
+    out.add_unscored(scope)
+    out.tables[UnscoredFrameRow].append((
+        meta.ts, meta.event_id, meta.asset_id, meta.camera, meta.sku, meta.part_id, meta.encoding, meta.width,
+        meta.height, meta.channels, len(payload), f"no image model for SKU/camera {scope} yet",
+    ))
 
 
 @dataclass

@@ -19,20 +19,23 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any, ClassVar
 
 import faust
+import psycopg
 
 from linewatch.config import Settings
-from linewatch.errors import InfrastructureError
+from linewatch.errors import DataError, InfrastructureError
 from linewatch.kafka import Publisher
 from linewatch.lifecycle import EXIT_INFRASTRUCTURE, READY_MESSAGE
-from linewatch.schemas.codec import encode
+from linewatch.schemas.event_time import EventTimeWindow
 from linewatch.schemas.topics import DEADLETTER, SCORES
 from linewatch.storage.model_registry import ModelCache
-from linewatch.storage.writer import BatchWriter, retry_schedule
+from linewatch.storage.writer import BatchWriter, Span, retry_schedule, spans_of
 from linewatch.streams.batch import BatchResult
 from linewatch.streams.messages import RawMessage
 
@@ -40,6 +43,15 @@ log = logging.getLogger(__name__)
 
 #: Seconds between throughput lines in the worker log.
 STATS_EVERY_S = 5.0
+#: Dead-letter reasons are counted by their first this many characters (the detail after is per message).
+REASON_PREFIX_CHARS = 80
+#: Distinct reason prefixes a runtime counts; later new ones add to :data:`OTHER_REASONS`, so memory stays bounded.
+MAX_DEADLETTER_REASONS = 50
+OTHER_REASONS = "(other reasons)"
+#: A message that was being processed alone when a worker died this many times is dead-lettered. Two,
+#: not one: a worker killed from outside (an operator, the OOM killer for another reason) while a
+#: message happened to be in flight alone must not cost that message.
+MAX_MESSAGE_ATTEMPTS = 2
 
 
 @dataclass
@@ -56,10 +68,29 @@ class BatchStats:
     score_s: float = 0.0
     write_s: float = 0.0
     publish_s: float = 0.0
+    #: Dead letters by the first :data:`REASON_PREFIX_CHARS` characters of their reason (bounded).
+    deadletter_reasons: Counter[str] = field(default_factory=Counter)
+    #: Wall-clock time (``time.time()``) the last batch was stored and published; None before the first.
+    last_batch_at: float | None = None
 
     @property
     def scores(self) -> int:
         return self.counts["scores"]
+
+    def count_reasons(self, reasons: Iterable[str]) -> None:
+        """Add dead-letter reasons by prefix; past :data:`MAX_DEADLETTER_REASONS` prefixes, new ones are pooled.
+
+        >>> s = BatchStats()
+        >>> s.count_reasons(["bad json: line 1", "bad json: line 1", "x" * 100])
+        >>> s.deadletter_reasons["bad json: line 1"], len(max(s.deadletter_reasons, key=len))
+        (2, 80)
+        """
+        counter = self.deadletter_reasons
+        for reason in reasons:
+            key = reason[:REASON_PREFIX_CHARS]
+            if key not in counter and len(counter) >= MAX_DEADLETTER_REASONS:
+                key = OTHER_REASONS
+            counter[key] += 1
 
 
 class BatchRuntime(ABC):
@@ -80,10 +111,13 @@ class BatchRuntime(ABC):
 
     def __init__(self, *, settings: Settings, bootstrap: str, database_url: str, logger: logging.Logger) -> None:
         self.models = ModelCache(database_url=database_url, modalities=(self.modality,),
-                                 refresh_s=settings.model_refresh_s)
+                                 refresh_s=settings.model_refresh_s, cache_dir=settings.model_cache_dir)
         self.writer = BatchWriter(database_url, retry_delays=retry_schedule(settings.db_retry_total_s))
-        self.publisher = Publisher(bootstrap)
+        self.publisher = Publisher(bootstrap, security=settings.kafka_client_config())
         self.stats = BatchStats()
+        #: Event times the modality's pipeline accepts (a clock fault at the source is a dead letter).
+        self.event_window = EventTimeWindow(max_future_s=settings.event_time_max_future_s,
+                                            max_age_s=settings.event_time_max_age_s)
         self.log = logger
         self._last_log = time.monotonic()
         self._warned_unscored: set[str] = set()
@@ -104,6 +138,16 @@ class BatchRuntime(ABC):
         changed = self.models.refresh()
         if changed:
             self.log.warning("%s models loaded: %s", self.modality, ", ".join(changed))
+        spans = spans_of(messages)
+        # Durably marked in flight first: if this process dies while these offsets are being
+        # processed, the next worker to take them knows, and looks for the message at fault.
+        stale = self.writer.begin_batch(spans)
+        result = self._recover(messages, spans, stale) if stale else self._process_batch(messages, finished=spans)
+        self._count(result)
+        return result
+
+    def _process_batch(self, messages: list[RawMessage], *, finished: list[Span]) -> BatchResult:
+        """Score, publish, store (clearing ``finished`` in the same transaction) and confirm one batch."""
         t0 = time.perf_counter()
         try:
             result = self.score(messages)
@@ -114,17 +158,74 @@ class BatchRuntime(ABC):
         t1 = time.perf_counter()
         # Hand the messages to librdkafka first so delivery overlaps with the database write.
         self.publisher.publish(SCORES.name, result.score_messages)
-        self.publisher.publish(DEADLETTER.name, ((d.key, encode(d)) for d in result.deadletters.items))
+        self.publisher.publish(DEADLETTER.name, result.deadletters.messages())
         t2 = time.perf_counter()
-        self.writer.write(result.rows())
+        self.writer.write(result.rows(), finished=finished)
         t3 = time.perf_counter()
         self.publisher.flush()
         t4 = time.perf_counter()
         self.stats.score_s += t1 - t0
         self.stats.publish_s += (t2 - t1) + (t4 - t3)
         self.stats.write_s += t3 - t2
-        self._count(result)
         return result
+
+    def _recover(self, messages: list[RawMessage], spans: list[Span], stale: list[Span]) -> BatchResult:
+        """A batch overlapping offsets a worker died on: those messages alone, the others as batches, in order.
+
+        Order is kept (runs of consecutive messages), so charts with memory see an asset's parts in
+        the same sequence as ever. The batch's own in-flight record is cleared only at the end.
+        """
+        def suspect(m: RawMessage) -> bool:
+            return any(t == m.topic and p == m.partition and a <= m.offset <= b for t, p, a, b in stale)
+
+        where = ", ".join(f"{t}[{p}]@{a}-{b}" for t, p, a, b in sorted(set(stale)))
+        n_suspect = sum(map(suspect, messages))
+        self.log.warning("a worker stopped while processing %s; processing those %d %s message(s) one at a time "
+                         "to set aside the one at fault", where, n_suspect, self.modality)
+        total = BatchResult()
+        for is_suspect, run in groupby(messages, key=suspect):
+            run_list = list(run)
+            total.merge(self._isolate(run_list) if is_suspect else self._process_batch(run_list, finished=[]))
+        self.writer.write({}, finished=spans)  # every message of the batch is durable now
+        return total
+
+    def _isolate(self, messages: list[RawMessage]) -> BatchResult:
+        """One message at a time, setting aside a message that was in flight alone when workers died.
+
+        Each message is marked in flight alone before it is scored and cleared in the transaction
+        that stores its rows, so a message that stopped a worker while processed alone
+        :data:`MAX_MESSAGE_ATTEMPTS` times is dead-lettered instead of stopping this worker too. A
+        message whose rows the database refuses (bad content, not an outage) is dead-lettered too.
+        """
+        total = BatchResult()
+        for msg in messages:
+            span = (msg.topic, msg.partition, msg.offset, msg.offset)
+            tries = self.writer.begin_alone(span)
+            if tries >= MAX_MESSAGE_ATTEMPTS:
+                part = BatchResult()
+                part.deadletters.add(msg, DataError(
+                    f"this message stopped a worker {tries} time(s) while it was being processed alone; set aside "
+                    "so the messages behind it flow (the worker log of that time says more)"))
+            else:
+                try:
+                    part = self.score_one(msg)
+                except Exception as e:  # a detector bug must not take the agent down
+                    self.log.exception("%s message %s could not be scored", self.modality, msg.origin)
+                    part = BatchResult()
+                    part.deadletters.add(msg, e)
+            self.publisher.publish(SCORES.name, part.score_messages)
+            self.publisher.publish(DEADLETTER.name, part.deadletters.messages())
+            try:
+                self.writer.write(part.rows(), finished=[span], alone=True)
+            except psycopg.Error as e:  # outages are InfrastructureError by now: this is the content
+                self.log.error("the database refused the rows of %s message %s: %s", self.modality, msg.origin, e)
+                part = BatchResult()
+                part.deadletters.add(msg, DataError(f"the database refused this message's rows: {e}"))
+                self.publisher.publish(DEADLETTER.name, part.deadletters.messages())
+                self.writer.write(part.rows(), finished=[span], alone=True)
+            self.publisher.flush()
+            total.merge(part)
+        return total
 
     def _one_by_one(self, messages: list[RawMessage]) -> BatchResult:
         merged = BatchResult()
@@ -141,7 +242,9 @@ class BatchRuntime(ABC):
     def _count(self, r: BatchResult) -> None:
         s = self.stats
         s.batches += 1
+        s.last_batch_at = time.time()
         s.deadletters += len(r.deadletters)
+        s.count_reasons(d.reason for d in r.deadletters.items)
         s.counts.update(r.counts)
         s.counts["scores"] += len(r.scores)
         s.seconds.update(r.seconds)
@@ -161,6 +264,30 @@ class BatchRuntime(ABC):
             self._last_log = now
             self.log_stats(now)
 
+    def health(self) -> dict[str, Any]:
+        """A JSON-able snapshot of this agent for the worker's ``/health`` (:mod:`linewatch.streams.health`).
+
+        It lives here, not in the health module, because for the SPC agent only the scoring child
+        process holds the counters, the writer and the models: the parent asks the child for this
+        dict (:meth:`linewatch.streams.isolated.IsolatedRuntime.health`). It is called from another
+        thread while a batch may be running; each value is one attribute read or one C-level dict
+        copy, so a snapshot may be a batch behind but never raises mid-update.
+        """
+        s = self.stats
+        return {
+            "modality": self.modality,
+            "unit": self.unit,
+            "pid": os.getpid(),
+            "processed": _plain(s.counts.get(self.unit, 0)),
+            "batches": s.batches,
+            "counts": {k: _plain(v) for k, v in dict(s.counts).items()},
+            "sink": self.writer.state,
+            "last_batch_at": s.last_batch_at,
+            "deadletters": s.deadletters,
+            "deadletters_by_reason": dict(s.deadletter_reasons),
+            "models": self.models.loaded(),
+        }
+
     def log_stats(self, now: float) -> None:
         """The throughput line; ``linewatch bench e2e`` prints the part after ``"<modality>: "`` with "busy"."""
         s = self.stats
@@ -171,6 +298,12 @@ class BatchRuntime(ABC):
                          "%.1f s publishing%s)", self.modality, counts, s.deadletters, self.extra_stats(), rate,
                          self.unit, s.score_s, s.write_s, s.publish_s,
                          f"; thread-seconds{threads[1:]}" if threads else "")
+
+
+def _plain(value: Any) -> int | float:
+    """A counter value as a JSON number (pipelines may count with numpy integers)."""
+    number = float(value)
+    return int(number) if number.is_integer() else number
 
 
 def stop_without_ack(error: BaseException, logger: logging.Logger = log) -> None:

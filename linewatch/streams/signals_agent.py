@@ -83,7 +83,7 @@ class SignalsRuntime(BatchRuntime):
         tmp.rename(self.state_dir)
 
     def score(self, messages: list[RawMessage]) -> BatchResult:
-        return score_signals_batch(messages, self.models, self.state)
+        return score_signals_batch(messages, self.models, self.state, event_window=self.event_window)
 
     def extra_stats(self) -> str:
         c = self.state.frames.counters()
@@ -92,8 +92,9 @@ class SignalsRuntime(BatchRuntime):
                f"{samples / 1e6:.2f} M samples/s"
 
 
-def register_signals_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str) -> None:
-    """Add the signals agent to ``app`` (called by :func:`linewatch.streams.app.build_app`)."""
+def register_signals_agent(app: faust.App, *, settings: Settings, bootstrap: str,
+                           database_url: str) -> SignalsRuntime:
+    """Add the signals agent to ``app`` (called by :func:`linewatch.streams.app.build_app`); returns its runtime."""
     runtime = SignalsRuntime(settings=settings, bootstrap=bootstrap, database_url=database_url)
     # Any error from process() stops the worker before Faust can acknowledge the batch, as in the
     # other agents: a batch that was not written must be redelivered.
@@ -110,3 +111,5 @@ def register_signals_agent(app: faust.App, *, settings: Settings, bootstrap: str
             await loop.run_in_executor(pool, runtime.save_state)
         except OSError as e:
             log.error("could not save the signals state to %s: %s", runtime.state_dir, e)
+
+    return runtime

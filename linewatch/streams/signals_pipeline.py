@@ -44,6 +44,7 @@ from linewatch.detectors.bundle import BundleScores, ModelBundle
 from linewatch.detectors.table import get_detector
 from linewatch.errors import ConfigError, DataError
 from linewatch.schemas.codec import decode_signal
+from linewatch.schemas.event_time import EventTimeWindow
 from linewatch.schemas.ids import event_id
 from linewatch.schemas.messages import Modality, SignalMeta
 from linewatch.schemas.score_encoder import EventRef, Explanation, explanation
@@ -192,15 +193,22 @@ class SignalsState:
 
 
 def score_signals_batch(messages: list[RawMessage], models: ModelSource,
-                        state: SignalsState | None = None) -> BatchResult:
-    """Everything the agent must persist and publish for one batch of raw ``signals`` messages."""
+                        state: SignalsState | None = None, *, event_window: EventTimeWindow | None = None
+                        ) -> BatchResult:
+    """Everything the agent must persist and publish for one batch of raw ``signals`` messages.
+
+    Windows starting outside ``event_window`` (default :class:`EventTimeWindow`) are dead letters.
+    """
     state = state if state is not None else SignalsState()
+    window, now = event_window or EventTimeWindow(), datetime.now(UTC)
     out = BatchResult()
     feature_rows = out.tables[SignalFeatureRow]
     decoded: list[tuple[RawMessage, SignalMeta, np.ndarray]] = []
     for msg in messages:
         try:
             meta, samples = decode_signal(msg.value)
+            if (late := window.violation(meta.start, now)) is not None:
+                raise DataError(late)
         except DataError as e:
             out.deadletters.add(msg, e)
             continue

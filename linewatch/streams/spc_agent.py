@@ -49,13 +49,18 @@ class SpcRuntime(BatchRuntime):
         self.streams = StreamStates()
 
     def score(self, messages: list[RawMessage]) -> BatchResult:
-        return score_spc_batch(messages, self.models, self.streams)
+        return score_spc_batch(messages, self.models, self.streams, event_window=self.event_window)
 
 
-def register_spc_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str) -> None:
-    """Add the SPC agent to ``app`` (called by :func:`linewatch.streams.app.build_app`)."""
+def register_spc_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str) -> Any:
+    """Add the SPC agent to ``app`` (called by :func:`linewatch.streams.app.build_app`).
+
+    Returns its runtime (a :class:`SpcRuntime`, or the :class:`IsolatedRuntime` that holds one in a
+    child process), so the worker's health endpoint can ask it how it is doing.
+    """
     factory = partial(SpcRuntime, settings=settings, bootstrap=bootstrap, database_url=database_url)
     runtime: Any = (IsolatedRuntime(factory, modality=SpcRuntime.modality, logger=log)
                     if settings.isolate_scoring else factory())
     register_batch_agent(app, raw_topic(app, SPC.name), runtime, batch_size=settings.batch_size,
                          within=settings.batch_within_s, name="linewatch.score_spc", thread_name_prefix="spc-batch")
+    return runtime

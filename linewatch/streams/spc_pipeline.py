@@ -20,6 +20,7 @@ import numpy as np
 from linewatch.detectors.bundle import BundleScores, ModelBundle
 from linewatch.errors import DataError
 from linewatch.schemas.codec import decode_batch
+from linewatch.schemas.event_time import EventTimeWindow
 from linewatch.schemas.messages import Modality, SpcRecord
 from linewatch.schemas.rows import SpcMeasurementRow
 from linewatch.schemas.score_encoder import EventRef, explanation
@@ -51,14 +52,17 @@ class StreamStates:
 
 
 def score_spc_batch(messages: list[RawMessage], models: ModelSource,
-                    streams: StreamStates | None = None) -> BatchResult:
+                    streams: StreamStates | None = None, *, event_window: EventTimeWindow | None = None
+                    ) -> BatchResult:
     """Everything the agent must persist and publish for one batch of raw ``spc`` messages.
 
     Every active detector for a record's scope scores it, so one part can get a Hotelling T²
     verdict and an EWMA verdict side by side. Stateful detectors score each asset's records in
-    arrival order, continuing that asset's chart from the previous batch (``streams``).
+    arrival order, continuing that asset's chart from the previous batch (``streams``). Records
+    stamped outside ``event_window`` (default :class:`EventTimeWindow`) are dead letters.
     """
     streams = streams if streams is not None else StreamStates()
+    window, now = event_window or EventTimeWindow(), datetime.now(UTC)
     out = BatchResult()
     decoded = decode_batch([m.value for m in messages], SpcRecord)
     groups: dict[int, tuple[ModelBundle, list[SpcRecord]]] = {}
@@ -66,6 +70,9 @@ def score_spc_batch(messages: list[RawMessage], models: ModelSource,
     for msg, rec in zip(messages, decoded, strict=True):
         if isinstance(rec, DataError):
             out.deadletters.add(msg, rec)
+            continue
+        if (late := window.violation(rec.ts, now)) is not None:
+            out.deadletters.add(msg, DataError(late))
             continue
         bundles = models.models_for(Modality.SPC, rec.asset_id, rec.sku)
         missing = sorted({f for b in bundles for f in b.feature_names if f not in rec.values})

@@ -12,7 +12,7 @@ from linewatch.streams.app import build_app
 
 def run_worker(settings: Settings, *, bootstrap: str, database_url: str, loglevel: str | None = None) -> None:
     """Prepare topics and schema (both idempotent), then run until SIGINT/SIGTERM."""
-    ensure_topics(bootstrap, partitions=settings.topic_partitions)
+    ensure_topics(bootstrap, partitions=settings.topic_partitions, security=settings.kafka_client_config())
     migrate(database_url)
     app = build_app(settings, bootstrap, database_url)
     worker = Worker(app, loglevel=loglevel or settings.log_level, quiet=True, redirect_stdouts=False)

@@ -45,11 +45,27 @@ def test_good_record_decodes_with_utc_time():
         (raw(asset_id=""), "at least 1 character"),
         (b"x" * (MAX_JSON_BYTES + 1), "exceeds"),
         (None, "tombstone"),
+        # as strict as the published JSON Schema: a number is a JSON number, a date-time an RFC 3339 string
+        (raw(values={"d": True}), "valid number"),
+        (raw(values={"d": "12.5"}), "valid number"),
+        (raw(ts=1767225600), "valid datetime"),
+        (raw(ts="2026-01-01"), "valid datetime"),
+        (raw(part_id=7), "valid string"),
+        (raw(ts="9999-12-31T23:59:59-23:59"), "outside the representable range"),
     ],
 )
 def test_bad_records_raise_data_error_with_reason(payload, fragment):
     with pytest.raises(DataError, match=fragment):
         decode(payload, SpcRecord)
+
+
+def test_integers_are_numbers_as_in_json_schema():
+    assert decode(raw(values={"d": 12}), SpcRecord).values == {"d": 12.0}
+
+
+def test_an_unrepresentable_timestamp_is_caught_in_the_first_pass():
+    out = decode_batch([raw(), raw(part_id="p9", ts="9999-12-31T23:59:59-23:59")], SpcRecord)
+    assert isinstance(out[0], SpcRecord) and "representable" in str(out[1])
 
 
 def test_spec_limits_must_be_ordered():

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from linewatch.errors import InfrastructureError
-from linewatch.schemas.frame_rows import FrameHeatmapRow
+from linewatch.schemas.frame_rows import FrameHeatmapRow, UnscoredFrameRow
 from linewatch.schemas.rows import ROW_TYPES, ScoreRow, columns
 from linewatch.schemas.signal_rows import SignalFeatureRow
 from linewatch.storage.migrations import discover, migrate, select_for
@@ -33,7 +33,8 @@ def test_plain_and_timescale_variants_cover_the_same_versions():
     assert plain == ts
 
 
-@pytest.mark.parametrize("row_type", (*ROW_TYPES, SignalFeatureRow, FrameHeatmapRow), ids=lambda t: t.__table__)
+@pytest.mark.parametrize("row_type", (*ROW_TYPES, SignalFeatureRow, FrameHeatmapRow, UnscoredFrameRow),
+                         ids=lambda t: t.__table__)
 def test_row_models_match_table_columns(database_url, row_type):
     with psycopg.connect(database_url) as conn:
         cols = {r[0] for r in conn.execute(

@@ -13,7 +13,7 @@ from PIL import Image
 from linewatch.detectors.bundle import ANY, Scope
 from linewatch.producers.frames import CameraFrame, encode_frame
 from linewatch.schemas.codec import decode, decode_frame, encode_envelope
-from linewatch.schemas.frame_rows import FrameHeatmapRow
+from linewatch.schemas.frame_rows import FrameHeatmapRow, UnscoredFrameRow
 from linewatch.schemas.messages import FrameMeta, Score
 from linewatch.schemas.rows import DeadLetterRow, ScoreRow
 from linewatch.simulation.frames import render_batch
@@ -78,10 +78,11 @@ def test_frames_become_scores_heatmaps_and_messages(models, test_frames):
         if rec["part_id"] in {"p4", "p5", "p6", "p7"}:  # the box holds the square's centre
             assert rec["box_x0"] <= 40 < rec["box_x1"] and rec["box_y0"] <= 20 < rec["box_y1"]
     # the published message is a valid Score naming the region, the same as the row
-    for key, value in out.score_messages:
+    for key, value, headers in out.score_messages:
         score = decode(value, Score)
         row = next(r for r in out.scores if r[1] == score.event_id)
         assert key == b"a1" and score.modality == "frames" and score.detector == "patchcore"
+        assert headers == [("linewatch-dedup-key", f"{score.event_id}/patchcore/{score.model_version}".encode())]
         assert score.explanation[0].name == row[14] and row[14].startswith("region ")
         assert json.loads(row[15])[0]["name"] == row[14]
         assert score.threshold == pytest.approx(-np.log10(0.5))
@@ -115,6 +116,17 @@ def test_model_is_chosen_by_sku_and_camera(models, test_frames):
     # frames of a SKU without a model are counted, not dead-lettered: the frame itself is fine
     assert out.counts["frames"] == 4 and len(out.deadletters) == 0
     assert out.unscored == {"washer-b/cam-2": 1, "washer-b/cam-9": 1}
+    unscored = out.tables[UnscoredFrameRow]
+    assert [r[5] for r in unscored] == ["p2", "p3"] and all("no image model" in r[-1] for r in unscored)
+
+
+def test_frames_without_a_model_are_still_decoded_and_garbage_is_dead_lettered(models, test_frames):
+    good = encode_frame(frame(test_frames[0], 0, sku="washer-b"), "png")
+    meta, _ = decode_frame(good)
+    corrupt = encode_envelope(meta.model_copy(update={"part_id": "bad"}), b"\x89PNG not really a png")
+    out = score_frames_batch(msgs([good, corrupt]), models)
+    assert not out.scores and len(out.tables[UnscoredFrameRow]) == 1
+    assert [d.offset for d in out.deadletters.items] == [1] and "cannot decode png" in out.deadletters.items[0].reason
 
 
 def _meta(**kw):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from linewatch.producers.spc import produce_spc
 from linewatch.schemas.codec import decode
-from linewatch.schemas.messages import DeadLetter, Score
+from linewatch.schemas.messages import MAX_DEADLETTER_EXCERPT_BYTES, DeadLetter, Score
 from linewatch.simulation.spc import simulate_spc
 from linewatch.training import train_and_register
 from tests.conftest import wait_for
@@ -130,6 +131,42 @@ def test_garbage_goes_to_deadletter_and_scoring_continues(worker, trained, boots
     assert len(found) == 2
     assert all(d.source_topic == "spc" and d.offset >= 0 for d in found)
     assert worker.poll() is None, "the worker must survive bad input"
+
+
+def test_poison_pills_of_any_size_or_content_do_not_stop_the_worker(worker, trained, bootstrap, database_url):
+    asset = f"it-{uuid.uuid4().hex[:6]}"
+    _, records = _parts(asset, 20, seed=9)
+    huge = b'{"asset_id":"' + asset.encode() + b'","pad":"' + b"x" * 990_000 + b'"'  # bad JSON, just under 1 MB
+    nul_key = json.dumps({"asset_id": asset, "part_id": "nul", "ts": "2026-01-01T00:00:00Z",
+                          "values": {"bore\u0000mm": 1.0}}).encode()
+    assert b"\\u0000" in nul_key
+    produce_spc(bootstrap, records[:10], extra=[huge, nul_key])
+    produce_spc(bootstrap, records[10:])  # behind the poison: must still be scored
+    assert wait_for("SELECT count(*) FROM scores WHERE asset_id = %s", (asset,), 20, database_url) == 20
+    digest = hashlib.sha256(huge).hexdigest()
+    assert wait_for("SELECT count(*) FROM deadletters WHERE payload IN (%s, %s)", (huge, nul_key), 2,
+                    database_url) == 2
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute("SELECT length(payload), reason FROM deadletters WHERE payload = %s",
+                              (huge,)).fetchone()
+        nul_reason = conn.execute("SELECT reason FROM deadletters WHERE payload = %s", (nul_key,)).fetchone()[0]
+    assert stored[0] == len(huge) and "exceeds" in stored[1]  # the table keeps every byte
+    assert "\\x00" in nul_reason and "\x00" not in nul_reason
+
+    consumer = _reader(bootstrap, "deadletter")
+    found = None
+    for _ in range(30):
+        for m in consumer.consume(500, 1.0):
+            if m.error() is None and len(m.value()) < 200_000:
+                dl = decode(m.value(), DeadLetter)
+                if dl.payload_sha256 == digest:
+                    found = dl
+        if found:
+            break
+    consumer.close()
+    assert found is not None and found.payload_truncated and found.payload_size == len(huge)
+    assert huge.startswith(found.payload) and len(found.payload) == MAX_DEADLETTER_EXCERPT_BYTES
+    assert worker.poll() is None, "the worker must survive poison pills"
 
 
 def test_correlation_break_is_flagged_and_blamed_on_the_pair(worker, trained, bootstrap, database_url):

@@ -121,3 +121,21 @@ def test_chart_memory_continues_across_batches_per_asset(ewma):
     # A fresh chart for the second half alone differs: the memory really is carried over.
     alone = {r[1]: r[8] for r in score_spc_batch(msgs(payloads[25:]), Models(ewma), StreamStates()).scores}
     assert any(alone[k] != pytest.approx(split[k]) for k in alone)
+
+
+def test_records_stamped_outside_the_event_time_window_are_dead_letters(bundle):
+    from datetime import UTC, datetime, timedelta
+
+    from linewatch.schemas.event_time import EventTimeWindow
+
+    recs = simulate_spc(n_parts=3, seed=8, fault_fraction=0.0).records()
+    now = datetime.now(UTC)
+    future = recs[1].model_copy(update={"ts": now + timedelta(days=3)})
+    ancient = recs[2].model_copy(update={"ts": datetime(1970, 1, 2, tzinfo=UTC)})
+    out = score_spc_batch(msgs([encode(recs[0]), encode(future), encode(ancient)]), OneModel(bundle))
+    assert out.counts["records"] == 1 and len(out.scores) == 1
+    reasons = [d.reason for d in out.deadletters.items]
+    assert "ahead of this worker's clock" in reasons[0] and "older than" in reasons[1]
+    wide = EventTimeWindow(max_future_s=7 * 86400.0, max_age_s=60 * 365.25 * 86400)  # a replay of old history
+    out = score_spc_batch(msgs([encode(future), encode(ancient)]), OneModel(bundle), event_window=wide)
+    assert out.counts["records"] == 2 and not out.deadletters
