@@ -56,7 +56,7 @@ from linewatch.config import Settings
 from linewatch.embedded.process import spawn, stop, tail
 from linewatch.embedded.stack import Stack
 from linewatch.errors import ConfigError, InfrastructureError
-from linewatch.kafka import ensure_topics, make_consumer, make_producer
+from linewatch.kafka import ensure_topics, make_consumer, make_producer, read_to_end
 from linewatch.lifecycle import READY_MESSAGE
 from linewatch.schemas.codec import ENVELOPE_MAGIC, ENVELOPE_VERSION, MAX_JSON_BYTES, encode, encode_envelope
 from linewatch.schemas.messages import FrameMeta, SignalMeta
@@ -808,57 +808,10 @@ def acknowledged(bootstrap: str, group: str, delivered: Sequence[Delivered]) -> 
     return all(tp.offset > last[(tp.topic, tp.partition)] for tp in committed)
 
 
-#: Key of the marker :func:`read_all` writes at the end of each partition it reads.
-END_MARKER_KEY = b"linewatch-chaos-end-marker"
-
-
-def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> Iterator[Any]:
-    """Every message of ``topic`` from the beginning, up to a marker written at the end of each partition.
-
-    Not :func:`linewatch.kafka.read_to_end`: that stops at the high watermarks the broker reports,
-    and the embedded broker (Tansu) reports the last record batch's base offset + 1 there, so the
-    rest of a partition's last batch would go unread. A marker of our own, whose offset the broker
-    confirms, is an end nobody can misreport. Call it only when nothing else writes to ``topic``.
-    """
-    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
-    ends: dict[int, int] = {}
-    errors: list[str] = []
-
-    def delivered(err: Any, m: Any) -> None:
-        if err is not None:
-            errors.append(str(err))
-        else:
-            ends[m.partition()] = m.offset()
-
-    consumer = make_consumer(bootstrap, f"chaos-verify-{uuid.uuid4().hex[:8]}")
-    try:
-        partitions = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        producer = make_producer(bootstrap)
-        for p in partitions:
-            producer.produce(topic, key=END_MARKER_KEY, value=b"{}", partition=p, on_delivery=delivered)
-        if producer.flush(30) or errors or len(ends) != len(partitions):
-            raise InfrastructureError(f"could not mark the end of {topic!r}: {errors[:3]}")
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        pending, deadline = set(partitions), time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise InfrastructureError(f"reading {topic!r} to its end markers took over {timeout:.0f} s")
-            for msg in consumer.consume(1000, 1.0) or []:
-                if msg.error() is not None:
-                    continue
-                if msg.offset() >= ends[msg.partition()]:
-                    pending.discard(msg.partition())
-                if msg.key() != END_MARKER_KEY:
-                    yield msg
-    finally:
-        consumer.close()
-
-
 def score_messages(bootstrap: str, assets_of: dict[str, str]) -> dict[str, Counter[str]]:
     """Per scenario (looked up by asset), how many ``scores`` messages each dedup key has."""
     out: dict[str, Counter[str]] = {}
-    for msg in read_all(bootstrap, SCORES.name):
+    for msg in read_to_end(bootstrap, SCORES.name, group_id=f"chaos-verify-{uuid.uuid4().hex[:8]}"):
         try:
             asset = json.loads(msg.value())["asset_id"]
         except (ValueError, KeyError, TypeError):

@@ -18,6 +18,7 @@ configured exactly as for a plaintext broker, such as the embedded one.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -127,28 +128,44 @@ def make_consumer(bootstrap: str, group_id: str, *, security: Mapping[str, str] 
     return Consumer(config)
 
 
-def read_to_end(bootstrap: str, topic: str, *, group_id: str, batch: int = 1000,
-                poll_s: float = 5.0, security: Mapping[str, str] | None = None) -> Iterator[Message]:
+def read_to_end(bootstrap: str, topic: str, *, group_id: str, batch: int = 1000, poll_s: float = 5.0,
+                drain_s: float = 1.0, security: Mapping[str, str] | None = None) -> Iterator[Message]:
     """Every message in ``topic`` from the beginning up to the end each partition had when reading began.
 
-    The end offsets (high watermarks) are taken once, before the first fetch, so a topic that
-    keeps growing still yields a finite history. Messages that carry a consumer error are
-    skipped; empty partitions are not waited for. The consumer is closed when the iteration
-    ends or is abandoned.
+    The end is the high watermark the broker reports when reading begins, so a topic that keeps
+    growing still yields a finite history. Some brokers report it short (the embedded Tansu
+    broker answers the base offset + 1 of a partition's last record batch), so once every
+    partition has reached its reported end, reading goes on while messages keep arriving within
+    ``drain_s`` and were produced before reading began (their timestamps say so). Messages that
+    carry a consumer error are skipped; empty partitions are not waited for. The consumer is
+    closed when the iteration ends or is abandoned.
     """
     consumer = make_consumer(bootstrap, group_id, security=security)
+    started_ms = time.time() * 1000.0
     try:
         parts = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=METADATA_TIMEOUT_S)[1]
                 for p in parts}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         pending = {p for p, end in ends.items() if end > 0}
-        while pending:
-            for msg in consumer.consume(batch, poll_s) or []:
+        open_parts = set(pending)  # partitions whose tail may still hold messages produced before started_ms
+        while open_parts:
+            msgs = consumer.consume(batch, poll_s if pending else drain_s) or []
+            if not msgs and not pending:
+                break  # nothing more arrived after every reported end: the history is complete
+            for msg in msgs:
                 if msg.error() is not None:
                     continue
-                if msg.offset() >= ends[msg.partition()] - 1:
-                    pending.discard(msg.partition())
+                p = msg.partition()
+                if p not in pending:
+                    _, ts = msg.timestamp()
+                    if ts > started_ms:  # produced after reading began: past the end of this history
+                        open_parts.discard(p)
+                        continue
+                    if p not in open_parts:
+                        continue
+                elif msg.offset() >= ends[p] - 1:
+                    pending.discard(p)
                 yield msg
     finally:
         consumer.close()

@@ -15,7 +15,18 @@ from datetime import datetime
 from linewatch.schemas.rows import Row
 
 
-class FrameHeatmapRow(Row):
+class FrameEventRow(Row):
+    """The key and identity columns every per-frame table starts with, in this order."""
+
+    ts: datetime
+    event_id: uuid.UUID
+    asset_id: str
+    camera: str
+    sku: str
+    part_id: str
+
+
+class FrameHeatmapRow(FrameEventRow):
     """One scored frame's heat-map summary; the ``scores`` row with the same (ts, event_id) has the verdict.
 
     Coordinates are pixels of the frame as the camera sent it (``width`` x ``height``), x to
@@ -28,12 +39,6 @@ class FrameHeatmapRow(Row):
     __table__ = "frame_heatmaps"
     __key__ = ("ts", "event_id")
 
-    ts: datetime
-    event_id: uuid.UUID
-    asset_id: str
-    camera: str
-    sku: str
-    part_id: str
     detector: str
     model_version: str
     width: int
@@ -51,7 +56,7 @@ class FrameHeatmapRow(Row):
     thumbnail: bytes
 
 
-class UnscoredFrameRow(Row):
+class UnscoredFrameRow(FrameEventRow):
     """A valid frame that no image model watches yet: kept so nothing vanishes while a model is trained.
 
     The frame was decoded (an undecodable one is a dead letter instead); ``reason`` says why it
@@ -61,12 +66,6 @@ class UnscoredFrameRow(Row):
     __table__ = "unscored_frames"
     __key__ = ("ts", "event_id")
 
-    ts: datetime
-    event_id: uuid.UUID
-    asset_id: str
-    camera: str
-    sku: str
-    part_id: str
     encoding: str
     width: int
     height: int

@@ -28,9 +28,10 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 import numpy as np
+from typing_extensions import Unpack
 
 from linewatch.schemas.messages import SCHEMA_VERSION
 
@@ -82,6 +83,18 @@ def _floats(values: Sequence[float] | np.ndarray) -> list[float]:
     return np.asarray(values, dtype=np.float64).tolist()
 
 
+class Verdicts(TypedDict):
+    """One detector's verdicts on a batch of events, each aligned with the events."""
+
+    raw: Sequence[float] | np.ndarray
+    tail: Sequence[float] | np.ndarray
+    calibrated: Sequence[float] | np.ndarray
+    is_anomaly: Sequence[bool] | np.ndarray
+    ready: Sequence[bool] | np.ndarray | bool
+    explanations: Sequence[Explanation] | None
+    scored_at: datetime
+
+
 def encode_scores(
     *,
     modality: str,
@@ -89,13 +102,7 @@ def encode_scores(
     model_version: str,
     threshold: float,
     events: Sequence[EventRef],
-    raw: Sequence[float] | np.ndarray,
-    tail: Sequence[float] | np.ndarray,
-    calibrated: Sequence[float] | np.ndarray,
-    is_anomaly: Sequence[bool] | np.ndarray,
-    ready: Sequence[bool] | np.ndarray | bool,
-    explanations: Sequence[Explanation] | None,
-    scored_at: datetime,
+    **verdicts: Unpack[Verdicts],
 ) -> tuple[list[ScoreMessage], list[tuple]]:
     """``(key, value, headers)`` messages for the ``scores`` topic and rows in ``ScoreRow`` field order.
 
@@ -103,6 +110,9 @@ def encode_scores(
     is the name of its first contribution (a feature, a rule, a region or a data-quality note).
     """
     n = len(events)
+    raw, tail, calibrated = verdicts["raw"], verdicts["tail"], verdicts["calibrated"]
+    is_anomaly, ready, scored_at = verdicts["is_anomaly"], verdicts["ready"], verdicts["scored_at"]
+    explanations = verdicts["explanations"]
     raw_l, tail_l, cal_l = _floats(raw), _floats(tail), _floats(calibrated)
     flags = np.asarray(is_anomaly, dtype=bool).tolist()
     ready_l = [bool(ready)] * n if isinstance(ready, bool | np.bool_) else np.asarray(ready, dtype=bool).tolist()

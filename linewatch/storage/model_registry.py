@@ -179,9 +179,7 @@ class ModelCache:
         # The registry row is the truth about what a version serves, whatever the files say.
         bundle.meta["version"] = ref.version
         bundle.modality, bundle.scope = ref.modality, ref.scope
-        warm_up = getattr(bundle.detector, "warm_up", None)
-        if warm_up is not None:
-            warm_up()  # open shared sessions now, not when the first frames are waiting
+        _warm_up(bundle)  # inside the load: a model whose session cannot open is skipped like a bad file
         return bundle
 
     def _directory(self, ref: ModelRef) -> Path:
@@ -211,9 +209,7 @@ class ModelCache:
 
         A later :meth:`refresh` replaces it if the database holds an active model for the same scope.
         """
-        warm_up = getattr(bundle.detector, "warm_up", None)
-        if warm_up is not None:
-            warm_up()
+        _warm_up(bundle)
         self._file(bundle)
 
     def models_for(self, modality: str, asset: str, sku: str, camera: str = ANY) -> list[ModelBundle]:
@@ -234,3 +230,10 @@ class ModelCache:
 
     def __len__(self) -> int:
         return sum(len(models) for models in self._by_scope.values())
+
+
+def _warm_up(bundle: ModelBundle) -> None:
+    """Open a detector's shared sessions now (PatchCore's backbone), not when the first frames are waiting."""
+    warm_up = getattr(bundle.detector, "warm_up", None)
+    if warm_up is not None:
+        warm_up()

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Protocol
 
 import numpy as np
+from typing_extensions import Unpack
 
 from linewatch.detectors.bundle import ModelBundle
 from linewatch.schemas.rows import DeadLetterRow, Row, ScoreRow
-from linewatch.schemas.score_encoder import EventRef, Explanation, ScoreMessage, encode_scores
+from linewatch.schemas.score_encoder import EventRef, ScoreMessage, Verdicts, encode_scores
 from linewatch.streams.messages import DeadLetters
 
 
@@ -54,24 +54,14 @@ class BatchResult:
         modality: str,
         bundle: ModelBundle,
         events: Sequence[EventRef],
-        *,
-        raw: Sequence[float] | np.ndarray,
-        tail: Sequence[float] | np.ndarray,
-        calibrated: Sequence[float] | np.ndarray,
-        is_anomaly: Sequence[bool] | np.ndarray,
-        ready: Sequence[bool] | np.ndarray | bool,
-        explanations: Sequence[Explanation] | None,
-        scored_at: datetime,
+        **verdicts: Unpack[Verdicts],
     ) -> None:
         """Add one model's verdicts on ``modality`` events as ``scores`` rows and messages (one encoder for all)."""
-        messages, rows = encode_scores(
-            modality=modality, detector=bundle.detector_name, model_version=bundle.version,
-            threshold=bundle.threshold, events=events, raw=raw, tail=tail, calibrated=calibrated,
-            is_anomaly=is_anomaly, ready=ready, explanations=explanations, scored_at=scored_at,
-        )
+        messages, rows = encode_scores(modality=modality, detector=bundle.detector_name, model_version=bundle.version,
+                                       threshold=bundle.threshold, events=events, **verdicts)
         self.score_messages += messages
         self.tables[ScoreRow] += rows
-        self.counts["anomalies"] += int(np.count_nonzero(is_anomaly))
+        self.counts["anomalies"] += int(np.count_nonzero(verdicts["is_anomaly"]))
 
     def add_unscored(self, scope: str, n: int = 1) -> None:
         self.unscored[scope] += n
