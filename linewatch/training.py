@@ -5,9 +5,10 @@ The one training path of the CLI, the demo, the benchmarks and the tests. It tak
 and knows nothing of where they came from: files, the database, a topic or a simulator each
 bring their own adapter (:mod:`linewatch.loaders`, :mod:`linewatch.signals.framing`).
 
-Image models get their own defaults, because image datasets are small: a 1 % false-alarm
-target (tens of held-out good frames can place it with POT, not the 0.1 % of SPC) and a 25 %
-hold-out (50 of 200 frames is enough for POT at 1 %, 20 % is not).
+Image models get their own false-alarm default, because image datasets are small: 1 % (200
+cross-fitted good frames place it with POT; the 0.1 % of SPC would be an extrapolation, and the
+model would be provisional). Every modality calibrates by blocked cross-fitting unless a
+``calibration_fraction`` asks for a time-ordered hold-out (:class:`ModelBundle`).
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from linewatch.detectors.bundle import ANY, DEFAULT_CALIBRATION_FRACTION, ModelBundle, Scope
+from linewatch.detectors.bundle import ANY, ModelBundle, Scope
 from linewatch.errors import ConfigError
 from linewatch.storage.connection import connect
 from linewatch.storage.model_registry import ModelRef, save_and_register
 
 #: The false-alarm target of a new image model when none is given.
 IMAGE_TARGET_FAR = 0.01
-#: Share of the good frames held out to calibrate an image model.
-IMAGE_CALIBRATION_FRACTION = 0.25
 #: The detector a new model of each modality gets when none is named.
 DEFAULT_DETECTORS = {"spc": "robust_mahalanobis", "signals": "robust_mahalanobis", "frames": "patchcore"}
 
@@ -61,8 +60,7 @@ def fit_model(
         detector or DEFAULT_DETECTORS[modality], X, feature_names=feature_names, modality=modality, scope=scope,
         calibration=calibration,
         target_far=target_far if target_far is not None else (IMAGE_TARGET_FAR if frames else 1e-3),
-        calibration_fraction=calibration_fraction if calibration_fraction is not None else (
-            IMAGE_CALIBRATION_FRACTION if frames else DEFAULT_CALIBRATION_FRACTION),
+        calibration_fraction=calibration_fraction,
         seed=seed, meta=meta, **fit_kwargs,
     )
 

@@ -130,7 +130,7 @@ def run_images_backtest(
     size = as_size(image_size)
     ds = scan_dataset(data_dir)
     # Split file names before loading: the held-out frames are read once, for calibration only.
-    fit_idx, cal_idx = calibration_split(len(ds["train"]), calibration_fraction, seed=seed, what="good images")
+    fit_idx, cal_idx = calibration_split(len(ds["train"]), calibration_fraction, what="good images")
     cal_files = [ds["train"][i] for i in cal_idx]
     fit_files = [ds["train"][i] for i in fit_idx]
     n_cal = len(cal_files)

@@ -31,6 +31,8 @@ MODULE_BENCHMARKS = {
                         "detectors."),
     "signal-quality": ("signal_quality", "Detection, delay and false alarms per hour on the machine simulator "
                        "and NAB's machine temperature."),
+    "calibration": ("calibration", "Target vs realised false-alarm rate per detector family on autocorrelated, "
+                    "drifting normal data (SPC and machine simulators, NAB, images)."),
     "images": ("images", "Image detection: frames/s, AUROC per defect type, memory-bank trade-off, faiss."),
 }
 #: Hand every argument, ``--help`` too, to the module's own parser.

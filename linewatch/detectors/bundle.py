@@ -2,10 +2,14 @@
 
 The bundle is what every ``linewatch train`` command writes, what a worker loads and what a
 backtest evaluates, so all of them score with identical code, whatever the input: tabular SPC
-rows, signal frames or camera frames. Fitting splits the known-good data: the detector learns
-from one part and the calibrator from the detector's scores on the other, because in-sample
-scores are optimistically low and would put the threshold too low (too many false alarms in
-production). Image detectors are calibrated here too, exactly like the others.
+rows, signal frames or camera frames. The calibrator learns from *out-of-sample* normal scores,
+because in-sample scores are optimistically low and would put the threshold too low (too many
+false alarms in production): by default time-ordered blocked cross-fitting
+(:mod:`linewatch.detectors.cross_fit`), then a refit on all the data. Image detectors are
+calibrated here too, exactly like the others. Every bundle carries a calibration report
+(``meta["calibration_report"]``: effective sample size, the false-alarm interval, warnings); a
+bundle whose data cannot resolve its target is ``provisional`` and alarms only above every
+normal score it was calibrated on.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -40,16 +44,24 @@ from linewatch.detectors.calibration import (
     calibrator_from_dict,
     make_calibrator,
     surprise,
+    too_few_normal_scores,
+)
+from linewatch.detectors.cross_fit import (
+    DEFAULT_FOLDS,
+    blocked_folds,
+    calibration_report,
+    out_of_fold_scores,
+    purge_rows,
+    score_as_live,
+    take_rows,
 )
 from linewatch.detectors.table import get_detector
-from linewatch.errors import ConfigError
+from linewatch.errors import ConfigError, DataError
 
 BUNDLE_FILE = "bundle.json"
 DETECTOR_DIR = "detector"
 #: Written by image models saved before bundles covered every modality; still loaded.
 LEGACY_IMAGE_FILE = "image_model.json"
-#: Share of known-good rows held out to calibrate on; the rest trains the detector.
-DEFAULT_CALIBRATION_FRACTION = 0.3
 #: A scope part that matches anything.
 ANY = "*"
 TABLE_INPUT = "table"
@@ -128,11 +140,6 @@ def data_hash(X: np.ndarray | Sequence[np.ndarray]) -> str:
     return h.hexdigest()[:16]
 
 
-def _take(X: Any, idx: np.ndarray) -> Any:
-    """Rows ``idx`` of an array, or items of a list of frames (kept as one array where it is one)."""
-    return X[idx] if isinstance(X, np.ndarray) else [X[i] for i in idx]
-
-
 @dataclass
 class ModelBundle:
     detector: Any
@@ -181,8 +188,9 @@ class ModelBundle:
         scope: Scope | None = None,
         calibration: str = "auto",
         target_far: float = 1e-3,
-        calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION,
+        calibration_fraction: float | None = None,
         calibration_data: Any = None,
+        folds: int = DEFAULT_FOLDS,
         seed: int = 0,
         detector_params: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
@@ -190,9 +198,11 @@ class ModelBundle:
     ) -> ModelBundle:
         """Fit on known-good data only; ``detector`` is a registered name or an unfitted instance.
 
-        ``X`` is an ``(n, d)`` table for tabular and signal detectors, frames for image detectors.
-        A seeded ``calibration_fraction`` of it is held out for calibration, unless
-        ``calibration_data`` gives the held-out known-good data explicitly.
+        ``X`` is an ``(n, d)`` table for tabular and signal detectors, frames for image detectors,
+        in time order. By default the calibrator learns from ``folds``-fold blocked cross-fitted
+        scores and the detector is then refitted on all of ``X``. ``calibration_fraction`` instead
+        holds out the *last* share of ``X`` (the detector never sees it), and ``calibration_data``
+        gives the held-out known-good data explicitly.
         """
         if isinstance(detector, str):
             detector = get_detector(detector)(**_with_seed(get_detector(detector), detector_params, seed))
@@ -207,27 +217,22 @@ class ModelBundle:
             X = as_batch(X)
             if X.shape[1] != len(feature_names):
                 raise ConfigError(f"{len(feature_names)} feature names for {X.shape[1]} columns")
-        if calibration_data is None:
-            if not 0.05 <= calibration_fraction <= 0.9:
-                raise ConfigError("calibration_fraction must be between 0.05 and 0.9")
-            fit_rows, cal_rows = calibration_split(len(X), calibration_fraction, seed=seed, what=what)
-            fit_part, cal_part = _take(X, fit_rows), _take(X, cal_rows)
-        else:
-            fit_part, cal_part = X, calibration_data if image else as_batch(calibration_data)
-        if progress is not None and "progress" in inspect.signature(detector.fit).parameters:
-            detector.fit(fit_part, progress=progress)
-        else:
-            detector.fit(fit_part)
-        cal_scores = detector.score(cal_part)
-        calibrator = make_calibrator(calibration, target_far, n_normal=len(cal_scores)).fit(cal_scores)
+        fitter = _fit_explicit if calibration_data is not None else (
+            _fit_cross if calibration_fraction is None else _fit_holdout)
+        n_fit, blocks, how = fitter(detector, X, calibration_data=calibration_data, image=image, what=what,
+                                    calibration_fraction=calibration_fraction, folds=folds, progress=progress)
+        cal_scores = np.concatenate(blocks)
+        calibrator, report = _calibrate(cal_scores, blocks, method=calibration, target_far=target_far, how=how)
         now = datetime.now(UTC)
         digest = data_hash(X)
         info = {
             "version": now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + digest[:8],
             "trained_at": now.isoformat(),
-            "n_samples": len(fit_part) + len(cal_scores),
-            "n_fit": len(fit_part),
+            "n_samples": n_fit if calibration_data is None and calibration_fraction is None
+            else n_fit + len(cal_scores),
+            "n_fit": n_fit,
             "n_calibration": len(cal_scores),
+            "calibration_report": report,
             "data_hash": digest,
             "seed": seed,
             "target_far": target_far,
@@ -235,6 +240,16 @@ class ModelBundle:
         info.update(meta or {})
         return cls(detector=detector, calibrator=calibrator, feature_names=tuple(feature_names), meta=info,
                    modality=modality, scope=scope or Scope())
+
+    @property
+    def calibration_report(self) -> dict[str, Any]:
+        """How sure the threshold is (see :func:`linewatch.detectors.cross_fit.calibration_report`)."""
+        return dict(self.meta.get("calibration_report") or {})
+
+    @property
+    def provisional(self) -> bool:
+        """True when the training data could not resolve the false-alarm target (conservative threshold)."""
+        return bool(self.calibration_report.get("provisional", False))
 
     @property
     def stateful(self) -> bool:
@@ -338,6 +353,74 @@ def _load_legacy_image_model(root: Path) -> ModelBundle:
         modality="frames",
         scope=Scope(sku=doc["sku"], camera=doc["camera"]),
     )
+
+
+FitResult = tuple[int, list[np.ndarray], dict[str, Any]]
+
+
+def _fit_cross(detector: Any, X: Any, *, folds: int, progress: Any, what: str, **_: Any) -> FitResult:
+    """Blocked cross-fitting in time order, then a refit on everything (module docstring)."""
+    purge = purge_rows(X, folds)
+    try:
+        plan = blocked_folds(len(X), folds, purge=purge)
+    except DataError as e:
+        raise DataError(f"{e} (have {len(X)} {what})") from e
+    oof = out_of_fold_scores(detector, X, plan, progress=progress)
+    blocks = [oof[held] for _, held in plan]
+    if not all(np.isfinite(b).all() for b in blocks):
+        raise DataError(f"{type(detector).__name__} gave NaN or infinite scores to known-good {what}")
+    _fit(detector, X, progress)
+    return len(X), blocks, {"method": "blocked cross-fitting", "folds": folds, "purge": purge}
+
+
+def _fit_holdout(detector: Any, X: Any, *, calibration_fraction: float, progress: Any, what: str,
+                 **_: Any) -> FitResult:
+    """Fit on the first part, calibrate on the last ``calibration_fraction`` (time-ordered hold-out)."""
+    if not 0.05 <= calibration_fraction <= 0.9:
+        raise ConfigError(f"calibration_fraction={calibration_fraction!r} must be between 0.05 and 0.9")
+    fit_rows, cal_rows = calibration_split(len(X), calibration_fraction, what=what)
+    purge = purge_rows(X, 2)
+    fit_rows = fit_rows[: max(1, len(fit_rows) - purge)]
+    _fit(detector, take_rows(X, fit_rows), progress)
+    return len(fit_rows), [score_as_live(detector, take_rows(X, cal_rows))], {
+        "method": "time-ordered hold-out", "folds": 1, "purge": purge}
+
+
+def _fit_explicit(detector: Any, X: Any, *, calibration_data: Any, image: bool, progress: Any,
+                  **_: Any) -> FitResult:
+    """Fit on ``X``, calibrate on the known-good data the caller held out."""
+    _fit(detector, X, progress)
+    held = calibration_data if image else as_batch(calibration_data)
+    return len(X), [score_as_live(detector, held)], {"method": "explicit hold-out", "folds": 1, "purge": 0}
+
+
+def _fit(detector: Any, X: Any, progress: Any) -> None:
+    if progress is not None and "progress" in inspect.signature(detector.fit).parameters:
+        detector.fit(X, progress=progress)
+    else:
+        detector.fit(X)
+
+
+def _calibrate(scores: np.ndarray, blocks: list[np.ndarray], *, method: str, target_far: float,
+               how: dict[str, Any]) -> tuple[Calibrator, dict[str, Any]]:
+    """Fit the calibrator and say what it can promise; too little data gives a provisional one.
+
+    A provisional calibrator keeps its tail model (so calibrated scores stay meaningful) but its
+    alarm threshold is raised to the highest normal score seen: it cannot promise the target, so
+    it promises no false alarm on anything like the training data instead.
+    """
+    report = calibration_report(scores, blocks, target_far=target_far, n_folds=how["folds"],
+                                purge=how["purge"], method=how["method"])
+    try:
+        calibrator = make_calibrator(method, target_far, n_normal=len(scores)).fit(scores)
+    except ConfigError as e:
+        if report["provisional"] and method == "auto":
+            raise ConfigError(too_few_normal_scores(len(scores), target_far)) from e
+        raise
+    if report["provisional"]:
+        calibrator.threshold_ = max(float(calibrator.threshold_), float(np.max(scores)))
+    report["raw_threshold"] = float(calibrator.threshold_)
+    return calibrator, report
 
 
 def _with_seed(cls: type, params: dict[str, Any] | None, seed: int) -> dict[str, Any]:

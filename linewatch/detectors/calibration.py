@@ -49,26 +49,27 @@ MAX_POT_TAIL_FRACTION = 0.5
 MIN_POT_EXCEEDANCES = 20
 
 
-def calibration_split(n: int, fraction: float, *, seed: int, what: str = "rows") -> tuple[np.ndarray, np.ndarray]:
-    """Seeded (fit, calibration) index arrays, each sorted: calibrate on known-good data the model did not fit.
+def calibration_split(n: int, fraction: float, *, what: str = "rows") -> tuple[np.ndarray, np.ndarray]:
+    """Time-ordered (fit, calibration) index arrays: calibrate on the *last* ``fraction`` of the data.
 
-    In-sample scores are optimistically low, so a threshold set on them would flood the line with
-    false alarms; every fitting path (tabular bundles, image models, the image backtest) splits here.
+    In-sample scores are optimistically low, and so are the scores of rows that sit between
+    fitting rows in an autocorrelated series (what a random hold-out gives), so the hold-out is
+    the most recent stretch. Cross-fitting (:mod:`linewatch.detectors.cross_fit`) is the default
+    and uses all the data; this is the explicit hold-out of ``calibration_fraction``.
 
-    >>> fit, cal = calibration_split(10, 0.3, seed=0)
-    >>> len(fit), len(cal), sorted([*fit, *cal]) == list(range(10))
-    (7, 3, True)
+    >>> fit, cal = calibration_split(10, 0.3)
+    >>> fit.tolist(), cal.tolist()
+    ([0, 1, 2, 3, 4, 5, 6], [7, 8, 9])
     """
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"calibration_fraction={fraction!r} must be in (0, 1), e.g. 0.3")
-    order = np.random.default_rng(seed).permutation(n)
     n_cal = round(fraction * n)
     if n_cal < 1 or n_cal >= n:
         raise DataError(
             f"{n} {what} cannot be split {1 - fraction:.0%} / {fraction:.0%} into fitting and calibration; "
             f"give more known-good {what}"
         )
-    return np.sort(order[n_cal:]), np.sort(order[:n_cal])
+    return np.arange(n - n_cal), np.arange(n - n_cal, n)
 
 
 def too_few_normal_scores(n: int, target_far: float) -> str:
@@ -77,8 +78,8 @@ def too_few_normal_scores(n: int, target_far: float) -> str:
     return (
         f"{n} held-out normal scores cannot calibrate target_far={target_far:g}: the empirical calibrator "
         f"needs {math.ceil(MIN_EXCEEDANCES_FOR_EMPIRICAL / target_far)} and POT at least "
-        f"{math.ceil((MIN_POT_EXCEEDANCES + 1) / MAX_POT_TAIL_FRACTION)}; hold out more known-good data "
-        "(a larger calibration_fraction or more training data)"
+        f"{math.ceil((MIN_POT_EXCEEDANCES + 1) / MAX_POT_TAIL_FRACTION)}; train on more known-good data "
+        "(or, with an explicit hold-out, a larger --calibration-fraction)"
         + (f" or raise target_far to {far_ok:.2g} or more" if far_ok < 1 else "")
     )
 

@@ -14,6 +14,13 @@ Each machine is an induction motor driving a load through rolling-element bearin
 - **temperature** (°C): ambient daily cycle, heating that follows load through a first-order
   lag (tens of minutes), slow sensor drift, noise.
 
+Normal behaviour already switches regimes (load steps every ~30 min move current, slip and
+temperature together) and is autocorrelated (the thermal lag). ``condition_wander`` adds what
+a real machine also does between overhauls: its vibration level wanders slowly (mount
+stiffness, lubrication, temperature of the structure) as a stationary AR(1) process with a
+:data:`WANDER_CORRELATION_S` correlation time and this relative standard deviation. It is
+normal behaviour, never labelled, and off by default; the calibration tests turn it on.
+
 Faults (:data:`FAULT_KINDS`) start at ``onset_s`` and grow as ``severity = max_severity *
 min(1, (t - onset) / growth_s)²`` - slowly at first, then faster, like real bearing wear:
 
@@ -56,6 +63,7 @@ from linewatch.errors import ConfigError
 from linewatch.schemas.messages import SignalMeta
 from linewatch.signals.features import BearingGeometry
 from linewatch.signals.windows import SensorWindow, as_signal_messages
+from linewatch.simulation.noise import ar1
 
 FAULT_KINDS: tuple[str, ...] = ("outer_race", "inner_race", "imbalance", "looseness", "overheating")
 SENSORS: tuple[str, ...] = ("vibration", "current", "temperature")
@@ -80,6 +88,8 @@ T_DRIFT_PER_DAY, T_OVERHEAT, T_BEARING_HEAT = 0.3, 20.0, 5.0
 LOAD_STEP_MEAN_S = 1800.0
 #: Windows generated per chunk: bounds memory for long runs (10 kHz x 1 s x 128 x 8 B = 10 MB per array).
 CHUNK_WINDOWS = 128
+#: Correlation time of the slow vibration-level wander (``condition_wander``).
+WANDER_CORRELATION_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -236,6 +246,14 @@ def _current_chunk(
     return i
 
 
+def _wander(rng: np.random.Generator, n: int, interval_s: float, sd: float) -> np.ndarray:
+    """Multiplicative level ``1 + AR(1)`` per snapshot (all ones when ``sd`` is 0)."""
+    if sd == 0.0:
+        return np.ones(n)
+    x = ar1(rng.standard_normal(n), float(np.exp(-interval_s / WANDER_CORRELATION_S)))
+    return np.clip(1.0 + sd * x, 0.2, None)
+
+
 def default_faults(n_machines: int, duration_s: float, rng: np.random.Generator) -> list[Fault]:
     """One fault per machine, kinds in :data:`FAULT_KINDS` order, onset in the middle of the run."""
     return [
@@ -262,9 +280,13 @@ def simulate_signals(
     bearing: BearingGeometry = DEFAULT_BEARING,
     start: float = DEFAULT_START,
     seed: int = 0,
+    condition_wander: float = 0.0,
 ) -> SignalSimulation:
     """Simulate ``n_machines`` for ``duration_s``; ``faults=None`` gives each machine one fault
-    (:func:`default_faults`), ``faults=[]`` a healthy fleet."""
+    (:func:`default_faults`), ``faults=[]`` a healthy fleet; ``condition_wander`` (e.g. 0.15) makes
+    the vibration level wander slowly (module docstring)."""
+    if not 0.0 <= condition_wander < 0.5:
+        raise ConfigError(f"condition_wander={condition_wander!r} must be in [0, 0.5), e.g. 0.15")
     if n_machines < 1 or duration_s <= 0 or snapshot_interval_s <= 0 or window_s <= 0:
         raise ConfigError("n_machines, duration_s, snapshot_interval_s and window_s must be positive")
     if window_s > snapshot_interval_s:
@@ -316,6 +338,7 @@ def simulate_signals(
         base_temp = ambient + T_RISE_FULL_LOAD * heat + drift + extra
         tt = np.arange(n_samples["temperature"]) / temperature_rate
         temp = base_temp[:, None] + T_NOISE * rng.standard_normal((n_win, tt.size))
+        level = _wander(np.random.default_rng([seed, m, 7]), n_win, snapshot_interval_s, condition_wander)
         tv = np.arange(n_samples["vibration"]) / vibration_rate
         tc = np.arange(n_samples["current"]) / current_rate
         for lo in range(0, n_win, CHUNK_WINDOWS):
@@ -323,7 +346,7 @@ def simulate_signals(
             sl = slice(lo, hi)
             t_v = np.broadcast_to(tv, (hi - lo, tv.size))
             vib = _vibration_chunk(rng, t_v, sp[sl, None], sev[sl], kind[sl], bearing)
-            sims["vibration"][m, sl] = vib
+            sims["vibration"][m, sl] = vib * level[sl, None]
             t_c = np.broadcast_to(tc, (hi - lo, tc.size))
             sims["current"][m, sl] = _current_chunk(rng, t_c, ld[sl], sp[sl, None], sev[sl], spk[sl])
         sims["temperature"][m] = temp

@@ -10,6 +10,20 @@ Faults arrive in episodes, each with ground truth on every part it touches:
   while each one stays perfectly normal on its own. No univariate chart can see it; only a
   multivariate model can. This is the fault that makes multivariate SPC worth having.
 
+Normal behaviour need not be i.i.d., because a real line's is not. Two knobs make it plant-like:
+
+- ``autocorrelation``: each asset's characteristics follow a stationary AR(1) process with this
+  lag-1 correlation (thermal state, tool condition and fixture seating carry over from one part
+  to the next); the marginal distribution stays exactly the i.i.d. one.
+- ``regime_shift_sigma``: each asset moves between :data:`N_REGIMES` normal operating regimes
+  (material lots, tool changes) whose centres sit this many sigmas apart in a seeded random
+  direction, staying a geometric ``regime_dwell`` parts on average in each. The regime is
+  recorded per part (``lot``); it is normal variation, never labelled a fault.
+
+Both default to off (the i.i.d. process every detector's textbook assumes); the calibration
+tests and benchmarks turn them on, because that is where a threshold set on in-sample or
+interleaved data breaks its false-alarm promise.
+
 Everything is vectorised and seeded, so a test, the demo and a benchmark see the same parts.
 
 >>> sim = simulate_spc(n_parts=200, seed=1, fault_fraction=0.0)
@@ -24,7 +38,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from linewatch.errors import ConfigError
 from linewatch.schemas.messages import SpcRecord, SpecLimit
+from linewatch.simulation.noise import ar1
 
 FEATURES: tuple[str, ...] = (
     "bore_diameter_mm",
@@ -54,6 +70,10 @@ FAULT_TYPES: tuple[str, ...] = ("mean_shift", "variance_growth", "correlation_br
 #: Size of each fault, in units of the characteristic's sigma (or a spread factor).
 MEAN_SHIFT_SIGMA = 3.0
 VARIANCE_FACTOR = 3.0
+#: Normal operating regimes (lots) per asset when regime switching is on.
+N_REGIMES = 3
+#: Mean parts an asset stays in one regime.
+DEFAULT_REGIME_DWELL = 300
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,7 @@ class SpcSimulation:
     ts: np.ndarray  # (n,) datetime64[us], UTC
     fault: np.ndarray  # (n,) str: "none" or one of FAULT_TYPES
     feature_names: tuple[str, ...] = FEATURES
+    lot: np.ndarray | None = None  # (n,) int: the normal regime each part was made in
 
     def __len__(self) -> int:
         return len(self.X)
@@ -118,14 +139,36 @@ def simulate_spc(
     start: datetime | None = None,
     interval: timedelta = timedelta(seconds=1),
     fault_types: tuple[str, ...] = FAULT_TYPES,
+    autocorrelation: float = 0.0,
+    regime_shift_sigma: float = 0.0,
+    regime_dwell: int = DEFAULT_REGIME_DWELL,
 ) -> SpcSimulation:
-    """``n_parts`` parts spread over ``assets``, about ``fault_fraction`` of them inside fault episodes."""
+    """``n_parts`` parts spread over ``assets``, about ``fault_fraction`` of them inside fault episodes.
+
+    ``autocorrelation`` and ``regime_shift_sigma`` make normal behaviour plant-like (module docstring).
+    """
+    if not 0.0 <= autocorrelation < 1.0:
+        raise ConfigError(f"autocorrelation={autocorrelation!r} must be in [0, 1), e.g. 0.6")
+    if regime_shift_sigma < 0 or regime_dwell < 1:
+        raise ConfigError("regime_shift_sigma must be >= 0 and regime_dwell >= 1 part")
     rng = np.random.default_rng(seed)
     d = len(FEATURES)
     chol = np.linalg.cholesky(CORRELATION)
     z = rng.standard_normal((n_parts, d)) @ chol.T
     fault = np.full(n_parts, "none", dtype=object)
     asset_idx = rng.integers(0, len(assets), n_parts)
+    lot = np.zeros(n_parts, dtype=np.int64)
+    if autocorrelation > 0 or regime_shift_sigma > 0:
+        # Drawn from a child stream so the i.i.d. defaults keep their exact parts.
+        extra = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+        for a in range(len(assets)):
+            rows = np.flatnonzero(asset_idx == a)
+            if rows.size == 0:
+                continue
+            z[rows] = ar1(z[rows], autocorrelation)
+            if regime_shift_sigma > 0:
+                lot[rows], offset = _regimes(rows.size, regime_shift_sigma, regime_dwell, chol, extra)
+                z[rows] += offset
 
     n_episodes = round(fault_fraction * n_parts / episode_length) if fault_fraction > 0 else 0
     if n_episodes:
@@ -147,7 +190,24 @@ def simulate_spc(
     asset = np.asarray(assets, dtype=object)[asset_idx]
     part = np.char.add("P", np.char.zfill(np.arange(n_parts).astype(str), 8)).astype(object)
     part = np.char.add(asset.astype(str), np.char.add("-", part.astype(str))).astype(object)
-    return SpcSimulation(X=X, asset_id=asset, part_id=part, ts=ts, fault=fault)
+    return SpcSimulation(X=X, asset_id=asset, part_id=part, ts=ts, fault=fault, lot=lot)
+
+
+def _regimes(
+    n: int, shift_sigma: float, dwell: int, chol: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Regime index per part and its centre offset: a Markov chain with geometric dwell times.
+
+    Offsets follow the process correlation (a lot moves correlated characteristics together) and
+    are scaled to ``shift_sigma`` in Mahalanobis distance from the overall centre.
+    """
+    g = rng.standard_normal((N_REGIMES, chol.shape[0]))
+    centres = shift_sigma * (g / np.linalg.norm(g, axis=1, keepdims=True)) @ chol.T  # |L^-1 c| = shift
+    centres -= centres.mean(axis=0)  # the regimes average out to the nominal process
+    switches = rng.random(n) < 1.0 / dwell
+    steps = rng.integers(1, N_REGIMES, n) * switches  # a switch always goes to another regime
+    state = (rng.integers(0, N_REGIMES) + np.cumsum(steps)) % N_REGIMES
+    return state, centres[state]
 
 
 def _inject(kind: str, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -14,9 +14,15 @@ def data():
     return rng.multivariate_normal([0, 0, 0], cov, size=4000)
 
 
-def test_fit_holds_out_calibration_rows_and_saves_provenance(data):
+def test_fit_cross_fits_every_row_and_saves_provenance(data):
     b = ModelBundle.fit("robust_mahalanobis", data, feature_names=["x", "y", "z"], target_far=0.01, seed=1)
-    assert b.meta["n_calibration"] == 1200 and b.meta["n_fit"] == 2800 and b.meta["n_samples"] == 4000
+    # Every row is scored out of fold for calibration, and the live detector is refitted on all.
+    assert b.meta["n_calibration"] == 4000 and b.meta["n_fit"] == 4000 and b.meta["n_samples"] == 4000
+    report = b.calibration_report
+    assert report["method"] == "blocked cross-fitting" and report["folds"] == 5 and report["purge_rows"] == 0
+    assert not b.provisional and 3000 < report["effective_sample_size"] <= 4000
+    lo, hi = report["far_interval_90"]
+    assert lo < 0.01 < hi < 0.02
     assert b.threshold == pytest.approx(2.0)
     out = b.score(np.array([[0.0, 0.0, 0.0], [2.0, -2.0, 0.0]]))
     assert out.is_anomaly.tolist() == [False, True]
@@ -42,3 +48,22 @@ def test_wrong_width_and_names_are_rejected(data):
         b.score(np.zeros((2, 4)))
     with pytest.raises(KeyError, match="unknown detector"):
         ModelBundle.fit("nope", data, feature_names=["x", "y", "z"])
+
+
+def test_calibration_fraction_holds_out_the_latest_rows(data):
+    b = ModelBundle.fit("robust_mahalanobis", data, feature_names=["x", "y", "z"], target_far=0.01,
+                        calibration_fraction=0.3)
+    assert b.meta["n_calibration"] == 1200 and b.meta["n_fit"] == 2800 and b.meta["n_samples"] == 4000
+    assert b.calibration_report["method"] == "time-ordered hold-out"
+
+
+def test_too_little_data_for_the_target_gives_a_provisional_model(data):
+    X = data[:300]
+    b = ModelBundle.fit("robust_mahalanobis", X, feature_names=["x", "y", "z"], target_far=1e-4)
+    assert b.provisional
+    (warning,) = b.calibration_report["warnings"]
+    assert "--target-far" in warning and "provisional" in warning
+    # Conservative: none of the normal rows it was calibrated on would alarm.
+    assert b.raw_threshold >= b.detector.score(X).max() * 0.999
+    with pytest.raises(ConfigError, match=r"target_far|known-good"):
+        ModelBundle.fit("robust_mahalanobis", X[:30], feature_names=["x", "y", "z"], target_far=1e-4, folds=2)

@@ -180,7 +180,7 @@ def test_small_held_out_sets_get_the_shared_calibrator_with_a_widened_tail() -> 
     pot = make_calibrator("auto", 0.01, n_normal=60).fit(held_out)  # too few for empirical: POT, tail widened
     assert pot.kind == "pot" and pot.tail_fraction_ > 0.05
     assert pot.threshold_ > np.quantile(held_out, 0.9)
-    with pytest.raises(ConfigError, match="hold out more known-good data"):
+    with pytest.raises(ConfigError, match="train on more known-good data"):
         make_calibrator("auto", 0.01, n_normal=20).fit(held_out[:20])
     assert not hasattr(PatchCore(), "calibrate")
 
