@@ -153,7 +153,7 @@ def csv_cmd(
     label_column: Annotated[str | None, typer.Option(
         "--label-column", help="ground truth column in --test (1/0, yes/no, or fault names); metrics only")] = None,
     labels: Annotated[Path | None, typer.Option(
-        "--labels", help="instead of --label-column: anomaly windows, a NAB-style JSON {\"file\": [[start, end], "
+        "--labels", help="instead of --label-column: anomaly windows, a NAB-style JSON {\"file\": \\[\\[start, end], "
         "...]} or a CSV with start,end columns; rows whose --time-column lies in a window (inclusive) are "
         "anomalous. NAB windows are tolerance windows around each anomaly, so judge by the events table")] = None,
     labels_key: Annotated[str | None, typer.Option(
@@ -167,7 +167,7 @@ def csv_cmd(
     ] = None,
     sep: Annotated[str, typer.Option("--sep", help="field separator, e.g. ';'")] = ",",
     columns: Annotated[
-        str | None, typer.Option("--columns", help="comma-separated feature columns (default: all numeric)")
+        str | None, typer.Option("--columns", help="comma-separated feature columns (default: every numeric one)")
     ] = None,
     on_bad_rows: Annotated[str, typer.Option(
         "--on-bad-rows", help="a non-numeric or empty cell in a feature column: 'error' (default) or 'skip' "
@@ -188,8 +188,8 @@ def csv_cmd(
 
     One-file benchmark (NAB), fitting on the first week minus its label windows:
 
-        linewatch backtest csv --test machine_temperature_system_failure.csv --labels combined_windows.json
-        --time-column timestamp --train-until 2013-12-10
+        linewatch backtest csv --test machine_temperature_system_failure.csv --labels combined_windows.json \\
+            --time-column timestamp --train-until 2013-12-10
     """
     result = run_csv_backtest(
         train=train,
