@@ -168,6 +168,12 @@ def _stamp(timestamps: np.ndarray | None, i: int) -> str | float | None:
     return str(np.datetime_as_string(t, unit="s")) if np.issubdtype(timestamps.dtype, np.datetime64) else float(t)
 
 
+def _run_before(alarms: np.ndarray, start: int) -> int:
+    """How many rows right before ``start`` were already alarming (a delay of 0 that was no reaction)."""
+    before = alarms[:start][::-1]
+    return int(before.size if before.all() else np.argmin(before))
+
+
 def event_report(
     labels: Any,
     alarms: Any,
@@ -186,7 +192,9 @@ def event_report(
     ``row``. Each event has ``start_row``/``end_row`` (inclusive), ``start``/``end`` (times),
     ``detected``, ``delay_rows``, ``delay`` (in ``delay_unit``: seconds for datetimes,
     timestamp units for numbers, rows without timestamps), ``first_alarm_row``,
-    ``first_alarm``, ``alarm_rows`` and ``blamed_feature``.
+    ``first_alarm``, ``alarm_rows``, ``alarm_on_before_rows`` (the alarm that caught the event
+    had been on for that many rows before it started: an early warning, or an alarm that never
+    cleared) and ``blamed_feature``.
 
     >>> y = np.array([0, 1, 1, 1, 0, 0, 1, 0], bool)
     >>> a = np.array([1, 0, 1, 1, 0, 0, 0, 1], bool)
@@ -213,6 +221,7 @@ def event_report(
             "first_alarm_row": first,
             "first_alarm": None if first is None else _stamp(ts, first),
             "alarm_rows": int(a[s:e].sum()),
+            "alarm_on_before_rows": _run_before(a, s) if d == 0 else 0,
             "blamed_feature": None if first is None or blame is None else blame(first),
         })
     delays = [ev["delay"] for ev in events if ev["delay"] is not None]

@@ -121,11 +121,21 @@ def _events_table(result: dict[str, Any]) -> Table:
     for col in ("#", "start", "end", "detected", "delay", "first alarm", "blamed"):
         table.add_column(col, justify="right" if col in {"#", "delay"} else "left", overflow="fold")
     for i, ev in enumerate(result.get("events", []), start=1):
+        # Events from metrics.event_report; the signals backtest's own (no times, no row delay)
+        # until it is switched over: a missing figure shows as "-".
         timed = ev.get("start") is not None
         delay = first = "-"
         if ev["detected"]:
-            delay = f"{ev['delay_rows']} rows" + (f", {_duration(ev.get('delay'), unit)}" if timed else "")
-            first = _when(ev.get("first_alarm")) if timed else f"row {ev['first_alarm_row']}"
+            parts = [f"{ev['delay_rows']} rows"] if ev.get("delay_rows") is not None else []
+            if unit != "rows" or not parts:
+                parts.append(_duration(ev.get("delay"), unit))
+            delay = ", ".join(parts)
+            if ev.get("alarm_on_before_rows"):
+                delay += f" (alarm on {ev['alarm_on_before_rows']} rows before)"
+            if ev.get("first_alarm") is not None:
+                first = _when(ev["first_alarm"])
+            elif ev.get("first_alarm_row") is not None:
+                first = f"row {ev['first_alarm_row']}"
         table.add_row(
             str(i),
             escape(_when(ev["start"]) if timed else f"row {ev['start_row']}"),

@@ -211,3 +211,14 @@ def test_the_real_nab_file_in_one_command(tmp_path) -> None:
     assert r["events"][2]["start"] == "2014-01-27T14:20:00"  # NAB's window around the catastrophic failure
     assert r["n_train"] + r["train_rows_left_out_labelled"] + r["n_test"] == 22695
     assert r["auroc"] is not None and r["far"] is not None
+
+
+def test_the_events_table_also_shows_the_signals_backtests_events(tmp_path) -> None:
+    train, test = _csvs(tmp_path)
+    out = tmp_path / "r.json"
+    res = _invoke("--train", str(train), "--test", str(test), "--label-column", "label", "--time-column", "t",
+                  "--modality", "signals", "--window", "5", "--stride", "1", "--detector", "hotelling",
+                  "--target-far", "0.01", "--json", str(out))
+    assert res.exit_code == 0, res.output
+    (event,) = json.loads(out.read_text())["events"]
+    assert event["detected"] and "events: 1 of 1 detected" in res.output and "row 200" in res.output

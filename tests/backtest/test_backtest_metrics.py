@@ -77,7 +77,7 @@ def test_event_report_times_delays_blame_and_false_alarm_episodes() -> None:
     assert (first["start"], first["end"], first["first_alarm"]) == (
         "2026-01-01T00:10:00", "2026-01-01T00:20:00", "2026-01-01T00:20:00")
     assert first["detected"] and first["delay_rows"] == 2 and first["delay"] == 600.0
-    assert first["blamed_feature"] == "f4" and first["alarm_rows"] == 1
+    assert first["blamed_feature"] == "f4" and first["alarm_rows"] == 1 and first["alarm_on_before_rows"] == 0
     assert not second["detected"] and second["delay"] is None and second["blamed_feature"] is None
     assert r["n_events"] == 2 and r["n_detected"] == 1 and r["delay_unit"] == "s"
     assert r["false_alarm_episodes"] == 3  # rows 0-1, 6 and 9; the alarm at row 4 is inside an event
@@ -85,3 +85,14 @@ def test_event_report_times_delays_blame_and_false_alarm_episodes() -> None:
     rows_only = event_report(y, a)
     assert rows_only["delay_unit"] == "rows" and rows_only["events"][0]["start"] is None
     assert rows_only["events"][0]["delay"] == 2.0 and rows_only["false_alarms_per_hour"] is None
+
+
+def test_an_alarm_already_on_when_an_event_starts_is_reported() -> None:
+    from linewatch.backtest.metrics import event_report
+
+    y = np.array([0, 0, 0, 1, 1, 0], bool)
+    a = np.array([0, 1, 1, 1, 0, 0], bool)
+    (event,) = event_report(y, a)["events"]
+    assert event["delay_rows"] == 0 and event["alarm_on_before_rows"] == 2
+    (always,) = event_report(y, np.ones(6, bool))["events"]
+    assert always["alarm_on_before_rows"] == 3
