@@ -79,14 +79,26 @@ class LabelWindows:
         return out
 
 
+def _readable(value: str) -> bool:
+    try:
+        parse_times([value], "bound")
+    except DataError:
+        return False
+    return True
+
+
 def _parse_bounds(pairs: list[tuple[Any, Any]], source: str) -> LabelWindows:
     flat = [str(v) for pair in pairs for v in pair]
     if not flat:
         return LabelWindows(np.array([], dtype=np.float64), np.array([], dtype=np.float64), source)
     try:
         bounds = parse_times(flat, f"windows in {source}")
-    except DataError as e:
-        raise DataError(f"{e} (in the labels file)") from e
+    except DataError:
+        bad = next(i for i, v in enumerate(flat) if not _readable(v))
+        raise DataError(
+            f"{source}: window {bad // 2 + 1} has {flat[bad]!r}, neither a number nor an ISO 8601 time; "
+            "all bounds must be one or the other"
+        ) from None
     starts, ends = bounds[0::2], bounds[1::2]
     wrong = np.flatnonzero(ends < starts)
     if wrong.size:
@@ -179,6 +191,8 @@ def split_until(data: TabularData, until: str, anomalous: np.ndarray) -> tuple[T
     """
     if data.timestamps is None:
         raise ConfigError("--train-until needs --time-column, to know which rows come before it")
+    if not _readable(until):
+        raise ConfigError(f"--train-until {until!r} is neither an ISO 8601 time nor a number")
     cut = parse_times([until], "--train-until")[0]
     if np.issubdtype(np.asarray(data.timestamps).dtype, np.datetime64) != np.issubdtype(cut.dtype, np.datetime64):
         raise ConfigError(f"--train-until {until!r} and the time column are not the same kind (time vs number)")

@@ -222,3 +222,24 @@ def test_the_events_table_also_shows_the_signals_backtests_events(tmp_path) -> N
     assert res.exit_code == 0, res.output
     (event,) = json.loads(out.read_text())["events"]
     assert event["detected"] and "events: 1 of 1 detected" in res.output and "row 200" in res.output
+
+
+def test_the_bundles_calibration_report_reaches_the_table_and_the_json(tmp_path, monkeypatch) -> None:
+    from linewatch.detectors.bundle import ModelBundle
+
+    fit = ModelBundle.fit.__func__
+    report = {"provisional": True, "warnings": ["only 1500 known-good rows for target_far 0.01"]}
+
+    def fit_with_report(cls, *args, **kwargs):
+        bundle = fit(cls, *args, **kwargs)
+        bundle.meta["calibration_report"] = report
+        return bundle
+
+    monkeypatch.setattr(ModelBundle, "fit", classmethod(fit_with_report))
+    train, test = _csvs(tmp_path)
+    out = tmp_path / "r.json"
+    res = _invoke("--train", str(train), "--test", str(test), "--label-column", "label", "--detector", "hotelling",
+                  "--target-far", "0.01", "--json", str(out))
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["calibration_report"] == report
+    assert "provisional" in res.output and "only 1500 known-good rows" in res.output

@@ -65,6 +65,9 @@ def test_csv_intervals_numbers_points_and_bad_windows(tmp_path) -> None:
         load_windows(no_header, test_file=tmp_path / "t.csv")
     with pytest.raises(ConfigError, match="does not exist"):
         load_windows(tmp_path / "missing.json", test_file=tmp_path / "t.csv")
+    mixed = _write_json(tmp_path, {"t.csv": [["2026-01-01", "2026-01-02"], ["2026-01-03", "soon"]]})
+    with pytest.raises(DataError, match="window 2 has 'soon', neither a number nor an ISO 8601 time"):
+        load_windows(mixed, test_file=tmp_path / "t.csv")
 
 
 def _write_json(tmp_path: Path, doc: object) -> Path:
@@ -86,6 +89,8 @@ def test_train_until_keeps_labelled_and_later_rows_out_of_training(tmp_path) -> 
         split_until(data, "0", anomalous)
     with pytest.raises(ConfigError, match="not the same kind"):
         split_until(data, "2026-01-01", anomalous)
+    with pytest.raises(ConfigError, match="'tomorrow' is neither an ISO 8601 time nor a number"):
+        split_until(data, "tomorrow", anomalous)
 
 
 @pytest.mark.skipif(not NAB_FILE.exists(), reason="the NAB copy in /work/shared/eval is not on this machine")
