@@ -6,9 +6,13 @@ file trains a model exactly as it backtests one.
 Tables (:func:`load_csv`, :func:`load_parquet`, :func:`load_table`, :func:`load_query`) come
 back as :class:`TabularData`:
 
-- features are ``columns`` in the order given, or else every column (other than the label,
-  time and group columns) whose values are all numeric, in file order; text columns such as
-  an asset or part id are skipped (a CSV lists them in ``ignored_columns``);
+- features are ``columns`` in the order given, or else every *numeric-looking* column (other
+  than the label, time and group columns), in file order: one in which more than half of the
+  non-empty cells are numbers. Text columns such as an asset or part id are skipped (a CSV lists
+  them in ``ignored_columns``);
+- a bad cell (not a finite number, or empty) in a feature column is never a silent drop of the
+  column: ``on_bad_rows="error"`` (the default) raises a DataError naming the file, column, row
+  and value; ``"skip"`` drops those rows and counts them in ``skipped_rows``;
 - the label column is read for metrics and *never* used as a feature or to select rows.
   Labels: ``1/0``, ``true/false``, ``yes/no``; or a category column in which ``none``,
   ``normal``, ``ok``, ``good``, ``0`` and the empty string mean normal and any other value
@@ -53,6 +57,14 @@ TOPIC_READER_GROUP = "linewatch-train"
 NUMERIC_SNIFF_ROWS = 100
 
 
+#: A column is numeric-looking (a feature whose odd cells are errors, not a text column) when more
+#: than this share of its non-empty cells parse as numbers: an id column such as ``P-1007`` has
+#: none, a measurement column with a few ``n/a`` cells has almost all.
+NUMERIC_LOOKING_SHARE = 0.5
+#: What a loader does with a row holding a bad cell in a feature column: raise, or drop and count it.
+BAD_ROW_POLICIES = ("error", "skip")
+
+
 #: Label spellings that mean "normal"; anything else non-empty names an anomaly.
 NORMAL_LABELS = frozenset({"0", "false", "no", "n", "none", "normal", "ok", "good", ""})
 TRUE_LABELS = frozenset({"1", "true", "yes", "y"})
@@ -69,6 +81,7 @@ class TabularData:
     timestamps: np.ndarray | None = None  # datetime64[us] (UTC) or float
     ignored_columns: list[str] = field(default_factory=list)
     groups: np.ndarray | None = None  # the group column's values (e.g. asset ids), as strings
+    skipped_rows: int = 0  # rows dropped for a bad feature cell (``on_bad_rows="skip"``)
 
 
 def _parse_label(raw: str) -> tuple[bool, str]:
@@ -83,8 +96,12 @@ def _parse_label(raw: str) -> tuple[bool, str]:
         return True, v  # a named anomaly kind, e.g. "mean_shift"
 
 
-def _parse_times(values: list[str], column: str) -> np.ndarray:
-    """ISO 8601 (naive = UTC) to datetime64[us] UTC, or plain numbers to float."""
+def parse_times(values: list[str], column: str) -> np.ndarray:
+    """ISO 8601 (naive = UTC) to datetime64[us] UTC, or plain numbers to float.
+
+    Shared by the time column and by label windows (:mod:`linewatch.backtest.labels`), so a
+    window's bounds are read exactly as the rows they are matched against.
+    """
     try:
         return np.array([float(v) for v in values])
     except ValueError:
@@ -109,6 +126,32 @@ def _is_number(v: str) -> bool:
         return False
 
 
+def _parses(v: str) -> bool:
+    """A number, finite or not: ``nan`` in a column of numbers is a bad cell, not a sign of text."""
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _numeric_looking(values: tuple[str, ...]) -> bool:
+    filled = [v for v in values if v.strip()]
+    return bool(filled) and sum(_parses(v) for v in filled) > NUMERIC_LOOKING_SHARE * len(filled)
+
+
+def _bad_cell_error(path: Path, name: str, values: tuple[str, ...], bad: np.ndarray) -> DataError:
+    """The first bad cell of column ``name``, how many there are, and the two ways out."""
+    i = int(np.flatnonzero(bad)[0])
+    v = values[i]
+    what = "is NaN or infinite" if _parses(v) else ("is empty" if not v.strip() else "is not a number")
+    more = f" ({int(bad.sum())} rows have a bad cell in this column)" if bad.sum() > 1 else ""
+    return DataError(
+        f"{path}: column {name!r}, data row {i + 1}: {v!r} {what}{more}. Fix the file, pass "
+        f"--on-bad-rows skip to drop such rows (the report counts them), or --columns to choose the features"
+    )
+
+
 def load_csv(
     path: str | Path,
     *,
@@ -118,12 +161,16 @@ def load_csv(
     time_column: str | None = None,
     label_optional: bool = False,
     group_column: str | None = None,
+    on_bad_rows: str = "error",
 ) -> TabularData:
     """Read one CSV into :class:`TabularData`; see the module docstring for the column rules.
 
     ``label_optional=True`` (for a training file) tolerates a missing label column; when it
-    is there it is still read, so it can never slip in as a feature.
+    is there it is still read, so it can never slip in as a feature. ``on_bad_rows`` is
+    ``"error"`` or ``"skip"`` (:data:`BAD_ROW_POLICIES`).
     """
+    if on_bad_rows not in BAD_ROW_POLICIES:
+        raise ConfigError(f"--on-bad-rows {on_bad_rows!r}; use one of {', '.join(BAD_ROW_POLICIES)}")
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"CSV file {path} does not exist")
@@ -166,24 +213,25 @@ def load_csv(
         for name in header:
             if name in reserved:
                 continue
-            (features if all(_is_number(v) for v in cols[index[name]]) else ignored).append(name)
+            (features if _numeric_looking(cols[index[name]]) else ignored).append(name)
         if not features:
-            raise DataError(f"{path} has no all-numeric columns besides the label and time columns")
-    X = np.empty((len(rows), len(features)))
+            raise DataError(f"{path} has no numeric columns besides the label and time columns "
+                            f"(text columns: {', '.join(ignored) or 'none'}); name the features with --columns")
+    X = np.full((len(rows), len(features)), np.nan)
+    keep = np.ones(len(rows), dtype=bool)
     for j, name in enumerate(features):
         values = cols[index[name]]
-        try:
-            X[:, j] = [float(v) for v in values]
-        except ValueError:
-            i = next(i for i, v in enumerate(values) if not _is_number(v))
-            raise DataError(
-                f"{path}: column {name!r}, data row {i + 1}: {values[i]!r} is not a number"
-            ) from None
-    if not np.isfinite(X).all():
-        r, c = np.argwhere(~np.isfinite(X))[0]
-        raise DataError(
-            f"{path}: column {features[c]!r}, data row {r + 1} is NaN or infinite; clean it first"
-        )
+        bad = np.array([not _is_number(v) for v in values])
+        if bad.any() and on_bad_rows == "error":
+            raise _bad_cell_error(path, name, values, bad)
+        keep &= ~bad
+        X[~bad, j] = [float(v) for v, b in zip(values, bad, strict=True) if not b]
+    skipped = int((~keep).sum())
+    if not keep.any():
+        raise DataError(f"{path}: every row has a bad cell in a feature column; choose the features with --columns")
+    if skipped:
+        X = X[keep]
+        cols = [tuple(v for v, k in zip(c, keep, strict=True) if k) for c in cols]
     labels = label_values = times = groups = None
     if group_column is not None:
         groups = np.array([v.strip() for v in cols[index[group_column]]], dtype=object)
@@ -192,14 +240,14 @@ def load_csv(
         labels = np.array([p[0] for p in parsed], dtype=bool)
         label_values = np.array([p[1] for p in parsed], dtype=object)
     if time_column is not None:
-        times = _parse_times(list(cols[index[time_column]]), time_column)
+        times = parse_times(list(cols[index[time_column]]), time_column)
         order = np.argsort(times, kind="stable")
         X, times = X[order], times[order]
         if labels is not None:
             labels, label_values = labels[order], label_values[order]
         if groups is not None:
             groups = groups[order]
-    return TabularData(X, features, labels, label_values, times, ignored, groups)
+    return TabularData(X, features, labels, label_values, times, ignored, groups, skipped)
 
 
 def load_parquet(
@@ -234,17 +282,19 @@ def load_table(
     columns: list[str] | None = None,
     label_column: str | None = None,
     time_column: str | None = None,
+    on_bad_rows: str = "error",
 ) -> TabularData:
     """A ``.parquet`` file through :func:`load_parquet`, anything else as a CSV through :func:`load_csv`.
 
     The label column is optional here (known-good training data usually has none), but when it
-    is there it is read, so it never slips in as a feature.
+    is there it is read, so it never slips in as a feature. ``on_bad_rows`` applies to CSVs
+    (a Parquet column has one type, so it has no text cells to skip).
     """
     path = Path(path)
     if path.suffix.lower() == ".parquet":
         return load_parquet(path, columns=columns, label_column=label_column, time_column=time_column)
     return load_csv(path, sep=sep, columns=columns, label_column=label_column, time_column=time_column,
-                    label_optional=True)
+                    label_optional=True, on_bad_rows=on_bad_rows)
 
 
 def load_query(

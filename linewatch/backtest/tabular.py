@@ -3,25 +3,29 @@
 What it does
 ------------
 1. **Load** both CSVs with the same column handling (:func:`linewatch.loaders.load_csv`):
-   features are ``--columns`` in the order given, or else every column (other than the label
-   and time columns) whose values are all numeric in the training file, in file order; text
-   columns such as an asset or part id are skipped and listed in the result. The label column
+   features are ``--columns`` in the order given, or else every numeric-looking column (other
+   than the label and time columns) of the training file, in file order; text columns such as
+   an asset or part id are skipped and listed in the result, and a bad cell in a feature column
+   is an error unless ``--on-bad-rows skip`` drops (and counts) its row. The label column
    is read for metrics and *never* used as a feature or to select training rows. With a time
    column, rows are sorted by it (stable), so charts with memory (EWMA, CUSUM, MEWMA, online
    models) see the process in order.
 2. **Fit** the detector and its calibrator on the training rows through
    :meth:`linewatch.detectors.bundle.ModelBundle.fit`, i.e. exactly the model object a
-   worker would load (detector fitted on 70 % of the rows, calibrator on its scores of the
-   other 30 %, threshold set for ``target_far``).
+   worker would load (the calibrator learns from scores of known-good rows the detector did
+   not fit on, the threshold is set for ``target_far``; the bundle's ``calibration_report``,
+   when it writes one, is passed on).
 3. **Score** the test rows the way the live agent does: online detectors (those with
    ``learn_one``) prequentially through ``update`` (score, then learn unless flagged), all
    others through ``score`` on the ordered test series. An alarm is a raw score above the
    calibrated threshold.
    With a group column (``--group-column asset_id``) each group is replayed as its own
    series, as the agents keep state per asset (see :func:`replay`).
-4. **Report** :func:`~linewatch.backtest.metrics.classification_metrics` plus detection
-   delays per anomalous episode, recall per label value (when the label column names fault
-   types), and which features the detector blamed for its alarms.
+4. **Report** :func:`~linewatch.backtest.metrics.classification_metrics`, one entry per
+   labelled event from :func:`~linewatch.backtest.metrics.event_report` (detected, delay in
+   rows and time, first alarm, the feature blamed at it) and the false-alarm episodes, recall
+   per label value (when the label column names fault types), and which features the
+   detector blamed for its alarms.
 
 Labels: ``1/0``, ``true/false``, ``yes/no``; or a category column in which ``none``,
 ``normal``, ``ok``, ``good``, ``0`` and the empty string mean normal and any other value
@@ -50,7 +54,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from linewatch.backtest.metrics import classification_metrics, detection_delays
+from linewatch.backtest.metrics import classification_metrics, event_report
 from linewatch.detectors.base import Explainer
 from linewatch.detectors.table import get_detector
 from linewatch.errors import ConfigError, DataError
@@ -131,11 +135,15 @@ def run_tabular_backtest(
     seed: int = 0,
     label_values: np.ndarray | None = None,
     groups: np.ndarray | None = None,
+    timestamps: np.ndarray | None = None,
+    episodes: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Fit a model bundle on ``train``, replay ``test`` in order, return JSON-ready metrics.
 
     ``groups`` (one key per test row, e.g. the asset id) replays each group as its own series;
-    see :func:`replay`.
+    see :func:`replay`. ``timestamps`` (one per test row) put times and time delays in the
+    ``events``; ``episodes`` (``[start, end)`` row ranges, e.g. one per label window) are the
+    events, instead of the runs of anomalous rows.
     """
     from linewatch.detectors.bundle import ModelBundle
 
@@ -161,8 +169,12 @@ def run_tabular_backtest(
     raw, contrib = replay(bundle.detector, test, groups)
     alarms = bundle.calibrator.is_alarm(raw)
     result: dict[str, Any] = classification_metrics(y, alarms, raw)
-    delays = detection_delays(y, alarms)
-    detected = [d for d in delays if d is not None]
+
+    def blame(row: int) -> str | None:
+        return None if contrib is None else feature_names[int(np.argmax(contrib[row]))]
+
+    events = event_report(y, alarms, timestamps=timestamps, episodes=episodes, blame=blame)
+    result.update(events)
     result.update(
         {
             "detector": detector,
@@ -172,11 +184,13 @@ def run_tabular_backtest(
             "threshold": float(bundle.calibrator.threshold_),
             "calibration": bundle.calibrator.kind,
             "feature_names": list(feature_names),
-            "episodes": len(delays),
-            "episodes_detected": len(detected),
-            "median_detection_delay_rows": float(np.median(detected)) if detected else None,
+            "episodes": events["n_events"],
+            "episodes_detected": events["n_detected"],
+            "median_detection_delay_rows": events["median_delay_rows"],
         }
     )
+    if "calibration_report" in bundle.meta:
+        result["calibration_report"] = bundle.meta["calibration_report"]
     if reason is not None:
         result["auto_reason"] = reason
     if label_values is not None:

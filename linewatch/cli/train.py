@@ -39,6 +39,9 @@ def train_spc_cmd(
     asset: Annotated[str, typer.Option(help="asset this model is for ('*' = any)")] = "*",
     sku: Annotated[str, typer.Option(help="SKU this model is for ('*' = any)")] = "*",
     sep: Annotated[str, typer.Option(help="CSV field separator")] = ",",
+    on_bad_rows: Annotated[str, typer.Option(
+        help="a non-numeric or empty cell in a CSV feature column: 'error' (default) or 'skip' (drop the row, "
+        "counted on screen)")] = "error",
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Fit an SPC model on known-good parts, save it as a new version and make workers use it.
@@ -68,7 +71,9 @@ def train_spc_cmd(
                 data = load_query(stack.database_url, source[4:], columns=wanted, time_column=time_column)
             else:
                 data = load_table(Path(source), sep=sep, columns=wanted, label_column=label_column,
-                                  time_column=time_column)
+                                  time_column=time_column, on_bad_rows=on_bad_rows)
+                if data.skipped_rows:
+                    console.print(f"[yellow]skipped {data.skipped_rows} row(s) of {escape(source)} with a bad cell")
             X, names, times = data.X, data.feature_names, data.timestamps
         window = time_span(times)
         bundle, ref = train_and_register(

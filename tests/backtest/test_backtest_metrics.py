@@ -57,3 +57,42 @@ def test_detection_delays() -> None:
     a = np.array([1, 0, 0, 1, 0, 0, 1, 0, 0, 0], bool)
     assert detection_delays(y, a) == [2, 0, None]
     assert detection_delays(np.zeros(3, bool), np.ones(3, bool)) == []
+
+
+def test_detection_delays_on_given_episodes_that_touch() -> None:
+    y = np.array([0, 1, 1, 1, 1, 0], bool)
+    a = np.array([0, 0, 0, 1, 0, 0], bool)
+    assert detection_delays(y, a) == [2]  # one run of positive rows
+    assert detection_delays(y, a, episodes=[(1, 3), (3, 5)]) == [None, 0]  # two adjacent windows
+
+
+def test_event_report_times_delays_blame_and_false_alarm_episodes() -> None:
+    from linewatch.backtest.metrics import event_report
+
+    ts = np.arange("2026-01-01T00:00", "2026-01-01T00:50", 5, dtype="datetime64[m]").astype("datetime64[us]")
+    y = np.array([0, 0, 1, 1, 1, 0, 0, 1, 1, 0], bool)
+    a = np.array([1, 1, 0, 0, 1, 0, 1, 0, 0, 1], bool)
+    r = event_report(y, a, timestamps=ts, blame=lambda row: f"f{row}")
+    first, second = r["events"]
+    assert (first["start"], first["end"], first["first_alarm"]) == (
+        "2026-01-01T00:10:00", "2026-01-01T00:20:00", "2026-01-01T00:20:00")
+    assert first["detected"] and first["delay_rows"] == 2 and first["delay"] == 600.0
+    assert first["blamed_feature"] == "f4" and first["alarm_rows"] == 1 and first["alarm_on_before_rows"] == 0
+    assert not second["detected"] and second["delay"] is None and second["blamed_feature"] is None
+    assert r["n_events"] == 2 and r["n_detected"] == 1 and r["delay_unit"] == "s"
+    assert r["false_alarm_episodes"] == 3  # rows 0-1, 6 and 9; the alarm at row 4 is inside an event
+    assert r["false_alarms_per_hour"] == pytest.approx(3 * 3600 / (5 * 300))  # five normal 5-minute rows
+    rows_only = event_report(y, a)
+    assert rows_only["delay_unit"] == "rows" and rows_only["events"][0]["start"] is None
+    assert rows_only["events"][0]["delay"] == 2.0 and rows_only["false_alarms_per_hour"] is None
+
+
+def test_an_alarm_already_on_when_an_event_starts_is_reported() -> None:
+    from linewatch.backtest.metrics import event_report
+
+    y = np.array([0, 0, 0, 1, 1, 0], bool)
+    a = np.array([0, 1, 1, 1, 0, 0], bool)
+    (event,) = event_report(y, a)["events"]
+    assert event["delay_rows"] == 0 and event["alarm_on_before_rows"] == 2
+    (always,) = event_report(y, np.ones(6, bool))["events"]
+    assert always["alarm_on_before_rows"] == 3
