@@ -135,3 +135,22 @@ def stage_progress(labels: Mapping[str, str] = IMAGE_STAGE_LABELS) -> Iterator[A
             progress.update(tasks[stage], completed=done, total=total)
 
         yield update
+
+
+def print_calibration_report(report: Mapping[str, Any]) -> None:
+    """One line on how sure a new model's threshold is, and its warnings in full.
+
+    Printed by every ``train`` command, so an engineer sees at training time, not after a week
+    of false alarms, whether the data could support the false-alarm target.
+    """
+    if not report:
+        return
+    lo, hi = report["far_interval_90"]
+    status = "[yellow]provisional[/]" if report.get("provisional") else "[green]ok[/]"
+    console.print(
+        f"calibration {status}: {report['method']} ({report['folds']} fold(s)), {report['n_scores']} normal "
+        f"scores worth {report['effective_sample_size']:.0f} independent ones; target false-alarm rate "
+        f"{report['target_far']:g}, 90 % interval [{lo:.2g}, {hi:.2g}]"
+    )
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}")
