@@ -39,16 +39,22 @@ def simulate_spc_cmd(
     fault_fraction: Annotated[float, typer.Option(help="share of parts inside fault episodes")] = 0.15,
     rate: Annotated[float | None, typer.Option(help="parts per second; default as fast as possible")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    autocorrelation: Annotated[float, typer.Option(
+        help="lag-1 correlation of consecutive parts of an asset, e.g. 0.6 (0 = independent parts)")] = 0.0,
+    regime_shift: Annotated[float, typer.Option(
+        help="normal lots this many sigmas apart that assets switch between, e.g. 1.0 (0 = one regime)")] = 0.0,
     csv: Annotated[Path | None, typer.Option(help="write parts with ground truth to this CSV instead")] = None,
 ) -> None:
     """Simulate a machining line (correlated characteristics, labelled faults) onto the `spc` topic.
 
-    With --csv, write the parts and their ground-truth `fault` column to a file instead, e.g. to try
-    `linewatch backtest csv`.
+    --autocorrelation and --regime-shift make normal behaviour plant-like (carry-over between parts,
+    lots), which is what a false-alarm rate must survive. With --csv, write the parts, their `lot` and
+    the ground-truth `fault` column to a file instead, e.g. to try `linewatch backtest csv`.
     """
     from linewatch.simulation.spc import simulate_spc
 
-    sim = simulate_spc(n_parts=parts, seed=seed, fault_fraction=fault_fraction)
+    sim = simulate_spc(n_parts=parts, seed=seed, fault_fraction=fault_fraction, autocorrelation=autocorrelation,
+                       regime_shift_sigma=regime_shift)
     if csv is not None:
         write_spc_csv(sim, csv)
         console.print(f"wrote {len(sim)} parts to {csv} (label column: fault; 'none' = normal)")
@@ -69,12 +75,18 @@ def simulate_spc_cmd(
 
 
 def write_spc_csv(sim: SpcSimulation, path: Path) -> None:
-    """``ts``, ``asset_id``, ``part_id``, one column per characteristic and the ground-truth ``fault``."""
+    """``ts``, ``asset_id``, ``part_id``, ``lot``, one column per characteristic and the ground-truth ``fault``.
+
+    ``lot`` is text (``L0``, ``L1``, ...) so a backtest reads it as context, never as a feature.
+    """
+    import numpy as np
+
+    lots = np.zeros(len(sim), dtype=np.int64) if sim.lot is None else sim.lot
     with path.open("w", newline="") as f:
         w = csvlib.writer(f)
-        w.writerow(["ts", "asset_id", "part_id", *sim.feature_names, "fault"])
+        w.writerow(["ts", "asset_id", "part_id", "lot", *sim.feature_names, "fault"])
         for i in range(len(sim)):
-            w.writerow([str(sim.ts[i]) + "Z", sim.asset_id[i], sim.part_id[i],
+            w.writerow([str(sim.ts[i]) + "Z", sim.asset_id[i], sim.part_id[i], f"L{lots[i]}",
                         *(f"{v:.6f}" for v in sim.X[i]), sim.fault[i]])
 
 
