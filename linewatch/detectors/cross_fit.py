@@ -253,10 +253,11 @@ def calibration_report(
     autocorrelation sets the effective sample size); ``method`` says how they were obtained.
     """
     ess, tau = effective_sample_size(blocks)
+    ess, tau = float(ess), float(tau)  # the report is JSON: no numpy scalars
     lo, hi = far_interval(target_far, ess)
     resolvable = MIN_EFFECTIVE_EXCEEDANCES / ess
     warnings: list[str] = []
-    provisional = target_far < resolvable
+    provisional = bool(target_far < resolvable)
     if provisional:
         warnings.append(
             f"{len(scores)} normal scores are worth {ess:.0f} independent ones (autocorrelation time "
@@ -268,7 +269,7 @@ def calibration_report(
     return {
         "method": method,
         "folds": n_folds,
-        "purge_rows": purge,
+        "purge_rows": int(purge),
         "n_scores": len(scores),
         "autocorrelation_time": round(tau, 3),
         "effective_sample_size": round(ess, 1),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,7 @@ def test_fit_cross_fits_every_row_and_saves_provenance(data):
     assert not b.provisional and 3000 < report["effective_sample_size"] <= 4000
     lo, hi = report["far_interval_90"]
     assert lo < 0.01 < hi < 0.02
+    assert json.loads(json.dumps(report)) == report  # plain JSON types: stored with the version as is
     assert b.threshold == pytest.approx(2.0)
     out = b.score(np.array([[0.0, 0.0, 0.0], [2.0, -2.0, 0.0]]))
     assert out.is_anomaly.tolist() == [False, True]
