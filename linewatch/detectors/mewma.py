@@ -43,10 +43,9 @@ from __future__ import annotations
 from typing import Any, ClassVar, Self
 
 import numpy as np
-
-from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from scipy import stats
 
+from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.detectors.chart_math import check_after_alarm, ewma_sigma_factor, ewma_statistic, run_restarting
 from linewatch.detectors.hotelling import DEFAULT_ALPHA, DEFAULT_PHASE1_MAX_ITER, hotelling_phase1
 from linewatch.detectors.robust_mahalanobis import DEFAULT_RIDGE, zca_cor_whitener

@@ -48,7 +48,8 @@ def test_small_shift_caught_sooner_than_hotelling() -> None:
     train = _normal(1000, 5)
     calm, shifted = _normal(4000, 6), _normal(300, 7) + np.array([0.75, -0.75])
     # "hold": this compares raw sensitivity point by point, not alarm episodes.
-    for det, name in ((MEWMA(lam=0.1, after_alarm="hold").fit(train), "mewma"), (HotellingT2().fit(train), "hotelling")):
+    mewma = MEWMA(lam=0.1, after_alarm="hold").fit(train)
+    for det, name in ((mewma, "mewma"), (HotellingT2().fit(train), "hotelling")):
         threshold = np.quantile(det.score(calm), 0.99)  # same 1 % false-alarm rate for both
         hit = (det.score(shifted)[50:] > threshold).mean()
         if name == "mewma":

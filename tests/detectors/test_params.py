@@ -26,7 +26,8 @@ SAVED_LAYOUT: dict[str, tuple[list[str], dict[str, list[str]], list[str], list[s
         ["center", "scale"],
         ["model.onnx"],
     ),
-    "cusum": (["after_alarm", "h", "headstart", "k", "phase1_max_iter"], {}, ["center", "mr_bar", "sigma", "state"], []),
+    "cusum": (
+        ["after_alarm", "h", "headstart", "k", "phase1_max_iter"], {}, ["center", "mr_bar", "sigma", "state"], []),
     "dynamic_pca": (
         ["explained_variance", "lags", "limit_quantile", "n_components", "n_features_in", "seed", "statistic"],
         {},
