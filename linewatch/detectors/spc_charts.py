@@ -62,7 +62,7 @@ from linewatch.detectors.chart_math import (
     imr_phase1,
     run_restarting,
 )
-from linewatch.detectors.spc_rules import nelson, western_electric
+from linewatch.detectors.spc_rules import rule_set
 from linewatch.errors import ConfigError
 
 #: EWMA defaults: λ = 0.2 with L = 3 (Montgomery's table: in-control ARL ≈ 560, good for 1σ shifts).
@@ -227,11 +227,9 @@ class ShewhartIMR(_ColumnChart):
         >>> names[3], bool(m[-1, 0, 3]), bool(m[-2, 0, 3])
         ('we4', True, False)
         """
-        sets = {"western_electric": western_electric, "nelson": nelson}
-        if rules not in sets:
-            raise ConfigError(f"unknown rule set {rules!r}; use 'western_electric' or 'nelson'")
+        apply = rule_set(rules)
         Z = self.standardize(X)
-        per_column = [sets[rules](Z[:, j]) for j in range(Z.shape[1])]  # d is small: one call per chart
+        per_column = [apply(Z[:, j]) for j in range(Z.shape[1])]  # d is small: one call per chart
         names = per_column[0][1]
         return np.stack([m for m, _ in per_column], axis=1), names
 
