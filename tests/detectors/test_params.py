@@ -68,7 +68,7 @@ SAVED_LAYOUT: dict[str, tuple[list[str], dict[str, list[str]], list[str], list[s
         ["center", "covariance", "location", "scale", "whitener"],
         [],
     ),
-    "shewhart_imr": (["L", "after_alarm", "phase1_max_iter"], {}, ["center", "mr_bar", "sigma", "state"], []),
+    "shewhart_imr": (["L", "phase1_max_iter"], {}, ["center", "mr_bar", "sigma", "state"], []),
 }
 NAMES = list(table.names("table"))
 

@@ -192,13 +192,11 @@ def test_cusum_detector_by_hand() -> None:
     np.testing.assert_allclose(fir.score(np.array([[9.0], [1.0]])), [(2.5 + 8.5) / 5.0, (2.5 + 0.5) / 5.0])
 
 
-def test_shewhart_restart_forgets_the_point_that_signalled() -> None:
-    # A spike out and back: with "hold" the jump back is a second (moving-range) alarm.
+def test_shewhart_has_no_memory_to_restart() -> None:
+    # A spike out and back: the jump back is a moving-range signal of its own, as on a paper chart.
     spike = np.array([[0.0], [8.0], [0.0], [0.1]])
-    hold = _set(ShewhartIMR(after_alarm="hold")).score(spike) > 1.0
-    restart = _set(ShewhartIMR()).score(spike) > 1.0
-    assert hold.tolist() == [False, True, True, False]
-    assert restart.tolist() == [False, True, False, False]
+    assert (_set(ShewhartIMR()).score(spike) > 1.0).tolist() == [False, True, True, False]
+    assert "after_alarm" not in ShewhartIMR().get_params()
 
 
 def _alarm_rows(det, X: np.ndarray, limit: float = 1.0) -> np.ndarray:

@@ -245,3 +245,15 @@ def test_a_chart_restarts_after_its_signal_in_the_live_path():
     assert any(40 <= i < 60 for i in restart)
     assert len([i for i in restart if i >= 65]) <= 1  # silent again a few parts after the return
     assert len([i for i in held if i >= 60]) > len([i for i in restart if i >= 60])
+
+
+def test_a_context_note_is_never_the_top_feature():
+    from linewatch.training import fit_model
+    from tests.spc_parts import FEATURES, good_context, good_rows, part
+
+    forest = fit_model(good_rows(500, 43), detector="isolation_forest", feature_names=FEATURES, target_far=0.05,
+                       context=good_context(500, "press-9"), detector_params={"n_estimators": 10})
+    out = score_spc_batch(msgs([encode(part("press-9", 0, (0.0, 0.0), shift="night"))]), OneModel(forest))
+    entries = json.loads(out.scores[0][15])
+    assert [e["kind"] for e in entries] == ["unseen_context"]  # the forest explains nothing itself
+    assert out.scores[0][14] is None
