@@ -24,10 +24,11 @@ After a signal
 right after the point where it crossed its own control limit (normalised statistic ``> 1``):
 the CUSUM sums go back to their start (0, or the FIR headstart), the EWMA to the centre line
 with its time-varying limits starting over. The I-MR chart accumulates nothing (its moving
-range looks one point back), so it has no such parameter. One shift therefore gives one alarm episode instead of an alarm
-on every following part while the memory decays, and a shift that persists is re-detected a
-few points later (a 1σ shift re-alarms every ~10 parts on the default CUSUM, every ~5-10 on
-EWMA), so an unfixed process keeps alarming periodically, as it should. ``after_alarm="hold"``
+range looks one point back), so it has no such parameter. One shift therefore gives one alarm
+episode instead of an alarm on every following part while the memory decays, and a shift that
+persists is re-detected a few points later (on a sustained 1σ shift the default EWMA re-alarms
+every 9.5 parts on average, the default CUSUM every 10.2), so an unfixed process keeps alarming
+periodically, as it should. ``after_alarm="hold"``
 keeps accumulating (the pre-policy behaviour). The restart happens at the chart's own limit,
 not at the bundle's calibrated threshold, and the same way in ``score`` (fresh series) and
 ``update`` (live stream, replay, benchmarks), so calibration sees what production sees. The
