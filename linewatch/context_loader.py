@@ -53,7 +53,11 @@ def context_from_file(path: str | Path, *, sep: str = ",") -> dict[str, np.ndarr
 
 
 def context_from_query(database_url: str, query: str) -> dict[str, np.ndarray]:
-    """Context columns of a training query's result, read in a read-only transaction like the features."""
+    """Context columns of a training query's result, read in a read-only transaction like the features.
+
+    This runs the query a second time (:func:`linewatch.loaders.load_query` keeps only numeric
+    columns); a training query is run once per ``train``, so the cost is one more scan.
+    """
     import psycopg
 
     from linewatch.storage.connection import connect
