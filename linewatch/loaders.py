@@ -82,6 +82,8 @@ class TabularData:
     ignored_columns: list[str] = field(default_factory=list)
     groups: np.ndarray | None = None  # the group column's values (e.g. asset ids), as strings
     skipped_rows: int = 0  # rows dropped for a bad feature cell (``on_bad_rows="skip"``)
+    #: The ignored text columns (shift, lot, asset id...), row-aligned with ``X``: a model's context.
+    text: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _parse_label(raw: str) -> tuple[bool, str]:
@@ -247,7 +249,10 @@ def load_csv(
             labels, label_values = labels[order], label_values[order]
         if groups is not None:
             groups = groups[order]
-    return TabularData(X, features, labels, label_values, times, ignored, groups, skipped)
+    text = {name: np.array([v.strip() for v in cols[index[name]]], dtype=object) for name in ignored}
+    if time_column is not None:
+        text = {name: v[order] for name, v in text.items()}
+    return TabularData(X, features, labels, label_values, times, ignored, groups, skipped, text)
 
 
 def load_parquet(

@@ -13,12 +13,14 @@ model would be provisional). Every modality calibrates by blocked cross-fitting 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from linewatch.coverage import Coverage
 from linewatch.detectors.bundle import ANY, ModelBundle, Scope
+from linewatch.detectors.spc_rules import DEFAULT_RULE_SET, rule_baseline
 from linewatch.errors import ConfigError
 from linewatch.storage.connection import connect
 from linewatch.storage.model_registry import ModelRef, save_and_register
@@ -42,10 +44,18 @@ def fit_model(
     seed: int = 0,
     train_start: datetime | None = None,
     train_end: datetime | None = None,
+    context: Mapping[str, Any] | None = None,
+    run_rules: str | None = DEFAULT_RULE_SET,
     **fit_kwargs: Any,
 ) -> ModelBundle:
     """A fitted, calibrated bundle for ``modality`` and ``scope`` (not registered yet).
 
+    ``context`` (dimension -> one value per training row: ``shift``, ``lot``, ``sku``, ``asset``,
+    ``machine_state``, ``hour`` as hours or timestamps) is counted into ``meta["coverage"]``
+    (:class:`~linewatch.coverage.Coverage`), so live records from a context the model never saw
+    are flagged. An SPC model also stores its characteristics' Phase I centre and within-σ as
+    ``meta["run_rules"]`` (``run_rules`` names the rule set, ``None`` turns live run rules off),
+    whatever the detector, so the live agent can apply the run rules to its stream.
     ``fit_kwargs`` go to :meth:`ModelBundle.fit` (``detector_params``, ``calibration_data``,
     ``progress``, ``meta``).
     """
@@ -56,6 +66,14 @@ def fit_model(
     meta = {"train_start": train_start.isoformat() if train_start else None,
             "train_end": train_end.isoformat() if train_end else None,
             **fit_kwargs.pop("meta", {})}
+    if context is not None:
+        wrong = {dim: len(v) for dim, v in context.items() if v is not None and len(v) != len(X)}
+        if wrong:
+            raise ConfigError(f"context columns {wrong} do not have one value per training row ({len(X)}); "
+                              "pass the context of exactly the rows being fitted")
+        meta["coverage"] = Coverage.from_context(context).to_dict()
+    if modality == "spc" and run_rules is not None:
+        meta["run_rules"] = rule_baseline(X, rules=run_rules)
     return ModelBundle.fit(
         detector or DEFAULT_DETECTORS[modality], X, feature_names=feature_names, modality=modality, scope=scope,
         calibration=calibration,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -93,3 +95,37 @@ def test_a_training_query_cannot_write(database_url):
         load_query(database_url, "DELETE FROM model_versions RETURNING n_samples")
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM model_versions").fetchone()[0] == before
+
+
+def test_train_spc_reports_and_stores_what_the_data_covered(database_url, tmp_path):
+    import csv
+
+    from tests.spc_parts import FEATURES, good_rows
+
+    asset = f"covtrain-{uuid.uuid4().hex[:6]}"
+    rows = good_rows(600, 60)
+    path = tmp_path / "good.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ts", "asset_id", "shift", "lot", "machine_state", *FEATURES])
+        for i, r in enumerate(rows):
+            hour = 6 + i % 12  # 06-17
+            w.writerow([f"2026-03-0{1 + i // 300}T{hour:02d}:{i % 60:02d}:00Z", asset, "early" if hour < 12 else "late",
+                        f"L{1 + i % 3}", "running", *r])
+    result = CliRunner().invoke(app, ["train", "spc", "--from", str(path), "--time-column", "ts", "--asset", asset,
+                                      "--detector", "ewma", "--run-rules", "nelson"],
+                                env=_env(database_url, tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "training data covered (600 rows)" in result.output
+    assert "early (300), late (300)" in result.output and "never 00-05, 18-23" in result.output
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT coverage, artifact_path FROM model_versions WHERE scope_asset = %s",
+                           (asset,)).fetchone()
+    counts = row[0]["counts"]
+    assert counts["asset"] == {asset: 600} and counts["lot"] == {"L1": 200, "L2": 200, "L3": 200}
+    assert counts["machine_state"] == {"running": 600} and counts["hour"]["06"] == 50 and counts["hour"]["18"] == 0
+    saved = json.loads((Path(row[1]) / "bundle.json").read_text())["meta"]
+    assert saved["coverage"] == row[0] and saved["run_rules"]["rules"] == "nelson"
+    bad = CliRunner().invoke(app, ["train", "spc", "--from", str(path), "--run-rules", "aiag"],
+                             env=_env(database_url, tmp_path))
+    assert bad.exit_code != 0 and "--run-rules" in str(bad.exception)

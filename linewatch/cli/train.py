@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from linewatch.cli.common import ConfigOption, console, settings, stage_progress
+from linewatch.cli.common import ConfigOption, console, print_calibration_report, settings, stage_progress
 from linewatch.errors import ConfigError, DataError
 
 train_app = typer.Typer(help="Fit models on known-good data and register them as versions.", no_args_is_help=True)
@@ -42,21 +42,36 @@ def train_spc_cmd(
     on_bad_rows: Annotated[str, typer.Option(
         help="a non-numeric or empty cell in a CSV feature column: 'error' (default) or 'skip' (drop the row, "
         "counted on screen)")] = "error",
+    run_rules: Annotated[str, typer.Option(
+        help="run rules the workers apply live to each characteristic: western_electric, nelson or none")] = (
+        "western_electric"),
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Fit an SPC model on known-good parts, save it as a new version and make workers use it.
 
     Workers pick the new version up within LINEWATCH_MODEL_REFRESH_S seconds, without a restart;
-    every score row records the version that produced it.
+    every score row records the version that produced it. The training data's context columns
+    (shift, lot, sku, asset or asset_id, machine_state, and the hour of day from --time-column)
+    are counted and stored with the version; live parts from a context never seen are flagged on
+    their scores.
     """
     import numpy as np
 
+    from linewatch.context_loader import (
+        context_from_columns,
+        context_from_file,
+        context_from_query,
+        training_context,
+    )
+    from linewatch.coverage import Coverage
     from linewatch.detectors.bundle import Scope
     from linewatch.embedded.stack import Stack
     from linewatch.loaders import load_query, load_table, time_span
     from linewatch.storage.migrations import migrate
     from linewatch.training import train_and_register
 
+    if run_rules not in ("western_electric", "nelson", "none"):
+        raise ConfigError(f"--run-rules {run_rules!r}: use western_electric, nelson or none")
     s = settings(config)
     wanted = columns.split(",") if columns else None
     with Stack(s, need_broker=False) as stack:
@@ -66,24 +81,35 @@ def train_spc_cmd(
 
             sim = simulate_spc(n_parts=SIMULATED_TRAIN_PARTS, seed=seed, fault_fraction=0.0)
             X, names, times = sim.X, list(sim.feature_names), sim.ts
+            # The simulator's clock is synthetic: its hours of day say nothing about the plant's.
+            context: dict[str, object] = {"asset": sim.asset_id}
         else:
             if source.startswith("sql:"):
                 data = load_query(stack.database_url, source[4:], columns=wanted, time_column=time_column)
+                found = context_from_query(stack.database_url, source[4:])
             else:
                 data = load_table(Path(source), sep=sep, columns=wanted, label_column=label_column,
                                   time_column=time_column, on_bad_rows=on_bad_rows)
                 if data.skipped_rows:
                     console.print(f"[yellow]skipped {data.skipped_rows} row(s) of {escape(source)} with a bad cell")
+                # A CSV's text columns come row-aligned with the features (skipped rows and time order
+                # included); a Parquet file's are read on their own.
+                found = (context_from_columns(data.text) if Path(source).suffix.lower() != ".parquet"
+                         else context_from_file(Path(source), sep=sep))
             X, names, times = data.X, data.feature_names, data.timestamps
+            context = training_context(found, times)
         window = time_span(times)
         bundle, ref = train_and_register(
             np.asarray(X), feature_names=names, database_url=stack.database_url, model_dir=s.model_dir,
             detector=detector, calibration=calibration, target_far=target_far or s.target_far, seed=seed,
-            scope=Scope(asset=asset, sku=sku), train_start=window[0], train_end=window[1],
+            scope=Scope(asset=asset, sku=sku), train_start=window[0], train_end=window[1], context=context,
+            run_rules=None if run_rules == "none" else run_rules,
         )
     console.print(f"model {ref.model_id}@{ref.version}: {bundle.detector_name} on {len(X)} rows x "
                   f"{len(names)} characteristics, threshold {bundle.threshold:.2f} (-log10 p), "
                   f"saved to {ref.artifact_path}")
+    print_calibration_report(bundle.calibration_report)
+    console.print(Coverage.from_dict(bundle.meta["coverage"]))
 
 
 @train_app.command("signals")

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -370,3 +371,65 @@ def cusum_statistic(y: Any, *, start: Any = 0.0) -> np.ndarray:
     floor = np.minimum(np.minimum.accumulate(s, axis=0), -start[None, ...])
     return np.maximum(s - floor, 0.0)
 
+
+
+# --------------------------------------------------------------------------- after a signal
+
+#: What a chart does with its memory once it has signalled: ``"restart"`` (the textbook
+#: convention, one shift = one alarm episode) or ``"hold"`` (keep accumulating).
+AFTER_ALARM_POLICIES = ("restart", "hold")
+
+#: A chart's recursion: statistics for rows continuing from a state, and the state after them.
+ChartRun = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def check_after_alarm(after_alarm: str) -> None:
+    """Refuse an unknown policy with the accepted values."""
+    if after_alarm not in AFTER_ALARM_POLICIES:
+        raise ConfigError(f"after_alarm={after_alarm!r}; use 'restart' (statistic restarts in control after a "
+                          "signal) or 'hold' (keeps accumulating)")
+
+
+def run_restarting(
+    run: ChartRun,
+    X: np.ndarray,
+    state: np.ndarray,
+    *,
+    signals: Callable[[np.ndarray], np.ndarray],
+    restart: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run a chart over ``X`` and restart the sub-charts that signal, right after the signalling row.
+
+    Why: an EWMA or CUSUM that keeps its memory after a signal goes on flagging the normal parts
+    that follow a shift until the memory decays; the standard "restart after signal" convention
+    (Montgomery, §9.1; Lucas & Crosier 1982) starts the statistic again from its in-control value,
+    so one shift gives one alarm, and a shift still present is found again a few points later.
+
+    ``signals(stats)`` marks, per row, which sub-charts are beyond their limit (``(n, m)`` bool);
+    ``restart(state, mask)`` returns the state with the marked sub-charts back in control. The
+    recursion stays vectorised between signals; only the rows up to each signal are run twice.
+
+    >>> run = lambda x, s: (np.cumsum(x, axis=0) + s, (np.cumsum(x, axis=0) + s)[-1])
+    >>> out, end = run_restarting(run, np.ones((5, 1)), np.zeros(1),
+    ...                           signals=lambda st: st > 1.5, restart=lambda s, m: np.where(m, 0.0, s))
+    >>> out[:, 0].tolist(), end.tolist()
+    ([1.0, 2.0, 1.0, 2.0, 1.0], [1.0])
+    """
+    n = X.shape[0]
+    out: np.ndarray | None = None
+    start = 0
+    while start < n:
+        stats, end = run(X[start:], state)
+        hit = signals(stats)
+        rows = np.flatnonzero(hit.any(axis=1))
+        if out is None:
+            out = np.empty((n, *stats.shape[1:]))
+        if rows.size == 0:
+            out[start:] = stats
+            return out, end
+        i = int(rows[0])
+        out[start:start + i + 1] = stats[:i + 1]
+        _, state = run(X[start:start + i + 1], state)
+        state = restart(state, hit[i])
+        start += i + 1
+    return (out if out is not None else np.empty((0, *X.shape[1:]))), state

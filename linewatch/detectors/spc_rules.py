@@ -45,14 +45,21 @@ nelson8     8 points in a row beyond 1σ, either side (mixture)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from linewatch.detectors.chart_math import imr_phase1
 from linewatch.errors import ConfigError, DataError
 
 WESTERN_ELECTRIC_RULES: tuple[str, ...] = ("we1", "we2", "we3", "we4")
 NELSON_RULES: tuple[str, ...] = tuple(f"nelson{i}" for i in range(1, 9))
+#: The longest pattern any rule looks at is 15 points (nelson7), so a point's flags depend on
+#: itself and the 14 before it: what a live monitor keeps between batches.
+RULE_MEMORY = 14
+#: The rule set a live monitor applies when the model names none.
+DEFAULT_RULE_SET = "western_electric"
 
 
 def _as_series(z: Any) -> np.ndarray:
@@ -195,22 +202,121 @@ def apply_rules(
     """
     if sigma <= 0:
         raise ConfigError(f"sigma={sigma!r} must be positive; estimate it in Phase I first")
+    z = (_as_series(x) - center) / sigma
+    return rule_set(rules)(z)
+
+
+def rule_set(rules: str) -> Callable[[Any], tuple[np.ndarray, tuple[str, ...]]]:
+    """The rule-set function by name: ``"western_electric"`` or ``"nelson"``."""
     sets = {"nelson": nelson, "western_electric": western_electric}
     if rules not in sets:
         raise ConfigError(f"unknown rule set {rules!r}; use 'nelson' or 'western_electric'")
-    z = (_as_series(x) - center) / sigma
-    return sets[rules](z)
+    return sets[rules]
+
+
+class RunRuleMonitor:
+    """Run rules on a live stream of rows, one individuals chart per column, batch after batch.
+
+    Why a monitor: a live agent sees a stream in batches, and a run (8 on one side, 4 of 5 beyond
+    1σ ...) that straddles two batches must still be caught at the point that completes it. The
+    monitor keeps the last :data:`RULE_MEMORY` standardised points per column (all any rule looks
+    back at), prepends them to each batch and applies the vectorised rules once per column, so the
+    flags are exactly those of the whole series evaluated at once. State is per stream: the agent
+    keeps one monitor per asset and model.
+
+    ``center`` and ``sigma`` are the per-column Phase I centre line and within-σ (see
+    :func:`rule_baseline`); a column whose σ is NaN (too flat to estimate) is not checked.
+
+    >>> mon = RunRuleMonitor(center=[0.0], sigma=[1.0])
+    >>> a = mon.update(np.full((5, 1), 0.5))       # 5 above the centre: no rule yet
+    >>> b = mon.update(np.full((3, 1), 0.5))       # 8 in a row: we4 at the 8th, across batches
+    >>> bool(a.any()), b[:, 0, mon.names.index("we4")].tolist()
+    (False, [False, False, True])
+    """
+
+    def __init__(self, center: Any, sigma: Any, *, rules: str = DEFAULT_RULE_SET) -> None:
+        self.center = np.asarray(center, dtype=np.float64).reshape(-1)
+        self.sigma = np.asarray(sigma, dtype=np.float64).reshape(-1)
+        self.checked = np.isfinite(self.sigma) & np.isfinite(self.center)
+        if self.center.shape != self.sigma.shape or not (self.sigma[self.checked] > 0).all():
+            raise ConfigError(f"run rules need one positive sigma per centre line, got centre {self.center.tolist()} "
+                              f"and sigma {self.sigma.tolist()}; retrain the model (Phase I estimates both)")
+        self.rules = rules
+        self._apply = rule_set(rules)
+        self.names: tuple[str, ...] = self._apply(np.zeros(1))[1]
+        self.tail = np.empty((0, self.center.size))
+
+    @classmethod
+    def from_baseline(cls, baseline: dict[str, Any]) -> RunRuleMonitor:
+        """A monitor from what :func:`rule_baseline` stored with a model."""
+        def floats(values: list[float | None]) -> list[float]:
+            return [np.nan if v is None else float(v) for v in values]
+
+        return cls(floats(baseline["center"]), floats(baseline["sigma"]),
+                   rules=baseline.get("rules", DEFAULT_RULE_SET))
+
+    def update(self, X: Any) -> np.ndarray:
+        """``(n, d, n_rules)`` flags for the rows of ``X`` as the stream's continuation; keeps the tail."""
+        X = np.asarray(X, dtype=np.float64).reshape(-1, self.center.size)
+        if X.shape[0] == 0:
+            return np.zeros((0, self.center.size, len(self.names)), dtype=bool)
+        Z = np.vstack([self.tail, self.standardized(X)])
+        k = self.tail.shape[0]
+        flags = np.zeros((X.shape[0], self.center.size, len(self.names)), dtype=bool)
+        for j in np.flatnonzero(self.checked):  # one vectorised pass per characteristic; d is small
+            flags[:, j] = self._apply(Z[:, j])[0][k:]
+        self.tail = Z[-RULE_MEMORY:]
+        return flags
+
+    def standardized(self, X: Any) -> np.ndarray:
+        """``(x - centre) / σ`` per column (0 where unchecked): the value a violation is reported with."""
+        X = np.asarray(X, dtype=np.float64).reshape(-1, self.center.size)
+        center, sigma = np.where(self.checked, self.center, 0.0), np.where(self.checked, self.sigma, 1.0)
+        return np.where(self.checked, (X - center) / sigma, 0.0)
+
+
+def rule_baseline(X: Any, *, rules: str = DEFAULT_RULE_SET) -> dict[str, Any]:
+    """Per-column I-MR Phase I centre and within-σ of known-good rows, as a JSON-ready dict.
+
+    The run rules assume an individuals chart with σ estimated within (MR̄/d2), not the overall
+    standard deviation, exactly as the chart detectors are fitted; stored with any model so its
+    live stream can be checked by the rules whatever the detector. A column too flat to estimate
+    σ gets none (``None``) and is not checked.
+
+    >>> b = rule_baseline(np.column_stack([np.arange(20.0) % 3, np.full(20, 1.0)]))
+    >>> b["rules"], round(b["center"][0], 2), b["sigma"][1]
+    ('western_electric', 0.95, None)
+    """
+    rule_set(rules)  # refuse an unknown name before fitting anything
+    X = np.asarray(X, dtype=np.float64)
+    centers: list[float | None] = []
+    sigmas: list[float | None] = []
+    for j in range(X.shape[1]):  # one Phase I per characteristic; d is small
+        try:
+            lim, _ = imr_phase1(X[:, j])
+        except DataError:  # a constant or tiny column: no σ, no rules for it
+            centers.append(None)
+            sigmas.append(None)
+            continue
+        centers.append(float(lim.center))
+        sigmas.append(float(lim.sigma))
+    return {"rules": rules, "center": centers, "sigma": sigmas}
 
 
 __all__ = [
+    "DEFAULT_RULE_SET",
     "NELSON_RULES",
+    "RULE_MEMORY",
     "WESTERN_ELECTRIC_RULES",
+    "RunRuleMonitor",
     "alternating",
     "apply_rules",
     "beyond",
     "k_of_m_beyond",
     "nelson",
     "outside_run",
+    "rule_baseline",
+    "rule_set",
     "same_side_run",
     "trend",
     "western_electric",

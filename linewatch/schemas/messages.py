@@ -91,6 +91,9 @@ class SpcRecord(Message):
     values: dict[Identifier, Measurement] = Field(min_length=1, max_length=MAX_CHARACTERISTICS)
     limits: dict[Identifier, SpecLimit] = Field(default_factory=dict, max_length=MAX_CHARACTERISTICS)
     shift: Identifier | None = None
+    lot: Identifier | None = Field(default=None, description="material or production lot the part belongs to")
+    machine_state: Identifier | None = Field(
+        default=None, description="the machine's mode when the part was made (e.g. running, warmup, after_setup)")
 
     @property
     def event_id(self) -> uuid.UUID:
@@ -132,13 +135,23 @@ class SignalMeta(Message):
 
 
 class Contribution(BaseModel):
-    """One feature's (or rule's, or region's) share of a score: the answer to "which sensor?"."""
+    """One feature's (or rule's, or region's) share of a score: the answer to "which sensor?".
+
+    Besides the score's own contributions (``kind="feature"``, the default, listed first), an
+    explanation carries notes that are not part of the score (``share`` 0): a run rule the
+    characteristic ``name`` violated at this event (``kind="rule"``, ``detail`` the rule, ``value``
+    the standardised point), and a context the model never saw in training
+    (``kind="unseen_context"``, ``name`` the dimension, ``detail`` the sentence to show).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     value: float
     share: float = Field(ge=0.0, le=1.0, description="fraction of the total score this feature explains")
+    kind: Literal["feature", "rule", "unseen_context"] = "feature"
+    detail: str | None = Field(default=None, max_length=200,
+                               description="rule name, or what about the context was never seen")
 
 
 class Modality(StrEnum):

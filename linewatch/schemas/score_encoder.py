@@ -107,7 +107,8 @@ def encode_scores(
     """``(key, value, headers)`` messages for the ``scores`` topic and rows in ``ScoreRow`` field order.
 
     One detector's verdicts on ``events``, all arrays aligned with them. ``top_feature`` of a row
-    is the name of its first contribution (a feature, a rule, a region or a data-quality note).
+    is the name of its first contribution (a feature, a rule, a region or a data-quality note),
+    never an ``unseen_context`` note: that names a context dimension, not what scored.
     """
     n = len(events)
     raw, tail, calibrated = verdicts["raw"], verdicts["tail"], verdicts["calibrated"]
@@ -129,7 +130,7 @@ def encode_scores(
     rows: list[tuple] = []
     for i, ev in enumerate(events):
         contributions = expl[i]
-        top = contributions[0]["name"] if contributions else None
+        top = next((c["name"] for c in contributions if c.get("kind") != "unseen_context"), None)
         anomalous, is_ready = bool(flags[i]), bool(ready_l[i])
         expl_json = dumps(contributions)
         part = f'"part_id":{dumps(ev.part_id)},' if ev.part_id is not None else ""

@@ -82,8 +82,8 @@ def save_and_register(conn: psycopg.Connection, bundle: ModelBundle, *, model_di
         conn.execute(
             """INSERT INTO model_versions (model_id, version, modality, scope_asset, scope_sku, scope_camera,
                    detector, feature_names, n_samples, train_start, train_end, data_hash, calibration,
-                   artifact_path, artifact_sha256, provisional)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   artifact_path, artifact_sha256, provisional, coverage)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (model_id, version) DO NOTHING""",
             (
                 model_id, bundle.version, bundle.modality, scope.asset, scope.sku, scope.camera,
@@ -92,6 +92,8 @@ def save_and_register(conn: psycopg.Connection, bundle: ModelBundle, *, model_di
                 json.dumps({**{k: v for k, v in bundle.calibrator.to_dict().items() if k != "reference"},
                             "report": bundle.calibration_report}, default=str),
                 str(path), sha256, bundle.provisional,
+                # What the training data covered (sql/130), queryable without unpacking the bundle.
+                json.dumps(meta["coverage"]) if meta.get("coverage") is not None else None,
             ),
         )
     return ModelRef(model_id, bundle.version, bundle.modality, scope.asset, scope.sku, scope.camera, str(path),

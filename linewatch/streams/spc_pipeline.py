@@ -5,6 +5,10 @@ the benchmark run exactly this code. Per batch it returns the rows to persist (m
 scores, dead letters) and the ``scores`` messages to publish; nothing here touches Kafka or
 the database.
 
+Next to each score, the run rules (Western Electric / Nelson, per asset and characteristic, state
+carried across batches) and the training-coverage check add notes to its explanation
+(:mod:`linewatch.streams.spc_notes`).
+
 Records the active models cannot score (a characteristic they need is missing) become dead
 letters with the reason; records with no model for their scope are stored as measurements
 and counted as unscored, so nothing is lost while a first model is being trained.
@@ -17,15 +21,18 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from linewatch.coverage import Coverage
 from linewatch.detectors.bundle import BundleScores, ModelBundle
+from linewatch.detectors.spc_rules import RunRuleMonitor
 from linewatch.errors import DataError
 from linewatch.schemas.codec import decode_batch
 from linewatch.schemas.event_time import EventTimeWindow
 from linewatch.schemas.messages import Modality, SpcRecord
 from linewatch.schemas.rows import SpcMeasurementRow
-from linewatch.schemas.score_encoder import EventRef, explanation
+from linewatch.schemas.score_encoder import EventRef, Explanation, explanation
 from linewatch.streams.batch import BatchResult, ModelSource
 from linewatch.streams.messages import RawMessage
+from linewatch.streams.spc_notes import context_columns, coverage_of, rule_monitor_for, rule_notes, unseen_notes
 
 
 class StreamStates:
@@ -37,6 +44,9 @@ class StreamStates:
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], tuple[str, object]] = {}  # (asset, detector) -> (version, copy)
+        #: (asset, detector) -> (version, run-rule monitor or None): the rules' memory, like the charts'.
+        self._rules: dict[tuple[str, str], tuple[str, RunRuleMonitor | None]] = {}
+        self._coverage: dict[tuple[str, str], Coverage | None] = {}  # (detector, version) -> parsed once
 
     def get(self, asset_id: str, bundle: ModelBundle) -> object:
         """The asset's copy of ``bundle``'s detector; a new version replaces (and frees) the old copy."""
@@ -46,6 +56,22 @@ class StreamStates:
             held = (bundle.version, bundle.new_stream())
             self._by_key[key] = held
         return held[1]
+
+    def rules(self, asset_id: str, bundle: ModelBundle) -> RunRuleMonitor | None:
+        """The asset's run-rule monitor under ``bundle`` (``None``: the model has no rule baseline)."""
+        key = (asset_id, bundle.detector_name)
+        held = self._rules.get(key)
+        if held is None or held[0] != bundle.version:
+            held = (bundle.version, rule_monitor_for(bundle))
+            self._rules[key] = held
+        return held[1]
+
+    def coverage(self, bundle: ModelBundle) -> Coverage | None:
+        """``bundle``'s training coverage, parsed once per version."""
+        key = (bundle.detector_name, bundle.version)
+        if key not in self._coverage:
+            self._coverage[key] = coverage_of(bundle)
+        return self._coverage[key]
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -91,16 +117,17 @@ def score_spc_batch(messages: list[RawMessage], models: ModelSource,
     refs = {id(rec): EventRef(rec.event_id, rec.asset_id, rec.sku, rec.part_id, rec.ts) for rec in accepted}
     scored_at = datetime.now(UTC)
     for bundle, recs in groups.values():
+        by_asset: dict[str, list[int]] = {}  # asset -> its records' positions in ``recs``, in arrival order
+        for i, rec in enumerate(recs):
+            by_asset.setdefault(rec.asset_id, []).append(i)
+        X = _matrix(bundle, recs)
+        notes = _notes(out, bundle, recs, X, by_asset, streams)
         if bundle.stateful:
-            by_asset: dict[str, list[SpcRecord]] = {}
-            for rec in recs:
-                by_asset.setdefault(rec.asset_id, []).append(rec)
-            parts = [(asset_recs, bundle.score_stream(_matrix(bundle, asset_recs), streams.get(asset, bundle)))
-                     for asset, asset_recs in by_asset.items()]
+            parts = [(idx, bundle.score_stream(X[idx], streams.get(asset, bundle))) for asset, idx in by_asset.items()]
         else:
-            parts = [(recs, bundle.score(_matrix(bundle, recs)))]
-        for part_recs, result in parts:
-            _add_scores(out, bundle, [refs[id(r)] for r in part_recs], result, scored_at)
+            parts = [(list(range(len(recs))), bundle.score(X))]
+        for idx, result in parts:
+            _add_scores(out, bundle, [refs[id(recs[i])] for i in idx], result, scored_at, [notes[i] for i in idx])
     measurements = out.tables[SpcMeasurementRow]
     for rec in accepted:
         _add_measurements(measurements, rec, refs[id(rec)].event_id)
@@ -123,8 +150,31 @@ def _add_measurements(rows: list[tuple], rec: SpcRecord, eid: object) -> None:
         ))
 
 
+def _notes(out: BatchResult, bundle: ModelBundle, recs: list[SpcRecord], X: np.ndarray,
+           by_asset: dict[str, list[int]], streams: StreamStates) -> list[Explanation]:
+    """Run-rule and unseen-context notes per record of ``recs`` (one bundle's records of this batch)."""
+    notes: list[Explanation] = [[] for _ in recs]
+    for asset, idx in by_asset.items():
+        monitor = streams.rules(asset, bundle)
+        if monitor is None:
+            continue
+        for i, row in zip(idx, rule_notes(monitor, X[idx], bundle.feature_names), strict=True):
+            notes[i] += row
+            out.counts["rule_violations"] += len(row)
+    coverage = streams.coverage(bundle)
+    if coverage is not None:
+        for i, row in enumerate(unseen_notes(coverage, context_columns(recs))):
+            if row:
+                notes[i] += row
+                out.counts["unseen_context"] += 1
+    return notes
+
+
 def _add_scores(out: BatchResult, bundle: ModelBundle, events: Sequence[EventRef], r: BundleScores,
-                scored_at: datetime) -> None:
-    expl = explanation(r.contributions, r.feature_names) if r.contributions is not None else None
+                scored_at: datetime, notes: list[Explanation]) -> None:
+    expl: list[Explanation] | None = (explanation(r.contributions, r.feature_names) if r.contributions is not None
+                                      else None)
+    if any(notes):
+        expl = [e + n for e, n in zip(expl or [[] for _ in notes], notes, strict=True)]
     out.add_scores(Modality.SPC, bundle, events, raw=r.raw, tail=r.tail_probability, calibrated=r.calibrated,
                    is_anomaly=r.is_anomaly, ready=True, explanations=expl, scored_at=scored_at)

@@ -47,7 +47,9 @@ def test_update_and_save_carry_state(tmp_path) -> None:
 def test_small_shift_caught_sooner_than_hotelling() -> None:
     train = _normal(1000, 5)
     calm, shifted = _normal(4000, 6), _normal(300, 7) + np.array([0.75, -0.75])
-    for det, name in ((MEWMA(lam=0.1).fit(train), "mewma"), (HotellingT2().fit(train), "hotelling")):
+    # "hold": this compares raw sensitivity point by point, not alarm episodes.
+    mewma = MEWMA(lam=0.1, after_alarm="hold").fit(train)
+    for det, name in ((mewma, "mewma"), (HotellingT2().fit(train), "hotelling")):
         threshold = np.quantile(det.score(calm), 0.99)  # same 1 % false-alarm rate for both
         hit = (det.score(shifted)[50:] > threshold).mean()
         if name == "mewma":
@@ -63,3 +65,18 @@ def test_errors() -> None:
         MEWMA().update(np.zeros((1, 2)))
     with pytest.raises(ConfigError, match="lam"):
         MEWMA(lam=1.5).fit(_normal(50, 0))
+
+
+def test_restart_after_signal_ends_the_episode_on_return() -> None:
+    train = _normal(1000, 8)
+    X = _normal(400, 9)
+    X[150:180] += np.array([1.5, -1.5])
+    restart, hold = MEWMA(lam=0.1).fit(train), MEWMA(lam=0.1, after_alarm="hold").fit(train)
+    limit = restart.signal_limit
+    alarms = np.flatnonzero(np.concatenate([restart.update(X[i:i + 9]) for i in range(0, 400, 9)]) > limit)
+    held = np.flatnonzero(hold.score(X) > limit)
+    assert alarms.min() < 160 and np.count_nonzero((alarms >= 150) & (alarms < 180)) >= 3
+    assert np.count_nonzero(alarms >= 185) <= 1
+    assert np.count_nonzero(held >= 180) > np.count_nonzero(alarms >= 180)
+    with pytest.raises(ConfigError, match="after_alarm"):
+        MEWMA(after_alarm="never").fit(train)

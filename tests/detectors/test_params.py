@@ -26,7 +26,8 @@ SAVED_LAYOUT: dict[str, tuple[list[str], dict[str, list[str]], list[str], list[s
         ["center", "scale"],
         ["model.onnx"],
     ),
-    "cusum": (["h", "headstart", "k", "phase1_max_iter"], {}, ["center", "mr_bar", "sigma", "state"], []),
+    "cusum": (
+        ["after_alarm", "h", "headstart", "k", "phase1_max_iter"], {}, ["center", "mr_bar", "sigma", "state"], []),
     "dynamic_pca": (
         ["explained_variance", "lags", "limit_quantile", "n_components", "n_features_in", "seed", "statistic"],
         {},
@@ -34,7 +35,7 @@ SAVED_LAYOUT: dict[str, tuple[list[str], dict[str, list[str]], list[str], list[s
         ["pca"],
     ),
     "ecod": (["max_reference", "seed"], {}, ["reference", "skew_sign"], []),
-    "ewma": (["L", "lam", "phase1_max_iter"], {}, ["center", "mr_bar", "sigma", "state"], []),
+    "ewma": (["L", "after_alarm", "lam", "phase1_max_iter"], {}, ["center", "mr_bar", "sigma", "state"], []),
     "half_space_trees": (
         ["height", "learn_quantile", "n_trees", "padding", "range_margin", "seed", "window_size"],
         {},
@@ -48,7 +49,7 @@ SAVED_LAYOUT: dict[str, tuple[list[str], dict[str, list[str]], list[str], list[s
         ["n_features"],
         ["model.onnx"],
     ),
-    "mewma": (["alpha", "lam", "phase1_max_iter", "ridge"], {}, ["covariance", "mean", "state"], []),
+    "mewma": (["after_alarm", "alpha", "lam", "phase1_max_iter", "ridge"], {}, ["covariance", "mean", "state"], []),
     "online_residual": (
         ["guard_z", "half_life", "seed", "state", "warmup"],
         {"state": ["n_seen", "n_skipped", "threshold"]},

@@ -166,19 +166,92 @@ def test_shewhart_score_is_one_on_the_limit() -> None:
 
 
 def test_ewma_detector_by_hand() -> None:
-    det = _set(EWMAChart(lam=0.5, L=3.0))
+    det = _set(EWMAChart(lam=0.5, L=3.0, after_alarm="hold"))
     # z1 = 0.5 * 6 = 3, σ_z(1) = 0.5 -> 3 / (3*0.5) = 2; z2 = 1.5, σ_z(2) = 0.5*sqrt(1-0.0625)/... exact:
     s = det.score(np.array([[6.0], [0.0]]))
     sz2 = np.sqrt(0.5 / 1.5 * (1 - 0.5**4))
     np.testing.assert_allclose(s, [2.0, 1.5 / (3 * sz2)])
+    # Restart: the signal at row 1 puts z back on the centre with t = 0, so row 2 (x = 0) is a first
+    # point again (z = 0) and row 3 the second one: z = 3, charted against σ_z(2).
+    restart = _set(EWMAChart(lam=0.5, L=3.0))
+    np.testing.assert_allclose(restart.score(np.array([[6.0], [0.0], [6.0]])), [2.0, 0.0, 3.0 / (3 * sz2)])
 
 
 def test_cusum_detector_by_hand() -> None:
-    det = _set(CUSUMChart(k=0.5, h=5.0))
+    det = _set(CUSUMChart(k=0.5, h=5.0, after_alarm="hold"))
     s = det.score(np.full((12, 1), 1.0))  # C+ grows by 0.5 a step: 5 = h at step 10
     np.testing.assert_allclose(s, 0.5 * np.arange(1, 13) / 5.0)
-    head = _set(CUSUMChart(k=0.5, h=5.0, headstart=0.5))
+    head = _set(CUSUMChart(k=0.5, h=5.0, headstart=0.5, after_alarm="hold"))
     assert head.score(np.array([[1.0]]))[0] == pytest.approx((2.5 + 0.5) / 5.0)
+    # Restart: step 11 (C+ = 5.5 > h) signals, then C+ starts again from 0 (0.5 at step 12).
+    restart = _set(CUSUMChart(k=0.5, h=5.0))
+    np.testing.assert_allclose(restart.score(np.full((12, 1), 1.0)),
+                               np.r_[0.5 * np.arange(1, 12), 0.5] / 5.0)
+    # ... and from the headstart h/2 when the chart has one (Lucas & Crosier's FIR after a restart).
+    fir = _set(CUSUMChart(k=0.5, h=5.0, headstart=0.5))
+    np.testing.assert_allclose(fir.score(np.array([[9.0], [1.0]])), [(2.5 + 8.5) / 5.0, (2.5 + 0.5) / 5.0])
+
+
+def test_shewhart_has_no_memory_to_restart() -> None:
+    # A spike out and back: the jump back is a moving-range signal of its own, as on a paper chart.
+    spike = np.array([[0.0], [8.0], [0.0], [0.1]])
+    assert (_set(ShewhartIMR()).score(spike) > 1.0).tolist() == [False, True, True, False]
+    assert "after_alarm" not in ShewhartIMR().get_params()
+
+
+def _alarm_rows(det, X: np.ndarray, limit: float = 1.0) -> np.ndarray:
+    """Rows at which the live stream (``update`` in batches of 7) is beyond ``limit``."""
+    out = np.concatenate([det.update(X[i:i + 7]) for i in range(0, len(X), 7)])
+    return np.flatnonzero(out > limit)
+
+
+@pytest.mark.parametrize("cls", [EWMAChart, CUSUMChart])
+def test_restart_ends_the_alarm_episode_when_the_process_returns(cls) -> None:
+    # 200 good parts, a 2σ shift for 30 parts, then back to normal for 200 parts.
+    rng = np.random.default_rng(11)
+    train = rng.normal(size=(500, 1))
+    calm = rng.normal(size=(430, 1))
+    X = calm.copy()
+    X[200:230] += 2.0
+    restart = _alarm_rows(cls().fit(train), X)
+    baseline = _alarm_rows(cls().fit(train), calm)  # the chart's own false alarms on this noise
+    hold = _alarm_rows(cls(after_alarm="hold").fit(train), X)
+    # Found in the shift, re-detected while it lasts (several separate signals), ...
+    assert restart.min() < 210 and np.count_nonzero((restart >= 200) & (restart < 230)) >= 3
+    # ... and, a few parts after the return, no more alarms than the same noise without the shift gets.
+    assert np.count_nonzero(restart >= 234) <= np.count_nonzero(baseline >= 234) + 1
+    # Holding the memory keeps flagging normal parts after the return (the problem being fixed).
+    assert np.count_nonzero(hold >= 230) > np.count_nonzero(restart >= 230)
+
+
+def test_persistent_shift_keeps_alarming_periodically() -> None:
+    rng = np.random.default_rng(12)
+    det = CUSUMChart().fit(rng.normal(size=(500, 1)))
+    alarms = _alarm_rows(det, rng.normal(size=(300, 1)) + 1.5)
+    gaps = np.diff(alarms)
+    # Re-detected over and over (a 1.5σ shift on k = 0.5, h = 5: about every 5-6 parts) ...
+    assert len(alarms) > 30 and gaps.max() < 20
+    # ... but not on every part: each detection is one signal, then the chart starts over.
+    assert len(alarms) < 150
+
+
+def test_after_alarm_policy_is_saved_and_checked(tmp_path) -> None:
+    det = EWMAChart(after_alarm="hold").fit(np.random.default_rng(0).normal(size=(50, 1)))
+    det.save(tmp_path / "m")
+    assert EWMAChart.load(tmp_path / "m").after_alarm == "hold"
+    with pytest.raises(ConfigError, match="after_alarm"):
+        CUSUMChart(after_alarm="reset").fit(np.zeros((20, 1)) + np.arange(20)[:, None] % 3)
+
+
+def test_ewma_state_saved_before_per_column_restarts_still_loads(tmp_path) -> None:
+    rng = np.random.default_rng(13)
+    det = EWMAChart().fit(rng.normal(size=(100, 2)))
+    det.update(rng.normal(size=(5, 2)))
+    z, t = det.state_[:2].copy(), det.state_[2]
+    det.state_ = np.concatenate([z, [t]])  # the old layout: [z..., shared t]
+    det.save(tmp_path / "old")
+    back = EWMAChart.load(tmp_path / "old")
+    np.testing.assert_allclose(back.state_, [*z, t, t])
 
 
 @pytest.mark.parametrize("cls", [ShewhartIMR, EWMAChart, CUSUMChart])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -151,3 +153,38 @@ def test_apply_rules_standardises_and_validates() -> None:
         nelson(np.zeros((3, 2)))
     with pytest.raises(DataError):
         nelson(np.array([0.0, np.nan]))
+
+
+def test_monitor_catches_a_run_that_spans_two_batches() -> None:
+    from linewatch.detectors.spc_rules import RunRuleMonitor
+
+    rng = np.random.default_rng(21)
+    z = rng.normal(size=300)
+    z[100:112] = np.abs(z[100:112]) + 0.1  # 12 above the centre: nelson2 at the 9th of them
+    x = 5.0 + 2.0 * z
+    whole, names = nelson(z)
+    mon = RunRuleMonitor(center=[5.0], sigma=[2.0], rules="nelson")
+    cuts = [0, 104, 105, 200, 300]  # the run starts before the cut at 104 and goes on after it
+    parts = [mon.update(x[a:b, None])[:, 0, :] for a, b in itertools.pairwise(cuts)]
+    np.testing.assert_array_equal(np.vstack(parts), whole)
+    assert mon.names == names and np.vstack(parts)[108, names.index("nelson2")]
+    # The second batch alone would not see the run at all.
+    alone = RunRuleMonitor(center=[5.0], sigma=[2.0], rules="nelson").update(x[104:105, None])
+    assert not alone.any()
+
+
+def test_monitor_columns_and_baseline() -> None:
+    from linewatch.detectors.spc_rules import RunRuleMonitor, rule_baseline
+
+    rng = np.random.default_rng(22)
+    good = np.column_stack([10.0 + rng.normal(size=400), np.full(400, 3.0)])  # second column is flat
+    base = rule_baseline(good)
+    assert base["sigma"][1] is None and abs(base["center"][0] - 10.0) < 0.2
+    mon = RunRuleMonitor.from_baseline(base)
+    flags = mon.update(np.array([[10.0, 3.0], [20.0, 99.0]]))
+    assert flags.shape == (2, 2, 4)
+    assert flags[1, 0, mon.names.index("we1")] and not flags[:, 1].any()  # the flat column is not checked
+    with pytest.raises(ConfigError, match="positive sigma"):
+        RunRuleMonitor(center=[0.0], sigma=[0.0])
+    with pytest.raises(ConfigError, match="rule set"):
+        rule_baseline(good, rules="aiag")

@@ -139,3 +139,121 @@ def test_records_stamped_outside_the_event_time_window_are_dead_letters(bundle):
     wide = EventTimeWindow(max_future_s=7 * 86400.0, max_age_s=60 * 365.25 * 86400)  # a replay of old history
     out = score_spc_batch(msgs([encode(future), encode(ancient)]), OneModel(bundle), event_window=wide)
     assert out.counts["records"] == 2 and not out.deadletters
+
+
+# --------------------------------------------------------------------------- run rules, coverage, restarts
+
+
+@pytest.fixture(scope="module")
+def covered():
+    """A Hotelling model of the hand-built parts, trained with its context and a rule baseline."""
+    from linewatch.training import fit_model
+    from tests.spc_parts import FEATURES, good_context, good_rows
+
+    return fit_model(good_rows(2000, 40), detector="hotelling", feature_names=FEATURES, target_far=0.01,
+                     context=good_context(2000, "press-9"))
+
+
+def _run(asset: str, n: int, bore_z: float) -> list:
+    """``n`` parts with bore ``bore_z`` σ above centre and runout alternating ±0.3σ (no pattern of its own)."""
+    from tests.spc_parts import part
+
+    return [part(asset, i, (bore_z, 0.3 if i % 2 else -0.3)) for i in range(n)]
+
+
+def _notes(out, kind: str) -> dict[str, list[tuple[str, str]]]:
+    """part_id -> [(name, detail)] of the explanation entries of ``kind``, read back from the score rows."""
+    got: dict[str, list[tuple[str, str]]] = {}
+    for row in out.scores:
+        for e in json.loads(row[15]):
+            if e.get("kind") == kind:
+                got.setdefault(row[5], []).append((e["name"], e["detail"]))
+    return got
+
+
+def test_run_rules_are_evaluated_live_across_batches(covered):
+    from linewatch.streams.spc_pipeline import StreamStates
+
+    assert covered.meta["run_rules"]["rules"] == "western_electric"
+    recs = _run("press-9", 11, 0.5)  # 8 in a row above centre completes we4 at p07, then p08, p09, p10
+    states = StreamStates()
+    first = score_spc_batch(msgs([encode(r) for r in recs[:5]]), OneModel(covered), states)
+    second = score_spc_batch(msgs([encode(r) for r in recs[5:]]), OneModel(covered), states)
+    assert not _notes(first, "rule")
+    rules = _notes(second, "rule")
+    assert rules == {f"p{i:02d}": [("bore_mm", "we4")] for i in (7, 8, 9, 10)}
+    assert second.counts["rule_violations"] == 4
+    # The message says the same as the row, and it validates against the published schema.
+    by_part = {decode(m[1], Score).part_id: decode(m[1], Score) for m in second.score_messages}
+    note = next(c for c in by_part["p07"].explanation if c.kind == "rule")
+    assert note.name == "bore_mm" and note.detail == "we4" and note.share == 0.0 and note.value == pytest.approx(
+        0.5, abs=0.1)
+    assert by_part["p07"].explanation[0].kind == "feature"  # the score's own contributions come first
+    # Without the state carried over, the second batch alone has no run of eight.
+    alone = score_spc_batch(msgs([encode(r) for r in recs[5:]]), OneModel(covered), StreamStates())
+    assert not _notes(alone, "rule")
+
+
+def test_rule_state_is_per_asset(covered):
+    from linewatch.streams.spc_pipeline import StreamStates
+
+    a, b = _run("press-9", 6, 0.5), _run("press-8", 6, 0.5)
+    mixed = [r for pair in zip(a, b, strict=True) for r in pair]  # interleaved: 12 above centre, 6 per asset
+    out = score_spc_batch(msgs([encode(r) for r in mixed]), OneModel(covered), StreamStates())
+    assert not _notes(out, "rule")
+
+
+def test_parts_from_an_unseen_context_are_flagged(covered):
+    from tests.spc_parts import part
+
+    recs = [part("press-9", 0, (0.0, 0.0)),
+            part("press-9", 1, (0.0, 0.0), shift="night"),
+            part("press-9", 2, (0.0, 0.0), lot="L7", machine_state=None, minutes=17 * 60),  # 03:00 UTC next day
+            part("press-2", 3, (0.0, 0.0), sku="housing-z")]
+    out = score_spc_batch(msgs([encode(r) for r in recs]), OneModel(covered))
+    notes = _notes(out, "unseen_context")
+    assert notes == {
+        "p01": [("shift", "shift=night never in training")],
+        "p02": [("lot", "lot=L7 never in training"), ("hour", "hour 03 never in training")],
+        # The training data had no SKU column: SKUs are not judged, the asset is.
+        "p03": [("asset", "asset=press-2 never in training")],
+    }
+    assert out.counts["unseen_context"] == 3
+
+
+def test_a_chart_restarts_after_its_signal_in_the_live_path():
+    from linewatch.streams.spc_pipeline import StreamStates
+    from linewatch.training import fit_model
+    from tests.spc_parts import FEATURES, good_rows, part
+
+    cusum = fit_model(good_rows(2000, 41), detector="cusum", feature_names=FEATURES, target_far=0.01)
+    hold = fit_model(good_rows(2000, 41), detector="cusum", feature_names=FEATURES, target_far=0.01,
+                     detector_params={"after_alarm": "hold"})
+    rng = np.random.default_rng(42)
+    z = rng.normal(size=(120, 2))
+    z[40:60, 0] += 2.5  # a 2.5σ bore shift for 20 parts, then back
+    payloads = [encode(part("press-9", i, tuple(z[i]))) for i in range(120)]
+
+    def alarms(bundle) -> list[int]:
+        states, flagged = StreamStates(), []
+        for i in range(0, 120, 10):  # batches of ten, as a worker takes them
+            out = score_spc_batch(msgs(payloads[i:i + 10]), OneModel(bundle), states)
+            flagged += [int(r[5][1:]) for r in out.scores if r[12]]
+        return sorted(flagged)
+
+    restart, held = alarms(cusum), alarms(hold)
+    assert any(40 <= i < 60 for i in restart)
+    assert len([i for i in restart if i >= 65]) <= 1  # silent again a few parts after the return
+    assert len([i for i in held if i >= 60]) > len([i for i in restart if i >= 60])
+
+
+def test_a_context_note_is_never_the_top_feature():
+    from linewatch.training import fit_model
+    from tests.spc_parts import FEATURES, good_context, good_rows, part
+
+    forest = fit_model(good_rows(500, 43), detector="isolation_forest", feature_names=FEATURES, target_far=0.05,
+                       context=good_context(500, "press-9"), detector_params={"n_estimators": 10})
+    out = score_spc_batch(msgs([encode(part("press-9", 0, (0.0, 0.0), shift="night"))]), OneModel(forest))
+    entries = json.loads(out.scores[0][15])
+    assert [e["kind"] for e in entries] == ["unseen_context"]  # the forest explains nothing itself
+    assert out.scores[0][14] is None
