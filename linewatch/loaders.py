@@ -249,7 +249,8 @@ def load_csv(
             labels, label_values = labels[order], label_values[order]
         if groups is not None:
             groups = groups[order]
-    text = {name: np.array([v.strip() for v in cols[index[name]]], dtype=object) for name in ignored}
+    others = [name for name in header if name not in reserved and name not in features]
+    text = {name: np.array([v.strip() for v in cols[index[name]]], dtype=object) for name in others}
     if time_column is not None:
         text = {name: v[order] for name, v in text.items()}
     return TabularData(X, features, labels, label_values, times, ignored, groups, skipped, text)

@@ -179,7 +179,8 @@ def rows(data: TabularData, keep: np.ndarray) -> TabularData:
         return None if a is None else a[keep]
 
     return replace(data, X=data.X[keep], labels=cut(data.labels), label_values=cut(data.label_values),
-                   timestamps=cut(data.timestamps), groups=cut(data.groups))
+                   timestamps=cut(data.timestamps), groups=cut(data.groups),
+                   text={name: v[keep] for name, v in data.text.items()})
 
 
 def split_until(data: TabularData, until: str, anomalous: np.ndarray) -> tuple[TabularData, TabularData, int]:

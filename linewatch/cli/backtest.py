@@ -47,6 +47,8 @@ TABLE_KEYS = (
     "tp", "fp", "tn", "fn",
 )  # fmt: skip
 MODALITIES = ("tabular", "signals")
+#: Unseen-context lines the table shows (all are in the JSON).
+MAX_COVERAGE_LINES = 8
 #: Rows of the image backtest table, in reading order; every figure is in the JSON.
 IMAGE_TABLE_KEYS = (
     "image_auroc", "pixel_auroc", "f1", "precision", "recall", "far", "target_far", "threshold", "calibrator",
@@ -76,16 +78,35 @@ def _table(result: dict[str, Any]) -> Table:
     if result.get("train_rows_left_out_labelled"):
         table.add_row("train rows left out", f"{result['train_rows_left_out_labelled']} inside label windows")
     report = result.get("calibration_report") or {}
+    if report:
+        lo, hi = report["far_interval_90"]
+        table.add_row("calibration", f"{report['n_scores']} normal scores worth {report['effective_sample_size']:.0f} "
+                                     f"independent; far 90 % interval [{lo:.2g}, {hi:.2g}]")
     if report.get("provisional"):
         table.add_row("[yellow]calibration[/]", "provisional: too few known-good rows for the target FAR")
     for warning in report.get("warnings", []):
         table.add_row("[yellow]calibration[/]", escape(str(warning)))
+    for message in (result.get("coverage") or {}).get("messages", [])[:MAX_COVERAGE_LINES]:
+        table.add_row("[yellow]coverage[/]", escape(message))
     if "blamed_features" in result:
         top = ", ".join(f"{k} ({v})" for k, v in list(result["blamed_features"].items())[:3])
         table.add_row("most blamed", escape(top))
     if "auto_reason" in result:
         table.add_row("auto choice", escape(result["auto_reason"]))
     return table
+
+
+def _coverage(tr: Any, te: Any) -> dict[str, Any]:
+    """Which test rows come from a context (shift, lot, SKU, asset, machine state, hour) training never had.
+
+    The same check the live agent makes on every record (:mod:`linewatch.coverage`), so a backtest
+    shows up front how much of its figures rest on conditions the model was never trained on.
+    """
+    from linewatch.context_loader import context_from_columns, training_context
+    from linewatch.coverage import coverage_report
+
+    return coverage_report(training_context(context_from_columns(tr.text), tr.timestamps),
+                           training_context(context_from_columns(te.text), te.timestamps))
 
 
 def _duration(value: float | None, unit: str) -> str:
@@ -343,6 +364,7 @@ def run_csv_backtest(
         result["train_rows_left_out_labelled"] = left_out
     if tr.ignored_columns:
         result["ignored_columns"] = tr.ignored_columns
+    result["coverage"] = _coverage(tr, te)
     if tr.labels is not None and tr.labels.any() and train is not None:
         # Labels never select training rows (that would leak ground truth into the model), but a
         # "known-good" file with labelled anomalies deserves a loud note next to the figures.

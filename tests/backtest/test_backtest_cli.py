@@ -243,3 +243,22 @@ def test_the_bundles_calibration_report_reaches_the_table_and_the_json(tmp_path,
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["calibration_report"] == report
     assert "provisional" in res.output and "only 1500 known-good rows" in res.output
+
+
+def test_test_rows_from_a_context_training_never_had_are_reported(tmp_path) -> None:
+    from linewatch.cli.simulate import write_spc_csv
+    from linewatch.simulation.spc import simulate_spc
+
+    write_spc_csv(simulate_spc(n_parts=1500, seed=3, fault_fraction=0.0, regime_shift_sigma=0.5,
+                               assets=("press-1",)), tmp_path / "train.csv")
+    write_spc_csv(simulate_spc(n_parts=400, seed=4, assets=("press-1", "press-9")), tmp_path / "test.csv")
+    out = tmp_path / "r.json"
+    res = RUNNER.invoke(backtest_cli.backtest_app, [
+        "csv", "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"),
+        "--label-column", "fault", "--time-column", "ts", "--target-far", "0.01", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    coverage = json.loads(out.read_text())["coverage"]
+    unseen = coverage["dimensions"]["asset"]["unseen"]
+    assert set(unseen) == {"press-9"} and 150 < unseen["press-9"] < 250
+    assert coverage["unseen_rows"] == unseen["press-9"]
+    assert "asset=press-9 never in training" in res.output
