@@ -27,10 +27,11 @@ Columns
 - ``episodes``: fault episodes with at least one alarm (per asset series), ``delay``: median
   parts of that asset from the episode's start to its first alarm.
 
-Charts with memory (EWMA, CUSUM, MEWMA) keep alarming after a sustained fault ends until
-their statistic decays; on a real line the chart is reset after the corrective action,
-which this replay does not model, so their ``far`` on the mean-shift stream counts those
-lingering alarms. ``episodes`` and ``delay`` are the fairer SPC figures for them.
+Charts with memory (EWMA, CUSUM, MEWMA) restart from their in-control value after each
+signal (``after_alarm="restart"``, the default; see ``docs/detectors-tabular.md``), so a
+fault episode gives a few alarms, not one on every later part, and their per-part ``recall``
+counts alarms per detection rather than parts flagged. ``episodes`` and ``delay`` are the
+fairer SPC figures for them.
 
 Univariate charts (``shewhart_imr``, ``ewma``, ``cusum``) chart each characteristic on its
 own and alarm on the worst one. A correlation break leaves every marginal distribution
