@@ -1,0 +1,410 @@
+"""Waveform recordings in the images' folder layout -> the live signals path: backtest and training data.
+
+Why: maintenance engineers hold raw recordings (a WAV from a data collector, an ``.npy`` export,
+a CSV of samples), not a ``signals`` topic. Before a model watches their machine they want to
+know, on *their* recordings, how many faulty ones it finds and how often it would cry wolf on
+good ones; ``linewatch backtest signals`` and ``linewatch train signals --data`` read the same
+folders through this module. The layout is the image backtest's (MVTec AD's)::
+
+    DIR/train/good/*.wav|npy|csv     known-good recordings (the only training data)
+    DIR/test/good/*                  good recordings the model never saw (realized false-alarm rate)
+    DIR/test/<condition>/*           recordings of one fault condition per folder
+
+Each file is one recording of every sensor at ``sample_rate`` Hz: WAV (one channel per sensor;
+integer PCM is scaled to [-1, 1); the file's own rate must equal ``sample_rate``), NPY (``(n,)``
+or ``(n, sensors)``) or CSV (a header of sensor names, one column per sensor). WAV and NPY
+channels are named ``ch1``, ``ch2``, ...; a sensor whose name is a ``SignalMeta`` kind
+(``vibration``, ``current``, ...) has that kind, every other one gets ``kind``.
+
+Nothing here computes a feature: a recording is cut into consecutive windows of ``window_s``
+seconds, each sensor's window becomes a ``(SignalMeta, samples)`` message exactly as a data
+logger would publish it (``speed_hz`` set when the shaft speed is known, which adds the bearing
+envelope features), and :func:`~linewatch.signals.framing.training_frames` turns them into
+model rows through the live agent's own ``featurize_windows`` and ``FrameBuilder``. Each
+recording is its own asset there (``rec-00000``, ...), so frames never mix two recordings and
+rows stay in file order, then time order (the order the calibration's time-blocked
+cross-fitting cuts). The model is :func:`linewatch.training.fit_model`, i.e. ``ModelBundle.fit``
+with its own calibration.
+
+Scoring follows the agent: lagged detectors (dynamic PCA) score each recording as one sequence
+(its first ``lags`` windows warm up and are not evaluated), online detectors run a fresh stream
+copy per recording, and a frame a sensor of which fails the quality gate scores neutral and
+never alarms (the agent suppresses it), counted in ``n_quality_flagged``.
+
+Figures (window level unless named ``recording_*``; ``auroc_level`` says so in the JSON):
+``auroc`` (good test windows vs every fault window, on the calibrated score), ``far`` (share of
+good test windows alarmed, next to ``target_far``), ``recall`` (share of fault windows alarmed),
+precision / f1 from :func:`~linewatch.backtest.metrics.classification_metrics`, and per
+condition its window AUROC against the good windows, window recall and ``recording_recall``
+(recordings with at least one alarmed window); ``recording_auroc`` ranks recordings by their
+highest window score, ``recording_far`` is the share of good test recordings with any alarm.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from linewatch.backtest.metrics import auroc, classification_metrics
+from linewatch.detectors.bundle import ModelBundle
+from linewatch.errors import ConfigError, DataError
+from linewatch.schemas.messages import SignalMeta
+from linewatch.signals.framing import TrainingFrames, frame_columns, training_frames
+from linewatch.signals.windows import DEFAULT_UNITS, KINDS
+
+RECORDING_SUFFIXES = (".wav", ".npy", ".csv")
+GOOD = "good"
+DEFAULT_WINDOW_S = 1.0
+#: Kind of a sensor whose name is not a ``SignalMeta`` kind: recordings are usually vibration.
+DEFAULT_KIND = "vibration"
+#: A backtest on tens of recordings cannot place a 0.1 % threshold; 1 % of good windows can.
+DEFAULT_TARGET_FAR = 0.01
+#: Recording files carry no time: every recording starts here (2026-01-01T00:00:00Z), as its own asset.
+RECORDING_EPOCH = 1_767_225_600.0
+#: Test recordings featurized per call: bounds memory and paces the progress bar.
+FEATURE_CHUNK_RECORDINGS = 32
+#: Relative difference between a WAV file's rate and ``--sample-rate`` that still counts as equal.
+RATE_TOLERANCE = 1e-6
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One file's samples ``(n, sensors)`` at ``sample_rate`` Hz and the condition folder it came from."""
+
+    path: Path
+    condition: str
+    sensors: tuple[str, ...]
+    samples: np.ndarray
+    sample_rate: float
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _read_wav(path: Path, sample_rate: float) -> tuple[tuple[str, ...], np.ndarray]:
+    from scipy.io import wavfile
+
+    rate, data = wavfile.read(path)
+    if abs(rate - sample_rate) > RATE_TOLERANCE * max(rate, sample_rate):
+        raise ConfigError(
+            f"{path} is recorded at {rate} Hz but --sample-rate is {sample_rate:g}; "
+            f"pass --sample-rate {rate} (or resample the recordings)"
+        )
+    if np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(data.dtype)
+        mid = (int(info.max) + int(info.min) + 1) / 2.0  # 0 for signed PCM, 128 for 8-bit unsigned
+        data = (data.astype(np.float64) - mid) / (int(info.max) - mid + 1)
+    arr = np.asarray(data, dtype=np.float64).reshape(len(data), -1)
+    return tuple(f"ch{i + 1}" for i in range(arr.shape[1])), arr
+
+
+def _read_npy(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
+    data = np.load(path, allow_pickle=False)
+    if data.ndim not in (1, 2) or not np.issubdtype(data.dtype, np.number):
+        raise DataError(f"{path} holds a {data.dtype} array of shape {data.shape}; expected numbers (n,) or "
+                        "(n, sensors)")
+    arr = np.asarray(data, dtype=np.float64).reshape(len(data), -1)
+    return tuple(f"ch{i + 1}" for i in range(arr.shape[1])), arr
+
+
+def _read_csv(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), None)
+    if not header or not all(h.strip() for h in header):
+        raise DataError(f"{path} needs a header row naming every sensor column (e.g. 'de,fe')")
+    arr = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
+    if arr.shape[1] != len(header):
+        raise DataError(f"{path} has {arr.shape[1]} columns of samples but {len(header)} names in its header")
+    return tuple(h.strip() for h in header), arr
+
+
+def read_recording(path: str | Path, *, sample_rate: float, condition: str = GOOD) -> Recording:
+    """One recording file as ``(samples, sensors)``; every problem names the file and what to do."""
+    p = Path(path)
+    if not sample_rate > 0:
+        raise ConfigError(f"--sample-rate {sample_rate!r} must be positive (samples per second)")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".wav":
+            sensors, arr = _read_wav(p, sample_rate)
+        elif suffix == ".npy":
+            sensors, arr = _read_npy(p)
+        elif suffix == ".csv":
+            sensors, arr = _read_csv(p)
+        else:
+            raise DataError(f"{p}: unknown recording type {suffix!r}; use one of {', '.join(RECORDING_SUFFIXES)}")
+    except (ConfigError, DataError):
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"cannot read recording {p}: {e}") from e
+    if arr.size == 0:
+        raise DataError(f"recording {p} holds no samples")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        row, col = (int(v) for v in np.argwhere(bad)[0])
+        raise DataError(f"recording {p}: {int(bad.sum())} NaN or infinite samples (first: sensor {sensors[col]!r}, "
+                        f"sample {row}); repair or remove the file")
+    return Recording(p, condition, sensors, arr.astype(np.float32), float(sample_rate))
+
+
+def _list_recordings(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in RECORDING_SUFFIXES)
+
+
+def scan_recordings(data_dir: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """``(train files, [(test file, condition)])`` of a folder in the layout of the module docstring."""
+    root = Path(data_dir)
+    train_dir, test_dir = root / "train" / GOOD, root / "test"
+    if not train_dir.is_dir():
+        raise ConfigError(f"{root} has no train/good/ folder; --data needs train/good/ and test/<condition>/ "
+                          "folders of recordings (the images' layout)")
+    train = _list_recordings(train_dir)
+    if not train:
+        raise DataError(f"no recordings ({', '.join(RECORDING_SUFFIXES)}) in {train_dir}")
+    test: list[tuple[Path, str]] = []
+    if test_dir.is_dir():
+        for cond_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+            test += [(f, cond_dir.name) for f in _list_recordings(cond_dir)]
+    return train, test
+
+
+def load_recordings(files: Sequence[tuple[Path, str]], *, sample_rate: float, progress: Progress | None = None,
+                    stage: str = "read", sensors: tuple[str, ...] | None = None) -> list[Recording]:
+    """Read every file; all must have the same sensors (``sensors``, else the first file's) in the same order."""
+    out: list[Recording] = []
+    for i, (path, condition) in enumerate(files):
+        rec = read_recording(path, sample_rate=sample_rate, condition=condition)
+        sensors = sensors or rec.sensors
+        if rec.sensors != sensors:
+            first = out[0].path if out else "the training recordings"
+            raise DataError(
+                f"{path} has {len(rec.sensors)} sensor(s) {list(rec.sensors)} but {first} has {len(sensors)} "
+                f"{list(sensors)}; every recording must hold the same sensors in the same order"
+            )
+        out.append(rec)
+        if progress is not None:
+            progress(stage, i + 1, len(files))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- framing
+def window_samples(window_s: float, sample_rate: float) -> int:
+    """Samples per window; a window of less than one sample is a configuration error."""
+    m = round(window_s * sample_rate)
+    if not window_s > 0 or m < 1:
+        raise ConfigError(f"--window-s {window_s!r} at --sample-rate {sample_rate:g} Hz gives {m} samples per "
+                          "window; use a longer --window-s")
+    return int(m)
+
+
+def recording_messages(rec: Recording, *, asset_id: str, window_s: float, kind: str = DEFAULT_KIND,
+                       speed_hz: float | None = None) -> list[tuple[SignalMeta, np.ndarray]]:
+    """The recording as ``signals`` messages: consecutive ``window_s`` windows of every sensor.
+
+    Samples after the last whole window are dropped; a recording shorter than one window is an error.
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"--kind {kind!r}; use one of {', '.join(KINDS)}")
+    m = window_samples(window_s, rec.sample_rate)
+    n_win = rec.samples.shape[0] // m
+    if n_win == 0:
+        raise DataError(f"recording {rec.path} has {rec.samples.shape[0]} samples, fewer than one window of "
+                        f"{m} (--window-s {window_s:g} at {rec.sample_rate:g} Hz); use a shorter --window-s")
+    out = []
+    for w in range(n_win):
+        start = datetime.fromtimestamp(RECORDING_EPOCH + w * m / rec.sample_rate, UTC)
+        for j, sensor in enumerate(rec.sensors):
+            k = sensor if sensor in KINDS else kind
+            meta = SignalMeta(asset_id=asset_id, sensor=sensor, kind=k, unit=DEFAULT_UNITS.get(k, "1"), start=start,
+                              sample_rate_hz=rec.sample_rate, n_samples=m, speed_hz=speed_hz)
+            out.append((meta, np.ascontiguousarray(rec.samples[w * m : (w + 1) * m, j])))
+    return out
+
+
+def recording_asset(i: int) -> str:
+    """Asset id of the ``i``-th recording: zero-padded, so sorting assets keeps file order."""
+    return f"rec-{i:05d}"
+
+
+def recording_frames(recs: Sequence[Recording], *, window_s: float, kind: str = DEFAULT_KIND,
+                     speed_hz: float | None = None, features: Sequence[str] | None = None,
+                     include_flagged: bool = False, first: int = 0) -> tuple[TrainingFrames, np.ndarray]:
+    """Model rows of the recordings through the live framing, and the recording index of every row.
+
+    ``features=None`` picks the default model features (training); scoring passes the model's.
+    """
+    messages = []
+    for i, rec in enumerate(recs):
+        messages += recording_messages(rec, asset_id=recording_asset(first + i), window_s=window_s, kind=kind,
+                                       speed_hz=speed_hz)
+    # One frame per window: slots as long as the windows, which all sensors of a recording share.
+    frames = training_frames(messages, features=features, slot_s=window_s, include_flagged=include_flagged)
+    index = np.array([int(a.rsplit("-", 1)[1]) for a in frames.assets], dtype=np.int64)
+    return frames, index
+
+
+def fit_recordings_model(recs: Sequence[Recording], *, window_s: float, detector: str, target_far: float,
+                         kind: str = DEFAULT_KIND, speed_hz: float | None = None, seed: int = 0,
+                         meta: dict[str, Any] | None = None, **fit: Any) -> tuple[ModelBundle, TrainingFrames]:
+    """A calibrated signals bundle fitted on the good recordings (``training.fit_model``, the one path)."""
+    from linewatch.training import fit_model
+
+    frames, _ = recording_frames(recs, window_s=window_s, kind=kind, speed_hz=speed_hz)
+    info = {"recordings": len(recs), "window_s": window_s, "sample_rate_hz": recs[0].sample_rate,
+            "speed_hz": speed_hz, "kind": kind, "skipped_quality": frames.skipped_quality, **(meta or {})}
+    bundle = fit_model(frames.X, modality="signals", detector=detector, feature_names=frames.feature_names,
+                       target_far=target_far, seed=seed, meta=info, **fit)
+    return bundle, frames
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+@dataclass(frozen=True)
+class RowScores:
+    """Per model row: calibrated score (-log10 tail probability), alarm, and whether it is evaluated."""
+
+    calibrated: np.ndarray
+    alarm: np.ndarray
+    ready: np.ndarray
+
+
+def score_recording_rows(bundle: ModelBundle, X: np.ndarray, index: np.ndarray, flagged: np.ndarray) -> RowScores:
+    """Score rows recording by recording as the agent would; flagged rows are neutral (score 0, no alarm)."""
+    n = X.shape[0]
+    cal, alarm, ready = np.zeros(n), np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
+    det = bundle.detector
+    lags = int(getattr(det, "lags", 0) or 0)
+    for r in np.unique(index):
+        rows = np.flatnonzero((index == r) & ~flagged)  # the agent never shows a flagged frame to a detector
+        if rows.size == 0:
+            continue
+        Xr = X[rows]
+        if bundle.stateful:
+            stream = bundle.new_stream()
+            threshold = getattr(bundle.calibrator, "threshold_", None)
+            if hasattr(stream, "set_threshold") and threshold is not None:
+                stream.set_threshold(threshold)
+            s = bundle.score_stream(Xr, stream)
+        elif lags and hasattr(det, "ready_mask"):
+            kw = {"history": None} if "history" in inspect.signature(det.score).parameters else {}
+            s = bundle.calibrate(np.asarray(det.score(Xr, **kw), dtype=np.float64), None)
+            ready[rows] = det.ready_mask(rows.size)
+        else:
+            s = bundle.score(Xr)
+        cal[rows], alarm[rows] = s.calibrated, s.is_anomaly
+    alarm &= ready
+    return RowScores(cal, alarm, ready)
+
+
+def _summary(cal: np.ndarray, alarm: np.ndarray, index: np.ndarray, n_rec: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per recording: the highest evaluated window score and whether any window alarmed."""
+    top, hit = np.full(n_rec, -np.inf), np.zeros(n_rec, dtype=bool)
+    np.maximum.at(top, index, cal)
+    np.logical_or.at(hit, index, alarm)
+    return np.where(np.isfinite(top), top, 0.0), hit
+
+
+def run_recordings_backtest(
+    data_dir: str | Path,
+    *,
+    sample_rate: float,
+    window_s: float = DEFAULT_WINDOW_S,
+    detector: str = "auto",
+    target_far: float = DEFAULT_TARGET_FAR,
+    kind: str = DEFAULT_KIND,
+    speed_hz: float | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Fit on ``train/good``, score ``test/*`` window by window, return the figures of the module docstring."""
+    from linewatch.training import DEFAULT_DETECTORS
+
+    detector = DEFAULT_DETECTORS["signals"] if detector == "auto" else detector
+    train_files, test_files = scan_recordings(data_dir)
+    if not any(c == GOOD for _, c in test_files):
+        raise DataError(f"no recordings in {Path(data_dir) / 'test' / GOOD}: the false-alarm rate and the AUROC need "
+                        "good recordings the model never saw")
+    conditions = sorted({c for _, c in test_files if c != GOOD})
+    train = load_recordings([(p, GOOD) for p in train_files], sample_rate=sample_rate, progress=progress,
+                            stage="read train")
+    test = load_recordings(test_files, sample_rate=sample_rate, progress=progress, stage="read test",
+                           sensors=train[0].sensors)
+    if progress is not None:
+        progress("fit", 0, 1)
+    bundle, frames = fit_recordings_model(train, window_s=window_s, detector=detector, target_far=target_far,
+                                          kind=kind, speed_hz=speed_hz, seed=seed)
+    if progress is not None:
+        progress("fit", 1, 1)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for lo in range(0, len(test), FEATURE_CHUNK_RECORDINGS):
+        chunk = test[lo : lo + FEATURE_CHUNK_RECORDINGS]
+        tf, index = recording_frames(chunk, window_s=window_s, kind=kind, speed_hz=speed_hz,
+                                     features=bundle.feature_names, include_flagged=True, first=lo)
+        parts.append((tf.X, index, np.asarray(tf.flagged, dtype=bool)))
+        if progress is not None:
+            progress("scoring", lo + len(chunk), len(test))
+    X = np.vstack([p[0] for p in parts])
+    index = np.concatenate([p[1] for p in parts])
+    flagged = np.concatenate([p[2] for p in parts])
+    rs = score_recording_rows(bundle, X, index, flagged)
+    cond = np.array([test[i].condition for i in index])
+    ev = rs.ready
+    y = cond[ev] != GOOD
+    out = dict(classification_metrics(y, rs.alarm[ev], rs.calibrated[ev]))
+    rec_top, rec_hit = _summary(np.where(ev, rs.calibrated, -np.inf), rs.alarm, index, len(test))
+    rec_cond = np.array([r.condition for r in test])
+    rec_good = rec_cond == GOOD
+    good_w = ev & (cond == GOOD)
+    per_condition = {}
+    for c in [GOOD, *conditions]:
+        w = ev & (cond == c)
+        recs = rec_cond == c
+        entry: dict[str, Any] = {
+            "n_recordings": int(recs.sum()),
+            "n_windows": int(w.sum()),
+            "n_quality_flagged": int((flagged & (cond == c)).sum()),
+            "alarm_rate": float(rs.alarm[w].mean()) if w.any() else None,
+            "recording_alarm_rate": float(rec_hit[recs].mean()) if recs.any() else None,
+        }
+        if c != GOOD:
+            both = good_w | w
+            entry["auroc"] = auroc(cond[both] == c, rs.calibrated[both])
+            entry["recall"] = entry["alarm_rate"]
+            entry["recording_recall"] = entry["recording_alarm_rate"]
+        per_condition[c] = entry
+    report = bundle.meta.get("calibration_report")
+    out.update({
+        "modality": "signals",
+        "auroc_level": "window",
+        "detector": bundle.detector_name,
+        "target_far": target_far,
+        "threshold": float(bundle.threshold),
+        "n_train": int(frames.X.shape[0]),
+        "n_test": int(ev.sum()),
+        "n_train_recordings": len(train),
+        "n_test_recordings": len(test),
+        "n_features": len(bundle.feature_names),
+        "n_quality_flagged": int(flagged.sum()),
+        "n_warmup_windows": int((~rs.ready).sum()),
+        "window_s": window_s,
+        "sample_rate_hz": float(sample_rate),
+        "speed_hz": speed_hz,
+        "envelope_features": any(f.startswith("env_") for _, f in frame_columns(bundle.feature_names)),
+        "sensors": list(train[0].sensors),
+        "conditions": conditions,
+        "per_condition": per_condition,
+        "recording_auroc": auroc(~rec_good, rec_top),
+        "recording_far": float(rec_hit[rec_good].mean()),
+        "recording_recall": float(rec_hit[~rec_good].mean()) if (~rec_good).any() else None,
+        "data_dir": str(data_dir),
+    })
+    if report is not None:
+        out["calibration_report"] = report
+    return out
