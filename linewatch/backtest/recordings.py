@@ -20,7 +20,10 @@ Nothing here computes a feature: a recording is cut into consecutive windows of 
 seconds, each sensor's window becomes a ``(SignalMeta, samples)`` message exactly as a data
 logger would publish it (``speed_hz`` set when the shaft speed is known, which adds the bearing
 envelope features), and :func:`~linewatch.signals.framing.training_frames` turns them into
-model rows through the live agent's own ``featurize_windows`` and ``FrameBuilder``. Each
+model rows through the live agent's own ``featurize_windows`` and ``FrameBuilder``, with the
+agent's time slots (:data:`~linewatch.signals.framing.DEFAULT_SLOT_S`): windows shorter than a slot
+give one row per slot (the first window in it: the frame is scored as soon as it is complete),
+exactly the rows the agent would score. Each
 recording is its own asset there (``rec-00000``, ...), so frames never mix two recordings and
 rows stay in file order, then time order (the order the calibration's time-blocked
 cross-fitting cuts). The model is :func:`linewatch.training.fit_model`, i.e. ``ModelBundle.fit``
@@ -28,8 +31,9 @@ with its own calibration.
 
 Scoring follows the agent: lagged detectors (dynamic PCA) score each recording as one sequence
 (its first ``lags`` windows warm up and are not evaluated), online detectors run a fresh stream
-copy per recording, and a frame a sensor of which fails the quality gate scores neutral and
-never alarms (the agent suppresses it), counted in ``n_quality_flagged``.
+copy per recording, and a frame a sensor of which fails the quality gate (clipping, flat line, ...)
+is never shown to the detector (the agent suppresses it): it is not evaluated, like a warm-up
+window, and counted per condition in ``n_quality_flagged`` (with a line in ``warnings``).
 
 Figures (window level unless named ``recording_*``; ``auroc_level`` says so in the JSON):
 ``auroc`` (good test windows vs every fault window, on the calibrated score), ``far`` (share of
@@ -56,7 +60,7 @@ from linewatch.backtest.metrics import auroc, classification_metrics
 from linewatch.detectors.bundle import ModelBundle
 from linewatch.errors import ConfigError, DataError
 from linewatch.schemas.messages import SignalMeta
-from linewatch.signals.framing import TrainingFrames, frame_columns, training_frames
+from linewatch.signals.framing import DEFAULT_SLOT_S, TrainingFrames, frame_columns, training_frames
 from linewatch.signals.windows import DEFAULT_UNITS, KINDS
 
 RECORDING_SUFFIXES = (".wav", ".npy", ".csv")
@@ -114,11 +118,20 @@ def _read_npy(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
     return tuple(f"ch{i + 1}" for i in range(arr.shape[1])), arr
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _read_csv(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
     with path.open(newline="") as f:
         header = next(csv.reader(f), None)
-    if not header or not all(h.strip() for h in header):
-        raise DataError(f"{path} needs a header row naming every sensor column (e.g. 'de,fe')")
+    if not header or not all(h.strip() for h in header) or all(_is_number(h) for h in header):
+        raise DataError(f"{path} needs a header row naming every sensor column (e.g. 'de,fe'), then one row "
+                        "of samples per line")
     arr = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
     if arr.shape[1] != len(header):
         raise DataError(f"{path} has {arr.shape[1]} columns of samples but {len(header)} names in its header")
@@ -245,8 +258,8 @@ def recording_frames(recs: Sequence[Recording], *, window_s: float, kind: str = 
     for i, rec in enumerate(recs):
         messages += recording_messages(rec, asset_id=recording_asset(first + i), window_s=window_s, kind=kind,
                                        speed_hz=speed_hz)
-    # One frame per window: slots as long as the windows, which all sensors of a recording share.
-    frames = training_frames(messages, features=features, slot_s=window_s, include_flagged=include_flagged)
+    # The live agent's slots, so these are the rows it would score (module docstring).
+    frames = training_frames(messages, features=features, slot_s=DEFAULT_SLOT_S, include_flagged=include_flagged)
     index = np.array([int(a.rsplit("-", 1)[1]) for a in frames.assets], dtype=np.int64)
     return frames, index
 
@@ -355,7 +368,7 @@ def run_recordings_backtest(
     flagged = np.concatenate([p[2] for p in parts])
     rs = score_recording_rows(bundle, X, index, flagged)
     cond = np.array([test[i].condition for i in index])
-    ev = rs.ready
+    ev = rs.ready & ~flagged
     y = cond[ev] != GOOD
     out = dict(classification_metrics(y, rs.alarm[ev], rs.calibrated[ev]))
     rec_top, rec_hit = _summary(np.where(ev, rs.calibrated, -np.inf), rs.alarm, index, len(test))
@@ -379,6 +392,9 @@ def run_recordings_backtest(
             entry["recall"] = entry["alarm_rate"]
             entry["recording_recall"] = entry["recording_alarm_rate"]
         per_condition[c] = entry
+    warnings = [f"{int((flagged & (cond == c)).sum())} {c} test window(s) failed the quality gate and are not "
+                "evaluated (the live agent suppresses them); check the recordings' scaling and clipping"
+                for c in [GOOD, *conditions] if (flagged & (cond == c)).any()]
     report = bundle.meta.get("calibration_report")
     out.update({
         "modality": "signals",
@@ -404,6 +420,7 @@ def run_recordings_backtest(
         "recording_far": float(rec_hit[rec_good].mean()),
         "recording_recall": float(rec_hit[~rec_good].mean()) if (~rec_good).any() else None,
         "data_dir": str(data_dir),
+        "warnings": warnings,
     })
     if report is not None:
         out["calibration_report"] = report

@@ -42,11 +42,13 @@ def signals_tables(result: dict[str, Any]) -> list[Table]:
     table.add_column("value", justify="right")
     for key in SIGNALS_TABLE_KEYS:
         table.add_row(key, fmt(result.get(key)))
+    for warning in result.get("warnings", []):
+        table.add_row("[yellow]warning[/]", escape(str(warning)))
     report = result.get("calibration_report") or {}
     for warning in report.get("warnings", []) if isinstance(report, dict) else []:
         table.add_row("[yellow]calibration[/]", escape(str(warning)))
     per = Table(title="per condition (windows; recordings)")
-    for col in ("condition", "recordings", "windows", "AUROC", "alarm rate", "recording alarm rate", "flagged"):
+    for col in ("condition", "recs", "windows", "AUROC", "alarm rate", "rec. alarm rate", "flagged"):
         per.add_column(col, justify="left" if col == "condition" else "right")
     for cond, e in result.get("per_condition", {}).items():
         per.add_row(escape(cond), fmt(e["n_recordings"]), fmt(e["n_windows"]), fmt(e.get("auroc")),

@@ -414,7 +414,8 @@ def write_recording_dataset(
                                seed=seed * 1000 + i)
         for w, (split, label) in enumerate(targets):
             samples = np.column_stack([getattr(sim, c)[0, w] for c in sensors]).astype(np.float32)
-            _write_recording(root / split / label / f"{w:04d}.{fmt}", samples, rate, fmt, sensors)
-            counts[f"{split}/{label}"] = counts.get(f"{split}/{label}", 0) + 1
+            k = counts.get(f"{split}/{label}", 0)
+            _write_recording(root / split / label / f"{k:04d}.{fmt}", samples, rate, fmt, sensors)
+            counts[f"{split}/{label}"] = k + 1
     return {"root": str(root), "rate": rate, "seconds": seconds, "format": fmt, "counts": counts,
             "sensors": sensors, "shaft_hz": NOMINAL_SHAFT_HZ}
