@@ -44,9 +44,12 @@ def signals_tables(result: dict[str, Any]) -> list[Table]:
         table.add_row(key, fmt(result.get(key)))
     for warning in result.get("warnings", []):
         table.add_row("[yellow]warning[/]", escape(str(warning)))
-    report = result.get("calibration_report") or {}
-    for warning in report.get("warnings", []) if isinstance(report, dict) else []:
-        table.add_row("[yellow]calibration[/]", escape(str(warning)))
+    report = result.get("calibration_report")
+    if isinstance(report, dict):  # the bundle's calibration report, when its calibration writes one
+        if report.get("provisional"):
+            table.add_row("[yellow]calibration[/]", "provisional: too little good data for a settled threshold")
+        for warning in report.get("warnings", []):
+            table.add_row("[yellow]calibration[/]", escape(str(warning)))
     per = Table(title="per condition (windows; recordings)")
     for col in ("condition", "recs", "windows", "AUROC", "alarm rate", "rec. alarm rate", "flagged"):
         per.add_column(col, justify="left" if col == "condition" else "right")
