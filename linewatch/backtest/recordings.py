@@ -58,6 +58,7 @@ import numpy as np
 
 from linewatch.backtest.metrics import auroc, classification_metrics
 from linewatch.detectors.bundle import ModelBundle
+from linewatch.detectors.table import get_detector
 from linewatch.errors import ConfigError, DataError
 from linewatch.schemas.messages import SignalMeta
 from linewatch.signals.framing import DEFAULT_SLOT_S, TrainingFrames, frame_columns, training_frames
@@ -76,6 +77,17 @@ RECORDING_EPOCH = 1_767_225_600.0
 FEATURE_CHUNK_RECORDINGS = 32
 #: Relative difference between a WAV file's rate and ``--sample-rate`` that still counts as equal.
 RATE_TOLERANCE = 1e-6
+
+
+
+def _header_limit(field: str) -> float:
+    """The upper bound ``SignalMeta`` puts on ``field``: checked here so the error names the option."""
+    return next(m.le for m in SignalMeta.model_fields[field].metadata if hasattr(m, "le"))
+
+
+MAX_SAMPLE_RATE = _header_limit("sample_rate_hz")
+MAX_WINDOW_SAMPLES = int(_header_limit("n_samples"))
+MAX_SPEED_HZ = _header_limit("speed_hz")
 
 Progress = Callable[[str, int, int], None]
 
@@ -141,8 +153,8 @@ def _read_csv(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
 def read_recording(path: str | Path, *, sample_rate: float, condition: str = GOOD) -> Recording:
     """One recording file as ``(samples, sensors)``; every problem names the file and what to do."""
     p = Path(path)
-    if not sample_rate > 0:
-        raise ConfigError(f"--sample-rate {sample_rate!r} must be positive (samples per second)")
+    if not 0 < sample_rate <= MAX_SAMPLE_RATE:
+        raise ConfigError(f"--sample-rate {sample_rate!r} must be in (0, {MAX_SAMPLE_RATE:g}] samples per second")
     suffix = p.suffix.lower()
     try:
         if suffix == ".wav":
@@ -215,6 +227,9 @@ def window_samples(window_s: float, sample_rate: float) -> int:
     if not window_s > 0 or m < 1:
         raise ConfigError(f"--window-s {window_s!r} at --sample-rate {sample_rate:g} Hz gives {m} samples per "
                           "window; use a longer --window-s")
+    if m > MAX_WINDOW_SAMPLES:
+        raise ConfigError(f"--window-s {window_s:g} at --sample-rate {sample_rate:g} Hz gives {m} samples per window, "
+                          f"more than a signals message carries ({MAX_WINDOW_SAMPLES}); use a shorter --window-s")
     return int(m)
 
 
@@ -226,6 +241,8 @@ def recording_messages(rec: Recording, *, asset_id: str, window_s: float, kind: 
     """
     if kind not in KINDS:
         raise ConfigError(f"--kind {kind!r}; use one of {', '.join(KINDS)}")
+    if speed_hz is not None and not 0 < speed_hz <= MAX_SPEED_HZ:
+        raise ConfigError(f"--speed-hz {speed_hz!r} must be a shaft speed in (0, {MAX_SPEED_HZ:g}] Hz")
     m = window_samples(window_s, rec.sample_rate)
     n_win = rec.samples.shape[0] // m
     if n_win == 0:
@@ -340,6 +357,10 @@ def run_recordings_backtest(
     from linewatch.training import DEFAULT_DETECTORS
 
     detector = DEFAULT_DETECTORS["signals"] if detector == "auto" else detector
+    try:
+        get_detector(detector)
+    except KeyError as e:
+        raise ConfigError(f"--detector {detector!r}: {e.args[0]}") from e
     train_files, test_files = scan_recordings(data_dir)
     if not any(c == GOOD for _, c in test_files):
         raise DataError(f"no recordings in {Path(data_dir) / 'test' / GOOD}: the false-alarm rate and the AUROC need "

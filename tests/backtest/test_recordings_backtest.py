@@ -50,6 +50,21 @@ def test_the_shaft_speed_adds_envelope_features(dataset):
     assert r["per_condition"]["outer_race"]["auroc"] > 0.95
 
 
+def test_a_lagged_detector_scores_each_recording_as_one_sequence(dataset):
+    r = run_recordings_backtest(dataset, sample_rate=RATE, window_s=1.0, detector="dynamic_pca")
+    assert r["detector"] == "dynamic_pca" and r["n_warmup_windows"] == 28 * 2  # lags=2 per recording
+    assert r["n_test"] == 28 * 6 and r["per_condition"]["outer_race"]["auroc"] > 0.95
+
+
+def test_options_the_header_cannot_hold_are_refused_by_name(dataset):
+    with pytest.raises(ConfigError, match="--detector 'nope'"):
+        run_recordings_backtest(dataset, sample_rate=RATE, detector="nope")
+    with pytest.raises(ConfigError, match="--speed-hz"):
+        run_recordings_backtest(dataset, sample_rate=RATE, speed_hz=-3.0)
+    with pytest.raises(ConfigError, match="--sample-rate"):
+        run_recordings_backtest(dataset, sample_rate=0.0)
+
+
 def test_recordings_become_the_same_windows_the_live_agent_featurizes(dataset):
     rec = read_recording(dataset / "train" / "good" / "0000.npy", sample_rate=RATE)
     msgs = recording_messages(rec, asset_id="a", window_s=1.0)
