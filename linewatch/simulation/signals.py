@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.signal import lfilter
@@ -379,7 +380,7 @@ def write_recording_dataset(
     fmt: str = "npy",
     sensors: Sequence[str] = RECORDING_SENSORS,
     seed: int = 0,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Waveform recordings of one simulated machine in the images' layout, for ``linewatch backtest signals``.
 
     Each recording is one snapshot of ``seconds`` of vibration and current at ``rate`` Hz, taken

@@ -168,3 +168,15 @@ def test_bad_folders_and_files_are_explained(tmp_path):
         recording_messages(short, asset_id="a", window_s=5.0)
     with pytest.raises(ConfigError, match="--kind"):
         recording_messages(short, asset_id="a", window_s=0.5, kind="noise")
+
+
+def test_simulate_recordings_writes_a_folder_the_backtest_reads(tmp_path):
+    out = tmp_path / "sim"
+    res = CliRunner().invoke(app, ["simulate", "recordings", "--out", str(out), "--format", "csv", "--n-train", "2",
+                                   "--n-test-good", "1", "--n-test-per-condition", "1", "--seconds", "1",
+                                   "--conditions", "imbalance"])
+    assert res.exit_code == 0, res.output
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.csv"))
+    assert files == ["test/good/0000.csv", "test/imbalance/0000.csv", "train/good/0000.csv", "train/good/0001.csv"]
+    rec = read_recording(out / "test" / "imbalance" / "0000.csv", sample_rate=RATE)
+    assert rec.sensors == ("vibration", "current") and rec.samples.shape == (10_000, 2)
