@@ -115,7 +115,7 @@ def train_signals_cmd(
     """
     from linewatch.detectors.bundle import ANY, Scope
     from linewatch.embedded.stack import Stack
-    from linewatch.signals.framing import Envelope, training_frames
+    from linewatch.signals.framing import BearingEnvelope, training_frames
     from linewatch.storage.migrations import migrate
     from linewatch.training import train_and_register
 
@@ -124,7 +124,7 @@ def train_signals_cmd(
     if data is not None and sample_rate is None:
         raise ConfigError("--data needs --sample-rate (samples per second of the recordings)")
     s = settings(config)
-    envelope = Envelope.from_settings(s.asset_speed_hz, s.bearing_geometry)
+    envelope = BearingEnvelope.from_settings(s.asset_speed_hz, s.bearing_geometry)
     if data is not None:
         assert sample_rate is not None
         _train_signals_on_recordings(data, sample_rate=sample_rate, window_s=window_s, kind=kind, speed_hz=speed_hz,

@@ -23,8 +23,8 @@ Windows of equal length and rate are stacked so ``extract_features`` runs once p
 Bearing envelope features (``env_bpfo``, ``env_bpfi``, ``env_bsf``, ``env_ftf``: energy of the
 Hilbert envelope at the defect frequencies) need the shaft speed, so a *vibration* window gets
 them only when its speed is known: the window's own ``SignalMeta.speed_hz`` (a tachometer or the
-drive), else the asset's nominal speed in :class:`Envelope` (the ``asset_speed_hz`` setting).
-Training and the live agent pass the same :class:`Envelope`, so a model's feature names say
+drive), else the asset's nominal speed in :class:`BearingEnvelope` (the ``asset_speed_hz`` setting).
+Training and the live agent pass the same :class:`BearingEnvelope`, so a model's feature names say
 whether it expects envelope features; a frame whose window lacks them (no speed) is reported
 unscored with the reason, never guessed (:class:`SignalFrame` ``unscored``).
 
@@ -126,7 +126,7 @@ _KIND = "signal_frame_builder"
 
 # ---------------------------------------------------------------------------------------------- features
 @dataclass(frozen=True)
-class Envelope:
+class BearingEnvelope:
     """Where shaft speeds come from when a window does not carry one, and the bearing they apply to.
 
     ``asset_speed_hz`` maps an asset to its nominal shaft speed (Hz); ``bearing`` is the geometry
@@ -139,7 +139,7 @@ class Envelope:
 
     @classmethod
     def from_settings(cls, asset_speed_hz: Mapping[str, float],
-                      bearing_geometry: Sequence[float] | None = None) -> Envelope:
+                      bearing_geometry: Sequence[float] | None = None) -> BearingEnvelope:
         """From the ``asset_speed_hz`` and ``bearing_geometry`` settings (elements, ball and pitch diameter, angle)."""
         bearing = DEFAULT_BEARING
         if bearing_geometry is not None:
@@ -211,7 +211,7 @@ class WindowFeatures:
 
 def featurize_windows(
     windows: Sequence[tuple[SignalMeta, np.ndarray]], gate: QualityGate | None = None,
-    *, envelope: Envelope | None = None,
+    *, envelope: BearingEnvelope | None = None,
 ) -> list[WindowFeatures | DataError]:
     """Features and quality verdict of every window, in input order (a DataError where a window cannot be used).
 
@@ -221,7 +221,7 @@ def featurize_windows(
     envelope features as well.
     """
     gate = gate or QualityGate()
-    envelope = envelope or Envelope()
+    envelope = envelope or BearingEnvelope()
     out: list[WindowFeatures | DataError | None] = [None] * len(windows)
     groups: dict[tuple[float, int, bool], list[int]] = {}
     speeds = [envelope.speed_of(meta) for meta, _ in windows]
@@ -543,7 +543,7 @@ def training_frames(
     gate: QualityGate | None = None,
     drop_constant: bool = True,
     include_flagged: bool = False,
-    envelope: Envelope | None = None,
+    envelope: BearingEnvelope | None = None,
 ) -> TrainingFrames:
     """Known-good windows -> one row per complete, quality-clean frame, exactly as the live pipeline builds them.
 

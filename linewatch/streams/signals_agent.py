@@ -34,7 +34,7 @@ import faust
 
 from linewatch.config import Settings
 from linewatch.schemas.topics import SIGNALS
-from linewatch.signals.framing import Envelope
+from linewatch.signals.framing import BearingEnvelope
 from linewatch.streams.batch import BatchResult
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.runtime import BatchRuntime, raw_topic, register_batch_agent
@@ -61,7 +61,7 @@ class SignalsRuntime(BatchRuntime):
                  state_dir: Path | None = None) -> None:
         super().__init__(settings=settings, bootstrap=bootstrap, database_url=database_url, logger=log)
         self.state_dir = state_dir if state_dir is not None else settings.data_dir / STATE_DIR
-        self.envelope = Envelope.from_settings(settings.asset_speed_hz, settings.bearing_geometry)
+        self.envelope = BearingEnvelope.from_settings(settings.asset_speed_hz, settings.bearing_geometry)
         self.state = self._restore()
 
     def _restore(self) -> SignalsState:

@@ -26,7 +26,7 @@ Steps (the window -> row steps are :mod:`linewatch.signals.framing`'s, shared wi
    same way with ``data quality: <sensor> missing``, and a frame of a model that needs bearing
    envelope features whose vibration window came without a shaft speed with
    ``unscored: <sensor>: no shaft speed ...`` (speeds: ``SignalMeta.speed_hz``, else the
-   ``asset_speed_hz`` setting, :class:`~linewatch.signals.framing.Envelope`).
+   ``asset_speed_hz`` setting, :class:`~linewatch.signals.framing.BearingEnvelope`).
 
 Score ``event_id`` = UUIDv5 of (asset, slot start): a replayed or redelivered frame lands once.
 """
@@ -55,7 +55,7 @@ from linewatch.schemas.signal_rows import SignalFeatureRow
 from linewatch.signals.framing import (
     DEFAULT_RETENTION_S,
     DEFAULT_SLOT_S,
-    Envelope,
+    BearingEnvelope,
     FrameBuilder,
     SignalFrame,
     WindowFeatures,
@@ -97,12 +97,12 @@ class SignalsState:
         retention_s: float = DEFAULT_RETENTION_S,
         history_gap_s: float = DEFAULT_HISTORY_GAP_S,
         gate: QualityGate | None = None,
-        envelope: Envelope | None = None,
+        envelope: BearingEnvelope | None = None,
     ) -> None:
         self.frames = FrameBuilder(slot_s=slot_s, retention_s=retention_s)
         self.history_gap_s = float(history_gap_s)
         self.gate = gate or QualityGate()
-        self.envelope = envelope or Envelope()
+        self.envelope = envelope or BearingEnvelope()
         self.streams: dict[StreamKey, Any] = {}
         self.history: dict[StreamKey, tuple[float, np.ndarray]] = {}  # last row time, last rows
 
@@ -184,7 +184,7 @@ class SignalsState:
 
     @classmethod
     def load(cls, path: str | Path, *, gate: QualityGate | None = None,
-             envelope: Envelope | None = None) -> SignalsState:
+             envelope: BearingEnvelope | None = None) -> SignalsState:
         """Restore what :meth:`save` wrote; the next batch continues as if there had been no restart."""
         root = Path(path)
         params, arrays = load_state(root, kind=_STATE_KIND)

@@ -13,7 +13,7 @@ from linewatch.errors import ConfigError
 from linewatch.schemas.codec import decode, encode_signal
 from linewatch.schemas.messages import Score, SignalMeta
 from linewatch.schemas.rows import ScoreRow
-from linewatch.signals.framing import Envelope, featurize_windows, training_frames, window_feature_names
+from linewatch.signals.framing import BearingEnvelope, featurize_windows, training_frames, window_feature_names
 from linewatch.simulation.signals import NOMINAL_SHAFT_HZ, Fault, simulate_signals
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.signals_pipeline import SignalsState, score_signals_batch
@@ -54,12 +54,12 @@ def test_a_vibration_window_with_a_speed_gets_envelope_features_and_others_do_no
     assert not any(n.startswith("env_") for n in by_kind["current"] + by_kind["temperature"])
     assert by_kind["vibration"] == window_feature_names(10_000.0, 10_000, envelope=True)
     # The configured nominal speed of the asset does the same for windows that carry none.
-    configured = featurize_windows(msgs, envelope=Envelope(asset_speed_hz={"machine-01": NOMINAL_SHAFT_HZ}))
+    configured = featurize_windows(msgs, envelope=BearingEnvelope(asset_speed_hz={"machine-01": NOMINAL_SHAFT_HZ}))
     vib = next(w for w in configured if w.meta.kind == "vibration")
     vib_timed = next(w for w in timed if w.meta.kind == "vibration")
     assert np.array_equal(vib.values, vib_timed.values)
     # A window's own speed wins over the configured one.
-    other = featurize_windows(_with_speed(msgs, 20.0), envelope=Envelope(asset_speed_hz={"machine-01": 30.0}))
+    other = featurize_windows(_with_speed(msgs, 20.0), envelope=BearingEnvelope(asset_speed_hz={"machine-01": 30.0}))
     assert not np.array_equal(next(w for w in other if w.meta.kind == "vibration").values, vib_timed.values)
 
 
@@ -107,9 +107,9 @@ def test_speed_hz_travels_in_the_envelope_and_the_settings_configure_it(tmp_path
         SignalMeta(asset_id="a", sensor="v", kind="vibration", unit="g", start=T0, sample_rate_hz=1e3,
                    n_samples=10, speed_hz=-1.0)
     s = Settings(data_dir=tmp_path, asset_speed_hz={"press-7": 24.75}, bearing_geometry=(8, 6.0, 30.0, 0.0))
-    env = Envelope.from_settings(s.asset_speed_hz, s.bearing_geometry)
+    env = BearingEnvelope.from_settings(s.asset_speed_hz, s.bearing_geometry)
     assert env.asset_speed_hz == {"press-7": 24.75} and env.bearing.n_elements == 8
     with pytest.raises(ValueError, match="asset_speed_hz"):
         Settings(data_dir=tmp_path, asset_speed_hz={"press-7": 0.0})
     with pytest.raises(ConfigError, match="pitch_diameter"):
-        Envelope.from_settings({}, (9, 40.0, 30.0, 0.0))
+        BearingEnvelope.from_settings({}, (9, 40.0, 30.0, 0.0))
