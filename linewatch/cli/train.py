@@ -160,9 +160,10 @@ def _train_signals_on_recordings(data: Path, *, sample_rate: float, window_s: fl
                                  speed_hz: float | None, detector: str, asset: str, target_far: float, seed: int,
                                  s: Settings) -> None:
     """``train signals --data``: fit on train/good recordings, then register (files first, services after)."""
-    from linewatch.backtest.recordings import GOOD, fit_recordings_model, load_recordings, scan_recordings
+    from linewatch.backtest.recordings import fit_recordings_model
     from linewatch.detectors.bundle import Scope
     from linewatch.embedded.stack import Stack
+    from linewatch.signals.recordings import GOOD, load_recordings, scan_recordings
     from linewatch.storage.migrations import migrate
     from linewatch.training import register
 

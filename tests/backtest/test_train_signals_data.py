@@ -8,12 +8,12 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from linewatch.backtest.recordings import read_recording, recording_messages
 from linewatch.cli import app
 from linewatch.detectors.bundle import ModelBundle
 from linewatch.errors import ConfigError
 from linewatch.schemas.codec import encode_signal
 from linewatch.schemas.rows import ScoreRow
+from linewatch.signals.recordings import read_recording, recording_messages
 from linewatch.simulation.signals import NOMINAL_SHAFT_HZ, write_recording_dataset
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.signals_pipeline import score_signals_batch
