@@ -122,6 +122,16 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(default=DEFAULT_SESSION_TIMEOUT_S, gt=0)
     target_far: float = Field(default=1e-3, gt=0, lt=1, description="false alarms per normal event")
     model_refresh_s: float = Field(default=10.0, gt=0, description="how often workers look for new models")
+    asset_speed_hz: dict[str, float] = Field(
+        default_factory=dict,
+        description="nominal shaft speed (Hz) per asset, e.g. {\"press-7\": 24.75}: vibration windows of these "
+        "assets get bearing envelope features when the window carries no speed_hz of its own",
+    )
+    bearing_geometry: tuple[int, float, float, float] | None = Field(
+        default=None,
+        description="bearing for the envelope features: [elements, ball diameter, pitch diameter, contact angle "
+        "deg]; unset = a 6205 ball bearing [9, 7.94, 39.04, 0]",
+    )
     db_retry_total_s: float = Field(
         default=30.0, ge=0, description="how long a worker retries an unavailable database before it exits"
     )
@@ -151,6 +161,14 @@ class Settings(BaseSettings):
         v = v.lower()
         if v not in {"debug", "info", "warn", "error", "crit"}:
             raise ValueError("log_level must be one of debug, info, warn, error, crit")
+        return v
+
+    @field_validator("asset_speed_hz")
+    @classmethod
+    def _speeds(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {a: f for a, f in v.items() if not 0 < f <= 10_000}
+        if bad:
+            raise ValueError(f"asset_speed_hz values must be shaft speeds in (0, 10000] Hz; got {bad}")
         return v
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")

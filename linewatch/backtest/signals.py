@@ -69,6 +69,11 @@ from linewatch.errors import ConfigError, DataError
 #: What ``detector="auto"`` means here: dynamic PCA needs no tuning, explains per sensor, and
 #: its lags see the relations between consecutive windows.
 AUTO_DETECTOR = "dynamic_pca"
+#: Lags ``"auto"`` tries, most first; 0 is static PCA on the window features.
+AUTO_LAGS: tuple[int, ...] = (2, 1, 0)
+#: ``"auto"`` shortens a window longer than this fraction of the train rows: the calibration part
+#: (the last 30 %) then still holds a dozen disjoint windows and many overlapping ones.
+AUTO_WINDOWS_PER_TRAIN = 40
 
 #: Share of the train windows (the later part, in time) held out for calibration.
 CALIBRATION_FRACTION = 0.3
@@ -109,10 +114,10 @@ def _segments(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
-def _make_detector(name: str, feature_names: list[str], sensors: list[str]) -> Any:
+def _make_detector(name: str, feature_names: list[str], sensors: list[str], lags: int | None = None) -> Any:
     cls = get_detector(name)
     params = inspect.signature(cls).parameters
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {} if lags is None else {"lags": lags}
     if "seed" in params:
         kwargs["seed"] = 0
     if "groups" in params:  # let the autoencoder explain per sensor, not per window statistic
@@ -159,6 +164,30 @@ def _as_times(timestamps: np.ndarray | None, n: int) -> tuple[np.ndarray, str]:
     return ts.astype(np.float64), "timestamp units"
 
 
+def auto_plans(window: int, stride: int, n_rows: int) -> list[tuple[int, int, int]]:
+    """``(window, stride, lags)`` that ``detector="auto"`` tries in order on ``n_rows`` train rows.
+
+    The given window and stride first; then, when that window is longer than 1/:data:`AUTO_WINDOWS_PER_TRAIN`
+    of the train rows, that fraction (stride a fifth of it), then it at stride 1 (every train window in
+    the fit sequence, no interleaving), the given window at stride 1, and halved windows down to one
+    row. At each, lags 2, 1, 0: the dynamic PCA fit needs ``(lags + 1) x features + 2`` consecutive
+    windows, and a window's statistics (``window > 1``) are five features per sensor.
+
+    >>> auto_plans(50, 10, 400)[:4]
+    [(50, 10, 2), (50, 10, 1), (50, 10, 0), (10, 2, 2)]
+    >>> sorted({(w, s) for w, s, _ in auto_plans(50, 10, 400)})
+    [(1, 1), (2, 1), (5, 1), (10, 1), (10, 2), (50, 1), (50, 10)]
+    """
+    short = min(window, max(1, n_rows // AUTO_WINDOWS_PER_TRAIN))
+    shapes = [(window, stride), (short, max(1, min(stride, short // 5))), (short, 1), (window, 1)]
+    w = short // 2
+    while w >= 1:
+        shapes.append((w, 1))
+        w //= 2
+    unique = list(dict.fromkeys(shapes))
+    return [(w, s, lags) for w, s in unique for lags in AUTO_LAGS]
+
+
 def run_signals_backtest(
     train: np.ndarray,
     test: np.ndarray,
@@ -175,8 +204,60 @@ def run_signals_backtest(
 
     ``train`` and ``test`` are ``(rows, sensors)`` in time order, ``labels`` one bool per test row
     (True = fault), ``feature_names`` the sensor (column) names; ``detector`` a registered name
-    or ``"auto"`` (:data:`AUTO_DETECTOR`). Returns a JSON-serialisable dict.
+    or ``"auto"``: dynamic PCA (:data:`AUTO_DETECTOR`) at the first of :func:`auto_plans` the data
+    can fit and calibrate (a short series gets stride 1, fewer lags or a shorter window), with
+    ``auto_reason`` in the result saying what was chosen and why. Returns a JSON-serialisable dict.
     """
+    if detector != "auto":
+        return _backtest(train, test, labels, feature_names, window=window, stride=stride, detector=detector,
+                         lags=None, target_far=target_far, timestamps=timestamps)
+    refused: list[str] = []
+    for w, s, lags in auto_plans(window, stride, len(train)):
+        try:
+            out = _backtest(train, test, labels, feature_names, window=w, stride=s, detector=AUTO_DETECTOR,
+                            lags=lags, target_far=target_far, timestamps=timestamps)
+        except (DataError, ConfigError) as e:
+            if not refused and _input_error(e):
+                raise
+            refused.append(f"window={w}, stride={s}, lags={lags}: {e}")
+            continue
+        chosen = f"{AUTO_DETECTOR} with lags={lags}, window={w}, stride={s}"
+        out["lags"] = lags
+        out["auto_reason"] = (
+            f"{chosen} (the requested window={window}, stride={stride} with lags={AUTO_LAGS[0]} fits these "
+            "train rows)" if not refused else
+            f"{chosen}: the {len(train)} train rows cannot fit or calibrate the larger settings "
+            f"({refused[0]}); set --window, --stride or --detector to choose yourself"
+        )
+        out["auto_refused"] = refused
+        return out
+    raise DataError(
+        f"no window, stride and lags of {AUTO_DETECTOR} fit {len(train)} train rows; the last attempt said: "
+        f"{refused[-1]}; give more known-good rows or choose another --detector"
+    )
+
+
+def _input_error(e: Exception) -> bool:
+    """Errors that no other window, stride or lags can fix: the arrays themselves are wrong."""
+    text = str(e)
+    return any(k in text for k in ("NaN/inf", "must be (rows, sensors)", "feature names for", "labels has shape",
+                                   "timestamps has shape", "must be >= 1 row"))
+
+
+def _backtest(
+    train: np.ndarray,
+    test: np.ndarray,
+    labels: np.ndarray,
+    feature_names: list[str],
+    *,
+    window: int,
+    stride: int,
+    detector: str,
+    lags: int | None,
+    target_far: float,
+    timestamps: np.ndarray | None,
+) -> dict:
+    """One backtest at a fixed window, stride, detector (and lags, None = the detector's default)."""
     tr = np.asarray(train, dtype=np.float64)
     te = np.asarray(test, dtype=np.float64)
     y_all = np.asarray(labels).astype(bool)
@@ -195,7 +276,6 @@ def run_signals_backtest(
     if window < 1 or stride < 1:
         raise ConfigError(f"window={window} and stride={stride} must be >= 1 row")
     sensors = [str(f) for f in feature_names]
-    detector = AUTO_DETECTOR if detector == "auto" else detector
     times, unit = _as_times(timestamps, te.shape[0])
 
     n_possible = max(tr.shape[0] - window + 1, 1)
@@ -209,7 +289,7 @@ def run_signals_backtest(
     F_fit, F_cal = F_train[:n_fit], F_train[cal]
     if len(F_cal) == 0:
         raise DataError("no calibration windows left after the fit part; give more train rows")
-    det = _make_detector(detector, names, sensors)
+    det = _make_detector(detector, names, sensors, lags)
     online = hasattr(det, "learn_one") and hasattr(det, "update")
     ordered = online or hasattr(det, "ready_mask")
     # Order-dependent detectors (lags, online state) must see windows ``stride`` rows apart, as in

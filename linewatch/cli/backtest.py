@@ -414,3 +414,7 @@ def backtest_images_cmd(
     if json_out is not None:
         json_out.write_text(json.dumps(jsonable(result), indent=2, sort_keys=True) + "\n")
         console.print(f"figures written to {escape(str(json_out))}")
+
+from linewatch.cli.backtest_signals import backtest_signals_cmd  # noqa: E402  (its own module, mounted here)
+
+backtest_app.command("signals")(backtest_signals_cmd)

@@ -34,6 +34,8 @@ MODULE_BENCHMARKS = {
     "calibration": ("calibration", "Target vs realised false-alarm rate per detector family on autocorrelated, "
                     "drifting normal data (SPC and machine simulators, NAB, images)."),
     "images": ("images", "Image detection: frames/s, AUROC per defect type, memory-bank trade-off, faiss."),
+    "recordings": ("recordings", "Detection on waveform recordings (WAV/NPY/CSV folders) per bearing-fault "
+                   "severity, with and without shaft speed."),
 }
 #: Hand every argument, ``--help`` too, to the module's own parser.
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}

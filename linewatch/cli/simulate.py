@@ -218,3 +218,32 @@ def simulate_frames_cmd(
     defective = sum(label != "good" for label in labels)
     console.print(f"produced {n} {encoding} frames of {sku} ({defective} defective) from {asset}/{camera} "
                   f"to {stack.bootstrap}")
+
+
+@simulate_app.command("recordings")
+def simulate_recordings_cmd(
+    out: Annotated[Path, typer.Option(help="write the recordings folder (train/good, test/<condition>) here")],
+    fmt: Annotated[str, typer.Option("--format", help="npy, wav or csv")] = "npy",
+    conditions: Annotated[str, typer.Option(help="comma-separated faults: outer_race, inner_race, imbalance, "
+                                            "looseness")] = "outer_race,inner_race",
+    n_train: Annotated[int, typer.Option(help="good training recordings")] = 60,
+    n_test_good: Annotated[int, typer.Option(help="good test recordings")] = 30,
+    n_test_per_condition: Annotated[int, typer.Option(help="test recordings per fault")] = 10,
+    seconds: Annotated[float, typer.Option(help="seconds per recording")] = 8.0,
+    rate: Annotated[float, typer.Option(help="samples per second")] = 10_000.0,
+    severity: Annotated[float, typer.Option(help="fault severity (0-10; 1 = full grown)")] = 0.3,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write waveform recordings of a simulated machine (vibration + current) for `linewatch backtest signals`.
+
+    Then: linewatch backtest signals --data OUT --sample-rate RATE [--speed-hz 24.75].
+    """
+    from linewatch.simulation.signals import write_recording_dataset
+
+    summary = write_recording_dataset(
+        out, n_train=n_train, n_test_good=n_test_good, conditions=[c.strip() for c in conditions.split(",") if c],
+        n_test_per_condition=n_test_per_condition, seconds=seconds, rate=rate, severity=severity, fmt=fmt,
+        seed=seed,
+    )
+    console.print(f"wrote {sum(summary['counts'].values())} recordings to {escape(str(out))} "
+                  f"({summary['counts']}); shaft speed {summary['shaft_hz']} Hz")

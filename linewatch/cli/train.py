@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 
 from linewatch.cli.common import ConfigOption, console, print_calibration_report, settings, stage_progress
+from linewatch.config import Settings
 from linewatch.errors import ConfigError, DataError
 
 train_app = typer.Typer(help="Fit models on known-good data and register them as versions.", no_args_is_help=True)
@@ -118,6 +119,17 @@ def train_signals_cmd(
     from_topic: Annotated[bool, typer.Option(
         "--from-topic", help="train on the windows now in the `signals` topic (known-good period)")] = False,
     simulated: Annotated[bool, typer.Option(help="train on simulated healthy machines instead")] = False,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="train on waveform recordings: DIR/train/good/*.wav|npy|csv (the images' layout)")] = None,
+    sample_rate: Annotated[float | None, typer.Option(
+        "--sample-rate", help="with --data: samples per second of the recordings")] = None,
+    window_s: Annotated[float, typer.Option(
+        "--window-s", help="with --data: seconds per window; live windows must have this length")] = 1.0,
+    kind: Annotated[str, typer.Option(
+        "--kind", help="with --data: kind of channels not named after one (vibration, current, ...)")] = "vibration",
+    speed_hz: Annotated[float | None, typer.Option(
+        "--speed-hz", help="with --data: shaft speed (Hz) of the recordings; adds bearing envelope features, "
+        "which live windows then need (speed_hz or the asset_speed_hz setting)")] = None,
     machines: Annotated[int, typer.Option(help="simulated machines (with --simulated)")] = 3,
     duration_s: Annotated[float, typer.Option(help="simulated seconds per machine (with --simulated)")] = 21600.0,
     detector: Annotated[str, typer.Option(help="dynamic_pca, autoencoder, online_residual, ...")] = "dynamic_pca",
@@ -127,17 +139,29 @@ def train_signals_cmd(
 ) -> None:
     """Fit a multi-sensor signals model on known-good windows and register it as a version.
 
-    Frames are built exactly as the live agent builds them (same features, same time slots).
+    Frames are built exactly as the live agent builds them (same features, same time slots). With
+    --data, each recording in train/good/ is cut into --window-s windows named after its channels
+    (CSV header, else ch1, ch2, ...): the live windows of --asset must come with those sensor names,
+    that rate and that length.
     """
     from linewatch.detectors.bundle import ANY, Scope
     from linewatch.embedded.stack import Stack
-    from linewatch.signals.framing import training_frames
+    from linewatch.signals.framing import BearingEnvelope, training_frames
     from linewatch.storage.migrations import migrate
     from linewatch.training import train_and_register
 
-    if from_topic == simulated:
-        raise ConfigError("choose exactly one source: --from-topic or --simulated")
+    if sum((from_topic, simulated, data is not None)) != 1:
+        raise ConfigError("choose exactly one source: --from-topic, --simulated or --data")
+    if data is not None and sample_rate is None:
+        raise ConfigError("--data needs --sample-rate (samples per second of the recordings)")
     s = settings(config)
+    envelope = BearingEnvelope.from_settings(s.asset_speed_hz, s.bearing_geometry)
+    if data is not None:
+        assert sample_rate is not None
+        _train_signals_on_recordings(data, sample_rate=sample_rate, window_s=window_s, kind=kind, speed_hz=speed_hz,
+                                     detector=detector, asset=asset, target_far=target_far or s.target_far,
+                                     seed=seed, s=s)
+        return
     with Stack(s, need_broker=from_topic) as stack:
         migrate(stack.database_url)
         if simulated:
@@ -153,7 +177,7 @@ def train_signals_cmd(
                 console.print(f"[yellow]skipped {skipped} undecodable window(s)")
         if asset != ANY:
             messages = [m for m in messages if m[0].asset_id == asset]
-        frames = training_frames(messages)
+        frames = training_frames(messages, envelope=envelope)
         bundle, ref = train_and_register(
             frames.X, modality="signals", **frames.provenance(), database_url=stack.database_url,
             model_dir=s.model_dir, detector=detector, target_far=target_far or s.target_far, seed=seed,
@@ -161,6 +185,35 @@ def train_signals_cmd(
         )
     console.print(f"model {ref.model_id}@{ref.version}: {bundle.detector_name} on {len(frames.X)} frames x "
                   f"{len(bundle.feature_names)} features, saved to {ref.artifact_path}")
+    print_calibration_report(bundle.calibration_report)
+
+
+def _train_signals_on_recordings(data: Path, *, sample_rate: float, window_s: float, kind: str,
+                                 speed_hz: float | None, detector: str, asset: str, target_far: float, seed: int,
+                                 s: Settings) -> None:
+    """``train signals --data``: fit on train/good recordings, then register (files first, services after)."""
+    from linewatch.backtest.recordings import fit_recordings_model
+    from linewatch.detectors.bundle import Scope
+    from linewatch.embedded.stack import Stack
+    from linewatch.signals.recordings import GOOD, load_recordings, scan_recordings
+    from linewatch.storage.migrations import migrate
+    from linewatch.training import register
+
+    files, _ = scan_recordings(data)
+    with stage_progress({"read": "reading train/good", "fit": "fitting and calibrating"}) as progress:
+        recs = load_recordings([(p, GOOD) for p in files], sample_rate=sample_rate, progress=progress)
+        progress("fit", 0, 1)
+        bundle, frames = fit_recordings_model(recs, window_s=window_s, detector=detector, target_far=target_far,
+                                              kind=kind, speed_hz=speed_hz, seed=seed, scope=Scope(asset=asset),
+                                              meta={"data": str(data)})
+        progress("fit", 1, 1)
+    with Stack(s, need_broker=False) as stack:
+        migrate(stack.database_url)
+        ref = register(bundle, database_url=stack.database_url, model_dir=s.model_dir)
+    console.print(f"model {escape(ref.model_id)}@{ref.version}: {bundle.detector_name} on {len(frames.X)} windows of "
+                  f"{len(recs)} recordings x {len(bundle.feature_names)} features, saved to "
+                  f"{escape(str(ref.artifact_path))}")
+    print_calibration_report(bundle.calibration_report)
 
 
 def _training_files(data: Path) -> list[Path]:

@@ -107,8 +107,12 @@ def encode(message: BaseModel) -> bytes:
 
 
 def encode_envelope(header: BaseModel, payload: bytes) -> bytes:
-    """Frame ``header`` (JSON) and ``payload`` (raw bytes) into one binary message."""
-    head = header.model_dump_json().encode()
+    """Frame ``header`` (JSON) and ``payload`` (raw bytes) into one binary message.
+
+    Unset optional fields (a window without ``speed_hz``) are left out, as in :func:`encode`, so a
+    header without them is byte-for-byte what consumers decoded before those fields existed.
+    """
+    head = header.model_dump_json(exclude_none=True).encode()
     return _HEADER.pack(ENVELOPE_MAGIC, ENVELOPE_VERSION, len(head)) + head + payload
 
 

@@ -128,6 +128,11 @@ class SignalMeta(Message):
     start: UtcDatetime
     sample_rate_hz: float = Field(gt=0, le=1_000_000)
     n_samples: int = Field(gt=0, le=10_000_000)
+    speed_hz: float | None = Field(
+        default=None, gt=0, le=10_000,
+        description="shaft speed during the window (Hz, from a tachometer or the drive); vibration windows "
+        "with a known speed get bearing envelope features (env_bpfo, env_bpfi, env_bsf, env_ftf)",
+    )
 
     @property
     def event_id(self) -> uuid.UUID:

@@ -121,6 +121,11 @@ class BearingGeometry:
         return f * factors
 
 
+#: A 6205-type deep-groove ball bearing (9 balls, 7.94 mm, pitch 39.04 mm): the textbook example, and
+#: the geometry the envelope features assume unless the settings name another (``bearing_geometry``).
+DEFAULT_BEARING = BearingGeometry(n_elements=9, element_diameter=7.94, pitch_diameter=39.04)
+
+
 def octave_bands(sample_rate: float, n_octaves: int = DEFAULT_OCTAVES) -> tuple[tuple[float, float], ...]:
     """Octave bands counted down from Nyquist, the lowest starting at 0 Hz.
 

@@ -19,7 +19,14 @@ powers as ``log10``), or plus the six time-domain features only when it has fewe
 :data:`MIN_SPECTRAL_SAMPLES` samples (a 1 Hz thermocouple's one-sample window has no spectrum).
 Windows of equal length and rate are stacked so ``extract_features`` runs once per group
 (in chunks of at most :data:`FEATURE_CHUNK_SAMPLES` samples, which bounds memory).
-No bearing envelope features: the ``signals`` topic carries no shaft speed.
+
+Bearing envelope features (``env_bpfo``, ``env_bpfi``, ``env_bsf``, ``env_ftf``: energy of the
+Hilbert envelope at the defect frequencies) need the shaft speed, so a *vibration* window gets
+them only when its speed is known: the window's own ``SignalMeta.speed_hz`` (a tachometer or the
+drive), else the asset's nominal speed in :class:`BearingEnvelope` (the ``asset_speed_hz`` setting).
+Training and the live agent pass the same :class:`BearingEnvelope`, so a model's feature names say
+whether it expects envelope features; a frame whose window lacks them (no speed) is reported
+unscored with the reason, never guessed (:class:`SignalFrame` ``unscored``).
 
 Frames: the aligned-slot rule
 -----------------------------
@@ -71,7 +78,7 @@ import bisect
 import math
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,7 +89,15 @@ import numpy as np
 from linewatch.detectors.base import load_state, save_state
 from linewatch.errors import ConfigError, DataError
 from linewatch.schemas.messages import SignalMeta
-from linewatch.signals.features import TIME_FEATURES, FeatureConfig, extract_features, feature_names, time_features
+from linewatch.signals.features import (
+    DEFAULT_BEARING,
+    TIME_FEATURES,
+    BearingGeometry,
+    FeatureConfig,
+    extract_features,
+    feature_names,
+    time_features,
+)
 from linewatch.signals.quality import Issue, QualityGate
 
 #: Fewer samples than this give a spectrum too coarse to mean anything (bins of fs/n Hz):
@@ -110,27 +125,65 @@ _KIND = "signal_frame_builder"
 
 
 # ---------------------------------------------------------------------------------------------- features
-def feature_config(sample_rate: float, n_samples: int) -> FeatureConfig | None:
-    """The spectral configuration for windows of this rate and length, or None for time features only."""
+@dataclass(frozen=True)
+class BearingEnvelope:
+    """Where shaft speeds come from when a window does not carry one, and the bearing they apply to.
+
+    ``asset_speed_hz`` maps an asset to its nominal shaft speed (Hz); ``bearing`` is the geometry
+    the defect frequencies are computed for. Configuration, built once from the settings
+    (:meth:`from_settings`) and passed to training and the live agent alike.
+    """
+
+    asset_speed_hz: Mapping[str, float] = field(default_factory=dict)
+    bearing: BearingGeometry = DEFAULT_BEARING
+
+    @classmethod
+    def from_settings(cls, asset_speed_hz: Mapping[str, float],
+                      bearing_geometry: Sequence[float] | None = None) -> BearingEnvelope:
+        """From the ``asset_speed_hz`` and ``bearing_geometry`` settings (elements, ball and pitch diameter, angle)."""
+        bearing = DEFAULT_BEARING
+        if bearing_geometry is not None:
+            n, d, pd, *angle = bearing_geometry
+            bearing = BearingGeometry(int(n), float(d), float(pd), float(angle[0]) if angle else 0.0)
+        return cls(dict(asset_speed_hz), bearing)
+
+    def speed_of(self, meta: SignalMeta) -> float | None:
+        """The shaft speed for this window's envelope features, or None (no envelope features)."""
+        if meta.kind != "vibration" or meta.n_samples < MIN_SPECTRAL_SAMPLES:
+            return None
+        return meta.speed_hz if meta.speed_hz is not None else self.asset_speed_hz.get(meta.asset_id)
+
+
+def feature_config(sample_rate: float, n_samples: int, *, bearing: BearingGeometry | None = None
+                   ) -> FeatureConfig | None:
+    """The spectral configuration for windows of this rate and length, or None for time features only.
+
+    ``bearing`` adds the envelope features (the windows' shaft speeds then go to ``extract_features``).
+    """
     if n_samples < MIN_SPECTRAL_SAMPLES:
         return None
-    return FeatureConfig(sample_rate=sample_rate, n_peaks=N_PEAKS, log_power=True)
+    return FeatureConfig(sample_rate=sample_rate, n_peaks=N_PEAKS, log_power=True, bearing=bearing)
 
 
-def window_feature_names(sample_rate: float, n_samples: int) -> tuple[str, ...]:
-    """Column names of :func:`window_features` for windows of this rate and length."""
-    cfg = feature_config(sample_rate, n_samples)
+def window_feature_names(sample_rate: float, n_samples: int, *, envelope: bool = False) -> tuple[str, ...]:
+    """Column names of :func:`window_features` for windows of this rate and length (with envelope features?)."""
+    cfg = feature_config(sample_rate, n_samples, bearing=DEFAULT_BEARING if envelope else None)
     return ("mean", *(feature_names(cfg) if cfg is not None else TIME_FEATURES))
 
 
-def window_features(windows: np.ndarray, sample_rate: float) -> tuple[tuple[str, ...], np.ndarray]:
-    """Names and feature matrix ``(n, len(names))`` for same-length windows ``(n, m)`` at one rate."""
+def window_features(windows: np.ndarray, sample_rate: float, *, bearing: BearingGeometry | None = None,
+                    shaft_hz: np.ndarray | None = None) -> tuple[tuple[str, ...], np.ndarray]:
+    """Names and feature matrix ``(n, len(names))`` for same-length windows ``(n, m)`` at one rate.
+
+    With ``bearing`` and ``shaft_hz`` (one speed per window) the envelope features are added.
+    """
     x = np.asarray(windows, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] == 0:
         raise DataError(f"expected windows of shape (n_windows, n_samples), got {x.shape}")
-    cfg = feature_config(sample_rate, x.shape[1])
-    names = window_feature_names(sample_rate, x.shape[1])
-    F = extract_features(x, cfg) if cfg is not None else time_features(x)
+    use = bearing if shaft_hz is not None else None
+    cfg = feature_config(sample_rate, x.shape[1], bearing=use)
+    names = ("mean", *(feature_names(cfg) if cfg is not None else TIME_FEATURES))
+    F = extract_features(x, cfg, shaft_hz=shaft_hz) if cfg is not None else time_features(x)
     return names, np.column_stack([x.mean(axis=1), F])
 
 
@@ -157,24 +210,30 @@ class WindowFeatures:
 
 
 def featurize_windows(
-    windows: Sequence[tuple[SignalMeta, np.ndarray]], gate: QualityGate | None = None
+    windows: Sequence[tuple[SignalMeta, np.ndarray]], gate: QualityGate | None = None,
+    *, envelope: BearingEnvelope | None = None,
 ) -> list[WindowFeatures | DataError]:
     """Features and quality verdict of every window, in input order (a DataError where a window cannot be used).
 
     Windows of equal length and sample rate are stacked, so the features and the quality
     gate run once per group (per chunk of :data:`FEATURE_CHUNK_SAMPLES`), not once per window.
+    Vibration windows with a known shaft speed (``envelope``, module docstring) get the
+    envelope features as well.
     """
     gate = gate or QualityGate()
+    envelope = envelope or BearingEnvelope()
     out: list[WindowFeatures | DataError | None] = [None] * len(windows)
-    groups: dict[tuple[float, int], list[int]] = {}
+    groups: dict[tuple[float, int, bool], list[int]] = {}
+    speeds = [envelope.speed_of(meta) for meta, _ in windows]
     for i, (meta, samples) in enumerate(windows):
-        groups.setdefault((float(meta.sample_rate_hz), int(samples.size)), []).append(i)
-    for (rate, m), idx in groups.items():
+        groups.setdefault((float(meta.sample_rate_hz), int(samples.size), speeds[i] is not None), []).append(i)
+    for (rate, m, with_speed), idx in groups.items():
         step = max(1, FEATURE_CHUNK_SAMPLES // m)
         for lo in range(0, len(idx), step):
             part = idx[lo : lo + step]
             x = np.stack([windows[i][1] for i in part]).astype(np.float64)
-            names, F = window_features(x, rate)
+            shaft = np.array([speeds[i] for i in part], dtype=np.float64) if with_speed else None
+            names, F = window_features(x, rate, bearing=envelope.bearing, shaft_hz=shaft)
             codes = gate.check(x, sensors=[windows[i][0].sensor for i in part]).codes
             finite = np.isfinite(F).all(axis=1)
             for j, i in enumerate(part):
@@ -215,7 +274,7 @@ def frame_columns(names: Iterable[str]) -> tuple[tuple[str, str], ...]:
 #: faults); slow sensors: their reading. Spectral peak frequencies are left out: the strongest
 #: line can jump between two similar peaks from one window to the next.
 _DEFAULT_PATTERNS: dict[str, re.Pattern[str]] = {
-    "vibration": re.compile(r"^(rms|peak|crest_factor|kurtosis|skewness|spectral_centroid|band_.*)$"),
+    "vibration": re.compile(r"^(rms|peak|crest_factor|kurtosis|skewness|spectral_centroid|band_.*|env_.*)$"),
     "current": re.compile(r"^(rms|band_.*)$"),
 }
 _SLOW_DEFAULT = re.compile(r"^mean$")
@@ -239,6 +298,9 @@ class SignalFrame:
     event_ids: tuple[uuid.UUID, ...]
     bad: dict[str, list[str]]  # quality reasons per sensor of the asset at this slot
     missing: tuple[str, ...] = ()
+    #: Sensors whose windows came but cannot give the model's features, with the reason
+    #: (``"vibration: no shaft speed ..."``): the frame is reported unscored.
+    unscored: tuple[str, ...] = ()
 
     @property
     def usable(self) -> bool:
@@ -263,7 +325,8 @@ class _AssetFrames:
     watermark: float = -math.inf
     last_slot: dict[str, int] = field(default_factory=dict)  # per model key
     pending: dict[str, set[int]] = field(default_factory=dict)  # incomplete slots per model key
-    counters: dict[str, int] = field(default_factory=lambda: {"duplicate": 0, "late": 0, "missing": 0})
+    counters: dict[str, int] = field(
+        default_factory=lambda: {"duplicate": 0, "late": 0, "missing": 0, "no_speed": 0})
 
 
 class FrameBuilder:
@@ -348,6 +411,17 @@ class FrameBuilder:
                 else:
                     pending.add(k)
                 continue
+            no_speed = tuple(sorted({s for s, f in columns if f.startswith("env_") and f not in chosen[s].names}))
+            if no_speed:
+                # The model needs envelope features and these windows came without a shaft speed:
+                # report the frame unscored (never guess a speed, never crash the batch).
+                st.counters["no_speed"] += 1
+                ids = tuple(chosen[s].event_id for s in sensors)  # type: ignore[union-attr]
+                reasons = tuple(f"{s}: no shaft speed (send SignalMeta.speed_hz or set asset_speed_hz)"
+                                for s in no_speed)
+                frames.append(SignalFrame(asset, k, ts, None, ids, self._bad(st, k), unscored=reasons))
+                last = k
+                continue
             values = np.empty(len(columns))
             for j, (s, f) in enumerate(columns):
                 h = chosen[s]
@@ -390,11 +464,11 @@ class FrameBuilder:
                 del st.windows[s]
 
     def counters(self) -> dict[str, int]:
-        """Totals over all assets of ``duplicate``, ``late`` and ``missing``."""
-        total = {"duplicate": 0, "late": 0, "missing": 0}
+        """Totals over all assets of ``duplicate``, ``late``, ``missing`` and ``no_speed``."""
+        total = {"duplicate": 0, "late": 0, "missing": 0, "no_speed": 0}
         for st in self.assets.values():
             for k, v in st.counters.items():
-                total[k] += v
+                total[k] = total.get(k, 0) + v
         return total
 
     # ------------------------------------------------------------------------------------------ state
@@ -434,7 +508,7 @@ class FrameBuilder:
                 watermark=-math.inf if d["watermark"] is None else float(d["watermark"]),
                 last_slot={k: int(v) for k, v in d["last_slot"].items()},
                 pending={k: set(v) for k, v in d["pending"].items()},
-                counters={k: int(v) for k, v in d["counters"].items()},
+                counters={"no_speed": 0, **{k: int(v) for k, v in d["counters"].items()}},
             )
             for s, start, end, eid, ni, key, issues in d["windows"]:
                 st.windows.setdefault(s, []).append(
@@ -454,6 +528,7 @@ class TrainingFrames:
     ts: tuple[datetime, ...]  # slot start of each row
     skipped_quality: int  # complete frames left out because a sensor failed the quality gate
     dropped_constant: tuple[str, ...]  # default features left out because they never moved
+    flagged: tuple[bool, ...] = ()  # per row: a sensor failed the quality gate (only with include_flagged)
 
     def provenance(self) -> dict[str, Any]:
         """What :func:`linewatch.training.fit_model` records of these rows: their columns and time span."""
@@ -468,15 +543,17 @@ def training_frames(
     gate: QualityGate | None = None,
     drop_constant: bool = True,
     include_flagged: bool = False,
+    envelope: BearingEnvelope | None = None,
 ) -> TrainingFrames:
     """Known-good windows -> one row per complete, quality-clean frame, exactly as the live pipeline builds them.
 
     ``features`` are ``"<sensor>.<feature>"`` names; None takes :func:`default_model_features` of
     every sensor present (in sensor-name order) and, with ``drop_constant``, leaves out columns
     that never moved. Each asset's frames are in time order; assets follow one another.
-    ``include_flagged`` keeps frames the quality gate flagged (for exports, never for training).
+    ``include_flagged`` keeps frames the quality gate flagged (for exports and backtests, never for
+    training; ``flagged`` says which). ``envelope`` must be the live agent's (module docstring).
     """
-    wins = featurize_windows(messages, gate)
+    wins = featurize_windows(messages, gate, envelope=envelope)
     bad = [w for w in wins if isinstance(w, DataError)]
     if bad:
         raise DataError(f"{len(bad)} training window(s) cannot be used, e.g.: {bad[0]}")
@@ -486,7 +563,7 @@ def training_frames(
     names = list(features) if features is not None else _default_names(good)
     columns = frame_columns(names)
     builder = FrameBuilder(slot_s=slot_s, retention_s=max(DEFAULT_RETENTION_S, slot_s))
-    rows, assets, stamps, skipped = [], [], [], 0
+    rows, assets, stamps, flagged, skipped = [], [], [], [], 0
     # One window at a time, in time order, with the live agent's add -> take -> prune steps.
     for w in sorted(good, key=lambda w: (w.meta.asset_id, w.start)):
         asset = w.meta.asset_id
@@ -503,6 +580,7 @@ def training_frames(
             rows.append(f.values)
             assets.append(asset)
             stamps.append(f.ts)
+            flagged.append(bool(f.bad))
     if not rows:
         sensors = sorted({s for s, _ in columns})
         raise DataError(f"no complete, quality-clean frame of sensors {sensors} in the training windows")
@@ -513,7 +591,7 @@ def training_frames(
         moving = spread > 1e-9 * np.maximum(1.0, np.abs(X).max(axis=0))
         dropped = tuple(n for n, keep in zip(names, moving, strict=True) if not keep)
         X, names = X[:, moving], [n for n, keep in zip(names, moving, strict=True) if keep]
-    return TrainingFrames(X, tuple(names), tuple(assets), tuple(stamps), skipped, dropped)
+    return TrainingFrames(X, tuple(names), tuple(assets), tuple(stamps), skipped, dropped, tuple(flagged))
 
 
 def _default_names(wins: Sequence[WindowFeatures]) -> list[str]:

@@ -55,13 +55,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.signal import lfilter
 
 from linewatch.errors import ConfigError
 from linewatch.schemas.messages import SignalMeta
-from linewatch.signals.features import BearingGeometry
+from linewatch.signals.features import DEFAULT_BEARING, BearingGeometry
 from linewatch.signals.windows import SensorWindow, as_signal_messages
 from linewatch.simulation.noise import ar1
 
@@ -69,8 +71,6 @@ FAULT_KINDS: tuple[str, ...] = ("outer_race", "inner_race", "imbalance", "loosen
 SENSORS: tuple[str, ...] = ("vibration", "current", "temperature")
 #: 2026-01-01T00:00:00Z: simulated time starts here so windows carry realistic epoch timestamps.
 DEFAULT_START = 1_767_225_600.0
-#: A 6205-type deep-groove ball bearing (9 balls, 7.94 mm, pitch 39.04 mm): the textbook example.
-DEFAULT_BEARING = BearingGeometry(n_elements=9, element_diameter=7.94, pitch_diameter=39.04)
 NOMINAL_SHAFT_HZ = 24.75  # a 4-pole 50 Hz motor (1485 rpm)
 LINE_HZ = 50.0
 SLIP_AT_FULL_LOAD = 0.02
@@ -368,3 +368,78 @@ def simulate_signals(
         start=start,
     )
 
+
+
+#: File types :func:`write_recording_dataset` writes (the ones ``linewatch backtest signals`` reads).
+RECORDING_FORMATS: tuple[str, ...] = ("npy", "wav", "csv")
+#: Recording sensors: vibration and motor current, sampled at one rate as a data collector would.
+RECORDING_SENSORS: tuple[str, ...] = ("vibration", "current")
+#: Time between two recordings: long enough that the load steps (every ~30 min) vary across them.
+RECORDING_INTERVAL_S = 600.0
+
+
+def _write_recording(path: Path, samples: np.ndarray, rate: float, fmt: str, sensors: Sequence[str]) -> None:
+    """One ``(n, sensors)`` float32 recording as NPY, float WAV (one channel per sensor) or CSV."""
+    if fmt == "npy":
+        np.save(path, samples)
+    elif fmt == "wav":
+        from scipy.io import wavfile
+
+        wavfile.write(path, round(rate), samples)
+    else:
+        np.savetxt(path, samples, delimiter=",", header=",".join(sensors), comments="", fmt="%.6g")
+
+
+def write_recording_dataset(
+    root: str | Path,
+    *,
+    n_train: int = 40,
+    n_test_good: int = 20,
+    conditions: Sequence[str] = ("outer_race", "inner_race"),
+    n_test_per_condition: int = 10,
+    seconds: float = 4.0,
+    rate: float = 10_000.0,
+    severity: float = 1.0,
+    fmt: str = "npy",
+    sensors: Sequence[str] = RECORDING_SENSORS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Waveform recordings of one simulated machine in the images' layout, for ``linewatch backtest signals``.
+
+    Each recording is one snapshot of ``seconds`` of vibration and current at ``rate`` Hz, taken
+    :data:`RECORDING_INTERVAL_S` apart (so the load moves between recordings); a condition's recordings
+    carry that fault at ``severity`` from the first sample. ``sensors`` picks channels of
+    :data:`RECORDING_SENSORS` (in that order). Returns a summary.
+    """
+    sensors = [s for s in RECORDING_SENSORS if s in sensors]
+    if not sensors:
+        raise ConfigError(f"sensors must name at least one of {RECORDING_SENSORS}")
+    if fmt not in RECORDING_FORMATS:
+        raise ConfigError(f"fmt={fmt!r}; use one of {', '.join(RECORDING_FORMATS)}")
+    for c in conditions:
+        if c not in FAULT_KINDS:
+            raise ConfigError(f"condition {c!r} is not one of {FAULT_KINDS}")
+    root = Path(root)
+    interval = max(RECORDING_INTERVAL_S, seconds)
+    # The good recordings are one machine's consecutive snapshots (train first, then test, as a
+    # time split would cut them); each condition is another machine with that fault throughout.
+    runs: list[tuple[list[tuple[str, str]], Sequence[Fault]]] = [
+        ([("train", "good")] * n_train + [("test", "good")] * n_test_good, ())]
+    runs += [([("test", c)] * n_test_per_condition, (Fault(0, c, onset_s=-interval, growth_s=1.0,
+                                                           max_severity=severity),)) for c in conditions]
+    counts: dict[str, int] = {}
+    for i, (targets, faults) in enumerate(runs):
+        for split, label in {*targets, ("test", "good"), ("train", "good")}:
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+        if not targets:
+            continue
+        sim = simulate_signals(n_machines=1, duration_s=len(targets) * interval, snapshot_interval_s=interval,
+                               window_s=seconds, vibration_rate=rate, current_rate=rate, faults=faults,
+                               seed=seed * 1000 + i)
+        for w, (split, label) in enumerate(targets):
+            samples = np.column_stack([getattr(sim, c)[0, w] for c in sensors]).astype(np.float32)
+            k = counts.get(f"{split}/{label}", 0)
+            _write_recording(root / split / label / f"{k:04d}.{fmt}", samples, rate, fmt, sensors)
+            counts[f"{split}/{label}"] = k + 1
+    return {"root": str(root), "rate": rate, "seconds": seconds, "format": fmt, "counts": counts,
+            "sensors": sensors, "shaft_hz": NOMINAL_SHAFT_HZ}

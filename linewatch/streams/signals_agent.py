@@ -34,6 +34,7 @@ import faust
 
 from linewatch.config import Settings
 from linewatch.schemas.topics import SIGNALS
+from linewatch.signals.framing import BearingEnvelope
 from linewatch.streams.batch import BatchResult
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.runtime import BatchRuntime, raw_topic, register_batch_agent
@@ -60,17 +61,18 @@ class SignalsRuntime(BatchRuntime):
                  state_dir: Path | None = None) -> None:
         super().__init__(settings=settings, bootstrap=bootstrap, database_url=database_url, logger=log)
         self.state_dir = state_dir if state_dir is not None else settings.data_dir / STATE_DIR
+        self.envelope = BearingEnvelope.from_settings(settings.asset_speed_hz, settings.bearing_geometry)
         self.state = self._restore()
 
     def _restore(self) -> SignalsState:
         if not (self.state_dir / "metadata.json").exists():
-            return SignalsState()
+            return SignalsState(envelope=self.envelope)
         try:
-            state = SignalsState.load(self.state_dir)
+            state = SignalsState.load(self.state_dir, envelope=self.envelope)
         except (OSError, ValueError, KeyError) as e:
             log.error("cannot restore the signals state from %s (%s); starting with empty frames and fresh "
                       "online models", self.state_dir, e)
-            return SignalsState()
+            return SignalsState(envelope=self.envelope)
         log.warning("signals state restored from %s (%d asset(s))", self.state_dir, len(state.frames.assets))
         return state
 
@@ -88,7 +90,8 @@ class SignalsRuntime(BatchRuntime):
     def extra_stats(self) -> str:
         c = self.state.frames.counters()
         samples = self.stats.counts["samples"] / max(1e-9, time.monotonic() - self.stats.started)
-        return f"; {c['late']} late frames, {c['missing']} missing, {c['duplicate']} duplicate windows, " \
+        return f"; {c['late']} late frames, {c['missing']} missing, {c['no_speed']} without shaft speed, " \
+               f"{c['duplicate']} duplicate windows, " \
                f"{samples / 1e6:.2f} M samples/s"
 
 

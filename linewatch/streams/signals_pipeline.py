@@ -23,7 +23,10 @@ Steps (the window -> row steps are :mod:`linewatch.signals.framing`'s, shared wi
    carry it into the next rows), scores neutral (raw 0, tail probability 1) with
    ``is_anomaly=false, ready=false``, and the explanation and ``top_feature`` say
    ``data quality: <sensor> <reasons>``; a frame whose sensors never all came is reported the
-   same way with ``data quality: <sensor> missing``.
+   same way with ``data quality: <sensor> missing``, and a frame of a model that needs bearing
+   envelope features whose vibration window came without a shaft speed with
+   ``unscored: <sensor>: no shaft speed ...`` (speeds: ``SignalMeta.speed_hz``, else the
+   ``asset_speed_hz`` setting, :class:`~linewatch.signals.framing.BearingEnvelope`).
 
 Score ``event_id`` = UUIDv5 of (asset, slot start): a replayed or redelivered frame lands once.
 """
@@ -52,6 +55,7 @@ from linewatch.schemas.signal_rows import SignalFeatureRow
 from linewatch.signals.framing import (
     DEFAULT_RETENTION_S,
     DEFAULT_SLOT_S,
+    BearingEnvelope,
     FrameBuilder,
     SignalFrame,
     WindowFeatures,
@@ -83,7 +87,7 @@ class SignalsState:
 
     ``save(path)`` / ``SignalsState.load(path)`` write and restore all of it (JSON + npz, the
     detectors through their own ``save``/``load``). The quality gate is configuration and is
-    passed in again on load.
+    passed in again on load, and so are the shaft speeds (``envelope``).
     """
 
     def __init__(
@@ -93,10 +97,12 @@ class SignalsState:
         retention_s: float = DEFAULT_RETENTION_S,
         history_gap_s: float = DEFAULT_HISTORY_GAP_S,
         gate: QualityGate | None = None,
+        envelope: BearingEnvelope | None = None,
     ) -> None:
         self.frames = FrameBuilder(slot_s=slot_s, retention_s=retention_s)
         self.history_gap_s = float(history_gap_s)
         self.gate = gate or QualityGate()
+        self.envelope = envelope or BearingEnvelope()
         self.streams: dict[StreamKey, Any] = {}
         self.history: dict[StreamKey, tuple[float, np.ndarray]] = {}  # last row time, last rows
 
@@ -177,13 +183,14 @@ class SignalsState:
         save_state(root, kind=_STATE_KIND, params=params, arrays=arrays)
 
     @classmethod
-    def load(cls, path: str | Path, *, gate: QualityGate | None = None) -> SignalsState:
+    def load(cls, path: str | Path, *, gate: QualityGate | None = None,
+             envelope: BearingEnvelope | None = None) -> SignalsState:
         """Restore what :meth:`save` wrote; the next batch continues as if there had been no restart."""
         root = Path(path)
         params, arrays = load_state(root, kind=_STATE_KIND)
         frames = FrameBuilder.load(root / "frames")
         state = cls(slot_s=frames.slot_s, retention_s=frames.retention_s,
-                    history_gap_s=params["history_gap_s"], gate=gate)
+                    history_gap_s=params["history_gap_s"], gate=gate, envelope=envelope)
         state.frames = frames
         for asset, det, version, sub in params["streams"]:
             state.streams[(asset, det, version)] = get_detector(det).load(root / "streams" / sub)
@@ -213,7 +220,8 @@ def score_signals_batch(messages: list[RawMessage], models: ModelSource,
             out.deadletters.add(msg, e)
             continue
         decoded.append((msg, meta, samples))
-    features = featurize_windows([(meta, samples) for _, meta, samples in decoded], state.gate)
+    features = featurize_windows([(meta, samples) for _, meta, samples in decoded], state.gate,
+                                 envelope=state.envelope)
     slots: dict[str, set[int]] = {}
     per_asset: dict[str, int] = defaultdict(int)
     for (msg, meta, _), wf in zip(decoded, features, strict=True):
@@ -264,6 +272,7 @@ def _quality_notes(frame: SignalFrame) -> list[dict[str, float | str]]:
     """``Contribution``-shaped entries naming the bad and missing sensors (value and share 0: not a score)."""
     notes = [f"data quality: {s} {','.join(r)}" for s, r in frame.bad.items()]
     notes += [f"data quality: {s} missing" for s in frame.missing]
+    notes += [f"unscored: {reason}" for reason in frame.unscored]
     return [{"name": n, "value": 0.0, "share": 0.0} for n in notes]
 
 
