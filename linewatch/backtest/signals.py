@@ -15,15 +15,15 @@ What it does
    ``<sensor>.<stat>``. Summary statistics rather than raw samples, so any registered detector
    (autoencoder, dynamic PCA, online models, the tabular ones) can run on them and its
    explanation names a sensor.
-2. **Fit and calibrate on normal data only**: the train windows are split in time: the detector
-   fits on the first 70 %, the calibrator (:func:`~linewatch.detectors.calibration.make_calibrator`,
-   ``"auto"``) learns the threshold for ``target_far`` on the detector's scores of the last
-   30 %, skipping the windows that overlap the fit part (they would look in-sample and put
-   the threshold too low). Detectors that depend on window order (dynamic PCA's lags, online
-   state) must see windows ``stride`` rows apart as in the test: they fit on every ``stride``-th
-   train window and are calibrated on each of the ``stride`` interleaved sequences, pooled.
-   Online detectors (those with ``learn_one``) score the calibration and test windows
-   prequentially - score, then learn unless flagged - exactly as live.
+2. **Fit and calibrate on normal data only**, exactly as ``linewatch train`` does
+   (:meth:`~linewatch.detectors.bundle.ModelBundle.fit`): blocked cross-fitting of the train
+   windows in time order, overlapping windows purged next to each held-out block, the pooled
+   out-of-fold scores setting the threshold for ``target_far``, then a refit on all train
+   windows; the calibration report comes with the result. Detectors that depend on window
+   order (dynamic PCA's lags, online state) must see windows ``stride`` rows apart as in the
+   test: they fit and are calibrated on every ``stride``-th train window. Online detectors
+   (those with ``learn_one``) score the calibration and test windows prequentially - score,
+   then learn unless flagged - exactly as live.
 3. **Score the test windows** and map window alarms back to rows *causally*: a row carries
    the verdict of the latest window that ended at or before it (the moment the alarm would
    have been raised live). Rows before the first test window ends are warm-up and are not
@@ -46,23 +46,21 @@ What it does
 >>> labels[600:700] = True
 >>> r = run_signals_backtest(train, test, labels, ["a", "b"], window=10, stride=1,
 ...                          detector="dynamic_pca", target_far=0.01, timestamps=None)
->>> r["events"][0]["detected"], r["events"][0]["delay"] <= 5, r["events"][0]["top_sensor"]
+>>> r["events"][0]["detected"], r["events"][0]["delay"] <= 5, r["events"][0]["blamed_feature"]
 (True, True, 'b')
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
-import math
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from linewatch.backtest.metrics import classification_metrics
+from linewatch.backtest.metrics import classification_metrics, event_report
 from linewatch.detectors.base import Explainer
-from linewatch.detectors.calibration import make_calibrator
+from linewatch.detectors.bundle import ModelBundle
 from linewatch.detectors.table import get_detector
 from linewatch.errors import ConfigError, DataError
 
@@ -75,13 +73,10 @@ AUTO_LAGS: tuple[int, ...] = (2, 1, 0)
 #: (the last 30 %) then still holds a dozen disjoint windows and many overlapping ones.
 AUTO_WINDOWS_PER_TRAIN = 40
 
-#: Share of the train windows (the later part, in time) held out for calibration.
-CALIBRATION_FRACTION = 0.3
 #: Train windows are cut at every row (more normal examples, a finer threshold) unless that
 #: makes more than this many; then at the smallest stride that stays below it.
 MAX_TRAIN_WINDOWS = 50_000
 WINDOW_STATS: tuple[str, ...] = ("mean", "std", "min", "max", "slope")
-SECONDS_PER_HOUR = 3600.0
 
 
 def window_features(series: np.ndarray, sensors: list[str], *, window: int, stride: int) -> tuple[
@@ -108,12 +103,6 @@ def window_features(series: np.ndarray, sensors: list[str], *, window: int, stri
     return starts, stats.reshape(len(starts), d * len(WINDOW_STATS)), names
 
 
-def _segments(mask: np.ndarray) -> list[tuple[int, int]]:
-    """``[start, end)`` of each maximal run of True."""
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
-
-
 def _make_detector(name: str, feature_names: list[str], sensors: list[str], lags: int | None = None) -> Any:
     cls = get_detector(name)
     params = inspect.signature(cls).parameters
@@ -131,37 +120,6 @@ def _explain_one(det: Any, F: np.ndarray, j: int) -> np.ndarray:
         lags = int(getattr(det, "lags", 0))
         return det.explain(F[j : j + 1], history=F[max(0, j - lags) : j] if lags else None)[0]
     return det.explain(F[j : j + 1])[0]
-
-
-def _calibration_scores(det: Any, F_cal: np.ndarray, phases: int, *, online: bool) -> np.ndarray:
-    """Scores of the held-out normal windows, phase by phase; online detectors score prequentially.
-
-    Each phase ``F_cal[p::phases]`` is a valid ordered sequence at the test's spacing. Online
-    detectors run phases ``1..`` on copies and phase 0 on themselves last, so the detector enters
-    the test having learned from the most recent calibration windows, as it would live.
-    """
-    out = []
-    for p in [*range(1, phases), 0]:
-        seq = F_cal[p::phases]
-        if len(seq) == 0:
-            continue
-        scores = (copy.deepcopy(det) if p else det).update(seq) if online else det.score(seq)
-        if hasattr(det, "ready_mask"):
-            scores = scores[det.ready_mask(len(seq))]
-        out.append(scores)
-    return np.concatenate(out)
-
-
-def _as_times(timestamps: np.ndarray | None, n: int) -> tuple[np.ndarray, str]:
-    if timestamps is None:
-        return np.arange(n, dtype=np.float64), "rows"
-    ts = np.asarray(timestamps)
-    if ts.shape != (n,):
-        raise DataError(f"timestamps has shape {ts.shape}; expected one per test row ({n})")
-    if np.issubdtype(ts.dtype, np.datetime64):
-        sec = (ts - ts[0]).astype("timedelta64[ns]").astype(np.float64) / 1e9
-        return sec, "s"
-    return ts.astype(np.float64), "timestamp units"
 
 
 def auto_plans(window: int, stride: int, n_rows: int) -> list[tuple[int, int, int]]:
@@ -276,27 +234,26 @@ def _backtest(
     if window < 1 or stride < 1:
         raise ConfigError(f"window={window} and stride={stride} must be >= 1 row")
     sensors = [str(f) for f in feature_names]
-    times, unit = _as_times(timestamps, te.shape[0])
+    if timestamps is not None and np.asarray(timestamps).shape != (te.shape[0],):
+        raise DataError(f"timestamps has shape {np.asarray(timestamps).shape}; expected one per test row "
+                        f"({te.shape[0]})")
 
     n_possible = max(tr.shape[0] - window + 1, 1)
     train_stride = 1 if n_possible <= MAX_TRAIN_WINDOWS else stride
     phases = stride // train_stride  # interleaved train sequences with the test's window spacing
-    tr_starts, F_train, names = window_features(tr, sensors, window=window, stride=train_stride)
-    n_fit = math.floor((1 - CALIBRATION_FRACTION) * len(F_train))
-    if n_fit < 2:
+    _, F_train, names = window_features(tr, sensors, window=window, stride=train_stride)
+    if len(F_train) < 2:
         raise DataError(f"only {len(F_train)} train windows; give more train rows or a smaller stride")
-    cal = tr_starts >= tr_starts[n_fit - 1] + window  # no overlap with the fit windows
-    F_fit, F_cal = F_train[:n_fit], F_train[cal]
-    if len(F_cal) == 0:
-        raise DataError("no calibration windows left after the fit part; give more train rows")
     det = _make_detector(detector, names, sensors, lags)
     online = hasattr(det, "learn_one") and hasattr(det, "update")
     ordered = online or hasattr(det, "ready_mask")
     # Order-dependent detectors (lags, online state) must see windows ``stride`` rows apart, as in
-    # the test; they fit on one phase and are calibrated on every phase, pooling the scores.
-    det.fit(F_fit[::phases] if ordered else F_fit)
-    cal_scores = _calibration_scores(det, F_cal, phases if ordered else 1, online=online)
-    calibrator = make_calibrator("auto", target_far, n_normal=len(cal_scores)).fit(cal_scores)
+    # the test: they fit and are calibrated on one phase of the train windows at that spacing.
+    # The bundle calibrates exactly as `linewatch train` does (blocked cross-fitting in time order,
+    # overlapping windows purged next to each held-out block), then refits on every train window.
+    bundle = ModelBundle.fit(det, F_train[::phases] if ordered else F_train, feature_names=names,
+                             modality="signals", target_far=target_far)
+    det, calibrator = bundle.detector, bundle.calibrator
     if online and hasattr(det, "set_threshold"):
         det.set_threshold(calibrator.threshold_)
 
@@ -317,26 +274,14 @@ def _backtest(
     out.update({"detector": detector, "n_train": int(tr.shape[0]), "n_test": int(evaluated.sum())})
 
     explainer = isinstance(det, Explainer) and not online
-    events = []
-    for s, e in _segments(y_all):
-        hit = np.flatnonzero(row_alarm[s:e])
-        ev: dict[str, Any] = {
-            "start_row": s,
-            "end_row": e - 1,
-            "detected": bool(hit.size),
-            "delay": float(times[s + hit[0]] - times[s]) if hit.size else None,
-            "alarm_rows": int(hit.size),
-            "top_sensor": None,
-        }
-        if hit.size and explainer:
-            contrib = _explain_one(det, F_test, int(last[s + hit[0]]))
-            per_sensor = contrib.reshape(len(sensors), -1).sum(axis=1)  # columns are sensor-major
-            ev["top_sensor"] = sensors[int(np.argmax(per_sensor))]
-        events.append(ev)
-    delays = [ev["delay"] for ev in events if ev["delay"] is not None]
-    normal_alarm_starts = [s for s, _ in _segments(row_alarm) if not y_all[s]]
-    normal_rows = evaluated & ~y_all
-    normal_span = float(normal_rows.sum()) * (float(np.median(np.diff(times))) if len(times) > 1 else 0.0)
+
+    def blame(row: int) -> str | None:
+        if not explainer:
+            return None
+        per_sensor = _explain_one(det, F_test, int(last[row])).reshape(len(sensors), -1).sum(axis=1)
+        return sensors[int(np.argmax(per_sensor))]  # columns are sensor-major
+
+    out.update(event_report(y_all, row_alarm, timestamps=timestamps, evaluated=evaluated, blame=blame))
     out.update(
         {
             "window": window,
@@ -344,22 +289,11 @@ def _backtest(
             "target_far": target_far,
             "threshold": float(calibrator.threshold_),
             "calibration": calibrator.kind,
+            "calibration_report": bundle.calibration_report,
             "train_stride": train_stride,
-            "n_fit_windows": int(n_fit),
-            "n_calibration_windows": len(F_cal),
+            "n_fit_windows": int(bundle.meta["n_fit"]),
+            "n_calibration_windows": int(bundle.meta["n_calibration"]),
             "n_test_windows": len(F_test),
-            "delay_unit": unit,
-            "n_events": len(events),
-            "n_detected": sum(ev["detected"] for ev in events),
-            "mean_delay": float(np.mean(delays)) if delays else None,
-            "median_delay": float(np.median(delays)) if delays else None,
-            "events": events,
-            "false_alarm_episodes": len(normal_alarm_starts),
-            "false_alarms_per_hour": (
-                len(normal_alarm_starts) * SECONDS_PER_HOUR / normal_span
-                if unit == "s" and normal_span > 0
-                else None
-            ),
         }
     )
     return out

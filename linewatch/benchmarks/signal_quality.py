@@ -134,7 +134,7 @@ def bench_simulator(args: argparse.Namespace) -> dict[str, Any]:
                         "detected": ev["detected"],
                         "delay_h": ev["delay"] / 3600.0 if ev["detected"] else None,
                         "severity_at_alarm": float(sim.severity[0, hit]) if hit is not None else None,
-                        "blamed": (ev["top_sensor"] or "-").removesuffix(".mean"),
+                        "blamed": (ev["blamed_feature"] or "-").removesuffix(".mean"),
                         "auroc": r["auroc"],
                     }
                 )

@@ -142,8 +142,7 @@ def _events_table(result: dict[str, Any]) -> Table:
     for col in ("#", "start", "end", "detected", "delay", "first alarm", "blamed"):
         table.add_column(col, justify="right" if col in {"#", "delay"} else "left", overflow="fold")
     for i, ev in enumerate(result.get("events", []), start=1):
-        # Events from metrics.event_report; the signals backtest's own (no times, no row delay)
-        # until it is switched over: a missing figure shows as "-".
+        # Events from metrics.event_report (every backtest); a missing figure shows as "-".
         timed = ev.get("start") is not None
         delay = first = "-"
         if ev["detected"]:
@@ -164,7 +163,7 @@ def _events_table(result: dict[str, Any]) -> Table:
             "[green]yes[/]" if ev["detected"] else "[red]no[/]",
             delay,
             escape(first),
-            escape(ev.get("blamed_feature") or ev.get("top_sensor") or "-"),
+            escape(ev.get("blamed_feature") or "-"),
         )
     return table
 

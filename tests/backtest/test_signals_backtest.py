@@ -52,7 +52,7 @@ def test_fault_is_found_with_its_sensor_and_delay(data) -> None:
     assert r["detector"] == "dynamic_pca" and r["n_train"] == 4000
     assert r["n_events"] == 1 and r["n_detected"] == 1
     ev = r["events"][0]
-    assert ev["top_sensor"] == "temp" and ev["delay"] <= 25 and r["delay_unit"] == "rows"
+    assert ev["blamed_feature"] == "temp" and ev["delay"] <= 25 and r["delay_unit"] == "rows"
     assert r["auroc"] > 0.9 and r["recall"] > 0.8
     assert r["far"] < 0.05
     # Causal mapping: rows before the first window ends are not evaluated.
@@ -72,15 +72,19 @@ def test_delay_in_seconds_with_datetime_timestamps(data) -> None:
 
 
 # The univariate online model sees only the +3 level (about 1.5 sigma of the load-driven swings),
-# not the broken current/temperature relation the multivariate models see: a lower bar.
-@pytest.mark.parametrize(("detector", "min_auroc"), [("online_residual", 0.65), ("autoencoder", 0.8)])
-def test_other_detectors_run_through_the_same_path(data, detector: str, min_auroc: float) -> None:
+# not the broken current/temperature relation the multivariate models see: it ranks the fault
+# (AUROC) but, at an honest 1 % false-alarm threshold, does not alarm on it; the first release's
+# in-sample-like calibration did, by alarming on normal windows too.
+@pytest.mark.parametrize(("detector", "min_auroc", "detects"), [("online_residual", 0.65, False),
+                                                              ("autoencoder", 0.8, True)])
+def test_other_detectors_run_through_the_same_path(data, detector: str, min_auroc: float, detects: bool) -> None:
     train, test, labels = data
     r = run_signals_backtest(
-        train[:2500], test, labels, ["load", "current", "temp"],
+        train, test, labels, ["load", "current", "temp"],
         window=20, stride=10, detector=detector, target_far=0.01, timestamps=None,
     )
-    assert r["n_detected"] == 1 and r["auroc"] > min_auroc
+    assert r["auroc"] > min_auroc and r["far"] <= 0.02 and not r["calibration_report"]["provisional"]
+    assert r["n_detected"] == int(detects)
 
 
 def test_far_on_normal_data_is_near_the_target() -> None:
