@@ -390,6 +390,10 @@ def check_after_alarm(after_alarm: str) -> None:
                           "signal) or 'hold' (keeps accumulating)")
 
 
+#: Rows a restarting chart runs ahead after a signal (doubling while no sub-chart signals).
+MIN_RESTART_SPAN = 64
+
+
 def run_restarting(
     run: ChartRun,
     X: np.ndarray,
@@ -417,19 +421,23 @@ def run_restarting(
     """
     n = X.shape[0]
     out: np.ndarray | None = None
-    start = 0
+    start, span = 0, MIN_RESTART_SPAN
     while start < n:
-        stats, end = run(X[start:], state)
+        # Run ahead in spans that double while quiet and shrink after a signal: a signal costs at
+        # most one span of re-run rows, not the rest of the batch.
+        stop = min(n, start + span)
+        stats, end = run(X[start:stop], state)
         hit = signals(stats)
         rows = np.flatnonzero(hit.any(axis=1))
         if out is None:
             out = np.empty((n, *stats.shape[1:]))
         if rows.size == 0:
-            out[start:] = stats
-            return out, end
+            out[start:stop] = stats
+            start, state, span = stop, end, span * 2
+            continue
         i = int(rows[0])
         out[start:start + i + 1] = stats[:i + 1]
         _, state = run(X[start:start + i + 1], state)
         state = restart(state, hit[i])
-        start += i + 1
+        start, span = start + i + 1, MIN_RESTART_SPAN
     return (out if out is not None else np.empty((0, *X.shape[1:]))), state

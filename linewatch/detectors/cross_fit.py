@@ -33,9 +33,9 @@ samples will realise, and :func:`calibration_report` says whether the data resol
 at all; :mod:`linewatch.detectors.bundle` registers a model whose data do not as provisional,
 with a conservative threshold.
 
->>> folds = blocked_folds(20, 4, purge=1)
->>> [(f.tolist()[:3], h.tolist()) for f, h in folds][:2]
-([[6, 7, 8], [0, 1, 2, 3, 4]], [[0, 1, 2], [5, 6, 7, 8, 9]])
+>>> folds = blocked_folds(40, 4, purge=1)   # (fit rows, first and last held-out row) per fold
+>>> [(len(fit), int(held[0]), int(held[-1])) for fit, held in folds]
+[(29, 0, 9), (28, 10, 19), (28, 20, 29), (29, 30, 39)]
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 The data are autocorrelated and switch between normal regimes (lots, load steps, a wandering
 vibration level), which is where the first release's random calibration split broke the promise
-(EWMA realised 8x its target here, MEWMA 13x). Each case fits exactly as ``linewatch train``
-does and scores later normal data as the live agent does; ``linewatch bench calibration`` prints
-the same figures at a larger scale.
+(MEWMA realised 3.4x its target here, EWMA 1.8x, even with charts that restart after a signal).
+Each case fits exactly as ``linewatch train`` does and scores later normal data as the live agent
+does; ``linewatch bench calibration`` prints the same figures at a larger scale.
 """
 
 from __future__ import annotations
@@ -42,22 +42,16 @@ def test_stateless_detectors_keep_the_promise(spc, detector):
     _within(evaluate(spc, detector, compare=False))
 
 
-@pytest.mark.parametrize("detector", ["shewhart_imr", "ewma", "mewma"])
+@pytest.mark.parametrize("detector", ["shewhart_imr", "ewma", "cusum", "mewma"])
 def test_charts_with_memory_keep_the_promise_where_a_random_split_broke_it(spc, detector):
     result = evaluate(spc, detector, compare=detector != "shewhart_imr")
     _within(result)
-    if detector != "shewhart_imr":  # memory is what a random split gets wrong
-        assert result["realised_far_random_split"] > 4 * TARGET
+    if detector != "shewhart_imr":  # memory is what a random split gets wrong: too many alarms
+        assert result["realised_far_random_split"] > 1.4 * result["realised_far"]
 
 
 def test_online_detector_keeps_the_promise(spc):
     _within(evaluate(spc, "half_space_trees", compare=False))
-
-
-def test_a_cusum_on_drifting_lots_is_provisional_and_says_why(spc):
-    # A CUSUM integrates every lot offset: its statistic is too autocorrelated to resolve 1 %.
-    result = evaluate(spc, "cusum", compare=False)
-    assert result["provisional"] and result["effective_sample_size"] < 1 / TARGET
 
 
 @pytest.mark.parametrize("detector", ["autoencoder", "online_residual"])
