@@ -8,8 +8,8 @@ false alarms in production): by default time-ordered blocked cross-fitting
 (:mod:`linewatch.detectors.cross_fit`), then a refit on all the data. Image detectors are
 calibrated here too, exactly like the others. Every bundle carries a calibration report
 (``meta["calibration_report"]``: effective sample size, the false-alarm interval, warnings); a
-bundle whose data cannot resolve its target is ``provisional`` and alarms only above every
-normal score it was calibrated on.
+bundle whose data cannot resolve its target is ``provisional``: its threshold is never below the
+highest normal scores its data can vouch for.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -406,8 +406,10 @@ def _calibrate(scores: np.ndarray, blocks: list[np.ndarray], *, method: str, tar
     """Fit the calibrator and say what it can promise; too little data gives a provisional one.
 
     A provisional calibrator keeps its tail model (so calibrated scores stay meaningful) but its
-    alarm threshold is raised to the highest normal score seen: it cannot promise the target, so
-    it promises no false alarm on anything like the training data instead.
+    alarm threshold never goes below the normal score that only one effective sample's worth of
+    the calibration scores exceeds (their ``1 - min_resolvable_far`` quantile): the target is an
+    extrapolation, so the threshold is at least as high as anything the data can vouch for. Not
+    the highest normal score: one outlier among them would blind the model.
     """
     report = calibration_report(scores, blocks, target_far=target_far, n_folds=how["folds"],
                                 purge=how["purge"], method=how["method"])
@@ -418,7 +420,8 @@ def _calibrate(scores: np.ndarray, blocks: list[np.ndarray], *, method: str, tar
             raise ConfigError(too_few_normal_scores(len(scores), target_far)) from e
         raise
     if report["provisional"]:
-        calibrator.threshold_ = max(float(calibrator.threshold_), float(np.max(scores)))
+        floor = float(np.quantile(scores, 1.0 - min(report["min_resolvable_far"], 1.0)))
+        calibrator.threshold_ = max(float(calibrator.threshold_), floor)
     report["raw_threshold"] = float(calibrator.threshold_)
     return calibrator, report
 

@@ -262,8 +262,9 @@ def calibration_report(
         warnings.append(
             f"{len(scores)} normal scores are worth {ess:.0f} independent ones (autocorrelation time "
             f"{tau:.1f}); they cannot resolve target_far={target_far:g} (the smallest rate they resolve is "
-            f"{resolvable:.2g}). The model is provisional: it alarms only above every normal score seen. "
-            f"Train on about {math.ceil(MIN_EFFECTIVE_EXCEEDANCES * tau / target_far)} known-good rows, or "
+            f"{resolvable:.2g}). The model is provisional: its threshold is at least the score that "
+            f"{resolvable:.2g} of normal scores exceed, so it may alarm less than the target says. Train on "
+            f"about {math.ceil(MIN_EFFECTIVE_EXCEEDANCES * tau / target_far)} known-good rows, or "
             f"raise --target-far to {resolvable:.2g}"
         )
     return {
