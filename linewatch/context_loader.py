@@ -63,19 +63,9 @@ def context_from_query(database_url: str, query: str) -> dict[str, np.ndarray]:
     This runs the query a second time (:func:`linewatch.loaders.load_query` keeps only numeric
     columns); a training query is run once per ``train``, so the cost is one more scan.
     """
-    import psycopg
+    from linewatch.loaders import run_training_query
 
-    from linewatch.storage.connection import connect
-
-    try:
-        with connect(database_url, statement_timeout_s=None) as conn:
-            conn.read_only = True
-            cur = conn.execute(query)  # the user's own query, run with their database credentials
-            header = [d.name for d in cur.description or []]
-            rows = cur.fetchall()
-            conn.rollback()
-    except psycopg.Error as e:
-        raise ConfigError(f"the training query failed: {e}") from e
+    header, rows = run_training_query(database_url, query)
     return {dim: np.array([r[header.index(col)] for r in rows], dtype=object)
             for dim, col in _pick(header).items()}
 

@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -303,6 +303,28 @@ def load_table(
                     label_optional=True, on_bad_rows=on_bad_rows)
 
 
+def run_training_query(database_url: str, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The column names and rows of a user's training query, run read-only.
+
+    No statement timeout (a training query may scan months of history), but a read-only
+    transaction: a query that would write (``sql:DELETE ...``) fails instead of committing.
+    """
+    import psycopg
+
+    from linewatch.storage.connection import connect
+
+    try:
+        with connect(database_url, statement_timeout_s=None) as conn:
+            conn.read_only = True
+            cur = conn.execute(query)  # the user's own query, run with their database credentials
+            header = [d.name for d in cur.description or []]
+            rows = cur.fetchall()
+            conn.rollback()
+    except psycopg.Error as e:
+        raise ConfigError(f"the training query failed: {e}") from e
+    return header, rows
+
+
 def load_query(
     database_url: str,
     query: str,
@@ -318,21 +340,7 @@ def load_query(
     numeric when its first :data:`NUMERIC_SNIFF_ROWS` values are all ints or floats; the time
     column (timestamps, with or without a zone) is read as naive UTC ``datetime64[us]``.
     """
-    import psycopg
-
-    from linewatch.storage.connection import connect
-
-    try:
-        # No statement timeout (a training query may scan months of history), but a read-only
-        # transaction: a query that would write (``sql:DELETE ...``) fails instead of committing.
-        with connect(database_url, statement_timeout_s=None) as conn:
-            conn.read_only = True
-            cur = conn.execute(query)  # the user's own query, run with their database credentials
-            header = [d.name for d in cur.description or []]
-            rows = cur.fetchall()
-            conn.rollback()
-    except psycopg.Error as e:
-        raise ConfigError(f"the training query failed: {e}") from e
+    header, rows = run_training_query(database_url, query)
     if not rows:
         raise ConfigError("the training query returned no rows; widen its time range or check its filters")
     numeric = [i for i, name in enumerate(header)
