@@ -32,6 +32,8 @@ MODULE_BENCHMARKS = {
     "signal-quality": ("signal_quality", "Detection, delay and false alarms per hour on the machine simulator "
                        "and NAB's machine temperature."),
     "images": ("images", "Image detection: frames/s, AUROC per defect type, memory-bank trade-off, faiss."),
+    "image-sota": ("image_sota", "Image accuracy levers on the public sets and textured SKUs: resize, resolution, "
+                   "layers, bank, re-weighting, image score, backbones; frames/s per preset."),
 }
 #: Hand every argument, ``--help`` too, to the module's own parser.
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
