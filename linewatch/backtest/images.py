@@ -11,9 +11,11 @@ plant's images sorted by hand::
     DIR/test/<defect>/*.png                 defective frames, one folder per defect type
     DIR/ground_truth/<defect>/<name>_mask.png   optional pixel masks (non-zero = defect)
 
-What it does: holds out ``calibration_fraction`` of ``train/good`` (seeded), fits
-:class:`~linewatch.detectors.patchcore.PatchCore` on the rest, calibrates the threshold on the
-held-out good frames at ``target_far``, scores every test frame with its heat map, and reports
+What it does: fits :class:`~linewatch.detectors.patchcore.PatchCore` (its ``preset``, ``fast`` by
+default) through :meth:`ModelBundle.fit <linewatch.detectors.bundle.ModelBundle.fit>` on
+``train/good``, which holds out known-good frames for calibration the way every model is
+calibrated (``calibration_fraction``; the backtest has no split of its own), sets the threshold at
+``target_far``, scores every test frame with its heat map, and reports
 
 - ``image_auroc`` (good vs any defect) and per defect type;
 - ``pixel_auroc`` over test frames whose masks exist (good frames count as all-normal), at the
@@ -25,13 +27,17 @@ held-out good frames at ``target_far``, scores every test frame with its heat ma
 - ``fps``: frames per second through the detector (backbone, patch search and heat map; file
   decoding excluded and reported separately), ``n_train``, ``n_test`` and timings.
 
-Frames are decoded with Pillow and resized to the model size while loading, so a folder of
-1024x1024 frames does not have to fit in memory at full size.
+Frames are decoded with Pillow and resized to the model size while loading (the model decides
+it, keeping the aspect ratio with ``resize="aspect"``), so a folder of 1024x1024 frames does not
+have to fit in memory at full size. Whether the held-out share can calibrate ``target_far`` is
+checked from the file count before any frame is read (:func:`check_calibration_budget`).
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +46,11 @@ from PIL import Image
 
 from linewatch.backtest.metrics import auroc, classification_metrics
 from linewatch.detectors.bundle import ModelBundle
-from linewatch.detectors.calibration import calibration_split
+from linewatch.detectors.calibration import (
+    MAX_POT_TAIL_FRACTION,
+    MIN_EXCEEDANCES_FOR_EMPIRICAL,
+    MIN_POT_EXCEEDANCES,
+)
 from linewatch.detectors.patchcore import PatchCore, Progress, as_size
 from linewatch.errors import ConfigError, DataError
 
@@ -48,17 +58,26 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
 #: Frames scored per detector call in the test pass.
 SCORE_BATCH = 16
+#: Share of train/good held out to calibrate: 200 good frames give 50, enough for POT at 5 %.
+DEFAULT_CALIBRATION_FRACTION = 0.25
+#: What a frame is resized to while loading: a fixed (H, W), or a function of the file's (H, W).
+FrameSize = tuple[int, int] | Callable[[tuple[int, int]], tuple[int, int]]
 
 
 def _list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode one image file to uint8 at ``size``: grayscale stays ``(H, W)``, everything else RGB."""
+def load_frame(path: Path, size: FrameSize) -> np.ndarray:
+    """Decode one image file to uint8 at ``size``: grayscale stays ``(H, W)``, everything else RGB.
+
+    ``size`` may be a function of the file's own ``(H, W)`` (e.g. ``PatchCore.model_size``).
+    """
     try:
         with Image.open(path) as img:
             img.load()
+            if callable(size):
+                size = size((img.size[1], img.size[0]))
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit industrial cameras
                 arr = np.asarray(img, dtype=np.float64)
                 top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
@@ -105,56 +124,96 @@ def scan_dataset(data_dir: str | Path) -> dict[str, Any]:
     return {"root": root, "train": train, "test": test}
 
 
+def check_calibration_budget(n_good: int, calibration_fraction: float, target_far: float,
+                             calibration: str = "auto") -> int:
+    """Refuse, before any frame is read, a held-out share too small to place a threshold at ``target_far``.
+
+    Why: the bundle calibrates only after the expensive feature extraction and coreset; finding
+    out then that 41 held-out frames cannot resolve 5 % wastes minutes and says nothing about
+    which option to change. The rule is the shared calibrators' (empirical needs
+    ``10 / target_far`` scores, POT ``(20 + 1) / 0.5``); ``auto`` takes whichever suffices.
+    Returns the number of held-out frames.
+    """
+    if not 0.0 < calibration_fraction < 1.0:
+        raise ConfigError(
+            f"--calibration-fraction (calibration_fraction=) {calibration_fraction!r} must be in (0, 1), e.g. 0.25"
+        )
+    n_cal = round(calibration_fraction * n_good)
+    empirical = math.ceil(MIN_EXCEEDANCES_FOR_EMPIRICAL / target_far)
+    pot = math.ceil((MIN_POT_EXCEEDANCES + 1) / MAX_POT_TAIL_FRACTION)
+    needed = {"empirical": empirical, "pot": pot}.get(calibration, min(empirical, pot))
+    if n_cal >= needed:
+        return n_cal
+    hints = []
+    if needed <= n_good - 1:
+        fraction = math.ceil(100 * needed / n_good) / 100
+        hints.append(f"raise --calibration-fraction (calibration_fraction=) to {fraction:.2f}")
+    if calibration != "pot" and n_cal >= 1:
+        hints.append(f"raise --target-far (target_far=) to {MIN_EXCEEDANCES_FOR_EMPIRICAL / n_cal:.2g}")
+    if calibration == "empirical" and n_cal >= pot:
+        hints.append("use --calibration auto")
+    hints.append(f"add known-good images (at least {math.ceil(needed / calibration_fraction)} in train/good)")
+    raise ConfigError(
+        f"{n_cal} held-out good frames ({calibration_fraction:.0%} of {n_good}) cannot calibrate "
+        f"target_far={target_far:g} with calibration={calibration!r}, which needs at least {needed}; "
+        + "; or ".join(hints)
+    )
+
+
 def run_images_backtest(
     data_dir: str | Path,
     *,
+    preset: str = "fast",
     target_far: float = 0.05,
-    coreset_ratio: float = 0.01,
+    coreset_ratio: float | None = None,
     seed: int = 0,
     progress: Progress | None = None,
-    image_size: int | tuple[int, int] = 224,
-    calibration_fraction: float = 0.2,
+    image_size: int | tuple[int, int] | None = None,
+    calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION,
     calibration: str = "auto",
-    max_bank_size: int | None = 4096,
+    max_bank_size: int | None = None,
     projection_dim: int | None = None,
     provider: str = "auto",
     intra_op_threads: int = 1,
     model_out: str | Path | None = None,
+    **detector_params: Any,
 ) -> dict[str, Any]:
-    """Train on ``train/good``, calibrate on a held-out part of it, evaluate on ``test/``; return metrics.
+    """Train on ``train/good`` (the bundle holds out its calibration frames), evaluate on ``test/``; return metrics.
 
-    The returned dict is JSON-serialisable; keys at least ``image_auroc``, ``pixel_auroc``,
-    ``f1``, ``fps``, ``n_train`` and ``n_test``. ``model_out`` also saves the fitted, calibrated
-    model there as a :class:`~linewatch.detectors.bundle.ModelBundle`, ready for the frames agent.
+    ``preset`` picks PatchCore's settings (:data:`~linewatch.detectors.patchcore.PRESETS`); any
+    parameter given here (``image_size``, ``coreset_ratio``, ... or another PatchCore keyword in
+    ``detector_params``) overrides it. The returned dict is JSON-serialisable; keys at least
+    ``image_auroc``, ``pixel_auroc``, ``f1``, ``fps``, ``n_train`` and ``n_test``. ``model_out``
+    also saves the fitted, calibrated model there as a
+    :class:`~linewatch.detectors.bundle.ModelBundle`, ready for the frames agent.
     """
-    size = as_size(image_size)
-    ds = scan_dataset(data_dir)
-    # Split file names before loading: the held-out frames are read once, for calibration only.
-    fit_idx, cal_idx = calibration_split(len(ds["train"]), calibration_fraction, what="good images")
-    cal_files = [ds["train"][i] for i in cal_idx]
-    fit_files = [ds["train"][i] for i in fit_idx]
-    n_cal = len(cal_files)
-
-    t0 = time.perf_counter()
-    fit_frames = [load_frame(p, size) for p in fit_files]
-    cal_frames = [load_frame(p, size) for p in cal_files]
-    load_s = time.perf_counter() - t0
-
     det = PatchCore(
-        image_size=size,
+        preset=preset,
+        image_size=image_size,
         coreset_ratio=coreset_ratio,
         max_bank_size=max_bank_size,
         projection_dim=projection_dim,
         provider=provider,
         intra_op_threads=intra_op_threads,
         seed=seed,
+        **detector_params,
     )
+    size = as_size(det.image_size)
+    ds = scan_dataset(data_dir)
+    check_calibration_budget(len(ds["train"]), calibration_fraction, target_far, calibration)
+    det._validate_params()  # a bad parameter fails here, before any frame is read
+
     t0 = time.perf_counter()
-    # The same fit and calibration every image model gets (ModelBundle), on this file split.
-    bundle = ModelBundle.fit(det, fit_frames, modality="frames", calibration=calibration, target_far=target_far,
-                             calibration_data=cal_frames, seed=seed, progress=progress)
+    train_frames = [load_frame(p, det.model_size) for p in ds["train"]]
+    load_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    # The same fit and calibration every image model gets: the bundle holds out (or cross-fits)
+    # the calibration frames itself.
+    bundle = ModelBundle.fit(det, train_frames, modality="frames", calibration=calibration, target_far=target_far,
+                             calibration_fraction=calibration_fraction, seed=seed, progress=progress)
     fit_s = time.perf_counter() - t0
-    del fit_frames, cal_frames
+    del train_frames
 
     tests = ds["test"]
     n_test = len(tests)
@@ -164,7 +223,7 @@ def run_images_backtest(
     for start in range(0, n_test, SCORE_BATCH):
         batch = tests[start : start + SCORE_BATCH]
         t0 = time.perf_counter()
-        frames = [load_frame(p, size) for p, _, _ in batch]
+        frames = [load_frame(p, det.model_size) for p, _, _ in batch]
         load_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         s, m = det.score_with_heatmap(frames, size=size)
@@ -185,8 +244,11 @@ def run_images_backtest(
             "target_far": target_far,
             "threshold": bundle.raw_threshold,
             "calibrator": bundle.calibrator.kind,
-            "n_train": len(fit_files),
-            "n_calibration": n_cal,
+            "n_train": bundle.meta.get("n_fit", len(ds["train"])),
+            "n_calibration": bundle.meta.get("n_calibration"),
+            "n_train_good": len(ds["train"]),
+            "preset": det.preset,
+            "detector_params": det.get_params(),
             "n_test": n_test,
             "n_test_good": int(np.sum(~is_defect)),
             "n_test_defect": int(np.sum(is_defect)),
@@ -198,7 +260,7 @@ def run_images_backtest(
             "bank_size": int(det.memory_bank_.shape[0]) if det.memory_bank_ is not None else None,
             "n_train_patches": det.n_train_patches_,
             "feature_dim": det.feature_dim_,
-            "coreset_ratio": coreset_ratio,
+            "coreset_ratio": det.coreset_ratio,
             "seed": seed,
             "providers": det.backbone.active_providers,
         }
@@ -237,6 +299,8 @@ def run_images_backtest(
             entry["pixel_auroc"] = auroc(truth.ravel(), maps[sel].ravel())
         per_defect[defect] = entry
     result["per_defect"] = per_defect
+    if "calibration_report" in bundle.meta:  # the bundle's cross-fitting report, once it writes one
+        result["calibration_report"] = bundle.meta["calibration_report"]
 
     if model_out is not None:
         bundle.save(model_out)

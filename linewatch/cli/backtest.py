@@ -51,7 +51,7 @@ MODALITIES = ("tabular", "signals")
 MAX_COVERAGE_LINES = 8
 #: Rows of the image backtest table, in reading order; every figure is in the JSON.
 IMAGE_TABLE_KEYS = (
-    "image_auroc", "pixel_auroc", "f1", "precision", "recall", "far", "target_far", "threshold", "calibrator",
+    "preset", "image_auroc", "pixel_auroc", "f1", "precision", "recall", "far", "target_far", "threshold", "calibrator",
     "fps", "n_train", "n_calibration", "n_test", "n_test_good", "n_test_defect", "bank_size", "fit_seconds",
 )  # fmt: skip
 
@@ -390,22 +390,33 @@ def _image_tables(result: dict[str, Any]) -> list[Table]:
 def backtest_images_cmd(
     data: Annotated[Path, typer.Option("--data", help="dataset folder in the MVTec AD layout")],
     json_out: Annotated[Path | None, typer.Option("--json", help="also write every figure as JSON here")] = None,
+    preset: Annotated[str, typer.Option(help="PatchCore settings: fast (>= 50 frames/s) or accurate")] = "fast",
     target_far: Annotated[float, typer.Option(help="false alarms per good part the threshold is set for")] = 0.05,
-    calibration_fraction: Annotated[float, typer.Option(help="share of train/good held out to calibrate")] = 0.2,
-    image_size: Annotated[int, typer.Option(help="model input side, a multiple of 16")] = 224,
-    coreset_ratio: Annotated[float, typer.Option(help="share of training patches kept in the memory bank")] = 0.01,
-    max_bank_size: Annotated[int, typer.Option(help="upper bound on the memory bank")] = 4096,
+    calibration_fraction: Annotated[
+        float | None, typer.Option(help="share of train/good held out to calibrate (default 0.25)")
+    ] = None,
+    calibration: Annotated[str, typer.Option(help="auto, empirical or pot")] = "auto",
+    image_size: Annotated[
+        int | None, typer.Option(help="nominal model input side, a multiple of 16 (default: the preset's)")
+    ] = None,
+    coreset_ratio: Annotated[
+        float | None, typer.Option(help="share of training patches kept in the memory bank (default: the preset's)")
+    ] = None,
+    max_bank_size: Annotated[
+        int | None, typer.Option(help="upper bound on the memory bank, 0 for none (default: the preset's)")
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     model_out: Annotated[Path | None, typer.Option(help="also save the fitted, calibrated model here")] = None,
 ) -> None:
     """Train on train/good, calibrate on a held-out part of it, score test/: image and pixel AUROC, F1, frames/s."""
-    from linewatch.backtest.images import run_images_backtest
+    from linewatch.backtest.images import DEFAULT_CALIBRATION_FRACTION, run_images_backtest
 
+    fraction = DEFAULT_CALIBRATION_FRACTION if calibration_fraction is None else calibration_fraction
     with stage_progress() as progress:
         result = run_images_backtest(
-            data, target_far=target_far, calibration_fraction=calibration_fraction, image_size=image_size,
-            coreset_ratio=coreset_ratio, max_bank_size=max_bank_size, seed=seed, progress=progress,
-            model_out=model_out,
+            data, preset=preset, target_far=target_far, calibration_fraction=fraction, calibration=calibration,
+            image_size=image_size, coreset_ratio=coreset_ratio, max_bank_size=max_bank_size, seed=seed,
+            progress=progress, model_out=model_out,
         )
     out = Console()
     for table in _image_tables(result):

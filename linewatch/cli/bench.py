@@ -36,6 +36,8 @@ MODULE_BENCHMARKS = {
     "images": ("images", "Image detection: frames/s, AUROC per defect type, memory-bank trade-off, faiss."),
     "recordings": ("recordings", "Detection on waveform recordings (WAV/NPY/CSV folders) per bearing-fault "
                    "severity, with and without shaft speed."),
+    "image-sota": ("image_sota", "Image accuracy levers on the public sets and textured SKUs: resize, resolution, "
+                   "layers, bank, re-weighting, image score, backbones; frames/s per preset."),
 }
 #: Hand every argument, ``--help`` too, to the module's own parser.
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}

@@ -238,9 +238,16 @@ def train_frames_cmd(
     target_far: Annotated[float, typer.Option(help="false alarms per good part, e.g. 0.01")] = 0.01,
     calibration: Annotated[str, typer.Option(help="auto, empirical or pot")] = "auto",
     calibration_fraction: Annotated[float, typer.Option(help="share of good images held out to calibrate")] = 0.25,
-    image_size: Annotated[int, typer.Option(help="model input side, a multiple of 16 (224 native)")] = 224,
-    coreset_ratio: Annotated[float, typer.Option(help="share of training patches kept in the memory bank")] = 0.01,
-    max_bank_size: Annotated[int, typer.Option(help="upper bound on the memory bank")] = 4096,
+    preset: Annotated[str, typer.Option(help="PatchCore settings: fast (>= 50 frames/s) or accurate")] = "fast",
+    image_size: Annotated[
+        int | None, typer.Option(help="nominal model input side, a multiple of 16 (default: the preset's)")
+    ] = None,
+    coreset_ratio: Annotated[
+        float | None, typer.Option(help="share of training patches kept in the memory bank (default: the preset's)")
+    ] = None,
+    max_bank_size: Annotated[
+        int | None, typer.Option(help="upper bound on the memory bank, 0 for none (default: the preset's)")
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Fit an image model on known-good frames of one SKU (and camera), register it, and make workers use it.
@@ -248,15 +255,21 @@ def train_frames_cmd(
     A seeded share of the images is held out to calibrate the threshold at --target-far; workers pick the
     new version up within `model_refresh_s` for frames whose SKU (and camera) match.
     """
-    from linewatch.backtest.images import load_frame
+    from linewatch.backtest.images import check_calibration_budget, load_frame
     from linewatch.detectors.bundle import ANY, Scope
+    from linewatch.detectors.patchcore import PatchCore
     from linewatch.embedded.stack import Stack
     from linewatch.storage.migrations import migrate
     from linewatch.training import train_and_register
 
     s = settings(config)
     files = _training_files(data)
-    frames = [load_frame(p, (image_size, image_size)) for p in files]
+    params = {"preset": preset, "image_size": image_size, "coreset_ratio": coreset_ratio,
+              "max_bank_size": max_bank_size}
+    reader = PatchCore(**params)
+    reader._validate_params()
+    check_calibration_budget(len(files), calibration_fraction, target_far, calibration)  # before reading frames
+    frames = [load_frame(p, reader.model_size) for p in files]
     with Stack(s, need_broker=False) as stack:
         migrate(stack.database_url)
         with stage_progress() as progress:
@@ -264,8 +277,7 @@ def train_frames_cmd(
                 frames, modality="frames", scope=Scope(sku=sku, camera=camera or ANY),
                 database_url=stack.database_url, model_dir=s.model_dir, target_far=target_far,
                 calibration=calibration, calibration_fraction=calibration_fraction, seed=seed, progress=progress,
-                detector_params={"image_size": image_size, "coreset_ratio": coreset_ratio,
-                                 "max_bank_size": max_bank_size},
+                detector_params=params,
             )
     meta = model.meta
     console.print(

