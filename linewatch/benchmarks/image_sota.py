@@ -239,7 +239,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
                         help="comma-separated: lite0 (shipped) or paths of exported ONNX backbones with sidecars")
     parser.add_argument("--resizes", default="stretch,aspect,short",
                         help="comma-separated resize modes tried on sets with non-square frames")
-    parser.add_argument("--banks", default=",".join(BANKS), help=f"comma-separated, among {', '.join(BANKS)}")
+    parser.add_argument("--banks", default=",".join(BANKS),
+                        help="comma-separated, among " + ", ".join(BANKS).replace("%", "%%"))
     parser.add_argument("--standardize", action="store_true", help="also try per-channel standardised features")
     parser.add_argument("--no-layers", dest="layers", action="store_false", help="skip the single-layer variants")
     parser.add_argument("--sections", default="grid,fps", help="grid, fps, or both")
