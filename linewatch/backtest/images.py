@@ -60,6 +60,8 @@ GOOD = "good"
 SCORE_BATCH = 16
 #: Share of train/good held out to calibrate: 200 good frames give 50, enough for POT at 5 %.
 DEFAULT_CALIBRATION_FRACTION = 0.25
+#: The bundle holds out at most this share (ModelBundle.fit refuses more).
+MAX_CALIBRATION_FRACTION = 0.9
 #: What a frame is resized to while loading: a fixed (H, W), or a function of the file's (H, W).
 FrameSize = tuple[int, int] | Callable[[tuple[int, int]], tuple[int, int]]
 
@@ -145,10 +147,10 @@ def check_calibration_budget(n_good: int, calibration_fraction: float, target_fa
     if n_cal >= needed:
         return n_cal
     hints = []
-    if needed <= n_good - 1:
+    if needed <= MAX_CALIBRATION_FRACTION * n_good:
         fraction = math.ceil(100 * needed / n_good) / 100
         hints.append(f"raise --calibration-fraction (calibration_fraction=) to {fraction:.2f}")
-    if calibration != "pot" and n_cal >= 1:
+    if calibration != "pot" and n_cal > MIN_EXCEEDANCES_FOR_EMPIRICAL:
         hints.append(f"raise --target-far (target_far=) to {MIN_EXCEEDANCES_FOR_EMPIRICAL / n_cal:.2g}")
     if calibration == "empirical" and n_cal >= pot:
         hints.append("use --calibration auto")

@@ -255,3 +255,24 @@ def test_test_rows_from_a_context_training_never_had_are_reported(tmp_path) -> N
     assert set(unseen) == {"press-9"} and 150 < unseen["press-9"] < 250
     assert coverage["unseen_rows"] == unseen["press-9"]
     assert "asset=press-9 never in training" in res.output
+
+
+def test_image_commands_refuse_too_few_good_images_before_reading_them(tmp_path) -> None:
+    # 100 "images" that are not even decodable: the budget check must fire before any is read.
+    good = tmp_path / "data" / "train" / "good"
+    good.mkdir(parents=True)
+    (tmp_path / "data" / "test" / "good").mkdir(parents=True)
+    for i in range(100):
+        (good / f"{i:03d}.png").write_bytes(b"not a png")
+    (tmp_path / "data" / "test" / "good" / "x.png").write_bytes(b"not a png")
+    res = RUNNER.invoke(backtest_cli.backtest_app, ["images", "--data", str(tmp_path / "data")])
+    assert res.exit_code != 0
+    message = str(res.exception)
+    assert "25 held-out" in message and "--calibration-fraction (calibration_fraction=) to 0.42" in message
+    assert "--target-far (target_far=) to 0.4" in message and "at least 168" in message
+    from linewatch.cli import train as train_cli
+
+    res = RUNNER.invoke(train_cli.train_app, ["frames", "--data", str(tmp_path / "data"), "--sku", "s",
+                                              "--preset", "accurate"])
+    assert res.exit_code != 0
+    assert "--calibration-fraction" in str(res.exception)

@@ -121,6 +121,10 @@ def test_defaults_calibrate_200_good_images_and_too_few_fail_before_any_feature_
     assert "41 held-out" in str(err.value) and "--target-far" in str(err.value)
     with pytest.raises(ConfigError, match="--calibration auto"):
         check_calibration_budget(204, 0.25, 0.05, "empirical")
+    with pytest.raises(ConfigError) as few:  # 8 held out: no fraction or rate can help, only more images
+        check_calibration_budget(30, 0.25, 0.05)
+    assert "--calibration-fraction" not in str(few.value) and "--target-far" not in str(few.value)
+    assert "at least 168" in str(few.value)
 
     def no_features(*args: object, **kwargs: object) -> None:
         raise AssertionError("features were extracted before the calibration budget was checked")

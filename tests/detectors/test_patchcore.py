@@ -66,8 +66,10 @@ def test_defective_frames_score_higher_and_heat_maps_point_at_the_defect(data, f
     good_maps = fitted.heatmap(data["good"])
     pixel_truth = np.concatenate([np.zeros_like(data["bad_masks"][:8]), data["bad_masks"]])
     assert auroc(pixel_truth.ravel(), np.concatenate([good_maps, maps]).ravel()) >= 0.9
-    # the image score is the worst patch, and the heat map is in the same units
-    np.testing.assert_allclose(s_bad, fitted.patch_scores(data["bad"]).max(axis=(1, 2)), rtol=1e-6)
+    # the image score follows from the patch distances (the fast preset: the worst patch)
+    assert fitted.image_score == pc.PRESETS["fast"]["image_score"]
+    patches = fitted.patch_scores(data["bad"])
+    np.testing.assert_allclose(s_bad, fitted.image_scores_from_patch_scores(patches), rtol=1e-6)
 
 
 def test_input_is_not_mutated(data, fitted) -> None:
@@ -244,7 +246,7 @@ def test_heatmap_summary_locates_the_defect_for_the_score_message(data, fitted) 
 def test_heat_maps_can_be_drawn_later_from_patch_scores(data, fitted) -> None:
     patches = fitted.patch_scores(data["bad"][:3])
     scores, maps = fitted.score_with_heatmap(data["bad"][:3])
-    np.testing.assert_array_equal(patches.max(axis=(1, 2)), scores)
+    np.testing.assert_allclose(fitted.image_scores_from_patch_scores(patches), scores, rtol=1e-6)
     np.testing.assert_allclose(fitted.heatmap_from_patch_scores(patches, (SIZE, SIZE)), maps, rtol=1e-6)
     assert fitted.heatmap_from_patch_scores(patches[:1], (40, 30)).shape == (1, 40, 30)
 
@@ -285,7 +287,7 @@ def test_bad_scoring_options_are_refused(data, kwargs, message) -> None:
 
 def test_aspect_ratio_is_kept_for_non_square_frames(data) -> None:
     wide = np.ascontiguousarray(np.concatenate([data["train"][:6], data["train"][6:12]], axis=2)[:, ::2])  # 64x256
-    kept = PatchCore(image_size=SIZE, coreset_ratio=0.2, seed=0)
+    kept = PatchCore(image_size=SIZE, resize="aspect", coreset_ratio=0.2, seed=0)
     stretched = PatchCore(image_size=SIZE, resize="stretch", coreset_ratio=0.2, seed=0)
     assert kept.model_size((64, 256)) == pc.aspect_size((64, 256), (SIZE, SIZE)) == (64, 256)
     assert stretched.model_size((64, 256)) == (SIZE, SIZE)
