@@ -13,9 +13,10 @@ plant's images sorted by hand::
 
 What it does: fits :class:`~linewatch.detectors.patchcore.PatchCore` (its ``preset``, ``fast`` by
 default) through :meth:`ModelBundle.fit <linewatch.detectors.bundle.ModelBundle.fit>` on
-``train/good``, which holds out known-good frames for calibration the way every model is
-calibrated (``calibration_fraction``; the backtest has no split of its own), sets the threshold at
-``target_far``, scores every test frame with its heat map, and reports
+``train/good``, which calibrates the way every model is calibrated (blocked cross-fitting, so
+every good frame gets an out-of-fold score; an explicit ``calibration_fraction`` holds out the
+last share instead; the backtest has no split of its own), sets the threshold at ``target_far``,
+scores every test frame with its heat map, and reports
 
 - ``image_auroc`` (good vs any defect) and per defect type;
 - ``pixel_auroc`` over test frames whose masks exist (good frames count as all-normal), at the
@@ -58,10 +59,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
 #: Frames scored per detector call in the test pass.
 SCORE_BATCH = 16
-#: Share of train/good held out to calibrate: 200 good frames give 50, enough for POT at 5 %.
-DEFAULT_CALIBRATION_FRACTION = 0.25
-#: The bundle holds out at most this share (ModelBundle.fit refuses more).
-MAX_CALIBRATION_FRACTION = 0.9
 #: What a frame is resized to while loading: a fixed (H, W), or a function of the file's (H, W).
 FrameSize = tuple[int, int] | Callable[[tuple[int, int]], tuple[int, int]]
 
@@ -126,39 +123,41 @@ def scan_dataset(data_dir: str | Path) -> dict[str, Any]:
     return {"root": root, "train": train, "test": test}
 
 
-def check_calibration_budget(n_good: int, calibration_fraction: float, target_far: float,
+def check_calibration_budget(n_good: int, calibration_fraction: float | None, target_far: float,
                              calibration: str = "auto") -> int:
-    """Refuse, before any frame is read, a held-out share too small to place a threshold at ``target_far``.
+    """Refuse, before any frame is read, too few calibration frames to place a threshold at ``target_far``.
 
     Why: the bundle calibrates only after the expensive feature extraction and coreset; finding
-    out then that 41 held-out frames cannot resolve 5 % wastes minutes and says nothing about
-    which option to change. The rule is the shared calibrators' (empirical needs
-    ``10 / target_far`` scores, POT ``(20 + 1) / 0.5``); ``auto`` takes whichever suffices.
-    Returns the number of held-out frames.
+    out then that 41 frames cannot resolve 5 % wastes minutes and says nothing about which option
+    to change. The rule is the shared calibrators' (empirical needs ``10 / target_far`` scores,
+    POT ``(20 + 1) / 0.5``); ``auto`` takes whichever suffices. With cross-fitting
+    (``calibration_fraction=None``, the default) every good frame is scored out of fold; with a
+    hold-out only ``calibration_fraction`` of them. Returns the number of calibration frames.
     """
-    if not 0.0 < calibration_fraction < 1.0:
+    if calibration_fraction is not None and not 0.0 < calibration_fraction < 1.0:
         raise ConfigError(
             f"--calibration-fraction (calibration_fraction=) {calibration_fraction!r} must be in (0, 1), e.g. 0.25"
         )
-    n_cal = round(calibration_fraction * n_good)
+    n_cal = n_good if calibration_fraction is None else round(calibration_fraction * n_good)
     empirical = math.ceil(MIN_EXCEEDANCES_FOR_EMPIRICAL / target_far)
     pot = math.ceil((MIN_POT_EXCEEDANCES + 1) / MAX_POT_TAIL_FRACTION)
     needed = {"empirical": empirical, "pot": pot}.get(calibration, min(empirical, pot))
     if n_cal >= needed:
         return n_cal
     hints = []
-    if needed <= MAX_CALIBRATION_FRACTION * n_good:
-        fraction = math.ceil(100 * needed / n_good) / 100
-        hints.append(f"raise --calibration-fraction (calibration_fraction=) to {fraction:.2f}")
+    if calibration_fraction is not None and needed <= n_good:
+        hints.append("leave out --calibration-fraction (cross-fitting scores every good frame)")
     if calibration != "pot" and n_cal > MIN_EXCEEDANCES_FOR_EMPIRICAL:
         hints.append(f"raise --target-far (target_far=) to {MIN_EXCEEDANCES_FOR_EMPIRICAL / n_cal:.2g}")
     if calibration == "empirical" and n_cal >= pot:
         hints.append("use --calibration auto")
-    hints.append(f"add known-good images (at least {math.ceil(needed / calibration_fraction)} in train/good)")
+    hints.append(f"add known-good images (at least {math.ceil(needed / (calibration_fraction or 1.0))} "
+                 "in train/good)")
+    what = (f"{n_cal} held-out good frames ({calibration_fraction:.0%} of {n_good})" if calibration_fraction
+            else f"{n_cal} good frames")
     raise ConfigError(
-        f"{n_cal} held-out good frames ({calibration_fraction:.0%} of {n_good}) cannot calibrate "
-        f"target_far={target_far:g} with calibration={calibration!r}, which needs at least {needed}; "
-        + "; or ".join(hints)
+        f"{what} cannot calibrate target_far={target_far:g} with calibration={calibration!r}, which needs at "
+        f"least {needed}; " + "; or ".join(hints)
     )
 
 
@@ -171,7 +170,7 @@ def run_images_backtest(
     seed: int = 0,
     progress: Progress | None = None,
     image_size: int | tuple[int, int] | None = None,
-    calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION,
+    calibration_fraction: float | None = None,
     calibration: str = "auto",
     max_bank_size: int | None = None,
     projection_dim: int | None = None,
@@ -180,7 +179,7 @@ def run_images_backtest(
     model_out: str | Path | None = None,
     **detector_params: Any,
 ) -> dict[str, Any]:
-    """Train on ``train/good`` (the bundle holds out its calibration frames), evaluate on ``test/``; return metrics.
+    """Train on ``train/good`` (the bundle cross-fits its calibration scores), evaluate on ``test/``; return metrics.
 
     ``preset`` picks PatchCore's settings (:data:`~linewatch.detectors.patchcore.PRESETS`); any
     parameter given here (``image_size``, ``coreset_ratio``, ... or another PatchCore keyword in

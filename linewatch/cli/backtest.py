@@ -393,7 +393,8 @@ def backtest_images_cmd(
     preset: Annotated[str, typer.Option(help="PatchCore settings: fast (>= 50 frames/s) or accurate")] = "fast",
     target_far: Annotated[float, typer.Option(help="false alarms per good part the threshold is set for")] = 0.05,
     calibration_fraction: Annotated[
-        float | None, typer.Option(help="share of train/good held out to calibrate (default 0.25)")
+        float | None, typer.Option(help="hold out this latest share of train/good to calibrate on (default: "
+                                        "cross-fit, every good image is scored out of fold)")
     ] = None,
     calibration: Annotated[str, typer.Option(help="auto, empirical or pot")] = "auto",
     image_size: Annotated[
@@ -408,15 +409,14 @@ def backtest_images_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     model_out: Annotated[Path | None, typer.Option(help="also save the fitted, calibrated model here")] = None,
 ) -> None:
-    """Train on train/good, calibrate on a held-out part of it, score test/: image and pixel AUROC, F1, frames/s."""
-    from linewatch.backtest.images import DEFAULT_CALIBRATION_FRACTION, run_images_backtest
+    """Train on train/good (calibrated by cross-fitting), score test/: image and pixel AUROC, F1, frames/s."""
+    from linewatch.backtest.images import run_images_backtest
 
-    fraction = DEFAULT_CALIBRATION_FRACTION if calibration_fraction is None else calibration_fraction
     with stage_progress() as progress:
         result = run_images_backtest(
-            data, preset=preset, target_far=target_far, calibration_fraction=fraction, calibration=calibration,
-            image_size=image_size, coreset_ratio=coreset_ratio, max_bank_size=max_bank_size, seed=seed,
-            progress=progress, model_out=model_out,
+            data, preset=preset, target_far=target_far, calibration_fraction=calibration_fraction,
+            calibration=calibration, image_size=image_size, coreset_ratio=coreset_ratio,
+            max_bank_size=max_bank_size, seed=seed, progress=progress, model_out=model_out,
         )
     out = Console()
     for table in _image_tables(result):

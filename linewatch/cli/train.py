@@ -237,7 +237,9 @@ def train_frames_cmd(
     config: ConfigOption = None,
     target_far: Annotated[float, typer.Option(help="false alarms per good part, e.g. 0.01")] = 0.01,
     calibration: Annotated[str, typer.Option(help="auto, empirical or pot")] = "auto",
-    calibration_fraction: Annotated[float, typer.Option(help="share of good images held out to calibrate")] = 0.25,
+    calibration_fraction: Annotated[float | None, typer.Option(
+        help="hold out this latest share of the good images to calibrate on (default: cross-fit, every good "
+        "image is scored out of fold)")] = None,
     preset: Annotated[str, typer.Option(help="PatchCore settings: fast (>= 50 frames/s) or accurate")] = "fast",
     image_size: Annotated[
         int | None, typer.Option(help="nominal model input side, a multiple of 16 (default: the preset's)")
@@ -252,8 +254,9 @@ def train_frames_cmd(
 ) -> None:
     """Fit an image model on known-good frames of one SKU (and camera), register it, and make workers use it.
 
-    A seeded share of the images is held out to calibrate the threshold at --target-far; workers pick the
-    new version up within `model_refresh_s` for frames whose SKU (and camera) match.
+    The threshold at --target-far is calibrated on out-of-fold scores of every good image (cross-fitting;
+    --calibration-fraction holds out the latest share instead); workers pick the new version up within
+    `model_refresh_s` for frames whose SKU (and camera) match.
     """
     from linewatch.backtest.images import check_calibration_budget, load_frame
     from linewatch.detectors.bundle import ANY, Scope
@@ -282,6 +285,8 @@ def train_frames_cmd(
     meta = model.meta
     console.print(
         f"model {escape(ref.model_id)}@{ref.version}: patchcore on {meta['n_fit']} good frames, calibrated on "
-        f"{meta['n_calibration']} held out ({model.calibrator.kind}), bank {model.detector.memory_bank_.shape[0]}, "
+        f"{meta['n_calibration']} out-of-sample scores ({model.calibrator.kind}), "
+        f"bank {model.detector.memory_bank_.shape[0]}, "
         f"raw threshold {model.raw_threshold:.3g} at target_far {target_far:g}; saved to {escape(ref.artifact_path)}"
     )
+    print_calibration_report(model.calibration_report)

@@ -258,21 +258,21 @@ def test_test_rows_from_a_context_training_never_had_are_reported(tmp_path) -> N
 
 
 def test_image_commands_refuse_too_few_good_images_before_reading_them(tmp_path) -> None:
-    # 100 "images" that are not even decodable: the budget check must fire before any is read.
+    # 30 "images" that are not even decodable: the budget check must fire before any is read.
     good = tmp_path / "data" / "train" / "good"
     good.mkdir(parents=True)
     (tmp_path / "data" / "test" / "good").mkdir(parents=True)
-    for i in range(100):
+    for i in range(30):
         (good / f"{i:03d}.png").write_bytes(b"not a png")
     (tmp_path / "data" / "test" / "good" / "x.png").write_bytes(b"not a png")
     res = RUNNER.invoke(backtest_cli.backtest_app, ["images", "--data", str(tmp_path / "data")])
     assert res.exit_code != 0
     message = str(res.exception)
-    assert "25 held-out" in message and "--calibration-fraction (calibration_fraction=) to 0.42" in message
-    assert "--target-far (target_far=) to 0.4" in message and "at least 168" in message
+    assert "30 good frames" in message and "--target-far (target_far=) to 0.33" in message
+    assert "at least 42" in message
     from linewatch.cli import train as train_cli
 
     res = RUNNER.invoke(train_cli.train_app, ["frames", "--data", str(tmp_path / "data"), "--sku", "s",
-                                              "--preset", "accurate"])
+                                              "--preset", "accurate", "--calibration-fraction", "0.25"])
     assert res.exit_code != 0
-    assert "--calibration-fraction" in str(res.exception)
+    assert "8 held-out good frames (25% of 30)" in str(res.exception) and "add known-good images" in str(res.exception)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from linewatch.backtest.images import (
-    DEFAULT_CALIBRATION_FRACTION,
     check_calibration_budget,
     load_frame,
     run_images_backtest,
@@ -113,18 +112,17 @@ def test_backtest_refuses_folders_that_are_not_mvtec_shaped(tmp_path: Path) -> N
 def test_defaults_calibrate_200_good_images_and_too_few_fail_before_any_feature_is_extracted(
     dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 200 good images at the default 25 % hold out 50: enough for POT at the default 5 %.
-    assert check_calibration_budget(200, DEFAULT_CALIBRATION_FRACTION, 0.05) == 50
+    # Cross-fitting (the default) scores all 200 good images: enough for POT at the default 5 %.
+    assert check_calibration_budget(200, None, 0.05) == 200
     # The real set that failed: 204 images at 20 % hold out 41, one short of POT's 42.
-    with pytest.raises(ConfigError, match=r"--calibration-fraction .* to 0\.21") as err:
+    with pytest.raises(ConfigError, match=r"leave out --calibration-fraction") as err:
         check_calibration_budget(204, 0.2, 0.05)
     assert "41 held-out" in str(err.value) and "--target-far" in str(err.value)
     with pytest.raises(ConfigError, match="--calibration auto"):
         check_calibration_budget(204, 0.25, 0.05, "empirical")
-    with pytest.raises(ConfigError) as few:  # 8 held out: no fraction or rate can help, only more images
-        check_calibration_budget(30, 0.25, 0.05)
-    assert "--calibration-fraction" not in str(few.value) and "--target-far" not in str(few.value)
-    assert "at least 168" in str(few.value)
+    with pytest.raises(ConfigError) as few:  # 30 in all: no option can help, only more images
+        check_calibration_budget(30, None, 0.05)
+    assert "--calibration-fraction" not in str(few.value) and "at least 42" in str(few.value)
 
     def no_features(*args: object, **kwargs: object) -> None:
         raise AssertionError("features were extracted before the calibration budget was checked")
