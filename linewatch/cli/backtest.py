@@ -33,7 +33,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from linewatch.cli.common import console, fmt, jsonable, stage_progress
+from linewatch.cli.common import (
+    CalibrationFractionOption,
+    CalibrationOption,
+    CoresetRatioOption,
+    ImageSizeOption,
+    MaxBankSizeOption,
+    PresetOption,
+    console,
+    fmt,
+    jsonable,
+    stage_progress,
+)
 from linewatch.errors import ConfigError, DataError
 
 backtest_app = typer.Typer(
@@ -390,22 +401,13 @@ def _image_tables(result: dict[str, Any]) -> list[Table]:
 def backtest_images_cmd(
     data: Annotated[Path, typer.Option("--data", help="dataset folder in the MVTec AD layout")],
     json_out: Annotated[Path | None, typer.Option("--json", help="also write every figure as JSON here")] = None,
-    preset: Annotated[str, typer.Option(help="PatchCore settings: fast (>= 50 frames/s) or accurate")] = "fast",
+    preset: PresetOption = "fast",
     target_far: Annotated[float, typer.Option(help="false alarms per good part the threshold is set for")] = 0.05,
-    calibration_fraction: Annotated[
-        float | None, typer.Option(help="hold out this latest share of train/good to calibrate on (default: "
-                                        "cross-fit, every good image is scored out of fold)")
-    ] = None,
-    calibration: Annotated[str, typer.Option(help="auto, empirical or pot")] = "auto",
-    image_size: Annotated[
-        int | None, typer.Option(help="nominal model input side, a multiple of 16 (default: the preset's)")
-    ] = None,
-    coreset_ratio: Annotated[
-        float | None, typer.Option(help="share of training patches kept in the memory bank (default: the preset's)")
-    ] = None,
-    max_bank_size: Annotated[
-        int | None, typer.Option(help="upper bound on the memory bank, 0 for none (default: the preset's)")
-    ] = None,
+    calibration_fraction: CalibrationFractionOption = None,
+    calibration: CalibrationOption = "auto",
+    image_size: ImageSizeOption = None,
+    coreset_ratio: CoresetRatioOption = None,
+    max_bank_size: MaxBankSizeOption = None,
     seed: Annotated[int, typer.Option()] = 0,
     model_out: Annotated[Path | None, typer.Option(help="also save the fitted, calibrated model here")] = None,
 ) -> None:

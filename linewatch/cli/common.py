@@ -29,6 +29,19 @@ from linewatch.errors import ConfigError, InfrastructureError, LinewatchError
 console = Console(stderr=True)
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML settings file (see `linewatch config`).")]
 
+# Image-model options shared by `train frames` and `backtest images`, so the two read alike.
+PresetOption = Annotated[str, typer.Option(help="PatchCore settings: fast (>= 50 frames/s) or accurate")]
+CalibrationOption = Annotated[str, typer.Option(help="auto, empirical or pot")]
+CalibrationFractionOption = Annotated[float | None, typer.Option(
+    help="hold out this latest share of the good images to calibrate on (default: cross-fit, every good "
+    "image is scored out of fold)")]
+ImageSizeOption = Annotated[
+    int | None, typer.Option(help="nominal model input side, a multiple of 16 (default: the preset's)")]
+CoresetRatioOption = Annotated[
+    float | None, typer.Option(help="share of training patches kept in the memory bank (default: the preset's)")]
+MaxBankSizeOption = Annotated[
+    int | None, typer.Option(help="upper bound on the memory bank, 0 for none (default: the preset's)")]
+
 #: A linewatch error that is neither of the two below (bad data, a failed model, ...).
 EXIT_ERROR = 1
 #: The settings, the command line or an input file is wrong: fix it and run again.

@@ -14,7 +14,19 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from linewatch.cli.common import ConfigOption, console, print_calibration_report, settings, stage_progress
+from linewatch.cli.common import (
+    CalibrationFractionOption,
+    CalibrationOption,
+    ConfigOption,
+    CoresetRatioOption,
+    ImageSizeOption,
+    MaxBankSizeOption,
+    PresetOption,
+    console,
+    print_calibration_report,
+    settings,
+    stage_progress,
+)
 from linewatch.config import Settings
 from linewatch.errors import ConfigError, DataError
 
@@ -236,20 +248,12 @@ def train_frames_cmd(
     camera: Annotated[str | None, typer.Option("--camera", help="the camera it is for (default: any)")] = None,
     config: ConfigOption = None,
     target_far: Annotated[float, typer.Option(help="false alarms per good part, e.g. 0.01")] = 0.01,
-    calibration: Annotated[str, typer.Option(help="auto, empirical or pot")] = "auto",
-    calibration_fraction: Annotated[float | None, typer.Option(
-        help="hold out this latest share of the good images to calibrate on (default: cross-fit, every good "
-        "image is scored out of fold)")] = None,
-    preset: Annotated[str, typer.Option(help="PatchCore settings: fast (>= 50 frames/s) or accurate")] = "fast",
-    image_size: Annotated[
-        int | None, typer.Option(help="nominal model input side, a multiple of 16 (default: the preset's)")
-    ] = None,
-    coreset_ratio: Annotated[
-        float | None, typer.Option(help="share of training patches kept in the memory bank (default: the preset's)")
-    ] = None,
-    max_bank_size: Annotated[
-        int | None, typer.Option(help="upper bound on the memory bank, 0 for none (default: the preset's)")
-    ] = None,
+    calibration: CalibrationOption = "auto",
+    calibration_fraction: CalibrationFractionOption = None,
+    preset: PresetOption = "fast",
+    image_size: ImageSizeOption = None,
+    coreset_ratio: CoresetRatioOption = None,
+    max_bank_size: MaxBankSizeOption = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Fit an image model on known-good frames of one SKU (and camera), register it, and make workers use it.
