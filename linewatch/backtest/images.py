@@ -171,6 +171,7 @@ def run_images_backtest(
     progress: Progress | None = None,
     image_size: int | tuple[int, int] | None = None,
     calibration_fraction: float | None = None,
+    fold_order: str = "time",
     calibration: str = "auto",
     max_bank_size: int | None = None,
     projection_dim: int | None = None,
@@ -212,7 +213,8 @@ def run_images_backtest(
     # The same fit and calibration every image model gets: the bundle holds out (or cross-fits)
     # the calibration frames itself.
     bundle = ModelBundle.fit(det, train_frames, modality="frames", calibration=calibration, target_far=target_far,
-                             calibration_fraction=calibration_fraction, seed=seed, progress=progress)
+                             calibration_fraction=calibration_fraction, fold_order=fold_order, seed=seed,
+                             progress=progress)
     fit_s = time.perf_counter() - t0
     del train_frames
 

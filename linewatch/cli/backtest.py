@@ -37,6 +37,7 @@ from linewatch.cli.common import (
     CalibrationFractionOption,
     CalibrationOption,
     CoresetRatioOption,
+    FoldOrderOption,
     ImageSizeOption,
     MaxBankSizeOption,
     PresetOption,
@@ -404,6 +405,7 @@ def backtest_images_cmd(
     preset: PresetOption = "fast",
     target_far: Annotated[float, typer.Option(help="false alarms per good part the threshold is set for")] = 0.05,
     calibration_fraction: CalibrationFractionOption = None,
+    fold_order: FoldOrderOption = "time",
     calibration: CalibrationOption = "auto",
     image_size: ImageSizeOption = None,
     coreset_ratio: CoresetRatioOption = None,
@@ -417,7 +419,7 @@ def backtest_images_cmd(
     with stage_progress() as progress:
         result = run_images_backtest(
             data, preset=preset, target_far=target_far, calibration_fraction=calibration_fraction,
-            calibration=calibration, image_size=image_size, coreset_ratio=coreset_ratio,
+            fold_order=fold_order, calibration=calibration, image_size=image_size, coreset_ratio=coreset_ratio,
             max_bank_size=max_bank_size, seed=seed, progress=progress, model_out=model_out,
         )
     out = Console()

@@ -35,6 +35,9 @@ CalibrationOption = Annotated[str, typer.Option(help="auto, empirical or pot")]
 CalibrationFractionOption = Annotated[float | None, typer.Option(
     help="hold out this latest share of the good images to calibrate on (default: cross-fit, every good "
     "image is scored out of fold)")]
+FoldOrderOption = Annotated[str, typer.Option(
+    help="cross-fitting folds in file order ('time': files named in capture order) or 'shuffled' (file names "
+    "that group similar parts, e.g. a dataset sorted by panel)")]
 ImageSizeOption = Annotated[
     int | None, typer.Option(help="nominal model input side, a multiple of 16 (default: the preset's)")]
 CoresetRatioOption = Annotated[

@@ -19,6 +19,7 @@ from linewatch.cli.common import (
     CalibrationOption,
     ConfigOption,
     CoresetRatioOption,
+    FoldOrderOption,
     ImageSizeOption,
     MaxBankSizeOption,
     PresetOption,
@@ -250,6 +251,7 @@ def train_frames_cmd(
     target_far: Annotated[float, typer.Option(help="false alarms per good part, e.g. 0.01")] = 0.01,
     calibration: CalibrationOption = "auto",
     calibration_fraction: CalibrationFractionOption = None,
+    fold_order: FoldOrderOption = "time",
     preset: PresetOption = "fast",
     image_size: ImageSizeOption = None,
     coreset_ratio: CoresetRatioOption = None,
@@ -283,7 +285,8 @@ def train_frames_cmd(
             model, ref = train_and_register(
                 frames, modality="frames", scope=Scope(sku=sku, camera=camera or ANY),
                 database_url=stack.database_url, model_dir=s.model_dir, target_far=target_far,
-                calibration=calibration, calibration_fraction=calibration_fraction, seed=seed, progress=progress,
+                calibration=calibration, calibration_fraction=calibration_fraction, fold_order=fold_order, seed=seed,
+                progress=progress,
                 detector_params=params,
             )
     meta = model.meta

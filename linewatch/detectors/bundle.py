@@ -191,6 +191,7 @@ class ModelBundle:
         calibration_fraction: float | None = None,
         calibration_data: Any = None,
         folds: int = DEFAULT_FOLDS,
+        fold_order: str = "time",
         seed: int = 0,
         detector_params: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
@@ -202,7 +203,10 @@ class ModelBundle:
         in time order. By default the calibrator learns from ``folds``-fold blocked cross-fitted
         scores and the detector is then refitted on all of ``X``. ``calibration_fraction`` instead
         holds out the *last* share of ``X`` (the detector never sees it), and ``calibration_data``
-        gives the held-out known-good data explicitly.
+        gives the held-out known-good data explicitly. ``fold_order="shuffled"`` cuts the folds
+        from a seeded permutation instead of time order: only for exchangeable data whose order
+        means nothing (a folder of images sorted by file name, where names group similar parts),
+        never for charts, online or windowed detectors, whose scores depend on order.
         """
         if isinstance(detector, str):
             detector = get_detector(detector)(**_with_seed(get_detector(detector), detector_params, seed))
@@ -220,7 +224,8 @@ class ModelBundle:
         fitter = _fit_explicit if calibration_data is not None else (
             _fit_cross if calibration_fraction is None else _fit_holdout)
         n_fit, blocks, how = fitter(detector, X, calibration_data=calibration_data, image=image, what=what,
-                                    calibration_fraction=calibration_fraction, folds=folds, progress=progress)
+                                    calibration_fraction=calibration_fraction, folds=folds, progress=progress,
+                                    fold_order=fold_order, seed=seed)
         cal_scores = np.concatenate(blocks)
         calibrator, report = _calibrate(cal_scores, blocks, method=calibration, target_far=target_far, how=how)
         now = datetime.now(UTC)
@@ -356,21 +361,33 @@ def _load_legacy_image_model(root: Path) -> ModelBundle:
 
 
 FitResult = tuple[int, list[np.ndarray], dict[str, Any]]
+#: How cross-fitting cuts its folds: contiguous blocks in time order, or from a seeded permutation.
+FOLD_ORDERS = ("time", "shuffled")
 
 
-def _fit_cross(detector: Any, X: Any, *, folds: int, progress: Any, what: str, **_: Any) -> FitResult:
-    """Blocked cross-fitting in time order, then a refit on everything (module docstring)."""
-    purge = purge_rows(X, folds)
+def _fit_cross(detector: Any, X: Any, *, folds: int, progress: Any, what: str, fold_order: str, seed: int,
+               **_: Any) -> FitResult:
+    """Blocked cross-fitting in time order (or shuffled), then a refit on everything (module docstring)."""
+    if fold_order not in FOLD_ORDERS:
+        raise ConfigError(f"fold_order={fold_order!r}; use one of {', '.join(FOLD_ORDERS)}")
+    shuffled = fold_order == "shuffled"
+    if shuffled and (hasattr(detector, "update") or hasattr(detector, "ready_mask")):
+        raise ConfigError(f"{type(detector).__name__} scores depend on row order; it needs fold_order='time'")
+    purge = 0 if shuffled else purge_rows(X, folds)
     try:
         plan = blocked_folds(len(X), folds, purge=purge)
     except DataError as e:
         raise DataError(f"{e} (have {len(X)} {what})") from e
+    if shuffled:
+        perm = np.random.default_rng(seed).permutation(len(X))
+        plan = [(np.sort(perm[fit]), np.sort(perm[held])) for fit, held in plan]
     oof = out_of_fold_scores(detector, X, plan, progress=progress)
     blocks = [oof[held] for _, held in plan]
     if not all(np.isfinite(b).all() for b in blocks):
         raise DataError(f"{type(detector).__name__} gave NaN or infinite scores to known-good {what}")
     _fit(detector, X, progress)
-    return len(X), blocks, {"method": "blocked cross-fitting", "folds": folds, "purge": purge}
+    method = "shuffled cross-fitting" if shuffled else "blocked cross-fitting"
+    return len(X), blocks, {"method": method, "folds": folds, "purge": purge}
 
 
 def _fit_holdout(detector: Any, X: Any, *, calibration_fraction: float, progress: Any, what: str,

@@ -72,3 +72,19 @@ def test_too_little_data_for_the_target_gives_a_provisional_model(data):
     assert np.mean(b.detector.score(X) > b.raw_threshold) <= report["min_resolvable_far"]
     with pytest.raises(ConfigError, match=r"target_far|known-good"):
         ModelBundle.fit("robust_mahalanobis", X[:30], feature_names=["x", "y", "z"], target_far=1e-4, folds=2)
+
+
+def test_shuffled_folds_for_exchangeable_data_whose_order_groups_similar_rows():
+    # Rows sorted by a grouping (like image files sorted by panel): each time block is one group,
+    # so a held-out block is a group the fit never saw and the threshold comes out far too high.
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(5), 400)
+    X = rng.normal(size=(2000, 2)) + 1.5 * rng.normal(size=(5, 2))[groups]
+    fits = {order: ModelBundle.fit("hotelling", X, feature_names=["a", "b"], target_far=0.05, fold_order=order)
+            for order in ("time", "shuffled")}
+    assert fits["shuffled"].calibration_report["method"] == "shuffled cross-fitting"
+    assert fits["shuffled"].raw_threshold < fits["time"].raw_threshold
+    with pytest.raises(ConfigError, match="fold_order='time'"):
+        ModelBundle.fit("ewma", X[:, :1], feature_names=["a"], fold_order="shuffled")
+    with pytest.raises(ConfigError, match="fold_order"):
+        ModelBundle.fit("hotelling", X, feature_names=["a", "b"], fold_order="random")
