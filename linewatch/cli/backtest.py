@@ -41,6 +41,7 @@ from linewatch.cli.common import (
     ImageSizeOption,
     MaxBankSizeOption,
     PresetOption,
+    add_calibration_rows,
     console,
     fmt,
     jsonable,
@@ -89,15 +90,7 @@ def _table(result: dict[str, Any]) -> Table:
         table.add_row("[yellow]warning[/]", f"{n_bad} training rows are labelled anomalous")
     if result.get("train_rows_left_out_labelled"):
         table.add_row("train rows left out", f"{result['train_rows_left_out_labelled']} inside label windows")
-    report = result.get("calibration_report") or {}
-    if report:
-        lo, hi = report["far_interval_90"]
-        table.add_row("calibration", f"{report['n_scores']} normal scores worth {report['effective_sample_size']:.0f} "
-                                     f"independent; far 90 % interval [{lo:.2g}, {hi:.2g}]")
-    if report.get("provisional"):
-        table.add_row("[yellow]calibration[/]", "provisional: too few known-good rows for the target FAR")
-    for warning in report.get("warnings", []):
-        table.add_row("[yellow]calibration[/]", escape(str(warning)))
+    add_calibration_rows(table, result.get("calibration_report"))
     for message in (result.get("coverage") or {}).get("messages", [])[:MAX_COVERAGE_LINES]:
         table.add_row("[yellow]coverage[/]", escape(message))
     if "blamed_features" in result:
@@ -389,6 +382,7 @@ def _image_tables(result: dict[str, Any]) -> list[Table]:
     table.add_column("value", justify="right")
     for key in IMAGE_TABLE_KEYS:
         table.add_row(key, fmt(result.get(key)))
+    add_calibration_rows(table, result.get("calibration_report"))
     per = Table(title="per defect type")
     for col in ("defect", "n", "image AUROC", "pixel AUROC", "recall"):
         per.add_column(col, justify="left" if col == "defect" else "right")

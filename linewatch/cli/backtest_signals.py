@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from linewatch.cli.common import console, fmt, jsonable, stage_progress
+from linewatch.cli.common import add_calibration_rows, console, fmt, jsonable, stage_progress
 
 #: Rows of the summary table, in reading order; every figure is in the JSON.
 SIGNALS_TABLE_KEYS = (
@@ -44,12 +44,7 @@ def signals_tables(result: dict[str, Any]) -> list[Table]:
         table.add_row(key, fmt(result.get(key)))
     for warning in result.get("warnings", []):
         table.add_row("[yellow]warning[/]", escape(str(warning)))
-    report = result.get("calibration_report")
-    if isinstance(report, dict):  # the bundle's calibration report, when its calibration writes one
-        if report.get("provisional"):
-            table.add_row("[yellow]calibration[/]", "provisional: too little good data for a settled threshold")
-        for warning in report.get("warnings", []):
-            table.add_row("[yellow]calibration[/]", escape(str(warning)))
+    add_calibration_rows(table, result.get("calibration_report"))
     per = Table(title="per condition (windows; recordings)")
     for col in ("condition", "recs", "windows", "AUROC", "alarm rate", "rec. alarm rate", "flagged"):
         per.add_column(col, justify="left" if col == "condition" else "right")

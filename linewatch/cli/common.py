@@ -170,3 +170,19 @@ def print_calibration_report(report: Mapping[str, Any]) -> None:
     )
     for warning in report.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")
+
+
+def add_calibration_rows(table: Any, report: Mapping[str, Any] | None) -> None:
+    """The calibration report's rows in a backtest's metric table (every backtest shows the same)."""
+    from rich.markup import escape
+
+    if not report:
+        return
+    lo, hi = report["far_interval_90"]
+    table.add_row("calibration", f"{report['method']}: {report['n_scores']} normal scores worth "
+                                 f"{report['effective_sample_size']:.0f} independent; far 90 % interval "
+                                 f"[{lo:.2g}, {hi:.2g}]")
+    if report.get("provisional"):
+        table.add_row("[yellow]calibration[/]", "provisional: too little known-good data for the target FAR")
+    for warning in report.get("warnings", []):
+        table.add_row("[yellow]calibration[/]", escape(str(warning)))
