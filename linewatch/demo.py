@@ -89,6 +89,7 @@ def run_demo(settings: Settings, *, seconds: float, rate: float, seed: int, cons
             bundle, ref = train_and_register(
                 normal.X, feature_names=normal.feature_names, database_url=stack.database_url,
                 model_dir=settings.model_dir, detector=detector, target_far=settings.target_far, seed=seed,
+                groups=normal.asset_id,
             )
             versions[detector] = bundle.version
             console.print(f"trained [bold]{detector}[/] on {len(normal)} known-good parts -> {ref.version}")

@@ -135,12 +135,14 @@ def run_tabular_backtest(
     seed: int = 0,
     label_values: np.ndarray | None = None,
     groups: np.ndarray | None = None,
+    train_groups: np.ndarray | None = None,
     timestamps: np.ndarray | None = None,
     episodes: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Fit a model bundle on ``train``, replay ``test`` in order, return JSON-ready metrics.
 
-    ``groups`` (one key per test row, e.g. the asset id) replays each group as its own series;
+    ``groups`` (one key per test row, e.g. the asset id) replays each group as its own series, and
+    ``train_groups`` (one per training row) calibrates each asset's rows as its own stream;
     see :func:`replay`. ``timestamps`` (one per test row) put times and time delays in the
     ``events``; ``episodes`` (``[start, end)`` row ranges, e.g. one per label window) are the
     events, instead of the runs of anomalous rows.
@@ -164,7 +166,8 @@ def run_tabular_backtest(
     except KeyError as e:  # the CLI answers ConfigError with a clean message and exit code 2
         raise ConfigError(e.args[0]) from e
     bundle = ModelBundle.fit(
-        detector, train, feature_names=feature_names, calibration="auto", target_far=target_far, seed=seed
+        detector, train, feature_names=feature_names, calibration="auto", target_far=target_far, seed=seed,
+        groups=train_groups,
     )
     raw, contrib = replay(bundle.detector, test, groups)
     alarms = bundle.calibrator.is_alarm(raw)

@@ -351,6 +351,7 @@ def run_csv_backtest(
             seed=seed,
             label_values=te.label_values if multi_kind else None,
             groups=te.groups,
+            train_groups=tr.groups,
             timestamps=te.timestamps,
             episodes=episodes,
         )

@@ -97,7 +97,9 @@ def train_spc_cmd(
             X, names, times = sim.X, list(sim.feature_names), sim.ts
             # The simulator's clock is synthetic: its hours of day say nothing about the plant's.
             context: dict[str, object] = {"asset": sim.asset_id}
+            streams = sim.asset_id
         else:
+            streams = None
             if source.startswith("sql:"):
                 data = load_query(stack.database_url, source[4:], columns=wanted, time_column=time_column)
                 found = context_from_query(stack.database_url, source[4:])
@@ -108,8 +110,10 @@ def train_spc_cmd(
                     console.print(f"[yellow]skipped {data.skipped_rows} row(s) of {escape(source)} with a bad cell")
                 # A CSV's text columns come row-aligned with the features (skipped rows and time order
                 # included); a Parquet file's are read on their own.
-                found = (context_from_columns(data.text) if Path(source).suffix.lower() != ".parquet"
-                         else context_from_file(Path(source), sep=sep))
+                aligned = Path(source).suffix.lower() != ".parquet"
+                found = context_from_columns(data.text) if aligned else context_from_file(Path(source), sep=sep)
+                # Charts keep memory per asset live, so they are calibrated on each asset's own stream.
+                streams = found.get("asset") if aligned else None
             X, names, times = data.X, data.feature_names, data.timestamps
             context = training_context(found, times)
         window = time_span(times)
@@ -117,7 +121,7 @@ def train_spc_cmd(
             np.asarray(X), feature_names=names, database_url=stack.database_url, model_dir=s.model_dir,
             detector=detector, calibration=calibration, target_far=target_far or s.target_far, seed=seed,
             scope=Scope(asset=asset, sku=sku), train_start=window[0], train_end=window[1], context=context,
-            run_rules=None if run_rules == "none" else run_rules,
+            run_rules=None if run_rules == "none" else run_rules, groups=streams,
         )
     console.print(f"model {ref.model_id}@{ref.version}: {bundle.detector_name} on {len(X)} rows x "
                   f"{len(names)} characteristics, threshold {bundle.threshold:.2f} (-log10 p), "

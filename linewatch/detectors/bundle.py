@@ -192,6 +192,7 @@ class ModelBundle:
         calibration_data: Any = None,
         folds: int = DEFAULT_FOLDS,
         fold_order: str = "time",
+        groups: Sequence[Any] | np.ndarray | None = None,
         seed: int = 0,
         detector_params: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
@@ -206,7 +207,9 @@ class ModelBundle:
         gives the held-out known-good data explicitly. ``fold_order="shuffled"`` cuts the folds
         from a seeded permutation instead of time order: only for exchangeable data whose order
         means nothing (a folder of images sorted by file name, where names group similar parts),
-        never for charts, online or windowed detectors, whose scores depend on order.
+        never for charts, online or windowed detectors, whose scores depend on order. ``groups``
+        (one key per row of ``X``, e.g. the asset) makes charts and online models score each
+        group's rows as its own stream when calibrating, as the agents keep state per asset.
         """
         if isinstance(detector, str):
             detector = get_detector(detector)(**_with_seed(get_detector(detector), detector_params, seed))
@@ -225,7 +228,7 @@ class ModelBundle:
             _fit_cross if calibration_fraction is None else _fit_holdout)
         n_fit, blocks, how = fitter(detector, X, calibration_data=calibration_data, image=image, what=what,
                                     calibration_fraction=calibration_fraction, folds=folds, progress=progress,
-                                    fold_order=fold_order, seed=seed)
+                                    fold_order=fold_order, seed=seed, groups=_group_keys(groups, len(X)))
         cal_scores = np.concatenate(blocks)
         calibrator, report = _calibrate(cal_scores, blocks, method=calibration, target_far=target_far, how=how)
         now = datetime.now(UTC)
@@ -366,7 +369,7 @@ FOLD_ORDERS = ("time", "shuffled")
 
 
 def _fit_cross(detector: Any, X: Any, *, folds: int, progress: Any, what: str, fold_order: str, seed: int,
-               **_: Any) -> FitResult:
+               groups: np.ndarray | None, **_: Any) -> FitResult:
     """Blocked cross-fitting in time order (or shuffled), then a refit on everything (module docstring)."""
     if fold_order not in FOLD_ORDERS:
         raise ConfigError(f"fold_order={fold_order!r}; use one of {', '.join(FOLD_ORDERS)}")
@@ -381,8 +384,8 @@ def _fit_cross(detector: Any, X: Any, *, folds: int, progress: Any, what: str, f
     if shuffled:
         perm = np.random.default_rng(seed).permutation(len(X))
         plan = [(np.sort(perm[fit]), np.sort(perm[held])) for fit, held in plan]
-    oof = out_of_fold_scores(detector, X, plan, progress=progress)
-    blocks = [oof[held] for _, held in plan]
+    oof = out_of_fold_scores(detector, X, plan, groups=groups, progress=progress)
+    blocks = _streams(oof, [held for _, held in plan], groups)
     if not all(np.isfinite(b).all() for b in blocks):
         raise DataError(f"{type(detector).__name__} gave NaN or infinite scores to known-good {what}")
     _fit(detector, X, progress)
@@ -391,7 +394,7 @@ def _fit_cross(detector: Any, X: Any, *, folds: int, progress: Any, what: str, f
 
 
 def _fit_holdout(detector: Any, X: Any, *, calibration_fraction: float, progress: Any, what: str,
-                 **_: Any) -> FitResult:
+                 groups: np.ndarray | None, **_: Any) -> FitResult:
     """Fit on the first part, calibrate on the last ``calibration_fraction`` (time-ordered hold-out)."""
     if not 0.05 <= calibration_fraction <= 0.9:
         raise ConfigError(f"calibration_fraction={calibration_fraction!r} must be between 0.05 and 0.9")
@@ -399,7 +402,9 @@ def _fit_holdout(detector: Any, X: Any, *, calibration_fraction: float, progress
     purge = purge_rows(X, 2)
     fit_rows = fit_rows[: max(1, len(fit_rows) - purge)]
     _fit(detector, take_rows(X, fit_rows), progress)
-    return len(fit_rows), [score_as_live(detector, take_rows(X, cal_rows))], {
+    held_groups = None if groups is None else groups[cal_rows]
+    scores = score_as_live(detector, take_rows(X, cal_rows), held_groups)
+    return len(fit_rows), _streams(scores, [np.arange(len(cal_rows))], held_groups), {
         "method": "time-ordered hold-out", "folds": 1, "purge": purge}
 
 
@@ -409,6 +414,30 @@ def _fit_explicit(detector: Any, X: Any, *, calibration_data: Any, image: bool, 
     _fit(detector, X, progress)
     held = calibration_data if image else as_batch(calibration_data)
     return len(X), [score_as_live(detector, held)], {"method": "explicit hold-out", "folds": 1, "purge": 0}
+
+
+def _group_keys(groups: Any, n: int) -> np.ndarray | None:
+    if groups is None:
+        return None
+    keys = np.asarray(groups)
+    if keys.shape != (n,):
+        raise ConfigError(f"groups has shape {keys.shape}; give one key (e.g. the asset) per training row ({n})")
+    return keys
+
+
+def _streams(scores: np.ndarray, blocks: list[np.ndarray], groups: np.ndarray | None) -> list[np.ndarray]:
+    """Calibration scores as the ordered streams they came from: per block, and per group within it.
+
+    The effective sample size is an autocorrelation within one stream, so each asset's run of a
+    block counts as its own series.
+    """
+    if groups is None:
+        return [scores[b] for b in blocks]
+    out = []
+    for b in blocks:
+        keys = groups[b]
+        out += [scores[b[keys == g]] for g in dict.fromkeys(keys.tolist())]
+    return out
 
 
 def _fit(detector: Any, X: Any, progress: Any) -> None:

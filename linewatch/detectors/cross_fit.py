@@ -175,12 +175,20 @@ def take_rows(X: Any, idx: np.ndarray) -> Any:
     return X[idx] if isinstance(X, np.ndarray) else [X[i] for i in idx]
 
 
-def score_as_live(detector: Any, X: Any) -> np.ndarray:
+def score_as_live(detector: Any, X: Any, groups: np.ndarray | None = None) -> np.ndarray:
     """Raw scores of ordered rows as the live agent would produce them from a fresh stream.
 
     Charts and online detectors (anything with ``update``) continue a reset copy of their state,
-    learning as they go where they learn live; the rest score row by row.
+    learning as they go where they learn live; the rest score row by row. With ``groups`` (one
+    key per row, e.g. the asset), each group is its own stream, as the agents keep state per asset.
     """
+    if groups is not None and hasattr(detector, "update"):
+        keys = np.asarray(groups)
+        out = np.empty(len(X))
+        for g in dict.fromkeys(keys.tolist()):  # one stream per group, in order of first appearance
+            rows = np.flatnonzero(keys == g)
+            out[rows] = score_as_live(detector, take_rows(X, rows))
+        return out
     if hasattr(detector, "update"):
         det = copy.deepcopy(detector)
         if hasattr(det, "reset"):
@@ -194,12 +202,14 @@ def out_of_fold_scores(
     X: Any,
     folds: Folds,
     *,
+    groups: np.ndarray | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> np.ndarray:
     """Score of every row from a copy of ``detector`` fitted without that row's block (NaN: no block).
 
     ``detector`` is unfitted and stays so; the detector's own ``out_of_fold_scores`` is used when
-    it has one.
+    it has one. ``groups`` (one key per row) scores each group of a held-out block as its own
+    stream (:func:`score_as_live`).
     """
     own = getattr(detector, "out_of_fold_scores", None)
     if callable(own):
@@ -215,7 +225,8 @@ def out_of_fold_scores(
             progress("cross-fitting", i, len(folds))
         det = copy.deepcopy(detector)
         det.fit(take_rows(X, fit_idx))
-        scores[held_idx] = score_as_live(det, take_rows(X, held_idx))
+        scores[held_idx] = score_as_live(det, take_rows(X, held_idx),
+                                         None if groups is None else np.asarray(groups)[held_idx])
     if progress is not None:
         progress("cross-fitting", len(folds), len(folds))
     return scores

@@ -62,3 +62,23 @@ def test_windowed_signal_detectors_keep_the_promise(signals, detector):
 def test_image_detector_keeps_the_promise():
     sc = frames_scenario(n_train=200, n_test=300, target_far=0.05, size=64)
     _within(evaluate(sc, "patchcore", compare=False))
+
+
+@pytest.mark.parametrize("detector", ["ewma", "mewma"])
+def test_one_chart_for_several_assets_is_calibrated_on_each_assets_own_stream(detector):
+    # Live, each asset's chart keeps its own memory; calibrating on the assets' interleaved rows
+    # as one stream mixes their carry-over and sets the threshold too low (about 2x the target).
+    from linewatch.detectors.bundle import ModelBundle
+    from linewatch.detectors.cross_fit import score_as_live
+    from linewatch.simulation.spc import simulate_spc
+
+    sim = simulate_spc(n_parts=45_000, assets=("a", "b", "c"), seed=2, fault_fraction=0.0, autocorrelation=0.6)
+    n = 15_000
+    realised = {}
+    for how, groups in (("mixed", None), ("per asset", sim.asset_id[:n])):
+        bundle = ModelBundle.fit(detector, sim.X[:n], feature_names=sim.feature_names, target_far=TARGET,
+                                 groups=groups)
+        raw = score_as_live(bundle.detector, sim.X[n:], sim.asset_id[n:])  # as the agents score them
+        realised[how] = float(bundle.calibrator.is_alarm(raw).mean())
+    assert 0.5 * TARGET <= realised["per asset"] <= 2 * TARGET, realised
+    assert realised["mixed"] > 1.5 * realised["per asset"], realised
