@@ -77,10 +77,13 @@ def test_train_signals_on_simulated_machines_registers_a_signals_model(database_
                                 env=_env(database_url, tmp_path))
     assert result.exit_code == 0, result.output
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT modality, detector, n_samples, feature_names FROM model_versions "
+        row = conn.execute("SELECT modality, detector, n_samples, feature_names, coverage FROM model_versions "
                            "WHERE scope_asset = %s AND modality = 'signals'", (asset,)).fetchone()
     assert row[0] == "signals" and row[1] == "dynamic_pca" and row[2] > 100
     assert all("." in name for name in row[3])  # sensor.feature
+    # What the model was trained on, queryable: the asset and the hours its frames came from.
+    coverage = row[4]
+    assert coverage["counts"]["asset"] == {asset: row[2]} and sum(coverage["counts"]["hour"].values()) == row[2]
     both = CliRunner().invoke(app, ["train", "signals"], env=_env(database_url, tmp_path))
     assert both.exit_code != 0 and "exactly one source" in str(both.exception)
 

@@ -161,6 +161,7 @@ def train_signals_cmd(
     (CSV header, else ch1, ch2, ...): the live windows of --asset must come with those sensor names,
     that rate and that length.
     """
+    from linewatch.coverage import Coverage
     from linewatch.detectors.bundle import ANY, Scope
     from linewatch.embedded.stack import Stack
     from linewatch.signals.framing import BearingEnvelope, training_frames
@@ -203,6 +204,7 @@ def train_signals_cmd(
     console.print(f"model {ref.model_id}@{ref.version}: {bundle.detector_name} on {len(frames.X)} frames x "
                   f"{len(bundle.feature_names)} features, saved to {ref.artifact_path}")
     print_calibration_report(bundle.calibration_report)
+    console.print(Coverage.from_dict(bundle.meta["coverage"]))
 
 
 def _train_signals_on_recordings(data: Path, *, sample_rate: float, window_s: float, kind: str,

@@ -531,8 +531,13 @@ class TrainingFrames:
     flagged: tuple[bool, ...] = ()  # per row: a sensor failed the quality gate (only with include_flagged)
 
     def provenance(self) -> dict[str, Any]:
-        """What :func:`linewatch.training.fit_model` records of these rows: their columns and time span."""
-        return {"feature_names": self.feature_names, "train_start": min(self.ts), "train_end": max(self.ts)}
+        """What :func:`linewatch.training.fit_model` records of these rows: columns, time span and coverage.
+
+        The context (asset and hour of day of each row) becomes the model version's coverage, so SQL
+        users see which machines and hours a signals model was trained on.
+        """
+        return {"feature_names": self.feature_names, "train_start": min(self.ts), "train_end": max(self.ts),
+                "context": {"asset": list(self.assets), "hour": list(self.ts)}}
 
 
 def training_frames(
