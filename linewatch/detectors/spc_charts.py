@@ -88,8 +88,6 @@ class _ColumnChart(ParamsMixin, ABC):
 
     name: ClassVar[str]
     fitted_arrays = ("center_", "sigma_", "mr_bar_", "state_")
-    #: ``"restart"`` or ``"hold"``; set by each chart's ``__init__``.
-    after_alarm: str
 
     center_: np.ndarray | None
     sigma_: np.ndarray | None
@@ -108,7 +106,6 @@ class _ColumnChart(ParamsMixin, ABC):
 
     def fit(self, X: np.ndarray) -> Self:
         """Phase I on known-good rows: per-column centre and within σ, out-of-control points excluded."""
-        check_after_alarm(self.after_alarm)
         X = as_batch(X)
         self.center_, self.sigma_, self.mr_bar_ = _fit_columns(
             X, L=self._phase1_L(), max_iter=self.phase1_max_iter
@@ -151,14 +148,8 @@ class _ColumnChart(ParamsMixin, ABC):
         return norm
 
     def _run_policy(self, X: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_run` with the after-alarm policy: restart the columns that crossed their limit."""
-        if self.after_alarm == "hold":
-            return self._run(X, state)
-        return run_restarting(self._run, X, state, signals=lambda norm: norm > 1.0, restart=self._restart)
-
-    @abstractmethod
-    def _restart(self, state: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """``state`` with the charts of ``columns`` (a ``(d,)`` mask) back at their in-control start."""
+        """How the chart runs over a batch; charts with memory add their after-alarm policy."""
+        return self._run(X, state)
 
     @abstractmethod
     def _initial_state(self) -> np.ndarray:
@@ -167,6 +158,31 @@ class _ColumnChart(ParamsMixin, ABC):
     @abstractmethod
     def _run(self, X: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Limit-normalised statistics for ``X`` continuing from ``state``, and the state after it."""
+
+
+class _MemoryChart(_ColumnChart):
+    """A per-column chart that accumulates (EWMA, CUSUM): it has an after-alarm policy.
+
+    An I-MR chart accumulates nothing (its moving range looks one point back), so it has no
+    memory to restart and derives from :class:`_ColumnChart` directly.
+    """
+
+    #: ``"restart"`` or ``"hold"``; set by each chart's ``__init__``.
+    after_alarm: str
+
+    def fit(self, X: np.ndarray) -> Self:
+        check_after_alarm(self.after_alarm)
+        return super().fit(X)
+
+    def _run_policy(self, X: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_run` with the after-alarm policy: restart the columns that crossed their limit."""
+        if self.after_alarm == "hold":
+            return self._run(X, state)
+        return run_restarting(self._run, X, state, signals=lambda norm: norm > 1.0, restart=self._restart)
+
+    @abstractmethod
+    def _restart(self, state: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """``state`` with the charts of ``columns`` (a ``(d,)`` mask) back at their in-control start."""
 
 
 class ShewhartIMR(_ColumnChart):
@@ -189,10 +205,9 @@ class ShewhartIMR(_ColumnChart):
     def __init__(self, *, L: float = DEFAULT_L, phase1_max_iter: int = DEFAULT_PHASE1_MAX_ITER) -> None:
         self.L = L
         self.phase1_max_iter = phase1_max_iter
-        # Nothing accumulates on an I-MR chart (the moving range looks one point back), so there
-        # is no memory to restart; forgetting the point after a signal cost recall on a variance
-        # fault (spc-quality --quick: 0.343 -> 0.271) and raised its false alarms (0.009 -> 0.014).
-        self.after_alarm = "hold"
+        # No after-alarm policy (see _MemoryChart): forgetting the point after a signal cost recall
+        # on a variance fault (spc-quality --quick: 0.343 -> 0.271) and raised its false alarms
+        # (0.009 -> 0.014).
         self._init_fitted()
 
     def _phase1_L(self) -> float:
@@ -201,9 +216,6 @@ class ShewhartIMR(_ColumnChart):
     def _initial_state(self) -> np.ndarray:
         # Last value seen per column; NaN = no previous point (no moving range yet).
         return np.full(self.center_.shape[0], np.nan)
-
-    def _restart(self, state: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        raise NotImplementedError("an I-MR chart has no memory to restart; its after_alarm is always hold")
 
     def _run(self, X: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         individual = np.abs(X - self.center_) / (self.L * self.sigma_)
@@ -236,7 +248,7 @@ class ShewhartIMR(_ColumnChart):
         return np.stack([m for m, _ in per_column], axis=1), names
 
 
-class EWMAChart(_ColumnChart):
+class EWMAChart(_MemoryChart):
     """EWMA chart on every column, with the exact time-varying limits.
 
     Normalised statistic: ``|z_t - centre| / (L σ sqrt(λ/(2-λ)(1-(1-λ)^{2t})))``, ``t``
@@ -292,7 +304,7 @@ class EWMAChart(_ColumnChart):
         return np.abs(z - self.center_) / width, np.concatenate([z[-1], t[-1]])
 
 
-class CUSUMChart(_ColumnChart):
+class CUSUMChart(_MemoryChart):
     """Two-sided tabular CUSUM on every column (``k``, ``h`` in σ units), optional FIR headstart.
 
     Normalised statistic: ``max(C⁺, C⁻) / (hσ)``. A fast initial response
