@@ -1016,6 +1016,13 @@ class Scenario:
             self.run.reporter.counts(self.name, self.sent_valid(), None)
             time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
 
+    def wind_down(self) -> int:
+        """The end of every fault scenario: let the worker catch up, send the rest, wait for it all."""
+        self.settle(self.run.params.tail_s, after=0)
+        self.finish_stream()
+        self.drain()
+        return 0
+
     def finish_stream(self) -> None:
         if self.stream is not None:
             self.step("last messages sent")
@@ -1109,10 +1116,7 @@ def _worker_kill(sc: Scenario) -> int:
         inc = sc.kill_mid_batch(f"SIGKILL worker ({k}/{p.kills})", lambda: sup.signal(signal.SIGKILL))
         sup.wait_ready(after=inc)
         sc.step(f"worker restarted ({k}/{p.kills})")
-    sc.settle(p.tail_s, after=0)
-    sc.finish_stream()
-    sc.drain()
-    return 0
+    return sc.wind_down()
 
 
 def _child_kill(sc: Scenario) -> int:
@@ -1135,10 +1139,7 @@ def _child_kill(sc: Scenario) -> int:
         ready = sup.wait_ready(after=inc, timeout=60)
     if ready is None:
         sc.result.notes.append("the worker did not restart within 60 s of losing its scoring child")
-    sc.settle(p.tail_s, after=0)
-    sc.finish_stream()
-    sc.drain()
-    return 0
+    return sc.wind_down()
 
 
 def _db_restart(sc: Scenario) -> int:
@@ -1157,10 +1158,7 @@ def _db_restart(sc: Scenario) -> int:
         sc.step("starting PostgreSQL again")
         pg.start()
     sc.fault(f"PostgreSQL down for {time.monotonic() - start:.1f} s", start=start)
-    sc.settle(p.tail_s, after=0)
-    sc.finish_stream()
-    sc.drain()
-    return 0
+    return sc.wind_down()
 
 
 def _postgres_processes(pg: Any) -> list[psutil.Process]:
@@ -1201,10 +1199,7 @@ def _db_hang(sc: Scenario) -> int:
     sc.result.notes.append("the worker exited during the hang" if exited else
                            "the worker retried and stayed up through the hang" if noticed else
                            "the worker neither exited nor logged anything during the hang")
-    sc.settle(p.tail_s, after=0)
-    sc.finish_stream()
-    sc.drain()
-    return 0
+    return sc.wind_down()
 
 
 def _two_workers(sc: Scenario) -> int:
@@ -1220,10 +1215,7 @@ def _two_workers(sc: Scenario) -> int:
     sc.fault("SIGTERM worker 1")
     sup.wait_ready(1, after=inc)
     sc.step("worker 1 restarted")
-    sc.settle(p.tail_s, after=0)
-    sc.finish_stream()
-    sc.drain()
-    return 0
+    return sc.wind_down()
 
 
 def _poison(sc: Scenario) -> int:

@@ -23,13 +23,11 @@ Examples::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -42,9 +40,9 @@ from linewatch.cli.common import (
     MaxBankSizeOption,
     PresetOption,
     add_calibration_rows,
-    console,
     fmt,
     jsonable,
+    print_backtest,
     stage_progress,
 )
 from linewatch.errors import ConfigError, DataError
@@ -245,12 +243,7 @@ def csv_cmd(
         stride=stride,
         seed=seed,
     )
-    out = Console()
-    out.print(_table(result))
-    if result.get("events"):
-        out.print(_events_table(result))
-    if json_out is not None:
-        json_out.write_text(json.dumps(jsonable(result), indent=2, sort_keys=True) + "\n")
+    print_backtest([_table(result), *([_events_table(result)] if result.get("events") else [])], result, json_out)
 
 
 def _check_sources(train: Path | None, train_until: str | None, label_column: str | None,
@@ -417,12 +410,7 @@ def backtest_images_cmd(
             fold_order=fold_order, calibration=calibration, image_size=image_size, coreset_ratio=coreset_ratio,
             max_bank_size=max_bank_size, seed=seed, progress=progress, model_out=model_out,
         )
-    out = Console()
-    for table in _image_tables(result):
-        out.print(table)
-    if json_out is not None:
-        json_out.write_text(json.dumps(jsonable(result), indent=2, sort_keys=True) + "\n")
-        console.print(f"figures written to {escape(str(json_out))}")
+    print_backtest(_image_tables(result), result, json_out)
 
 from linewatch.cli.backtest_signals import backtest_signals_cmd  # noqa: E402  (its own module, mounted here)
 

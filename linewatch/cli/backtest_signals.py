@@ -13,16 +13,14 @@ Example::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from linewatch.cli.common import add_calibration_rows, console, fmt, jsonable, stage_progress
+from linewatch.cli.common import add_calibration_rows, fmt, print_backtest, stage_progress
 
 #: Rows of the summary table, in reading order; every figure is in the JSON.
 SIGNALS_TABLE_KEYS = (
@@ -78,9 +76,4 @@ def backtest_signals_cmd(
             data, sample_rate=sample_rate, window_s=window_s, detector=detector, target_far=target_far,
             kind=kind, speed_hz=speed_hz, seed=seed, progress=progress,
         )
-    out = Console()
-    for table in signals_tables(result):
-        out.print(table)
-    if json_out is not None:
-        json_out.write_text(json.dumps(jsonable(result), indent=2, sort_keys=True) + "\n")
-        console.print(f"figures written to {escape(str(json_out))}")
+    print_backtest(signals_tables(result), result, json_out)

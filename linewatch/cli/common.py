@@ -186,3 +186,17 @@ def add_calibration_rows(table: Any, report: Mapping[str, Any] | None) -> None:
         table.add_row("[yellow]calibration[/]", "provisional: too little known-good data for the target FAR")
     for warning in report.get("warnings", []):
         table.add_row("[yellow]calibration[/]", escape(str(warning)))
+
+
+def print_backtest(tables: list[Any], result: Mapping[str, Any], json_out: Path | None) -> None:
+    """A backtest's tables on stdout and, with ``--json``, every figure as JSON (the same for every backtest)."""
+    import json
+
+    from rich.markup import escape
+
+    out = Console()
+    for table in tables:
+        out.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(jsonable(result), indent=2, sort_keys=True) + "\n")
+        console.print(f"figures written to {escape(str(json_out))}")
