@@ -266,7 +266,7 @@ def load_parquet(
     """Read a Parquet file: features are ``columns`` or every int/float column but the label column.
 
     Needs pandas and pyarrow, which linewatch does not install (a missing one is a ConfigError
-    that says what to install). Rows keep the file's order.
+    that says what to install). Rows keep the file's order; the other columns come as ``text``.
     """
     path = Path(path)
     try:
@@ -278,7 +278,9 @@ def load_parquet(
     frame = pd.read_parquet(path)
     names = columns or [c for c in frame.columns if frame[c].dtype.kind in "fi" and c != label_column]
     times = frame[time_column].to_numpy(dtype="datetime64[us]") if time_column else None
-    return TabularData(frame[names].to_numpy(dtype=float), list(names), timestamps=times)
+    reserved = {*names, label_column, time_column}
+    text = {str(c): frame[c].astype(str).to_numpy(dtype=object) for c in frame.columns if c not in reserved}
+    return TabularData(frame[names].to_numpy(dtype=float), list(names), timestamps=times, text=text)
 
 
 def load_table(

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from linewatch.detectors.bundle import ModelBundle
-from linewatch.detectors.cross_fit import score_as_live
+from linewatch.detectors.cross_fit import score_as_live, take_rows
 
 PROG = "python -m linewatch.benchmarks.calibration"
 #: Where --nab-dir points by default: ``shared/eval/nab`` next to the checkout this module runs from.
@@ -131,9 +131,8 @@ def random_split_bundle(detector: str, sc: Scenario, *, seed: int = 0) -> ModelB
     order = np.random.default_rng(seed).permutation(n)
     n_cal = round(0.3 * n)
     fit_rows, cal_rows = np.sort(order[n_cal:]), np.sort(order[:n_cal])
-    take = (lambda idx: sc.train[idx]) if isinstance(sc.train, np.ndarray) else (
-        lambda idx: [sc.train[i] for i in idx])
-    return ModelBundle.fit(detector, take(fit_rows), feature_names=sc.feature_names, calibration_data=take(cal_rows),
+    return ModelBundle.fit(detector, take_rows(sc.train, fit_rows), feature_names=sc.feature_names,
+                           calibration_data=take_rows(sc.train, cal_rows),
                            target_far=sc.target_far, seed=seed, detector_params=_params(sc, detector))
 
 

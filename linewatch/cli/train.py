@@ -73,7 +73,6 @@ def train_spc_cmd(
 
     from linewatch.context_loader import (
         context_from_columns,
-        context_from_file,
         context_from_query,
         training_context,
     )
@@ -108,12 +107,11 @@ def train_spc_cmd(
                                   time_column=time_column, on_bad_rows=on_bad_rows)
                 if data.skipped_rows:
                     console.print(f"[yellow]skipped {data.skipped_rows} row(s) of {escape(source)} with a bad cell")
-                # A CSV's text columns come row-aligned with the features (skipped rows and time order
-                # included); a Parquet file's are read on their own.
-                aligned = Path(source).suffix.lower() != ".parquet"
-                found = context_from_columns(data.text) if aligned else context_from_file(Path(source), sep=sep)
-                # Charts keep memory per asset live, so they are calibrated on each asset's own stream.
-                streams = found.get("asset") if aligned else None
+                # The file's text columns come row-aligned with the features (skipped rows and time
+                # order included). Charts keep memory per asset live, so they are calibrated on each
+                # asset's own stream.
+                found = context_from_columns(data.text)
+                streams = found.get("asset")
             X, names, times = data.X, data.feature_names, data.timestamps
             context = training_context(found, times)
         window = time_span(times)
