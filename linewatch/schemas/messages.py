@@ -112,6 +112,8 @@ class FrameMeta(Message):
     width: int = Field(gt=0, le=16384)
     height: int = Field(gt=0, le=16384)
     channels: Literal[1, 3] = 3
+    machine_state: Identifier | None = Field(
+        default=None, description="the station's state when the frame was taken (running, idle, changeover ...)")
 
     @property
     def event_id(self) -> uuid.UUID:
@@ -133,6 +135,8 @@ class SignalMeta(Message):
         description="shaft speed during the window (Hz, from a tachometer or the drive); vibration windows "
         "with a known speed get bearing envelope features (env_bpfo, env_bpfi, env_bsf, env_ftf)",
     )
+    machine_state: Identifier | None = Field(
+        default=None, description="the machine's state during the window (running, idle, changeover ...)")
 
     @property
     def event_id(self) -> uuid.UUID:
@@ -157,6 +161,8 @@ class Contribution(BaseModel):
     kind: Literal["feature", "rule", "unseen_context"] = "feature"
     detail: str | None = Field(default=None, max_length=200,
                                description="rule name, or what about the context was never seen")
+    modality: Literal["spc", "signals", "frames"] | None = Field(
+        default=None, description="in an alert's contributors: the modality the contribution comes from")
 
 
 class Modality(StrEnum):
@@ -184,11 +190,16 @@ class Score(Message):
     is_anomaly: bool
     ready: bool = Field(default=True, description="False while a detector is still warming up")
     explanation: list[Contribution] = Field(default_factory=list, max_length=64)
+    machine_state: Identifier | None = Field(
+        default=None, description="the machine's state the scored event reported (running, idle, changeover ...)")
+    shadow: bool = Field(default=False, description="a shadow (challenger) model's score: on the shadow_scores "
+                                                    "topic only, never routed")
 
 
 class AlertState(StrEnum):
     OPEN = "open"
     UPDATE = "update"
+    ACKNOWLEDGE = "acknowledge"
     CLOSE = "close"
 
 
@@ -198,20 +209,62 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
+class AlertKind(StrEnum):
+    #: Fused evidence across modalities that something is wrong with the process or the machine.
+    ANOMALY = "anomaly"
+    #: A model's baseline has moved (drift): retrain it; never a reason to raise its threshold.
+    RETRAIN_RECOMMENDED = "retrain_recommended"
+
+
+class Route(StrEnum):
+    """Who gets the alert: machines (signals first) go to maintenance, parts (SPC, images) to quality."""
+
+    MAINTENANCE = "maintenance"
+    QUALITY = "quality"
+    ML = "ml"
+
+
+class ScoreRef(BaseModel):
+    """A link from an alert to one score behind it (``scores`` primary key plus the model version)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    ts: UtcDatetime
+    event_id: uuid.UUID
+    detector: str
+    model_version: str
+    modality: Modality
+    calibrated_score: float = Field(ge=0.0)
+
+
 class Alert(Message):
-    """A fused alert's lifecycle event; ``alert_id`` stays the same from open to close."""
+    """A fused alert's lifecycle event; ``alert_id`` stays the same from open to close.
+
+    ``score`` is the fused calibrated score (``-log10`` of the fused tail probability ``p_value``)
+    of the window that caused this event; ``contributors`` name the causes across modalities in
+    one format (region, sensor feature, characteristic or rule, each with its ``modality`` and
+    weight ``share``); ``scores`` link to the score rows behind them.
+    """
 
     alert_id: uuid.UUID
     state: AlertState
+    kind: AlertKind = AlertKind.ANOMALY
     asset_id: Identifier
     severity: Severity
+    route: Route = Route.QUALITY
     ts: UtcDatetime
     opened_at: UtcDatetime
     score: float = Field(ge=0.0, description="fused calibrated score")
+    p_value: float = Field(default=1.0, ge=0.0, le=1.0, description="fused tail probability of the window")
     modalities: list[Modality]
     contributors: list[Contribution] = Field(default_factory=list, max_length=64)
     event_ids: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
+    scores: list[ScoreRef] = Field(default_factory=list, max_length=200)
+    model_versions: list[str] = Field(default_factory=list, max_length=64)
     shadow: bool = False
+    actor: str | None = Field(default=None, max_length=MAX_ID_LENGTH,
+                              description="who acknowledged or closed it by hand")
+    note: str = Field(default="", max_length=2000, description="why it changed state (e.g. 'quiet for 3 windows')")
 
 
 class Verdict(StrEnum):
@@ -228,6 +281,7 @@ class Disposition(Message):
     event_id: uuid.UUID | None = None
     verdict: Verdict
     operator: Identifier
+    defect_class: Identifier | None = Field(default=None, description="what the defect was, in the plant's words")
     note: str = Field(default="", max_length=2000)
     ts: UtcDatetime = Field(default_factory=utc_now)
 
@@ -241,6 +295,19 @@ class Disposition(Message):
     def disposition_id(self) -> uuid.UUID:
         target = str(self.alert_id or self.event_id)
         return event_id("disposition", target, self.operator, self.ts.isoformat())
+
+
+class MachineState(Message):
+    """A machine's state from a PLC or MES: alerts are suppressed while it is idle or in changeover.
+
+    The state holds from ``ts`` until the asset's next message. ``running`` (and any state not in
+    the suppressing set of the fusion settings) lets alerts through.
+    """
+
+    asset_id: Identifier
+    ts: UtcDatetime
+    state: Identifier = Field(description="running, idle, changeover, setup, maintenance ...")
+    reason: str = Field(default="", max_length=500)
 
 
 #: Dead-letter messages carry at most this much of the original value (the table keeps all of it):
@@ -289,5 +356,6 @@ RECORD_TYPES: dict[str, type[BaseModel]] = {
     "score": Score,
     "alert": Alert,
     "disposition": Disposition,
+    "machine_state": MachineState,
     "deadletter": DeadLetter,
 }

@@ -61,6 +61,74 @@ class ScoreRow(Row):
     scored_at: datetime
 
 
+class ShadowScoreRow(ScoreRow):
+    """A shadow (challenger) model's score: the ``scores`` shape in its own table, never routed."""
+
+    __table__ = "shadow_scores"
+    __key__ = ("ts", "event_id", "detector", "model_version")
+
+
+class AlertRow(Row):
+    __table__ = "alerts"
+    __key__ = ("ts", "alert_id", "state")
+
+    ts: datetime
+    alert_id: uuid.UUID
+    state: str
+    asset_id: str
+    severity: str
+    opened_at: datetime
+    score: float
+    modalities: list[str]
+    contributors: str  # JSON text of list[Contribution]
+    event_ids: list[uuid.UUID]
+    shadow: bool
+    kind: str
+    route: str
+    p_value: float
+    scores: str  # JSON text of list[ScoreRef]
+    model_versions: list[str]
+    actor: str | None
+    note: str
+
+
+class DispositionRow(Row):
+    __table__ = "dispositions"
+    __key__ = ("disposition_id",)
+
+    disposition_id: uuid.UUID
+    alert_id: uuid.UUID | None
+    event_id: uuid.UUID | None
+    verdict: str
+    operator: str
+    note: str
+    ts: datetime
+    defect_class: str | None
+
+
+class MachineStateRow(Row):
+    __table__ = "machine_states"
+    __key__ = ("asset_id", "ts")
+
+    ts: datetime
+    asset_id: str
+    state: str
+    reason: str
+
+
+class AlertSuppressionRow(Row):
+    __table__ = "alert_suppressions"
+    __key__ = ("ts", "asset_id", "shadow")
+
+    ts: datetime
+    asset_id: str
+    reason: str
+    detail: str
+    score: float
+    shadow: bool
+    contributors: str  # JSON text
+
+
 class DeadLetterRow(Row):
     __table__ = "deadletters"
     __key__ = ("source_topic", "partition", "offset", "payload_md5")
@@ -75,7 +143,8 @@ class DeadLetterRow(Row):
     payload: bytes
 
 
-ROW_TYPES: tuple[type[Row], ...] = (SpcMeasurementRow, ScoreRow, DeadLetterRow)
+ROW_TYPES: tuple[type[Row], ...] = (SpcMeasurementRow, ScoreRow, ShadowScoreRow, AlertRow, DispositionRow,
+                                    MachineStateRow, AlertSuppressionRow, DeadLetterRow)
 
 
 def columns(row_type: type[Row]) -> tuple[str, ...]:

@@ -28,9 +28,12 @@ from linewatch.training import train_and_register
 pytestmark = pytest.mark.integration
 
 #: The tables the worker fills (COPY, or the staged INSERT ... ON CONFLICT DO NOTHING).
-WORKER_TABLES = ("spc_measurements", "scores", "deadletters", "signal_features", "frame_heatmaps")
-#: Tables of migrations up to 090 that a worker must not write.
-NOT_WORKER_TABLES = ("alerts", "dispositions", "model_versions", "schema_migrations")
+WORKER_TABLES = ("spc_measurements", "scores", "deadletters", "signal_features", "frame_heatmaps",
+                 # the fusion agent (sql/140) appends alert lifecycle events, dispositions from the topic,
+                 # machine states, suppressed windows and shadow scores
+                 "alerts", "dispositions", "machine_states", "alert_suppressions", "shadow_scores")
+#: Tables that a worker must not write.
+NOT_WORKER_TABLES = ("model_versions", "schema_migrations", "model_promotions", "maintenance_windows")
 
 
 @pytest.fixture
