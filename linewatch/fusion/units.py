@@ -1,0 +1,235 @@
+"""Which scores are tested together: one asset's scores grouped into units, released in event-time order.
+
+A **unit** is what fusion decides on:
+
+- a **part** (``stream="parts"``): every score that carries the part's id, whatever modality (its
+  SPC record, its frame from the station that photographs it), plus as *context* the asset's
+  part-less evidence at the time the part was made (the signals frame covering its timestamp,
+  within ``context_s``): "per part id where modalities share one, per asset and time window";
+- a **part-less event** (``stream`` = its modality, in practice ``signals``): one signals frame.
+
+Scores of one part arrive from different agents at different times (an image takes longer than
+an SPC record), so a part is held until every modality and detector the asset is known to send
+for its parts has reported, and its signals context is known (the asset's signals have reached
+the part's time); past ``lateness_s`` of event time beyond the part it is released with what it
+has, so a camera that stops sending cannot stall the asset. What an asset sends is learned from
+what it has sent (the modalities and detectors of its recent events), not configured.
+
+Units are released per stream in event-time order, so hysteresis sees each stream's sequence as
+it happened, whichever agent's scores arrived first.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from linewatch.fusion.combine import bonferroni_min
+from linewatch.schemas.messages import Score
+
+#: Stream name of units that are parts.
+PARTS = "parts"
+#: Modalities in the column order of a part unit's p-value row.
+MODALITIES: tuple[str, ...] = ("spc", "frames", "signals")
+#: Explanation names the signals quality gate writes (value and share 0): the input, not the process, is bad.
+QUALITY_PREFIXES = ("data quality:", "unscored:")
+#: Part-less events kept per asset for joining to parts as context.
+CONTEXT_KEPT = 256
+#: Pending parts per asset beyond which the oldest is released whatever it lacks (bounded memory).
+MAX_PENDING = 5000
+
+
+@dataclass
+class Evidence:
+    """One event's scores from one modality (all its detectors)."""
+
+    event_id: str
+    modality: str
+    asset_id: str
+    ts: datetime
+    part_id: str | None
+    scores: list[Score] = field(default_factory=list)
+
+    @property
+    def detectors(self) -> frozenset[str]:
+        return frozenset(s.detector for s in self.scores)
+
+    @property
+    def ready_scores(self) -> list[Score]:
+        return [s for s in self.scores if s.ready]
+
+    @property
+    def p(self) -> float | None:
+        """Bonferroni-corrected minimum tail over the ready detectors; None while none is ready."""
+        ready = self.ready_scores
+        if not ready:
+            return None
+        return bonferroni_min(np.array([s.tail_probability for s in ready]))
+
+    @property
+    def best(self) -> Score | None:
+        ready = self.ready_scores
+        return min(ready, key=lambda s: s.tail_probability) if ready else None
+
+    @property
+    def machine_state(self) -> str | None:
+        return next((s.machine_state for s in self.scores if s.machine_state), None)
+
+    @property
+    def quality_problem(self) -> str | None:
+        """The data-quality gate's first note on this event, if it reported bad or missing inputs."""
+        for s in self.scores:
+            for c in s.explanation:
+                if c.name.startswith(QUALITY_PREFIXES):
+                    return c.name
+        return None
+
+    @property
+    def flagged(self) -> bool:
+        """A detector of this modality flagged the event on its own."""
+        return any(s.is_anomaly for s in self.scores)
+
+
+@dataclass
+class Unit:
+    """What one fusion decision is about: a part (with its context) or one part-less event."""
+
+    asset_id: str
+    stream: str
+    ts: datetime
+    part_id: str | None
+    events: dict[str, Evidence]
+    #: Part-less evidence joined to a part (the signals frame covering the part's time).
+    context: Evidence | None = None
+
+    def evidence(self) -> list[Evidence]:
+        return [*self.events.values(), *([self.context] if self.context is not None else [])]
+
+    def p_row(self) -> np.ndarray:
+        """The unit's p-value per modality in :data:`MODALITIES` order (NaN: no evidence from it)."""
+        row = np.full(len(MODALITIES), np.nan)
+        for e in self.evidence():
+            p = e.p
+            if p is not None and e.modality in MODALITIES:
+                j = MODALITIES.index(e.modality)
+                row[j] = p if np.isnan(row[j]) else min(1.0, 2 * min(row[j], p))  # two of one modality: Bonferroni
+        return row
+
+
+class AssetUnits:
+    """One asset's pending scores, and the rules that release them as units."""
+
+    def __init__(self, asset_id: str, *, lateness: timedelta, context: timedelta) -> None:
+        self.asset_id = asset_id
+        self.lateness = lateness
+        self.context = context
+        self.parts: dict[str, dict[str, Evidence]] = {}
+        self.free: dict[str, Evidence] = {}
+        #: modality -> detectors its most recent event carried, for parts and for part-less events.
+        self.part_detectors: dict[str, frozenset[str]] = {}
+        self.free_detectors: dict[str, frozenset[str]] = {}
+        self.watermark: dict[str, datetime] = {}
+        self._context_ts: dict[str, list[datetime]] = {}
+        self._context_ev: dict[str, deque[Evidence]] = {}
+
+    def add(self, score: Score) -> None:
+        m, ts = score.modality.value, score.ts
+        if score.part_id is not None:
+            ev = self.parts.setdefault(score.part_id, {}).get(m)
+            if ev is None:
+                ev = self.parts[score.part_id][m] = Evidence(str(score.event_id), m, self.asset_id, ts, score.part_id)
+            ev.scores.append(score)
+            known = self.part_detectors.get(m, frozenset())
+            if not known or ev.detectors > known:
+                self.part_detectors[m] = ev.detectors
+        else:
+            key = str(score.event_id)
+            ev = self.free.get(key)
+            if ev is None:
+                ev = self.free[key] = Evidence(key, m, self.asset_id, ts, None)
+                self._remember_context(ev)
+            ev.scores.append(score)
+            known = self.free_detectors.get(m, frozenset())
+            if not known or ev.detectors > known:
+                self.free_detectors[m] = ev.detectors
+        if ts > self.watermark.get(m, ts - timedelta(seconds=1)):
+            self.watermark[m] = ts
+
+    def _remember_context(self, ev: Evidence) -> None:
+        times = self._context_ts.setdefault(ev.modality, [])
+        kept = self._context_ev.setdefault(ev.modality, deque())
+        i = bisect.bisect_right(times, ev.ts)
+        times.insert(i, ev.ts)
+        kept.insert(i, ev)
+        while len(times) > CONTEXT_KEPT:
+            times.pop(0)
+            kept.popleft()
+
+    def _max_watermark(self) -> datetime | None:
+        return max(self.watermark.values()) if self.watermark else None
+
+    def _late(self, ts: datetime) -> bool:
+        top = self._max_watermark()
+        return top is not None and top >= ts + self.lateness
+
+    def _part_ready(self, events: dict[str, Evidence], ts: datetime) -> bool:
+        if self._late(ts):
+            return True
+        for m, detectors in self.part_detectors.items():
+            ev = events.get(m)
+            if ev is None or not detectors <= ev.detectors:
+                return False
+        # the context: every part-less modality of the asset must have reached the part's time
+        return all(self.watermark.get(m, ts) >= ts for m in self.free_detectors)
+
+    def _context_for(self, ts: datetime) -> Evidence | None:
+        best: Evidence | None = None
+        for m, times in self._context_ts.items():
+            i = bisect.bisect_right(times, ts) - 1
+            if i < 0:
+                continue
+            ev = self._context_ev[m][i]
+            if ts - ev.ts <= self.context and (best is None or (ev.p or 1.0) < (best.p or 1.0)):
+                best = ev
+        return best
+
+    def release(self, *, flush: bool = False) -> list[Unit]:
+        """Units that are complete (or late), each stream in event-time order; ``flush`` releases everything."""
+        out: list[Unit] = []
+        order = sorted(self.parts.items(), key=lambda kv: min(e.ts for e in kv[1].values()))
+        over = len(order) - MAX_PENDING
+        for i, (part_id, events) in enumerate(order):
+            ts = min(e.ts for e in events.values())
+            if not (flush or i < over or self._part_ready(events, ts)):
+                break
+            del self.parts[part_id]
+            self._forget_missing(events)
+            out.append(Unit(self.asset_id, PARTS, ts, part_id, dict(events), context=self._context_for(ts)))
+        for key, ev in sorted(self.free.items(), key=lambda kv: kv[1].ts):
+            complete = self.free_detectors.get(ev.modality, frozenset()) <= ev.detectors
+            if not (flush or complete or self._late(ev.ts)):
+                break
+            del self.free[key]
+            out.append(Unit(self.asset_id, ev.modality, ev.ts, None, {ev.modality: ev}))
+        # one time line across the streams: the lifecycle closes and opens in event-time order
+        return sorted(out, key=lambda u: u.ts)
+
+    def _forget_missing(self, events: dict[str, Evidence]) -> None:
+        """A part released without a modality or detector it was waiting for: stop waiting for those.
+
+        A camera that went away, or a detector whose model was retired, would otherwise hold every
+        later part for ``lateness``; they are expected again as soon as they report.
+        """
+        for m in list(self.part_detectors):
+            ev = events.get(m)
+            if ev is None:
+                del self.part_detectors[m]
+            elif not self.part_detectors[m] <= ev.detectors:
+                self.part_detectors[m] = ev.detectors
+
+    def pending(self) -> int:
+        return len(self.parts) + len(self.free)

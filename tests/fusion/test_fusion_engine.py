@@ -1,0 +1,141 @@
+"""The fusion engine on synthetic calibrated scores: combination, one alert per problem, suppression, FAR."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from linewatch.fusion.engine import FusionConfig, FusionEngine
+from tests.fusion.scores import T0, plant_scores, score
+
+
+def _uniform(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.uniform(size=n)
+
+
+def _run(scores, config: FusionConfig | None = None):
+    engine = FusionEngine(config)
+    out = engine.ingest(scores)
+    out.extend(engine.flush())
+    return engine, out
+
+
+def test_two_moderately_unusual_modalities_alert_where_neither_does_alone() -> None:
+    rng = np.random.default_rng(1)
+    n = 200
+    spc, frames, signals = rng.uniform(size=n), rng.uniform(size=n), rng.uniform(size=n)
+    spc[100:110] = frames[100:110] = 0.0012  # -log10 = 2.92: under every detector's threshold of 3
+    _, both = _run(plant_scores("cell-1", {"spc": spc, "frames": frames, "signals": signals}))
+    opened = [a.message for a in both.alerts if a.message.state == "open"]
+    assert len(opened) == 1
+    assert {c.modality for c in opened[0].contributors[:2]} == {"spc", "frames"}
+    assert not any(s.is_anomaly for s in plant_scores("cell-1", {"spc": spc, "frames": frames}))
+    for alone in ("spc", "frames"):
+        tails = {"spc": rng.uniform(size=n), "frames": rng.uniform(size=n), "signals": rng.uniform(size=n)}
+        tails[alone][100:110] = 0.0012
+        _, out = _run(plant_scores("cell-1", tails))
+        assert not [a for a in out.alerts if a.message.state == "open"], alone
+
+
+def test_a_multimodal_fault_is_one_alert_that_names_both_and_closes_after_recovery() -> None:
+    rng = np.random.default_rng(2)
+    n = 300
+    tails = {m: rng.uniform(size=n) for m in ("spc", "frames", "signals")}
+    tails["signals"][100:160] = 1e-6  # bearing: vibration first ...
+    tails["spc"][130:160] = 1e-5  # ... then the dimensions
+    names = {"signals": "vibration.env_bpfo", "spc": "runout_mm", "frames": "region 1,1-5,5"}
+    _, out = _run(plant_scores("cell-2", tails, names=names))
+    states = [a.message.state.value for a in out.alerts]
+    assert states.count("open") == 1 and states.count("close") == 1, states
+    assert states[-1] == "close"
+    first = out.alerts[0].message
+    assert first.contributors[0].name == "vibration.env_bpfo" and first.route.value == "maintenance"
+    last_update = [a.message for a in out.alerts if a.message.state.value in ("update", "open")][-1]
+    assert {"signals", "spc"} <= {c.modality for c in last_update.contributors}
+    assert last_update.severity.value == "critical"  # two modalities flag the same parts on their own
+    closed = out.alerts[-1].message
+    assert closed.ts > T0 + timedelta(seconds=160 * 10)
+    assert {str(r.event_id) for r in closed.scores} and len(closed.event_ids) > 0
+
+
+def test_idle_and_maintenance_do_not_alert_and_are_recorded_as_suppressed() -> None:
+    rng = np.random.default_rng(3)
+    n = 200
+    tails = {"spc": rng.uniform(size=n), "signals": rng.uniform(size=n)}
+    tails["spc"][50:70] = 1e-6
+    tails["signals"][50:70] = 1e-6
+    states = ["running"] * n
+    states[45:75] = ["idle"] * 30
+    _, out = _run(plant_scores("cell-3", tails, machine_state=states))
+    assert not out.alerts
+    assert {s.reason for s in out.suppressed} == {"machine_state"} and len(out.suppressed) >= 20
+
+    engine = FusionEngine()
+    engine.set_maintenance([("*", T0 + timedelta(seconds=400), T0 + timedelta(seconds=800), "bearing swap")])
+    out = engine.ingest(plant_scores("cell-3", tails))
+    assert not out.alerts and {s.reason for s in out.suppressed} == {"maintenance"}
+
+
+def test_the_data_quality_gate_suppresses_instead_of_alerting() -> None:
+    scores = [score("cell-4", "signals", T0 + timedelta(seconds=10 * i), 1e-6,
+                    notes=("data quality: vibration flatline",)) for i in range(20)]
+    _, out = _run(scores)
+    assert not out.alerts and {s.reason for s in out.suppressed} == {"data_quality"}
+
+
+def test_redelivered_scores_change_nothing_and_alert_ids_are_deterministic() -> None:
+    rng = np.random.default_rng(4)
+    tails = {"spc": rng.uniform(size=100), "frames": rng.uniform(size=100)}
+    tails["frames"][40:50] = 1e-7
+    scores = plant_scores("cell-5", tails)
+    a = FusionEngine()
+    first = a.ingest(scores)
+    again = a.ingest(scores)
+    assert again.duplicates == len(scores) and not again.alerts
+    b = FusionEngine()
+    other = b.ingest(scores)
+    assert [e.row() for e in first.alerts] == [e.row() for e in other.alerts]
+
+
+def test_a_part_waits_for_its_frame_but_not_past_the_lateness() -> None:
+    engine = FusionEngine(FusionConfig(lateness_s=60))
+    ts = T0
+    warm = [score("cell-6", m, ts, 0.5, part_id="p0") for m in ("spc", "frames")]
+    engine.ingest(warm)
+    out = engine.ingest([score("cell-6", "spc", ts + timedelta(seconds=10), 0.5, part_id="p1")])
+    assert not [v for v in out.verdicts if v.unit.part_id == "p1"]  # waiting for p1's frame
+    out = engine.ingest([score("cell-6", "spc", ts + timedelta(seconds=80), 0.5, part_id="p2")])
+    # released without it 60 s later in event time; the camera counts as gone, so p2 is not held either
+    assert [v.unit.part_id for v in out.verdicts] == ["p1", "p2"]
+    engine.ingest([score("cell-6", m, ts + timedelta(seconds=90), 0.5, part_id="p3") for m in ("spc", "frames")])
+    out = engine.ingest([score("cell-6", "spc", ts + timedelta(seconds=100), 0.5, part_id="p4")])
+    assert not out.verdicts  # the camera is back: p4 waits for its frame again
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.8])
+def test_the_fused_false_alarm_rate_holds_on_normal_autocorrelated_scores(phi: float) -> None:
+    """Units of a normal plant: the share the fusion calls anomalous stays near 10^-threshold, and few alerts open.
+
+    ``phi`` is the autocorrelation of each modality's latent normal score from part to part (charts
+    with memory); modalities are correlated 0.1 with each other, as Brown's correction assumes.
+    """
+    rng = np.random.default_rng(5)
+    n, rho = 30_000, 0.1
+    cov = np.full((3, 3), rho) + (1 - rho) * np.eye(3)
+    e = rng.multivariate_normal(np.zeros(3), cov, size=n)
+    z = np.empty_like(e)
+    z[0] = e[0]
+    for i in range(1, n):
+        z[i] = phi * z[i - 1] + np.sqrt(1 - phi**2) * e[i]
+    tails = stats.norm.sf(z)
+    _, out = _run(plant_scores("cell-7", {"spc": tails[:, 0], "frames": tails[:, 1], "signals": tails[:, 2]}))
+    parts = [v for v in out.verdicts if v.unit.stream == "parts"]
+    realised = np.mean([v.anomalous for v in parts])
+    target = 10 ** -FusionConfig().threshold
+    assert 0.4 * target <= realised <= 2.5 * target, (realised, target)
+    opened = sum(a.message.state == "open" for a in out.alerts)
+    # 30,000 parts at one part per 10 s are ~3.5 plant days: at most one false alert per day
+    assert opened <= 3, opened
