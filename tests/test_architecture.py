@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "linewatch"
-PURE_PACKAGES = ("linewatch.detectors", "linewatch.schemas")
+PURE_PACKAGES = ("linewatch.detectors", "linewatch.schemas", "linewatch.fusion")
 FORBIDDEN_IN_PURE = ("faust", "aiokafka", "confluent_kafka", "psycopg", "linewatch.streams", "linewatch.storage")
 STREAMS_IMPORTERS = ("linewatch.cli", "linewatch.demo", "linewatch.benchmarks", "linewatch.streams")
 

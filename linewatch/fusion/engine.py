@@ -277,4 +277,5 @@ def _contributors(u: Unit, weights: np.ndarray) -> list[Contributor]:
 
 def _contribution(c: Contributor, share: float) -> Contribution:
     return Contribution(name=c.name, value=float(np.clip(c.value, -1e300, 1e300)),
-                        share=float(min(max(share, 0.0), 1.0)), kind=c.kind, detail=c.detail[:200] if c.detail else None, modality=c.modality)  # type: ignore[arg-type]
+                        share=float(min(max(share, 0.0), 1.0)), kind=c.kind,  # type: ignore[arg-type]
+                        detail=c.detail[:200] if c.detail else None, modality=c.modality)  # type: ignore[arg-type]
