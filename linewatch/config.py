@@ -27,12 +27,15 @@ import ssl
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from linewatch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from linewatch.fusion.engine import FusionConfig
 
 CONFIG_FILE_ENV = "LINEWATCH_CONFIG"
 #: The ``--config`` file of the current load_settings() call (wins over the environment variable).
@@ -145,6 +148,26 @@ class Settings(BaseSettings):
     isolate_scoring: bool = Field(
         default=True, description="score SPC batches in a child process (no GIL shared with Faust's loop)"
     )
+    fusion_threshold: float = Field(
+        default=3.5, gt=0, description="fused calibrated score (-log10 fused tail probability) a unit counts from")
+    fusion_dependence: float = Field(
+        default=0.1, ge=0, lt=1, description="correlation assumed between modalities' normal scores (Brown)")
+    fusion_open_k: int = Field(default=3, ge=1, description="anomalous units of a stream's last n that open an alert")
+    fusion_open_n: int = Field(default=5, ge=1, description="units the open rule looks back over")
+    fusion_close_quiet: int = Field(default=5, ge=1, description="quiet units on every stream that close an alert")
+    fusion_min_open_s: float = Field(default=0.0, ge=0, description="an alert stays open at least this long")
+    fusion_cooldown_s: float = Field(
+        default=900.0, ge=0, description="evidence this soon after a close re-opens the same alert")
+    fusion_update_every_s: float = Field(
+        default=600.0, gt=0, description="event-time seconds between updates of an alert that stays anomalous")
+    fusion_lateness_s: float = Field(
+        default=300.0, gt=0, description="event-time seconds a part waits for its slower modalities")
+    fusion_context_s: float = Field(
+        default=60.0, gt=0, description="a part's signals context is at most this old at the part's time")
+    fusion_critical_score: float = Field(default=6.0, gt=0, description="fused score that makes an alert critical")
+    fusion_suppress_states: tuple[str, ...] = Field(
+        default=("idle", "changeover", "setup", "maintenance"),
+        description="machine states in which units do not count toward alerts")
     log_level: str = Field(default="info")
     health_host: str = Field(
         default="127.0.0.1",
@@ -154,6 +177,19 @@ class Settings(BaseSettings):
         default=DEFAULT_HEALTH_PORT, ge=0, le=65535,
         description="port of the worker's /health endpoint; 0 = any free port (the worker logs the URL)",
     )
+
+    def fusion_config(self) -> FusionConfig:
+        """The fusion engine's configuration (the live agent and replay build it the same way)."""
+        from linewatch.fusion.engine import FusionConfig
+        from linewatch.fusion.lifecycle import LifecycleConfig
+
+        return FusionConfig(
+            threshold=self.fusion_threshold, dependence=self.fusion_dependence, lateness_s=self.fusion_lateness_s,
+            context_s=self.fusion_context_s, suppress_states=frozenset(self.fusion_suppress_states),
+            lifecycle=LifecycleConfig(open_k=self.fusion_open_k, open_n=self.fusion_open_n,
+                                      close_quiet=self.fusion_close_quiet, min_open_s=self.fusion_min_open_s,
+                                      cooldown_s=self.fusion_cooldown_s, update_every_s=self.fusion_update_every_s,
+                                      critical_score=self.fusion_critical_score))
 
     @field_validator("log_level")
     @classmethod

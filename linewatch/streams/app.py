@@ -62,8 +62,9 @@ def build_app(settings: Settings, bootstrap: str, database_url: str) -> faust.Ap
     The web server is switched on here, not in :func:`faust_settings`, so the benchmarks' bare
     Faust app (built from the same options) keeps running without one.
     """
-    from linewatch.schemas.topics import FRAMES, SIGNALS, SPC
+    from linewatch.schemas.topics import FRAMES, SCORES, SIGNALS, SPC
     from linewatch.streams.frames_agent import register_frames_agent
+    from linewatch.streams.fusion_agent import register_fusion_agent
     from linewatch.streams.health import health_port, health_url, register_health_view, web_options
     from linewatch.streams.signals_agent import register_signals_agent
     from linewatch.streams.spc_agent import register_spc_agent
@@ -76,6 +77,8 @@ def build_app(settings: Settings, bootstrap: str, database_url: str) -> faust.Ap
         "signals": (SIGNALS.name, register_signals_agent(app, settings=settings, bootstrap=bootstrap,
                                                          database_url=database_url)),
         "frames": (FRAMES.name, register_frames_agent(app, settings=settings, bootstrap=bootstrap,
+                                                      database_url=database_url)),
+        "fusion": (SCORES.name, register_fusion_agent(app, settings=settings, bootstrap=bootstrap,
                                                       database_url=database_url)),
     }
     register_health_view(app, agents, bootstrap=bootstrap, group_id=settings.app_id,

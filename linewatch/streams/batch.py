@@ -34,6 +34,8 @@ class BatchResult:
     #: Rows to COPY, by row type (measurements, signal features, scores, heat maps ...).
     tables: defaultdict[type[Row], list[tuple]] = field(default_factory=lambda: defaultdict(list))
     score_messages: list[ScoreMessage] = field(default_factory=list)  # (key, value, headers)
+    #: Messages for other topics, by topic name (the fusion agent's alerts), published like the scores.
+    messages: defaultdict[str, list[ScoreMessage]] = field(default_factory=lambda: defaultdict(list))
     deadletters: DeadLetters = field(default_factory=DeadLetters)
     #: Modality counters: ``records``, ``windows``, ``frames``, ``anomalies``, ``unscored`` ...
     counts: Counter[str] = field(default_factory=Counter)
@@ -75,6 +77,8 @@ class BatchResult:
         for row_type, rows in other.tables.items():
             self.tables[row_type] += rows
         self.score_messages += other.score_messages
+        for topic, messages in other.messages.items():
+            self.messages[topic] += messages
         self.deadletters.extend(other.deadletters)
         self.counts.update(other.counts)
         self.seconds.update(other.seconds)

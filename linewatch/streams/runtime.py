@@ -157,8 +157,7 @@ class BatchRuntime(ABC):
             result = self._one_by_one(messages)
         t1 = time.perf_counter()
         # Hand the messages to librdkafka first so delivery overlaps with the database write.
-        self.publisher.publish(SCORES.name, result.score_messages)
-        self.publisher.publish(DEADLETTER.name, result.deadletters.messages())
+        self._publish(result)
         t2 = time.perf_counter()
         self.writer.write(result.rows(), finished=finished)
         t3 = time.perf_counter()
@@ -213,8 +212,7 @@ class BatchRuntime(ABC):
                     self.log.exception("%s message %s could not be scored", self.modality, msg.origin)
                     part = BatchResult()
                     part.deadletters.add(msg, e)
-            self.publisher.publish(SCORES.name, part.score_messages)
-            self.publisher.publish(DEADLETTER.name, part.deadletters.messages())
+            self._publish(part)
             try:
                 self.writer.write(part.rows(), finished=[span], alone=True)
             except psycopg.Error as e:  # outages are InfrastructureError by now: this is the content
@@ -226,6 +224,12 @@ class BatchRuntime(ABC):
             self.publisher.flush()
             total.merge(part)
         return total
+
+    def _publish(self, result: BatchResult) -> None:
+        self.publisher.publish(SCORES.name, result.score_messages)
+        for topic, messages in result.messages.items():
+            self.publisher.publish(topic, messages)
+        self.publisher.publish(DEADLETTER.name, result.deadletters.messages())
 
     def _one_by_one(self, messages: list[RawMessage]) -> BatchResult:
         merged = BatchResult()
@@ -321,9 +325,9 @@ def to_raw(event: faust.types.EventT) -> RawMessage:
     return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
 
 
-def raw_topic(app: faust.App, name: str, **options: Any) -> faust.TopicT:
-    """A topic of undecoded bytes: the batch processors decode (and dead-letter) themselves."""
-    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+def raw_topic(app: faust.App, *names: str, **options: Any) -> faust.TopicT:
+    """A topic (or several, as one stream) of undecoded bytes; the batch processors decode and dead-letter."""
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                      **options)
 
 

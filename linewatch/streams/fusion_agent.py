@@ -1,0 +1,192 @@
+"""The fusion agent: ``scores``, ``shadow_scores`` and ``machine_states`` in; alerts out, with their lifecycle.
+
+It runs on the shared batch runtime (:mod:`linewatch.streams.runtime`), so it has the same
+durability contract as the scoring agents: a batch's alert rows, suppressed windows and machine
+states are committed and its ``alerts`` messages confirmed before Faust acknowledges the
+batch; a message that cannot be decoded is a dead letter with its reason; a batch that breaks
+the engine is retried one message at a time (the engine ignores scores it has already seen, so
+nothing counts twice).
+
+Two engines run side by side: the champions' (``scores``), whose alerts are published and
+routed, and the challengers' (``shadow_scores``), which sees the shadow versions' scores in place
+of their champions' (and, on assets that have a challenger, the champions' of every other detector) and whose
+alerts are stored with ``shadow = true`` and never published on ``alerts``.
+
+From the database, every ``model_refresh_s``: the declared maintenance windows, and alerts
+acknowledged or closed by hand (``linewatch alerts ack|close``). At start, the alerts that were
+open when the previous worker stopped, so they close instead of being forgotten.
+
+Scores are keyed by asset, so all of one asset's scores reach the same worker and its alert
+state lives in one place. Machine states on ``machine_states`` are keyed by asset too; with more
+than one worker the ``machine_state`` field on the scored messages is the reliable path (it
+travels with the scores).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from functools import partial
+from typing import Any
+
+import faust
+import psycopg
+
+from linewatch.config import Settings
+from linewatch.errors import DataError
+from linewatch.fusion.engine import FusionEngine, FusionOutput
+from linewatch.fusion.lifecycle import Contributor, OpenAlert
+from linewatch.schemas.codec import decode_batch
+from linewatch.schemas.messages import MachineState, Score
+from linewatch.schemas.rows import AlertRow, AlertSuppressionRow, MachineStateRow
+from linewatch.schemas.topics import ALERTS, MACHINE_STATES, SCORES, SHADOW_SCORES
+from linewatch.storage.connection import connect
+from linewatch.streams.batch import BatchResult
+from linewatch.streams.isolated import IsolatedRuntime
+from linewatch.streams.messages import RawMessage
+from linewatch.streams.runtime import BatchRuntime, raw_topic, register_batch_agent
+
+log = logging.getLogger(__name__)
+
+
+class FusionRuntime(BatchRuntime):
+    """The fusion agent's state: the champions' and the challengers' engines, and what it reads back."""
+
+    modality = "fusion"
+    unit = "scores"
+    train_hint = "linewatch train"
+
+    def __init__(self, *, settings: Settings, bootstrap: str, database_url: str) -> None:
+        super().__init__(settings=settings, bootstrap=bootstrap, database_url=database_url, logger=log)
+        config = settings.fusion_config()
+        self.champion = FusionEngine(config)
+        self.shadow = FusionEngine(config, shadow=True)
+        self._url = database_url
+        self._refresh_s = settings.model_refresh_s
+        self._next_context = 0.0
+        #: (asset, modality, detector) that have a challenger: the shadow engine takes the challenger's score.
+        self._challenged: set[tuple[str, str, str]] = set()
+        self._handled: set[tuple[uuid.UUID, str]] = set()  # hand acks/closes already applied
+        self._restored = False
+
+    def score(self, messages: list[RawMessage]) -> BatchResult:
+        out = BatchResult()
+        self._read_context()
+        by_topic: dict[str, list[RawMessage]] = {}
+        for m in messages:
+            by_topic.setdefault(m.topic, []).append(m)
+        for _msg, state in self._decode(by_topic.get(MACHINE_STATES.name, []), MachineState, out):
+            for engine in (self.champion, self.shadow):
+                engine.set_machine_state(state.asset_id, state.ts, state.state)
+            out.tables[MachineStateRow].append((state.ts, state.asset_id, state.state, state.reason))
+        champion = [s for _, s in self._decode(by_topic.get(SCORES.name, []), Score, out)]
+        shadow = [s for _, s in self._decode(by_topic.get(SHADOW_SCORES.name, []), Score, out)]
+        self._challenged.update((s.asset_id, s.modality.value, s.detector) for s in shadow)
+        result = self.champion.ingest(champion)
+        self._emit(result, out, publish=True)
+        # Only assets with a challenger have a shadow world; there it is the champions' minus the challenged.
+        assets = {a for a, _, _ in self._challenged}
+        mirrored = [s for s in champion if s.asset_id in assets
+                    and (s.asset_id, s.modality.value, s.detector) not in self._challenged]
+        self._emit(self.shadow.ingest([*mirrored, *shadow]), out, publish=False)
+        out.counts["scores"] += len(champion)
+        out.counts["shadow_scores"] += len(shadow)
+        return out
+
+    def _decode(self, messages: list[RawMessage], model: type, out: BatchResult) -> list[tuple[RawMessage, Any]]:
+        decoded = decode_batch([m.value for m in messages], model)
+        good = []
+        for msg, item in zip(messages, decoded, strict=True):
+            if isinstance(item, DataError):
+                out.deadletters.add(msg, item)
+            else:
+                good.append((msg, item))
+        return good
+
+    def _emit(self, result: FusionOutput, out: BatchResult, *, publish: bool) -> None:
+        for event in result.alerts:
+            out.tables[AlertRow].append(event.row())
+            if publish:
+                out.messages[ALERTS.name].append((event.key, event.value(), []))
+            out.counts[f"{'shadow_' if not publish else ''}alerts_{event.message.state.value}"] += 1
+        for s in result.suppressed:
+            out.tables[AlertSuppressionRow].append(s.row())
+        out.counts["suppressed" if publish else "shadow_suppressed"] += len(result.suppressed)
+        out.counts["units" if publish else "shadow_units"] += len(result.verdicts)
+
+    # -- what the database says -----------------------------------------------------------------
+    def _read_context(self) -> None:
+        now = time.monotonic()
+        if now < self._next_context:
+            return
+        self._next_context = now + self._refresh_s
+        try:
+            with connect(self._url) as conn:
+                if not self._restored:
+                    self._restore(conn)
+                    self._restored = True
+                windows = conn.execute(
+                    "SELECT asset_id, starts_at, ends_at, reason FROM maintenance_windows "
+                    "WHERE ends_at > now() - interval '30 days'").fetchall()
+                for engine in (self.champion, self.shadow):
+                    engine.set_maintenance([tuple(w) for w in windows])
+                self._hand_actions(conn)
+        except psycopg.Error as e:
+            # Alerts keep flowing on the context we have; the writer decides whether the database is gone.
+            self.log.warning("cannot read maintenance windows and hand-made alert changes (%s); keeping the last", e)
+
+    def _restore(self, conn: psycopg.Connection) -> None:
+        """Alerts whose latest row is not a close: resume them so they close (or update) instead of being lost."""
+        rows = conn.execute(
+            """SELECT DISTINCT ON (alert_id) alert_id, asset_id, shadow, state, severity, opened_at, modalities,
+                      contributors, model_versions, ts
+               FROM alerts WHERE kind = 'anomaly' AND ts > now() - interval '30 days'
+               ORDER BY alert_id, ts DESC, state""").fetchall()
+        n = 0
+        for alert_id, asset, shadow, state, severity, opened_at, modalities, contributors, versions, ts in rows:
+            if state == "close":
+                continue
+            alert = OpenAlert(alert_id=alert_id, opened_at=opened_at, severity=severity, modalities=set(modalities),
+                              model_versions=set(versions), last_message_ts=ts, acknowledged=state == "acknowledge")
+            for c in contributors if isinstance(contributors, list) else json.loads(contributors):
+                key = (c.get("modality") or "spc", c.get("kind", "feature"), c["name"])
+                alert.contributors[key] = Contributor(key[0], c["name"], key[1], c.get("detail"),
+                                                      float(c.get("share", 0.0)), float(c.get("value", 0.0)))
+            (self.shadow if shadow else self.champion).restore(asset, alert)
+            n += 1
+        if n:
+            self.log.warning("fusion resumed %d open alert(s) from the database", n)
+
+    def _hand_actions(self, conn: psycopg.Connection) -> None:
+        """Acknowledgements and closes written by ``linewatch alerts ack|close`` for alerts this worker holds."""
+        held = {(a.alert_id, asset, engine is self.shadow): engine
+                for engine in (self.champion, self.shadow) for asset, a in engine.open_alerts().items()}
+        if not held:
+            return
+        rows = conn.execute(
+            "SELECT alert_id, state, ts FROM alerts WHERE alert_id = ANY(%s) AND actor IS NOT NULL "
+            "AND state IN ('acknowledge', 'close')", ([k[0] for k in held],)).fetchall()
+        for alert_id, state, ts in rows:
+            if (alert_id, state) in self._handled:
+                continue
+            self._handled.add((alert_id, state))
+            for (aid, asset, _), engine in held.items():
+                if aid != alert_id:
+                    continue
+                if state == "acknowledge":
+                    engine.acknowledge(asset, alert_id)
+                else:
+                    engine.closed_by_hand(asset, alert_id, ts)
+
+
+def register_fusion_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str) -> Any:
+    """Add the fusion agent (``scores``, ``shadow_scores``, ``machine_states``) to ``app``; returns its runtime."""
+    factory = partial(FusionRuntime, settings=settings, bootstrap=bootstrap, database_url=database_url)
+    runtime: Any = (IsolatedRuntime(factory, modality=FusionRuntime.modality, logger=log)
+                    if settings.isolate_scoring else factory())
+    topic = raw_topic(app, SCORES.name, SHADOW_SCORES.name, MACHINE_STATES.name)
+    register_batch_agent(app, topic, runtime, batch_size=settings.batch_size, within=settings.batch_within_s,
+                         name="linewatch.fuse_scores", thread_name_prefix="fusion-batch")
+    return runtime
