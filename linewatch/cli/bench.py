@@ -36,6 +36,8 @@ MODULE_BENCHMARKS = {
     "images": ("images", "Image detection: frames/s, AUROC per defect type, memory-bank trade-off, faiss."),
     "recordings": ("recordings", "Detection on waveform recordings (WAV/NPY/CSV folders) per bearing-fault "
                    "severity, with and without shaft speed."),
+    "fusion": ("fusion", "Fused false-alarm rate and false alerts per asset-day on normal, autocorrelated "
+               "calibrated scores; detection of evidence spread over modalities; engine scores/s."),
     "image-sota": ("image_sota", "Image accuracy levers on the public sets and textured SKUs: resize, resolution, "
                    "layers, bank, re-weighting, image score, backbones; frames/s per preset."),
 }

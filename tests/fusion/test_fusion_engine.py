@@ -6,10 +6,9 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from linewatch.fusion.engine import FusionConfig, FusionEngine
-from tests.fusion.scores import T0, plant_scores, score
+from linewatch.simulation.scores import T0, normal_tails, plant_scores, score
 
 
 def _uniform(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -122,15 +121,7 @@ def test_the_fused_false_alarm_rate_holds_on_normal_autocorrelated_scores(phi: f
     ``phi`` is the autocorrelation of each modality's latent normal score from part to part (charts
     with memory); modalities are correlated 0.1 with each other, as Brown's correction assumes.
     """
-    rng = np.random.default_rng(5)
-    n, rho = 30_000, 0.1
-    cov = np.full((3, 3), rho) + (1 - rho) * np.eye(3)
-    e = rng.multivariate_normal(np.zeros(3), cov, size=n)
-    z = np.empty_like(e)
-    z[0] = e[0]
-    for i in range(1, n):
-        z[i] = phi * z[i - 1] + np.sqrt(1 - phi**2) * e[i]
-    tails = stats.norm.sf(z)
+    tails = normal_tails(30_000, phi=phi, rho=0.1, seed=5)
     _, out = _run(plant_scores("cell-7", {"spc": tails[:, 0], "frames": tails[:, 1], "signals": tails[:, 2]}))
     parts = [v for v in out.verdicts if v.unit.stream == "parts"]
     realised = np.mean([v.anomalous for v in parts])

@@ -13,8 +13,8 @@ from linewatch.kafka import Publisher
 from linewatch.schemas.codec import decode
 from linewatch.schemas.messages import Alert, MachineState
 from linewatch.schemas.topics import ALERTS, MACHINE_STATES, SCORES, SHADOW_SCORES
+from linewatch.simulation.scores import T0, plant_scores
 from tests.conftest import wait_for
-from tests.fusion.scores import T0, plant_scores
 from tests.streams.test_spc_agent import _reader
 
 pytestmark = pytest.mark.integration

@@ -1,8 +1,15 @@
-"""Building ``Score`` objects for fusion tests: a plant's verdicts without running its detectors."""
+"""Calibrated scores of a simulated plant without running its detectors: what fusion sees, with known truth.
+
+Fusion's promises (a fused false-alarm rate, false alerts per asset and day, detection of
+evidence spread over modalities) are about calibrated tail probabilities, not about any one
+detector, so the fusion tests and ``linewatch bench fusion`` drive the engine with scores whose
+tails are drawn directly: uniform on normal data (what calibration guarantees), correlated
+between modalities and autocorrelated from part to part (charts with memory) when asked
+(:func:`normal_tails`), with injected evidence where a scenario wants it.
+"""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -43,5 +50,15 @@ def plant_scores(asset: str, tails: dict[str, np.ndarray], *, interval_s: float 
     return out
 
 
-def new_id() -> uuid.UUID:
-    return uuid.uuid4()
+def normal_tails(n: int, *, phi: float, rho: float, seed: int, k: int = 3) -> np.ndarray:
+    """``(n, k)`` tail probabilities of normal events: uniform marginals, latent normals correlated ``rho``
+    across the ``k`` modalities and AR(1) with coefficient ``phi`` along the parts."""
+    from scipy import stats
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    cov = np.full((k, k), rho) + (1 - rho) * np.eye(k)
+    e = rng.multivariate_normal(np.zeros(k), cov, size=n)
+    z = lfilter([np.sqrt(1 - phi**2)], [1, -phi], e, axis=0)
+    z[0] = e[0]
+    return stats.norm.sf(z / z.std(axis=0)) if phi > 0 else stats.norm.sf(e)
