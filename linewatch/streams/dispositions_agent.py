@@ -30,6 +30,9 @@ from linewatch.streams.runtime import BatchRuntime, raw_topic, register_batch_ag
 
 log = logging.getLogger(__name__)
 
+#: Logged (at warning level, like the other agents' lines) once the agent holds its partitions.
+DISPOSITIONS_READY_MESSAGE = "linewatch dispositions agent ready:"
+
 
 class DispositionsRuntime(BatchRuntime):
     """Decodes and persists ``dispositions`` messages; nothing to score."""
@@ -59,5 +62,6 @@ def register_dispositions_agent(app: faust.App, *, settings: Settings, bootstrap
     runtime = DispositionsRuntime(settings=settings, bootstrap=bootstrap, database_url=database_url)
     register_batch_agent(app, raw_topic(app, DISPOSITIONS.name), runtime, batch_size=settings.batch_size,
                          within=settings.batch_within_s, name="linewatch.store_dispositions",
-                         thread_name_prefix="dispositions-batch")
+                         thread_name_prefix="dispositions-batch",
+                         ready_message=DISPOSITIONS_READY_MESSAGE)
     return runtime
