@@ -32,12 +32,17 @@ class AppliedThreshold:
 
 
 def serving_model(conn: psycopg.Connection, *, detector: str, asset: str, modality: str | None = None) -> ModelRef:
-    """The active version of ``detector`` that serves ``asset``: the asset's own model first, then ``*``."""
+    """The active champion of ``detector`` that serves ``asset``: the asset's own model first, then ``*``.
+
+    Shadow (challenger) versions score beside the champion and are not what an operator's
+    threshold change starts from.
+    """
     rows = conn.execute(
         """SELECT DISTINCT ON (modality) model_id, version, modality, scope_asset, scope_sku, scope_camera,
                   artifact_path, artifact_sha256
            FROM model_versions
-           WHERE detector = %s AND active AND scope_asset IN (%s, '*') AND (%s::text IS NULL OR modality = %s)
+           WHERE detector = %s AND active AND NOT shadow AND scope_asset IN (%s, '*')
+             AND (%s::text IS NULL OR modality = %s)
            ORDER BY modality, (scope_asset = %s) DESC, created_at DESC, version DESC""",
         (detector, asset, modality, modality, asset),
     ).fetchall()

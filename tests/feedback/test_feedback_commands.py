@@ -111,6 +111,13 @@ def test_a_true_defect_between_threshold_and_false_alarm_makes_the_rule_say_it_c
     refused = runner.invoke(app, ["thresholds", "apply", "--detector", DETECTOR, "--asset", asset,
                                   "--from-proposal"], env=env)
     assert refused.exit_code != 0 and "nothing to apply" in str(refused.exception)
+    challenger = _ok(runner.invoke(app, ["thresholds", "apply", "--detector", DETECTOR, "--asset", asset,
+                                         "--threshold", "3.6", "--shadow", "--actor", "dan"], env=env))
+    shadow_version = challenger.stdout.strip().splitlines()[-1]
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT shadow, (calibration->>'target_far')::float FROM model_versions "
+                            "WHERE version = %s", (shadow_version,)).fetchone() == (True, pytest.approx(10 ** -3.6))
+        assert serving_model(conn, detector=DETECTOR, asset=asset).version == ref.version  # the champion stays
 
 
 def _propose_with_ratio(runner, env, asset, tmp_path, ratio):
