@@ -53,8 +53,6 @@ def disposition_cmd(
     if (alert_id is None) == (event is None):
         raise ConfigError("name the alert (ALERT_ID, see `linewatch alerts list`) or one event (--event EVENT_ID), "
                           "not both")
-    if defect_class and label != "true_defect":
-        raise ConfigError(f"--class names a defect; it goes with --label true_defect, not {label}")
     s = settings(config)
     who = operator_name(operator)
     with Stack(s) as stack:

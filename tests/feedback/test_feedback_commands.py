@@ -64,6 +64,10 @@ def test_a_false_alarm_shows_in_the_next_proposal_and_applying_it_registers_a_ne
     assert [(v, o, n) for _, v, o, n in stored] == [("false_alarm", "alice", "gauge reset")]
     published = [d for d in _messages(bootstrap, DISPOSITIONS.name, Disposition) if d.alert_id == alert_id]
     assert [d.disposition_id for d in published] == [stored[0][0]]
+    with psycopg.connect(database_url) as conn:
+        details = conn.execute("SELECT verdict, asset_id, detector, calibrated_score, model_id, alert_route "
+                               "FROM disposition_details WHERE alert_id = %s", (alert_id,)).fetchall()
+    assert details == [("false_alarm", asset, DETECTOR, 3.5, ref.model_id, "quality")]
 
     [proposal] = _propose(runner, env, asset, tmp_path)
     assert proposal["detector"] == DETECTOR and proposal["action"] == "raise"
