@@ -116,3 +116,16 @@ def list_incidents(conn: psycopg.Connection, *, open_only: bool = False, asset: 
     )
     names = [d.name for d in cur.description or ()]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def hand_made_transitions(conn: psycopg.Connection, *, since: datetime) -> list[tuple[uuid.UUID, str, datetime, str]]:
+    """``(alert_id, state, ts, actor)`` of acknowledgements and closes people made since ``since``, oldest first.
+
+    For the fusion runtime: an alert someone acknowledged updates on severity only, and one
+    someone closed must not be updated again under the same id (the ``alerts`` topic carries the
+    same events for consumers that do not read the table).
+    """
+    return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+        """SELECT alert_id, state, ts, actor FROM alerts
+           WHERE state IN ('acknowledge', 'close') AND actor IS NOT NULL AND written_at >= %s
+           ORDER BY ts""", (since,)).fetchall()]

@@ -61,3 +61,14 @@ def list_windows(conn: psycopg.Connection, *, asset: str | None = None, current_
            ORDER BY starts_at DESC""",
         {"asset": asset, "current": current_only},
     ).fetchall()
+
+
+def suppression_windows(conn: psycopg.Connection, *, since: datetime) -> list[tuple[str, datetime, datetime, str]]:
+    """Windows that end after ``since`` as ``(asset or '*', start, end, reason)``, oldest start first.
+
+    The shape the fusion engine's ``set_maintenance`` takes: a fusion runtime reloads these every
+    few seconds, so a window declared with ``linewatch maintenance add`` suppresses without a restart.
+    """
+    return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+        "SELECT asset_id, starts_at, ends_at, reason FROM maintenance_windows WHERE ends_at > %s ORDER BY starts_at",
+        (since,)).fetchall()]

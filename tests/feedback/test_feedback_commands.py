@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import uuid
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
 from linewatch.cli import app
+from linewatch.feedback.alerts import hand_made_transitions
 from linewatch.feedback.apply import load_registered, serving_model
+from linewatch.feedback.maintenance import suppression_windows
 from linewatch.kafka import read_to_end
 from linewatch.schemas.codec import decode
 from linewatch.schemas.messages import Alert, Disposition
@@ -174,6 +177,10 @@ def test_alerts_are_acknowledged_closed_and_listed_with_their_disposition(env, d
     assert again.exit_code != 0 and "already closed" in str(again.exception)
     states = [(a.state.value, a.actor) for a in _messages(bootstrap, ALERTS.name, Alert) if a.alert_id == alert_id]
     assert states == [("acknowledge", "carol"), ("close", "alice")]
+    with psycopg.connect(database_url) as conn:
+        made = [(s, a) for i, s, _, a in hand_made_transitions(conn, since=datetime(2026, 1, 1, tzinfo=UTC))
+                if i == alert_id]
+    assert made == [("acknowledge", "carol"), ("close", "alice")]
 
 
 def test_a_maintenance_window_is_declared_once_and_listed(env, database_url):
@@ -188,6 +195,12 @@ def test_a_maintenance_window_is_declared_once_and_listed(env, database_url):
                             (asset,)).fetchone() == (1, "alice")
     listed = _ok(runner.invoke(app, ["maintenance", "list", "--asset", asset], env=env)).stdout
     assert "bearing swap" in listed
+    with psycopg.connect(database_url) as conn:
+        windows = suppression_windows(conn, since=datetime(2026, 3, 1, 7, 0, tzinfo=UTC))
+        assert (asset, datetime(2026, 3, 1, 6, 0, tzinfo=UTC), datetime(2026, 3, 1, 8, 0, tzinfo=UTC),
+                "bearing swap") in windows
+        assert not [w for w in suppression_windows(conn, since=datetime(2026, 3, 1, 8, 0, tzinfo=UTC))
+                    if w[0] == asset]
     backwards = runner.invoke(app, ["maintenance", "add", "--asset", asset, "--from", "2026-03-01T08:00:00Z",
                                     "--to", "2026-03-01T06:00:00Z"], env=env)
     assert backwards.exit_code != 0 and "swap --from and --to" in str(backwards.exception)
