@@ -28,6 +28,7 @@ import copy
 import hashlib
 import inspect
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from linewatch.detectors import table
 from linewatch.detectors.base import METADATA_FILE, Explainer, as_batch
 from linewatch.detectors.calibration import (
     Calibrator,
+    PotCalibrator,
     calibration_split,
     calibrator_from_dict,
     make_calibrator,
@@ -306,6 +308,48 @@ class ModelBundle:
             threshold=self.threshold,
         )
 
+    def with_threshold(self, threshold: float, *, reason: str, dispositions: Sequence[str] = (),
+                       actor: str | None = None) -> ModelBundle:
+        """A copy alarming above ``threshold`` (calibrated scale), as a new version with the change on record.
+
+        Operators' dispositions move thresholds, not training data: the detector and the fitted
+        calibration curve stay as they are (so tail probabilities and calibrated scores do not
+        change), only the alarm point does, to a false-alarm target of ``10**-threshold``. ``meta``
+        keeps the previous version and threshold, the reason, who did it and the dispositions used,
+        so a threshold can always be traced back to the feedback that set it.
+
+        >>> import numpy as np
+        >>> from linewatch.detectors.calibration import EmpiricalCalibrator
+        >>> cal = EmpiricalCalibrator(target_far=0.01).fit(np.arange(1000.0))
+        >>> b = ModelBundle(detector=None, calibrator=cal, meta={"version": "v1"})
+        >>> b2 = b.with_threshold(2.5, reason="false alarms")
+        >>> round(b2.threshold, 2), b2.meta["threshold_change"]["previous_threshold"], b.threshold
+        (2.5, 2.0, 2.0)
+        >>> bool(b2.calibrator.is_alarm(np.array([997.0]))[0]), bool(b.calibrator.is_alarm(np.array([997.0]))[0])
+        (False, True)
+        """
+        if not np.isfinite(threshold) or threshold <= 0:
+            raise ConfigError(f"threshold {threshold!r} must be a positive -log10 false-alarm rate (e.g. 3.5)")
+        far = float(10.0 ** -threshold)
+        calibrator = copy.deepcopy(self.calibrator)
+        calibrator.target_far = far
+        calibrator.threshold_ = raw_threshold_for(calibrator, far)
+        now = datetime.now(UTC)
+        meta = copy.deepcopy(self.meta)
+        meta["version"] = now.strftime("%Y%m%dT%H%M%S%fZ") + f"-thr{threshold:.2f}".replace(".", "p")
+        meta["target_far"] = far
+        meta["threshold_change"] = {
+            "previous_version": self.version,
+            "previous_threshold": round(self.threshold, 6),
+            "threshold": threshold,
+            "reason": reason,
+            "actor": actor,
+            "dispositions": list(dispositions),
+            "changed_at": now.isoformat(),
+        }
+        return ModelBundle(detector=self.detector, calibrator=calibrator, feature_names=self.feature_names, meta=meta,
+                           modality=self.modality, scope=self.scope)
+
     def save(self, path: str | Path) -> Path:
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
@@ -477,3 +521,23 @@ def _with_seed(cls: type, params: dict[str, Any] | None, seed: int) -> dict[str,
     if "seed" in inspect.signature(cls).parameters:
         params.setdefault("seed", seed)
     return params
+
+
+def raw_threshold_for(calibrator: Calibrator, far: float) -> float:
+    """The raw score above which ``calibrator`` alarms at false-alarm rate ``far``, without refitting it.
+
+    The same rule the calibrators' ``fit`` uses: the empirical quantile of the reference scores
+    (the smallest score whose smoothed tail probability is at most ``far``), or the generalized
+    Pareto tail's quantile beyond the POT threshold.
+    """
+    if isinstance(calibrator, PotCalibrator) and calibrator.zeta_ is not None and far < calibrator.zeta_:
+        from scipy import stats
+
+        return float(calibrator.u_ + stats.genpareto.ppf(1.0 - far / calibrator.zeta_, calibrator.shape_, 0.0,
+                                                          calibrator.scale_))
+    body = calibrator.body_ if isinstance(calibrator, PotCalibrator) else calibrator
+    ref = body.reference_ if body is not None else None
+    if ref is None:
+        raise ConfigError("the model's calibrator is not fitted; retrain it before changing its threshold")
+    k = math.floor(far * (ref.size + 1)) - 1
+    return float(ref[ref.size - 1 - k]) if k >= 0 else float(np.nextafter(ref[-1], np.inf))
