@@ -62,7 +62,8 @@ def build_app(settings: Settings, bootstrap: str, database_url: str) -> faust.Ap
     The web server is switched on here, not in :func:`faust_settings`, so the benchmarks' bare
     Faust app (built from the same options) keeps running without one.
     """
-    from linewatch.schemas.topics import FRAMES, SCORES, SIGNALS, SPC
+    from linewatch.schemas.topics import DISPOSITIONS, FRAMES, SCORES, SIGNALS, SPC
+    from linewatch.streams.dispositions_agent import register_dispositions_agent
     from linewatch.streams.frames_agent import register_frames_agent
     from linewatch.streams.fusion_agent import register_fusion_agent
     from linewatch.streams.health import health_port, health_url, register_health_view, web_options
@@ -80,6 +81,8 @@ def build_app(settings: Settings, bootstrap: str, database_url: str) -> faust.Ap
                                                       database_url=database_url)),
         "fusion": (SCORES.name, register_fusion_agent(app, settings=settings, bootstrap=bootstrap,
                                                       database_url=database_url)),
+        "dispositions": (DISPOSITIONS.name, register_dispositions_agent(app, settings=settings, bootstrap=bootstrap,
+                                                                        database_url=database_url)),
     }
     register_health_view(app, agents, bootstrap=bootstrap, group_id=settings.app_id,
                          url=health_url(settings.health_host, port), security=settings.kafka_client_config())
