@@ -33,7 +33,7 @@ from linewatch.errors import DataError, InfrastructureError
 from linewatch.kafka import Publisher
 from linewatch.lifecycle import EXIT_INFRASTRUCTURE, READY_MESSAGE
 from linewatch.schemas.event_time import EventTimeWindow
-from linewatch.schemas.topics import DEADLETTER, SCORES
+from linewatch.schemas.topics import DEADLETTER, SCORES, SHADOW_SCORES
 from linewatch.storage.model_registry import ModelCache
 from linewatch.storage.writer import BatchWriter, Span, retry_schedule, spans_of
 from linewatch.streams.batch import BatchResult
@@ -158,6 +158,7 @@ class BatchRuntime(ABC):
         t1 = time.perf_counter()
         # Hand the messages to librdkafka first so delivery overlaps with the database write.
         self.publisher.publish(SCORES.name, result.score_messages)
+        self.publisher.publish(SHADOW_SCORES.name, result.shadow_messages)
         self.publisher.publish(DEADLETTER.name, result.deadletters.messages())
         t2 = time.perf_counter()
         self.writer.write(result.rows(), finished=finished)
@@ -214,6 +215,7 @@ class BatchRuntime(ABC):
                     part = BatchResult()
                     part.deadletters.add(msg, e)
             self.publisher.publish(SCORES.name, part.score_messages)
+            self.publisher.publish(SHADOW_SCORES.name, part.shadow_messages)
             self.publisher.publish(DEADLETTER.name, part.deadletters.messages())
             try:
                 self.writer.write(part.rows(), finished=[span], alone=True)
@@ -247,6 +249,7 @@ class BatchRuntime(ABC):
         s.count_reasons(d.reason for d in r.deadletters.items)
         s.counts.update(r.counts)
         s.counts["scores"] += len(r.scores)
+        s.counts["shadow_scores"] += len(r.shadow_scores)
         s.seconds.update(r.seconds)
         if len(r.deadletters):
             self.log.warning("%d %s message(s) dead-lettered, e.g. %s: %s", len(r.deadletters), self.modality,

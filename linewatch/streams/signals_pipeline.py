@@ -299,8 +299,8 @@ def _score_frames(out: BatchResult, state: SignalsState, bundle: ModelBundle, as
     ready &= usable
     out.counts["frames"] += sum(f.values is not None for f in frames)
     out.counts["suppressed"] += int(n - usable.sum())
-    events = [EventRef(event_id("signal_frame", asset, f.ts.isoformat()), asset, SIGNALS_SKU, None, f.ts)
-              for f in frames]
+    events = [EventRef(event_id("signal_frame", asset, f.ts.isoformat()), asset, SIGNALS_SKU, None, f.ts,
+                       f.machine_state) for f in frames]
     out.add_scores(Modality.SIGNALS, bundle, events, raw=raw, tail=tail, calibrated=cal, is_anomaly=flags & ready,
                    ready=ready, explanations=[_quality_notes(f) + expl[i] for i, f in enumerate(frames)],
                    scored_at=scored_at)
