@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import typer
 
-from linewatch.cli import backtest, bench, chaos, config, db, demo, simulate, status, train, worker
+from linewatch.cli import backtest, bench, chaos, config, db, demo, models, simulate, status, train, worker
 from linewatch.cli.common import run
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ app.command("chaos")(chaos.chaos_cmd)
 app.add_typer(db.db_app, name="db")
 app.add_typer(simulate.simulate_app, name="simulate")
 app.add_typer(train.train_app, name="train")
+app.add_typer(models.models_app, name="models")  # linewatch/cli/models.py: versions, promotion
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(backtest.backtest_app, name="backtest")
 
