@@ -127,9 +127,11 @@ def promote(conn: psycopg.Connection, model_id: str, version: str, *, actor: str
                      (model_id,))
         conn.execute("UPDATE model_versions SET shadow = false WHERE model_id = %s AND version = %s",
                      (model_id, version))
-        (promoted_at,) = conn.execute(
+        # Not INSERT ... RETURNING: the registrar may insert promotions but not read them back.
+        (promoted_at,) = conn.execute("SELECT clock_timestamp()").fetchone()
+        conn.execute(
             """INSERT INTO model_promotions (promoted_at, model_id, version, previous, actor, note)
-               VALUES (clock_timestamp(), %s, %s, %s, %s, %s) RETURNING promoted_at""",
-            (model_id, version, previous, actor, note),
-        ).fetchone()
+               VALUES (%s, %s, %s, %s, %s, %s)""",
+            (promoted_at, model_id, version, previous, actor, note),
+        )
     return Promotion(model_id, version, previous, actor, note, promoted_at)
