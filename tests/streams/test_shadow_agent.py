@@ -22,6 +22,7 @@ from linewatch.schemas.codec import decode, encode
 from linewatch.schemas.messages import Score
 from linewatch.simulation.spc import simulate_spc
 from linewatch.storage.promotion import promote
+from linewatch.streams.batch import BatchResult
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.spc_pipeline import StreamStates, score_spc_batch
 from linewatch.training import train_and_register
@@ -30,6 +31,8 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 N_PARTS = 120
+#: Parts per produced chunk (and per offline batch).
+CHUNK = 30
 
 
 class Fixed:
@@ -99,7 +102,9 @@ def test_a_shadow_version_scores_beside_the_champion_and_never_reaches_scores(wo
     live = simulate_spc(n_parts=N_PARTS, seed=22, fault_fraction=0.3, assets=(asset,), episode_length=15,
                         start=datetime(2026, 4, 2, tzinfo=UTC))
     records = [r.model_copy(update={"machine_state": "running"}) for r in live.records()]
-    produce_spc(bootstrap, records)
+    for chunk in range(0, N_PARTS, CHUNK):  # several batches: chart memory must carry across them
+        produce_spc(bootstrap, records[chunk : chunk + CHUNK])
+        time.sleep(0.3)
     assert wait_for("SELECT count(*) FROM scores WHERE asset_id = %s AND model_version = %s",
                     (asset, champion.version), N_PARTS, database_url) == N_PARTS
     assert wait_for("SELECT count(*) FROM shadow_scores WHERE asset_id = %s AND model_version = %s",
@@ -111,8 +116,10 @@ def test_a_shadow_version_scores_beside_the_champion_and_never_reaches_scores(wo
     # The champion's scores are the champion's alone: exactly what it gives with no shadow beside it.
     msgs = [RawMessage("spc", 0, i, asset.encode(), encode(r)) for i, r in enumerate(records)]
     alone = score_spc_batch(msgs, Fixed([_loaded(champion, shadow=False)]), StreamStates())
-    both = score_spc_batch(msgs, Fixed([_loaded(champion, shadow=False), _loaded(shadow, shadow=True)]),
-                           StreamStates())
+    both_models, both_states = Fixed([_loaded(champion, shadow=False), _loaded(shadow, shadow=True)]), StreamStates()
+    both = BatchResult()
+    for chunk in range(0, N_PARTS, CHUNK):
+        both.merge(score_spc_batch(msgs[chunk : chunk + CHUNK], both_models, both_states))
     expected_champion = {r[1]: (r[8], r[10], r[12]) for r in alone.scores}
     expected_shadow = {r[1]: (r[8], r[10], r[12]) for r in both.shadow_scores}
     got_champion = _rows(database_url, "scores", asset, champion.version)
