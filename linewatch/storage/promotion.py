@@ -47,8 +47,10 @@ class VersionInfo:
     active: bool
     shadow: bool
     provisional: bool
-    #: Calibrated threshold (-log10 tail probability); ``None`` when the calibration did not record one.
+    #: Alarm threshold on the calibrated scale, -log10(target false-alarm rate), as in ``scores.threshold``.
     threshold: float | None
+    #: The same threshold in the detector's own units; ``None`` when the calibration did not record one.
+    raw_threshold: float | None
     #: Whether the workers serve it now: the newest active champion, or the newest active shadow newer than it.
     served: bool
 
@@ -84,7 +86,8 @@ def list_versions(conn: psycopg.Connection, *, modality: str | None = None, asse
     served = {(r.model_id, r.version) for r in active_models(conn, [m.value for m in Modality])}
     rows = conn.execute(
         """SELECT model_id, version, modality, scope_asset, scope_sku, scope_camera, detector, created_at, active,
-                  shadow, provisional, (calibration->>'threshold')::float8
+                  shadow, provisional,
+                  -log(NULLIF((calibration->>'target_far')::float8, 0)), (calibration->>'threshold')::float8
            FROM model_versions
            WHERE (%(modality)s::text IS NULL OR modality = %(modality)s)
              AND (%(asset)s::text IS NULL OR scope_asset = %(asset)s)
