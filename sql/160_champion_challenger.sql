@@ -31,17 +31,20 @@ WITH opened AS (
     SELECT o.alert_id, o.asset_id, o.shadow, o.opened_at, v.verdict
     FROM opened o LEFT JOIN verdicts v USING (alert_id)
 ), matched AS (
+    -- The match is looked up in `alerts` itself, through its (asset_id, ts) index, so the view stays
+    -- a range scan per alert however long the history.
     SELECT x.asset_id, x.shadow, x.opened_at, x.verdict,
-           m.opened_at AS match_opened_at, m.verdict AS match_verdict
+           m.ts AS match_opened_at, mv.verdict AS match_verdict
     FROM judged x
     LEFT JOIN LATERAL (
-        SELECT y.opened_at, y.verdict
-        FROM judged y
-        WHERE y.asset_id = x.asset_id AND y.shadow <> x.shadow
-          AND y.opened_at BETWEEN x.opened_at - interval '600 seconds' AND x.opened_at + interval '600 seconds'
-        ORDER BY abs(extract(epoch FROM y.opened_at - x.opened_at)), y.opened_at, y.alert_id
+        SELECT a.ts, a.alert_id
+        FROM alerts a
+        WHERE a.asset_id = x.asset_id AND a.state = 'open' AND a.kind = 'anomaly' AND a.shadow <> x.shadow
+          AND a.ts BETWEEN x.opened_at - interval '600 seconds' AND x.opened_at + interval '600 seconds'
+        ORDER BY abs(extract(epoch FROM a.ts - x.opened_at)), a.ts, a.alert_id
         LIMIT 1
     ) m ON true
+    LEFT JOIN verdicts mv ON mv.alert_id = m.alert_id
 ), per_day AS (
     SELECT asset_id, opened_at::date AS day,
            count(*) FILTER (WHERE NOT shadow) AS champion_alerts,

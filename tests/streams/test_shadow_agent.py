@@ -52,17 +52,23 @@ def _loaded(ref, *, shadow: bool) -> ModelBundle:
     return bundle
 
 
-def _topic_values(bootstrap: str, topic: str, key: bytes, expected: int) -> list[bytes]:
+def _scores_on(bootstrap: str, topic: str, key: bytes, versions: set[str], expected: int) -> list[Score]:
+    """``topic``'s scores of the given model versions for one asset (other tests' models may score it too)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    out: list[bytes] = []
+
+    def take(timeout: float) -> list[Score]:
+        found = [decode(m.value(), Score) for m in consumer.consume(500, timeout)
+                 if m.error() is None and m.key() == key]
+        return [s for s in found if s.model_version in versions]
+
+    out: list[Score] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(out) < expected:
-        out += [m.value() for m in consumer.consume(500, 0.5) if m.error() is None and m.key() == key]
-    # A little longer: anything more than expected would be a duplicate or a leak.
-    out += [m.value() for m in consumer.consume(500, 1.0) if m.error() is None and m.key() == key]
+        out += take(0.5)
+    out += take(1.0)  # a little longer: anything more than expected would be a duplicate or a leak
     consumer.close()
     return out
 
@@ -86,7 +92,7 @@ def test_a_shadow_version_scores_beside_the_champion_and_never_reaches_scores(wo
     assert shadow.shadow and not champion.shadow
     # A shadow of its own for a probe asset, registered last: once the worker scores the probe with
     # it, the refresh that loaded it has loaded the asset's two versions too.
-    train_and_register(normal.X, seed=2, shadow=True, **{**common, "scope": Scope(probe)})
+    _, probe_ref = train_and_register(normal.X, seed=2, shadow=True, **{**common, "scope": Scope(probe)})
     for i in range(60):
         start = datetime(2026, 4, 1, tzinfo=UTC) + timedelta(minutes=i)
         produce_spc(bootstrap, simulate_spc(n_parts=1, seed=100 + i, fault_fraction=0.0, assets=(probe,),
@@ -96,8 +102,9 @@ def test_a_shadow_version_scores_beside_the_champion_and_never_reaches_scores(wo
             break
     else:
         pytest.fail("the worker never served the probe's shadow version")
-    # The probe had no champion: its scores went to shadow_scores only.
-    assert wait_for("SELECT count(*) FROM scores WHERE asset_id = %s", (probe,), 1, database_url, timeout=1) == 0
+    # The probe's version is a shadow without a champion of its model id: it scored into shadow_scores only.
+    assert wait_for("SELECT count(*) FROM scores WHERE asset_id = %s AND model_version = %s",
+                    (probe, probe_ref.version), 1, database_url, timeout=1) == 0
 
     live = simulate_spc(n_parts=N_PARTS, seed=22, fault_fraction=0.3, assets=(asset,), episode_length=15,
                         start=datetime(2026, 4, 2, tzinfo=UTC))
@@ -136,12 +143,12 @@ def test_a_shadow_version_scores_beside_the_champion_and_never_reaches_scores(wo
     assert {r[1]: (r[8], r[10], r[12]) for r in both.scores} == expected_champion
 
     # Messages: the shadow's on shadow_scores only, marked; the champion's on scores only.
-    key = asset.encode()
-    on_shadow = [decode(v, Score) for v in _topic_values(bootstrap, "shadow_scores", key, N_PARTS)]
-    on_scores = [decode(v, Score) for v in _topic_values(bootstrap, "scores", key, N_PARTS)]
-    assert {s.event_id for s in on_shadow} == {r.event_id for r in records}
+    key, versions = asset.encode(), {champion.version, shadow.version}
+    on_shadow = _scores_on(bootstrap, "shadow_scores", key, versions, N_PARTS)
+    on_scores = _scores_on(bootstrap, "scores", key, versions, N_PARTS)
+    assert sorted(s.event_id for s in on_shadow) == sorted(r.event_id for r in records)
     assert all(s.shadow and s.model_version == shadow.version for s in on_shadow)
-    assert {s.event_id for s in on_scores} == {r.event_id for r in records}
+    assert sorted(s.event_id for s in on_scores) == sorted(r.event_id for r in records)
     assert all(not s.shadow and s.model_version == champion.version for s in on_scores)
     assert {s.machine_state for s in on_scores + on_shadow} == {"running"}
 
