@@ -63,6 +63,7 @@ from linewatch.signals.framing import (
     frame_columns,
 )
 from linewatch.signals.quality import QualityGate
+from linewatch.storage.model_registry import is_shadow
 from linewatch.streams.batch import BatchResult, ModelSource
 from linewatch.streams.messages import RawMessage
 
@@ -108,7 +109,7 @@ class SignalsState:
 
     @staticmethod
     def key(asset: str, bundle: ModelBundle) -> StreamKey:
-        return (asset, bundle.detector_name, bundle.version)
+        return (asset, bundle.detector_name, role_version(bundle))
 
     def stream(self, asset: str, bundle: ModelBundle) -> Any:
         k = self.key(asset, bundle)
@@ -199,6 +200,16 @@ class SignalsState:
         return state
 
 
+def role_version(bundle: ModelBundle) -> str:
+    """The version, marked when it is a shadow's: a champion and a shadow never share state, even under one version.
+
+    >>> from linewatch.detectors.bundle import ModelBundle
+    >>> role_version(ModelBundle(None, None, meta={"version": "v1", "shadow": True}))
+    'v1 (shadow)'
+    """
+    return bundle.version + (" (shadow)" if is_shadow(bundle) else "")
+
+
 def score_signals_batch(messages: list[RawMessage], models: ModelSource,
                         state: SignalsState | None = None, *, event_window: EventTimeWindow | None = None
                         ) -> BatchResult:
@@ -244,7 +255,7 @@ def score_signals_batch(messages: list[RawMessage], models: ModelSource,
             except ConfigError as e:
                 out.problems.append(f"model {bundle.detector_name}@{bundle.version}: {e}")
                 continue
-            key = f"{bundle.detector_name}@{bundle.version}"
+            key = f"{bundle.detector_name}@{role_version(bundle)}"
             frames, problems = state.frames.take(asset, key, columns, slots[asset])
             out.problems += problems
             if frames:
