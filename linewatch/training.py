@@ -83,13 +83,18 @@ def fit_model(
     )
 
 
-def register(bundle: ModelBundle, *, database_url: str, model_dir: Path) -> ModelRef:
-    """Save ``bundle`` under ``model_dir`` and make it the active version of its model id."""
+def register(bundle: ModelBundle, *, database_url: str, model_dir: Path, shadow: bool = False) -> ModelRef:
+    """Save ``bundle`` under ``model_dir`` and make it the active version of its model id.
+
+    ``shadow=True`` registers it as a challenger: it scores beside the champion into
+    ``shadow_scores`` and is never routed until ``linewatch models promote`` makes it the champion.
+    """
     with connect(database_url) as conn:
-        return save_and_register(conn, bundle, model_dir=model_dir)
+        return save_and_register(conn, bundle, model_dir=model_dir, shadow=shadow)
 
 
-def train_and_register(X: Any, *, database_url: str, model_dir: Path, **fit: Any) -> tuple[ModelBundle, ModelRef]:
-    """Fit (:func:`fit_model`, same keywords) and register in one call."""
+def train_and_register(X: Any, *, database_url: str, model_dir: Path, shadow: bool = False,
+                       **fit: Any) -> tuple[ModelBundle, ModelRef]:
+    """Fit (:func:`fit_model`, same keywords) and register in one call (``shadow``: as a challenger)."""
     bundle = fit_model(X, **fit)
-    return bundle, register(bundle, database_url=database_url, model_dir=model_dir)
+    return bundle, register(bundle, database_url=database_url, model_dir=model_dir, shadow=shadow)

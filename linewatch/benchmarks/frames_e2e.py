@@ -206,7 +206,7 @@ def _detector_alone(database_url: str, sku: str, pool: list[np.ndarray], encodin
     """
     cache = ModelCache(database_url=database_url, modalities=("frames",))
     cache.refresh(force=True)
-    models = cache.models_for("frames", "a", sku, "cam-1")
+    models = cache.champions_for("frames", "a", sku, "cam-1")
     model = models[0] if models else None
     if model is None:
         raise InfrastructureError(f"the bench model for {sku} did not load from the database")

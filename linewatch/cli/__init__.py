@@ -29,6 +29,7 @@ from linewatch.cli import (
     demo,
     dispositions,
     maintenance,
+    models,
     simulate,
     status,
     thresholds,
@@ -54,6 +55,7 @@ app.command("chaos")(chaos.chaos_cmd)
 app.add_typer(db.db_app, name="db")
 app.add_typer(simulate.simulate_app, name="simulate")
 app.add_typer(train.train_app, name="train")
+app.add_typer(models.models_app, name="models")  # linewatch/cli/models.py: versions, promotion
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(backtest.backtest_app, name="backtest")
 app.command("disposition")(dispositions.disposition_cmd)

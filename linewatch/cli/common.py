@@ -29,6 +29,12 @@ from linewatch.errors import ConfigError, InfrastructureError, LinewatchError
 console = Console(stderr=True)
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML settings file (see `linewatch config`).")]
 
+#: ``train spc|signals|frames --shadow``: register the new version as a challenger.
+ShadowOption = Annotated[bool, typer.Option(
+    "--shadow", help="register the new version as a shadow (challenger): workers score its scope's events beside "
+    "the current model into shadow_scores and shadow alerts, never routed, until `linewatch models promote` makes "
+    "it the champion")]
+
 # Image-model options shared by `train frames` and `backtest images`, so the two read alike.
 PresetOption = Annotated[str, typer.Option(help="PatchCore settings: fast (>= 50 frames/s) or accurate")]
 CalibrationOption = Annotated[str, typer.Option(help="auto, empirical or pot")]

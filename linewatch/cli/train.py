@@ -23,6 +23,7 @@ from linewatch.cli.common import (
     ImageSizeOption,
     MaxBankSizeOption,
     PresetOption,
+    ShadowOption,
     console,
     print_calibration_report,
     settings,
@@ -60,6 +61,7 @@ def train_spc_cmd(
         help="run rules the workers apply live to each characteristic: western_electric, nelson or none")] = (
         "western_electric"),
     seed: Annotated[int, typer.Option()] = 0,
+    shadow: ShadowOption = False,
 ) -> None:
     """Fit an SPC model on known-good parts, save it as a new version and make workers use it.
 
@@ -119,9 +121,9 @@ def train_spc_cmd(
             np.asarray(X), feature_names=names, database_url=stack.database_url, model_dir=s.model_dir,
             detector=detector, calibration=calibration, target_far=target_far or s.target_far, seed=seed,
             scope=Scope(asset=asset, sku=sku), train_start=window[0], train_end=window[1], context=context,
-            run_rules=None if run_rules == "none" else run_rules, groups=streams,
+            run_rules=None if run_rules == "none" else run_rules, groups=streams, shadow=shadow,
         )
-    console.print(f"model {ref.model_id}@{ref.version}: {bundle.detector_name} on {len(X)} rows x "
+    console.print(f"model {ref.model_id}@{ref.version}{_role(ref.shadow)}: {bundle.detector_name} on {len(X)} rows x "
                   f"{len(names)} characteristics, threshold {bundle.threshold:.2f} (-log10 p), "
                   f"saved to {ref.artifact_path}")
     print_calibration_report(bundle.calibration_report)
@@ -151,6 +153,7 @@ def train_signals_cmd(
     asset: Annotated[str, typer.Option(help="asset this model is for ('*' = any)")] = "*",
     target_far: Annotated[float | None, typer.Option(help="false alarms per normal frame, e.g. 0.001")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    shadow: ShadowOption = False,
 ) -> None:
     """Fit a multi-sensor signals model on known-good windows and register it as a version.
 
@@ -197,9 +200,10 @@ def train_signals_cmd(
         bundle, ref = train_and_register(
             frames.X, modality="signals", **frames.provenance(), database_url=stack.database_url,
             model_dir=s.model_dir, detector=detector, target_far=target_far or s.target_far, seed=seed,
-            scope=Scope(asset=asset),
+            scope=Scope(asset=asset), shadow=shadow,
         )
-    console.print(f"model {ref.model_id}@{ref.version}: {bundle.detector_name} on {len(frames.X)} frames x "
+    console.print(f"model {ref.model_id}@{ref.version}{_role(ref.shadow)}: {bundle.detector_name} on "
+                  f"{len(frames.X)} frames x "
                   f"{len(bundle.feature_names)} features, saved to {ref.artifact_path}")
     print_calibration_report(bundle.calibration_report)
     console.print(Coverage.from_dict(bundle.meta["coverage"]))
@@ -261,6 +265,7 @@ def train_frames_cmd(
     coreset_ratio: CoresetRatioOption = None,
     max_bank_size: MaxBankSizeOption = None,
     seed: Annotated[int, typer.Option()] = 0,
+    shadow: ShadowOption = False,
 ) -> None:
     """Fit an image model on known-good frames of one SKU (and camera), register it, and make workers use it.
 
@@ -291,13 +296,21 @@ def train_frames_cmd(
                 database_url=stack.database_url, model_dir=s.model_dir, target_far=target_far,
                 calibration=calibration, calibration_fraction=calibration_fraction, fold_order=fold_order, seed=seed,
                 progress=progress,
-                detector_params=params,
+                detector_params=params, shadow=shadow,
             )
     meta = model.meta
     console.print(
-        f"model {escape(ref.model_id)}@{ref.version}: patchcore on {meta['n_fit']} good frames, calibrated on "
+        f"model {escape(ref.model_id)}@{ref.version}{_role(ref.shadow)}: patchcore on {meta['n_fit']} good frames, "
+        "calibrated on "
         f"{meta['n_calibration']} out-of-sample scores ({model.calibrator.kind}), "
         f"bank {model.detector.memory_bank_.shape[0]}, "
         f"raw threshold {model.raw_threshold:.3g} at target_far {target_far:g}; saved to {escape(ref.artifact_path)}"
     )
     print_calibration_report(model.calibration_report)
+
+
+def _role(shadow: bool) -> str:
+    """What a freshly registered version is, after its id: nothing for a champion."""
+    if not shadow:
+        return ""
+    return " (shadow: scores into shadow_scores, never routed; promote with `linewatch models promote`)"

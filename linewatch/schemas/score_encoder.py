@@ -56,6 +56,9 @@ class EventRef(NamedTuple):
     sku: str
     part_id: str | None
     ts: datetime
+    #: The machine's state the event reported (running, idle, changeover ...): in the message, for
+    #: fusion's suppression; not in the row (``scores`` keeps it in ``machine_states``' own table).
+    machine_state: str | None = None
 
 
 def explanation(contributions: np.ndarray, names: Sequence[str], k: int = TOP_CONTRIBUTIONS) -> list[Explanation]:
@@ -102,9 +105,13 @@ def encode_scores(
     model_version: str,
     threshold: float,
     events: Sequence[EventRef],
+    shadow: bool = False,
     **verdicts: Unpack[Verdicts],
 ) -> tuple[list[ScoreMessage], list[tuple]]:
     """``(key, value, headers)`` messages for the ``scores`` topic and rows in ``ScoreRow`` field order.
+
+    ``shadow=True`` (a challenger model's verdicts) marks every message ``"shadow":true``; its rows
+    have the same shape and go to ``shadow_scores``, its messages to the ``shadow_scores`` topic.
 
     One detector's verdicts on ``events``, all arrays aligned with them. ``top_feature`` of a row
     is the name of its first contribution (a feature, a rule, a region or a data-quality note),
@@ -123,7 +130,7 @@ def encode_scores(
     scored_iso = scored_at.isoformat()
     common = (f'"modality":{dumps(str(modality))},'
               f'"scored_at":"{scored_iso}","detector":{dumps(detector)},"model_version":{dumps(model_version)},'
-              f'"threshold":{threshold!r}')
+              f'"threshold":{threshold!r}' + (',"shadow":true' if shadow else ''))
     modality_s = str(modality)
     messages: list[ScoreMessage] = []
     dedup_suffix = f"/{detector}/{model_version}".encode()
@@ -134,6 +141,8 @@ def encode_scores(
         anomalous, is_ready = bool(flags[i]), bool(ready_l[i])
         expl_json = dumps(contributions)
         part = f'"part_id":{dumps(ev.part_id)},' if ev.part_id is not None else ""
+        if ev.machine_state is not None:
+            part += f'"machine_state":{dumps(ev.machine_state)},'
         body = (
             f'{{"schema_version":{SCHEMA_VERSION},"event_id":"{ev.event_id}",{common},'
             f'"asset_id":{dumps(ev.asset_id)},"sku":{dumps(ev.sku)},{part}"ts":"{ev.ts.isoformat()}",'

@@ -301,6 +301,8 @@ class SignalFrame:
     #: Sensors whose windows came but cannot give the model's features, with the reason
     #: (``"vibration: no shaft speed ..."``): the frame is reported unscored.
     unscored: tuple[str, ...] = ()
+    #: The machine state its windows reported (the first of its sensors, by name, that reported one).
+    machine_state: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -317,6 +319,12 @@ class _Held:
     names: tuple[str, ...]
     values: np.ndarray
     issues: int
+    machine_state: str | None = None
+
+
+def _machine_state(held: Iterable[_Held | None]) -> str | None:
+    """The first machine state reported by ``held`` (in sensor order): a frame's context for fusion."""
+    return next((h.machine_state for h in held if h is not None and h.machine_state is not None), None)
 
 
 @dataclass
@@ -356,7 +364,7 @@ class FrameBuilder:
         if any(h.event_id == eid for h in held):
             st.counters["duplicate"] += 1
             return set()
-        h = _Held(w.meta.sensor, w.start, w.end, eid, w.names, w.values, w.issues)
+        h = _Held(w.meta.sensor, w.start, w.end, eid, w.names, w.values, w.issues, w.meta.machine_state)
         bisect.insort(held, h, key=lambda x: x.start)
         st.watermark = max(st.watermark, h.end)
         slots = {self.slot_of(h.start)}
@@ -406,7 +414,8 @@ class FrameBuilder:
                 if max(h.end for h in starts_here) <= horizon:
                     st.counters["missing"] += 1
                     ids = tuple(h.event_id for h in starts_here)
-                    frames.append(SignalFrame(asset, k, ts, None, ids, self._bad(st, k), missing))
+                    frames.append(SignalFrame(asset, k, ts, None, ids, self._bad(st, k), missing,
+                                              machine_state=_machine_state(starts_here)))
                     last = k
                 else:
                     pending.add(k)
@@ -419,7 +428,8 @@ class FrameBuilder:
                 ids = tuple(chosen[s].event_id for s in sensors)  # type: ignore[union-attr]
                 reasons = tuple(f"{s}: no shaft speed (send SignalMeta.speed_hz or set asset_speed_hz)"
                                 for s in no_speed)
-                frames.append(SignalFrame(asset, k, ts, None, ids, self._bad(st, k), unscored=reasons))
+                frames.append(SignalFrame(asset, k, ts, None, ids, self._bad(st, k), unscored=reasons,
+                                          machine_state=_machine_state(chosen[s] for s in sensors)))
                 last = k
                 continue
             values = np.empty(len(columns))
@@ -435,7 +445,8 @@ class FrameBuilder:
                     break
             else:
                 ids = tuple(chosen[s].event_id for s in sensors)  # type: ignore[union-attr]
-                frames.append(SignalFrame(asset, k, ts, values, ids, self._bad(st, k)))
+                frames.append(SignalFrame(asset, k, ts, values, ids, self._bad(st, k),
+                                          machine_state=_machine_state(chosen[s] for s in sensors)))
                 last = k
         if last is not None:
             st.last_slot[key] = last
@@ -486,7 +497,8 @@ class FrameBuilder:
                         name_sets.append(list(h.names))
                     key = f"w{len(arrays)}"
                     arrays[key] = h.values
-                    wins.append([s, h.start, h.end, str(h.event_id), name_sets.index(list(h.names)), key, h.issues])
+                    wins.append([s, h.start, h.end, str(h.event_id), name_sets.index(list(h.names)), key, h.issues,
+                                 h.machine_state])
             assets[asset] = {
                 "windows": wins,
                 "watermark": st.watermark if math.isfinite(st.watermark) else None,
@@ -510,9 +522,10 @@ class FrameBuilder:
                 pending={k: set(v) for k, v in d["pending"].items()},
                 counters={"no_speed": 0, **{k: int(v) for k, v in d["counters"].items()}},
             )
-            for s, start, end, eid, ni, key, issues in d["windows"]:
+            for s, start, end, eid, ni, key, issues, *state in d["windows"]:  # state: absent in older saves
                 st.windows.setdefault(s, []).append(
-                    _Held(s, float(start), float(end), uuid.UUID(eid), names[ni], arrays[key], int(issues))
+                    _Held(s, float(start), float(end), uuid.UUID(eid), names[ni], arrays[key], int(issues),
+                          state[0] if state else None)
                 )
             fb.assets[asset] = st
         return fb

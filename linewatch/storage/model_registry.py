@@ -7,6 +7,13 @@ trained model goes live without restarting anything. Several detectors can watch
 scope (a Hotelling T² next to EWMA charts, say); for each detector the most specific scope
 wins (:meth:`~linewatch.detectors.bundle.Scope.candidates`: asset, then SKU, then camera).
 
+A version registered as a *shadow* (challenger) scores beside its model's champion without
+replacing it: :func:`active_models` returns the newest active champion of each model id and the
+newest active shadow newer than it, and the cache files the two apart (``bundle.meta["shadow"]``),
+so a shadow never takes the champion's place in memory. A shadow is "per asset" through its scope:
+one scoped to an asset challenges that asset's champion only. ``linewatch models promote`` turns a
+shadow into the champion (:mod:`linewatch.storage.promotion`).
+
 A version's files travel through the database, not a shared volume: registering packs the saved
 bundle into ``model_artifacts`` by SHA-256 (:mod:`linewatch.storage.artifacts`), and the cache
 fetches, verifies and unpacks it into a local directory keyed by that hash before loading it.
@@ -28,7 +35,7 @@ from linewatch.errors import LinewatchError
 from linewatch.storage.artifacts import ArtifactCache, pack_directory, read_artifact, store_artifact
 from linewatch.storage.connection import connect
 
-__all__ = ["ANY", "ModelCache", "ModelRef", "active_models", "model_id_for", "save_and_register"]
+__all__ = ["ANY", "ModelCache", "ModelRef", "active_models", "is_shadow", "model_id_for", "save_and_register"]
 
 log = logging.getLogger(__name__)
 #: Legacy versions (no stored artifact) already warned about in this process, as ``model_id@version``.
@@ -46,6 +53,8 @@ class ModelRef:
     artifact_path: str
     #: The version's bundle in ``model_artifacts``; ``None`` for versions registered before artifacts were stored.
     artifact_sha256: str | None = None
+    #: A challenger: its scores go to ``shadow_scores`` and are never routed.
+    shadow: bool = False
 
     @property
     def scope(self) -> Scope:
@@ -64,8 +73,18 @@ def model_id_for(modality: str, detector: str, scope: Scope) -> str:
     return f"{modality}:{scope.asset}:{scope.sku}:{camera}{detector}"
 
 
-def save_and_register(conn: psycopg.Connection, bundle: ModelBundle, *, model_dir: Path) -> ModelRef:
+def is_shadow(bundle: ModelBundle) -> bool:
+    """Whether ``bundle`` is a shadow (challenger) version: the cache marks loaded bundles in ``meta["shadow"]``."""
+    return bool(bundle.meta.get("shadow", False))
+
+
+def save_and_register(conn: psycopg.Connection, bundle: ModelBundle, *, model_dir: Path,
+                      shadow: bool = False) -> ModelRef:
     """Write the bundle under ``model_dir/<model_id>/<version>``, store its files and record it as the active version.
+
+    With ``shadow=True`` the version is a challenger: workers score its scope's events with it
+    beside the champion (into ``shadow_scores``), and the champion keeps serving until
+    ``linewatch models promote`` makes the shadow the champion.
 
     The saved directory is packed and stored in ``model_artifacts`` in the same transaction as the
     ``model_versions`` row, so a version is never visible without its bytes; workers load those
@@ -82,8 +101,8 @@ def save_and_register(conn: psycopg.Connection, bundle: ModelBundle, *, model_di
         conn.execute(
             """INSERT INTO model_versions (model_id, version, modality, scope_asset, scope_sku, scope_camera,
                    detector, feature_names, n_samples, train_start, train_end, data_hash, calibration,
-                   artifact_path, artifact_sha256, provisional, coverage)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   artifact_path, artifact_sha256, provisional, coverage, shadow)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (model_id, version) DO NOTHING""",
             (
                 model_id, bundle.version, bundle.modality, scope.asset, scope.sku, scope.camera,
@@ -94,19 +113,36 @@ def save_and_register(conn: psycopg.Connection, bundle: ModelBundle, *, model_di
                 str(path), sha256, bundle.provisional,
                 # What the training data covered (sql/130), queryable without unpacking the bundle.
                 json.dumps(meta["coverage"]) if meta.get("coverage") is not None else None,
+                shadow,
             ),
         )
     return ModelRef(model_id, bundle.version, bundle.modality, scope.asset, scope.sku, scope.camera, str(path),
-                    sha256)
+                    sha256, shadow)
 
 
 def active_models(conn: psycopg.Connection, modalities: Iterable[str]) -> list[ModelRef]:
-    """The newest active version of every model of the given modalities."""
+    """Per model id of the given modalities: the newest active champion, and the newest active shadow newer than it.
+
+    A shadow older than its model's champion has been overtaken (the champion was retrained after
+    it) and challenges nothing, so it is not served. A shadow of a model id without a champion
+    (scoped to one asset, challenging a wider scope's champion) is served.
+    """
     rows = conn.execute(
-        """SELECT DISTINCT ON (model_id) model_id, version, modality, scope_asset, scope_sku, scope_camera,
-                  artifact_path, artifact_sha256
-           FROM model_versions WHERE modality = ANY(%s) AND active
-           ORDER BY model_id, created_at DESC, version DESC""",
+        """WITH live AS (
+               SELECT model_id, version, modality, scope_asset, scope_sku, scope_camera, artifact_path,
+                      artifact_sha256, shadow, created_at
+               FROM model_versions WHERE modality = ANY(%s) AND active),
+           champion AS (
+               SELECT DISTINCT ON (model_id) * FROM live WHERE NOT shadow
+               ORDER BY model_id, created_at DESC, version DESC),
+           challenger AS (
+               SELECT DISTINCT ON (s.model_id) s.* FROM live s LEFT JOIN champion c ON c.model_id = s.model_id
+               WHERE s.shadow AND (c.model_id IS NULL OR (s.created_at, s.version) > (c.created_at, c.version))
+               ORDER BY s.model_id, s.created_at DESC, s.version DESC)
+           SELECT model_id, version, modality, scope_asset, scope_sku, scope_camera, artifact_path,
+                  artifact_sha256, shadow
+           FROM (SELECT * FROM champion UNION ALL SELECT * FROM challenger) AS served
+           ORDER BY model_id, shadow""",
         (list(modalities),),
     ).fetchall()
     return [ModelRef(*r) for r in rows]
@@ -139,8 +175,10 @@ class ModelCache:
         self._refresh_s = refresh_s
         self._clock = clock
         self._next_refresh = 0.0
-        self._loaded: dict[str, ModelRef] = {}  # model_id -> the version in memory
-        self._by_scope: dict[tuple[str, Scope], dict[str, ModelBundle]] = {}  # (modality, scope) -> detector
+        #: (model_id, shadow) -> the version in memory: a champion and its shadow are held side by side.
+        self._loaded: dict[tuple[str, bool], ModelRef] = {}
+        #: (modality, scope, shadow) -> detector name -> bundle.
+        self._by_scope: dict[tuple[str, Scope, bool], dict[str, ModelBundle]] = {}
 
     def refresh(self, *, force: bool = False) -> list[str]:
         """Load new versions if it is time; returns the ``model_id@version`` strings that changed."""
@@ -157,12 +195,13 @@ class ModelCache:
             log.warning("cannot look for new %s models (%s); keeping the %d loaded", label, e, len(self))
             return []
         changed = []
-        for gone in set(self._loaded) - {r.model_id for r in refs}:
+        for gone in set(self._loaded) - {(r.model_id, r.shadow) for r in refs}:
             old = self._loaded.pop(gone)
             self._forget(old)
-            changed.append(f"{gone}@{old.version} (deactivated)")
+            changed.append(f"{_label(old)} (deactivated)" if not old.shadow else f"{_label(old)} (no longer served)")
         for ref in refs:
-            if ref.model_id in self._loaded and self._loaded[ref.model_id].version == ref.version:
+            key = (ref.model_id, ref.shadow)
+            if key in self._loaded and self._loaded[key].version == ref.version:
                 continue
             try:
                 bundle = self._load(ref)
@@ -170,17 +209,18 @@ class ModelCache:
                 source = f"artifact {ref.artifact_sha256[:12]}" if ref.artifact_sha256 else ref.artifact_path
                 log.error("cannot load model %s@%s from %s: %s", ref.model_id, ref.version, source, e)
                 continue
-            if ref.model_id in self._loaded:
-                self._forget(self._loaded[ref.model_id])
+            if key in self._loaded:
+                self._forget(self._loaded[key])
             self._file(bundle)
-            self._loaded[ref.model_id] = ref
-            changed.append(f"{ref.model_id}@{ref.version}")
+            self._loaded[key] = ref
+            changed.append(_label(ref))
         return changed
 
     def _load(self, ref: ModelRef) -> ModelBundle:
         bundle = ModelBundle.load(self._directory(ref))
         # The registry row is the truth about what a version serves, whatever the files say.
         bundle.meta["version"] = ref.version
+        bundle.meta["shadow"] = ref.shadow
         bundle.modality, bundle.scope = ref.modality, ref.scope
         _warm_up(bundle)  # inside the load: a model whose session cannot open is skipped like a bad file
         return bundle
@@ -199,10 +239,11 @@ class ModelCache:
         return self._artifacts.get(sha256, lambda: read_artifact(url, sha256, what=label), what=label)
 
     def _file(self, bundle: ModelBundle) -> None:
-        self._by_scope.setdefault((bundle.modality, bundle.scope), {})[bundle.detector_name] = bundle
+        key = (bundle.modality, bundle.scope, is_shadow(bundle))
+        self._by_scope.setdefault(key, {})[bundle.detector_name] = bundle
 
     def _forget(self, ref: ModelRef) -> None:
-        models = self._by_scope.get((ref.modality, ref.scope), {})
+        models = self._by_scope.get((ref.modality, ref.scope, ref.shadow), {})
         for name, bundle in list(models.items()):
             if bundle.version == ref.version:
                 del models[name]
@@ -211,15 +252,27 @@ class ModelCache:
         """Serve ``bundle`` for its modality and scope without the database (replay from files, tests).
 
         A later :meth:`refresh` replaces it if the database holds an active model for the same scope.
+        A bundle with ``meta["shadow"]`` set is served as a shadow beside the champion.
         """
         _warm_up(bundle)
         self._file(bundle)
 
     def models_for(self, modality: str, asset: str, sku: str, camera: str = ANY) -> list[ModelBundle]:
-        """Every detector's model for this event, each from its most specific scope, by detector name."""
+        """Every detector's model for this event, each from its most specific scope: champions, then shadows.
+
+        Champions and shadows are chosen apart, so a shadow scoped to this asset never hides the
+        champion of a wider scope (it challenges it); tell them apart with :func:`is_shadow`.
+        """
+        return self.champions_for(modality, asset, sku, camera) + self._chosen(modality, asset, sku, camera, True)
+
+    def champions_for(self, modality: str, asset: str, sku: str, camera: str = ANY) -> list[ModelBundle]:
+        """The champions only (for backtests and benchmarks that must not score a challenger)."""
+        return self._chosen(modality, asset, sku, camera, False)
+
+    def _chosen(self, modality: str, asset: str, sku: str, camera: str, shadow: bool) -> list[ModelBundle]:
         chosen: dict[str, ModelBundle] = {}
         for scope in Scope(asset, sku, camera).candidates():
-            for name, bundle in self._by_scope.get((modality, scope), {}).items():
+            for name, bundle in self._by_scope.get((modality, scope, shadow), {}).items():
                 chosen.setdefault(name, bundle)
         return [chosen[name] for name in sorted(chosen)]
 
@@ -229,10 +282,15 @@ class ModelCache:
         A copy, so a health check may call it from another thread while a batch refreshes the
         cache; models added with :meth:`add` (no registry row) are not listed.
         """
-        return {model_id: ref.version for model_id, ref in dict(self._loaded).items()}
+        return {model_id + (" (shadow)" if shadow else ""): ref.version
+                for (model_id, shadow), ref in dict(self._loaded).items()}
 
     def __len__(self) -> int:
         return sum(len(models) for models in self._by_scope.values())
+
+
+def _label(ref: ModelRef) -> str:
+    return f"{ref.model_id}@{ref.version}" + (" (shadow)" if ref.shadow else "")
 
 
 def _warm_up(bundle: ModelBundle) -> None:

@@ -16,8 +16,9 @@ import numpy as np
 from typing_extensions import Unpack
 
 from linewatch.detectors.bundle import ModelBundle
-from linewatch.schemas.rows import DeadLetterRow, Row, ScoreRow
+from linewatch.schemas.rows import DeadLetterRow, Row, ScoreRow, ShadowScoreRow
 from linewatch.schemas.score_encoder import EventRef, ScoreMessage, Verdicts, encode_scores
+from linewatch.storage.model_registry import is_shadow
 from linewatch.streams.messages import DeadLetters
 
 
@@ -36,6 +37,8 @@ class BatchResult:
     score_messages: list[ScoreMessage] = field(default_factory=list)  # (key, value, headers)
     #: Messages for other topics, by topic name (the fusion agent's alerts), published like the scores.
     messages: defaultdict[str, list[ScoreMessage]] = field(default_factory=lambda: defaultdict(list))
+    #: Shadow (challenger) models' messages, for the ``shadow_scores`` topic only: never routed.
+    shadow_messages: list[ScoreMessage] = field(default_factory=list)
     deadletters: DeadLetters = field(default_factory=DeadLetters)
     #: Modality counters: ``records``, ``windows``, ``frames``, ``anomalies``, ``unscored`` ...
     counts: Counter[str] = field(default_factory=Counter)
@@ -51,6 +54,11 @@ class BatchResult:
         """The ``scores`` rows (every modality writes them)."""
         return self.tables[ScoreRow]
 
+    @property
+    def shadow_scores(self) -> list[tuple]:
+        """The ``shadow_scores`` rows: shadow versions' verdicts, kept out of ``scores``."""
+        return self.tables[ShadowScoreRow]
+
     def add_scores(
         self,
         modality: str,
@@ -58,12 +66,24 @@ class BatchResult:
         events: Sequence[EventRef],
         **verdicts: Unpack[Verdicts],
     ) -> None:
-        """Add one model's verdicts on ``modality`` events as ``scores`` rows and messages (one encoder for all)."""
+        """Add one model's verdicts on ``modality`` events as rows and messages (one encoder for all).
+
+        A champion's go to ``scores``; a shadow's (:func:`~linewatch.storage.model_registry.is_shadow`)
+        to ``shadow_scores`` (table and topic) and nowhere else, so a challenger never reaches what
+        routes alerts. Its anomalies count as ``shadow_anomalies``, not ``anomalies``.
+        """
+        shadow = is_shadow(bundle)
         messages, rows = encode_scores(modality=modality, detector=bundle.detector_name, model_version=bundle.version,
-                                       threshold=bundle.threshold, events=events, **verdicts)
-        self.score_messages += messages
-        self.tables[ScoreRow] += rows
-        self.counts["anomalies"] += int(np.count_nonzero(verdicts["is_anomaly"]))
+                                       threshold=bundle.threshold, events=events, shadow=shadow, **verdicts)
+        flagged = int(np.count_nonzero(verdicts["is_anomaly"]))
+        if shadow:
+            self.shadow_messages += messages
+            self.tables[ShadowScoreRow] += rows
+            self.counts["shadow_anomalies"] += flagged
+        else:
+            self.score_messages += messages
+            self.tables[ScoreRow] += rows
+            self.counts["anomalies"] += flagged
 
     def add_unscored(self, scope: str, n: int = 1) -> None:
         self.unscored[scope] += n
@@ -79,6 +99,7 @@ class BatchResult:
         self.score_messages += other.score_messages
         for topic, messages in other.messages.items():
             self.messages[topic] += messages
+        self.shadow_messages += other.shadow_messages
         self.deadletters.extend(other.deadletters)
         self.counts.update(other.counts)
         self.seconds.update(other.seconds)

@@ -52,6 +52,7 @@ from linewatch.schemas.event_time import EventTimeWindow
 from linewatch.schemas.frame_rows import FrameHeatmapRow, UnscoredFrameRow
 from linewatch.schemas.messages import FrameMeta, Modality
 from linewatch.schemas.score_encoder import EventRef
+from linewatch.storage.model_registry import is_shadow
 from linewatch.streams.batch import BatchResult, ModelSource
 from linewatch.streams.messages import RawMessage
 
@@ -312,7 +313,9 @@ def _emit_group(out: BatchResult, model: ModelBundle, items: list[tuple[_Frame, 
     cell_h, cell_w = mh / ph, mw / pw
     patch_boxes = np.stack([pr * cell_h, pc * cell_w, (pr + 1) * cell_h, (pc + 1) * cell_w], axis=1)
 
-    drawn = np.arange(n) if all_heatmaps else np.flatnonzero(alarms)
+    # A shadow (challenger) model draws no heat maps: they are evidence for routed alerts, and its
+    # frames' champion draws those; its verdicts go to shadow_scores only.
+    drawn = np.arange(0) if is_shadow(model) else np.arange(n) if all_heatmaps else np.flatnonzero(alarms)
     heat = det.heatmap_from_patch_scores(patches[drawn], (mh, mw)) if drawn.size else None
     heat_row = {int(i): k for k, i in enumerate(drawn)}
     out.counts["heatmaps"] += int(drawn.size)
@@ -340,7 +343,8 @@ def _emit_group(out: BatchResult, model: ModelBundle, items: list[tuple[_Frame, 
             ))
         x0, y0, x1, y1 = region_box
         explanations.append([{"name": f"region {x0},{y0}-{x1},{y1}", "value": raw_l[i], "share": 1.0}])
-    events = [EventRef(f.event_id, f.meta.asset_id, f.meta.sku, f.meta.part_id, f.meta.ts) for f, _ in items]
+    events = [EventRef(f.event_id, f.meta.asset_id, f.meta.sku, f.meta.part_id, f.meta.ts, f.meta.machine_state)
+              for f, _ in items]
     out.add_scores(Modality.FRAMES, model, events, raw=raw, tail=verdict.tail_probability,
                    calibrated=verdict.calibrated, is_anomaly=alarms, ready=True, explanations=explanations,
                    scored_at=scored_at)

@@ -33,7 +33,7 @@ from linewatch.errors import DataError, InfrastructureError
 from linewatch.kafka import Publisher
 from linewatch.lifecycle import EXIT_INFRASTRUCTURE, READY_MESSAGE
 from linewatch.schemas.event_time import EventTimeWindow
-from linewatch.schemas.topics import DEADLETTER, SCORES
+from linewatch.schemas.topics import DEADLETTER, SCORES, SHADOW_SCORES
 from linewatch.storage.model_registry import ModelCache
 from linewatch.storage.writer import BatchWriter, Span, retry_schedule, spans_of
 from linewatch.streams.batch import BatchResult
@@ -227,6 +227,7 @@ class BatchRuntime(ABC):
 
     def _publish(self, result: BatchResult) -> None:
         self.publisher.publish(SCORES.name, result.score_messages)
+        self.publisher.publish(SHADOW_SCORES.name, result.shadow_messages)
         for topic, messages in result.messages.items():
             self.publisher.publish(topic, messages)
         self.publisher.publish(DEADLETTER.name, result.deadletters.messages())
@@ -251,6 +252,7 @@ class BatchRuntime(ABC):
         s.count_reasons(d.reason for d in r.deadletters.items)
         s.counts.update(r.counts)
         s.counts["scores"] += len(r.scores)
+        s.counts["shadow_scores"] += len(r.shadow_scores)
         s.seconds.update(r.seconds)
         if len(r.deadletters):
             self.log.warning("%d %s message(s) dead-lettered, e.g. %s: %s", len(r.deadletters), self.modality,

@@ -63,6 +63,7 @@ from linewatch.signals.framing import (
     frame_columns,
 )
 from linewatch.signals.quality import QualityGate
+from linewatch.storage.model_registry import is_shadow
 from linewatch.streams.batch import BatchResult, ModelSource
 from linewatch.streams.messages import RawMessage
 
@@ -108,7 +109,7 @@ class SignalsState:
 
     @staticmethod
     def key(asset: str, bundle: ModelBundle) -> StreamKey:
-        return (asset, bundle.detector_name, bundle.version)
+        return (asset, bundle.detector_name, role_version(bundle))
 
     def stream(self, asset: str, bundle: ModelBundle) -> Any:
         k = self.key(asset, bundle)
@@ -199,6 +200,16 @@ class SignalsState:
         return state
 
 
+def role_version(bundle: ModelBundle) -> str:
+    """The version, marked when it is a shadow's: a champion and a shadow never share state, even under one version.
+
+    >>> from linewatch.detectors.bundle import ModelBundle
+    >>> role_version(ModelBundle(None, None, meta={"version": "v1", "shadow": True}))
+    'v1 (shadow)'
+    """
+    return bundle.version + (" (shadow)" if is_shadow(bundle) else "")
+
+
 def score_signals_batch(messages: list[RawMessage], models: ModelSource,
                         state: SignalsState | None = None, *, event_window: EventTimeWindow | None = None
                         ) -> BatchResult:
@@ -244,7 +255,7 @@ def score_signals_batch(messages: list[RawMessage], models: ModelSource,
             except ConfigError as e:
                 out.problems.append(f"model {bundle.detector_name}@{bundle.version}: {e}")
                 continue
-            key = f"{bundle.detector_name}@{bundle.version}"
+            key = f"{bundle.detector_name}@{role_version(bundle)}"
             frames, problems = state.frames.take(asset, key, columns, slots[asset])
             out.problems += problems
             if frames:
@@ -299,8 +310,8 @@ def _score_frames(out: BatchResult, state: SignalsState, bundle: ModelBundle, as
     ready &= usable
     out.counts["frames"] += sum(f.values is not None for f in frames)
     out.counts["suppressed"] += int(n - usable.sum())
-    events = [EventRef(event_id("signal_frame", asset, f.ts.isoformat()), asset, SIGNALS_SKU, None, f.ts)
-              for f in frames]
+    events = [EventRef(event_id("signal_frame", asset, f.ts.isoformat()), asset, SIGNALS_SKU, None, f.ts,
+                       f.machine_state) for f in frames]
     out.add_scores(Modality.SIGNALS, bundle, events, raw=raw, tail=tail, calibrated=cal, is_anomaly=flags & ready,
                    ready=ready, explanations=[_quality_notes(f) + expl[i] for i, f in enumerate(frames)],
                    scored_at=scored_at)

@@ -30,6 +30,7 @@ from linewatch.schemas.event_time import EventTimeWindow
 from linewatch.schemas.messages import Modality, SpcRecord
 from linewatch.schemas.rows import SpcMeasurementRow
 from linewatch.schemas.score_encoder import EventRef, Explanation, explanation
+from linewatch.storage.model_registry import is_shadow
 from linewatch.streams.batch import BatchResult, ModelSource
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.spc_notes import context_columns, coverage_of, rule_monitor_for, rule_notes, unseen_notes
@@ -38,19 +39,22 @@ from linewatch.streams.spc_notes import context_columns, coverage_of, rule_monit
 class StreamStates:
     """Each asset's own copy of every stateful detector (chart memory belongs to one asset's parts).
 
-    Owned by the agent, keyed by (asset, detector): a new model version starts fresh charts and
-    replaces the old copy, and nothing is shared between assets or kept at module level.
+    Owned by the agent, keyed by (asset, detector, shadow): a new model version starts fresh charts
+    and replaces the old copy, and nothing is shared between assets or kept at module level. The
+    champion and a shadow of the same detector keep a copy each (``shadow`` in the key), so scoring
+    the challenger neither resets nor moves the champion's charts.
     """
 
     def __init__(self) -> None:
-        self._by_key: dict[tuple[str, str], tuple[str, object]] = {}  # (asset, detector) -> (version, copy)
-        #: (asset, detector) -> (version, run-rule monitor or None): the rules' memory, like the charts'.
-        self._rules: dict[tuple[str, str], tuple[str, RunRuleMonitor | None]] = {}
+        #: (asset, detector, shadow) -> (version, copy).
+        self._by_key: dict[tuple[str, str, bool], tuple[str, object]] = {}
+        #: (asset, detector, shadow) -> (version, run-rule monitor or None): the rules' memory, like the charts'.
+        self._rules: dict[tuple[str, str, bool], tuple[str, RunRuleMonitor | None]] = {}
         self._coverage: dict[tuple[str, str], Coverage | None] = {}  # (detector, version) -> parsed once
 
     def get(self, asset_id: str, bundle: ModelBundle) -> object:
         """The asset's copy of ``bundle``'s detector; a new version replaces (and frees) the old copy."""
-        key = (asset_id, bundle.detector_name)
+        key = (asset_id, bundle.detector_name, is_shadow(bundle))
         held = self._by_key.get(key)
         if held is None or held[0] != bundle.version:
             held = (bundle.version, bundle.new_stream())
@@ -59,7 +63,7 @@ class StreamStates:
 
     def rules(self, asset_id: str, bundle: ModelBundle) -> RunRuleMonitor | None:
         """The asset's run-rule monitor under ``bundle`` (``None``: the model has no rule baseline)."""
-        key = (asset_id, bundle.detector_name)
+        key = (asset_id, bundle.detector_name, is_shadow(bundle))
         held = self._rules.get(key)
         if held is None or held[0] != bundle.version:
             held = (bundle.version, rule_monitor_for(bundle))
@@ -114,7 +118,8 @@ def score_spc_batch(messages: list[RawMessage], models: ModelSource,
         for bundle in bundles:
             groups.setdefault(id(bundle), (bundle, []))[1].append(rec)
 
-    refs = {id(rec): EventRef(rec.event_id, rec.asset_id, rec.sku, rec.part_id, rec.ts) for rec in accepted}
+    refs = {id(rec): EventRef(rec.event_id, rec.asset_id, rec.sku, rec.part_id, rec.ts, rec.machine_state)
+            for rec in accepted}
     scored_at = datetime.now(UTC)
     for bundle, recs in groups.values():
         by_asset: dict[str, list[int]] = {}  # asset -> its records' positions in ``recs``, in arrival order
