@@ -65,7 +65,8 @@ from linewatch.schemas.messages import Alert, AlertKind, AlertState, Contributio
 DEFAULT_MAX_MONITORS = 10_000
 #: Command that retrains a model of each modality on recent known-good data (shown with every recommendation).
 TRAIN_COMMANDS = {
-    "spc": "linewatch train spc --from <recent known-good parts: CSV, Parquet or sql:SELECT ...> --detector {detector} --asset {asset}",
+    "spc": "linewatch train spc --from <recent known-good parts: CSV, Parquet or sql:SELECT ...> "
+           "--detector {detector} --asset {asset}",
     "signals": "linewatch train signals --data <recent known-good recordings> --detector {detector} --asset {asset}",
     "frames": "linewatch train frames --data <recent good images> --sku <sku>",
 }
