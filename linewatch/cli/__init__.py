@@ -3,7 +3,8 @@
 One module per command group: :mod:`~linewatch.cli.demo`, :mod:`~linewatch.cli.worker`
 (``worker``, ``up``), :mod:`~linewatch.cli.status`, :mod:`~linewatch.cli.db`, :mod:`~linewatch.cli.train`,
 :mod:`~linewatch.cli.simulate`, :mod:`~linewatch.cli.backtest`, :mod:`~linewatch.cli.bench`,
-:mod:`~linewatch.cli.chaos` and :mod:`~linewatch.cli.config`; what they share (console, ``--config``,
+:mod:`~linewatch.cli.chaos`, :mod:`~linewatch.cli.drift` and :mod:`~linewatch.cli.config`; what they share
+(console, ``--config``,
 settings, exit codes) is :mod:`~linewatch.cli.common`. Every command reads the settings once (environment,
 ``--config`` file, defaults) and passes them down. Commands that need a broker or a database
 start embedded ones when no URL is configured, and stop them on exit, Ctrl-C or error.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import typer
 
-from linewatch.cli import backtest, bench, chaos, config, db, demo, simulate, status, train, worker
+from linewatch.cli import backtest, bench, chaos, config, db, demo, drift, simulate, status, train, worker
 from linewatch.cli.common import run
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ app.add_typer(simulate.simulate_app, name="simulate")
 app.add_typer(train.train_app, name="train")
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(backtest.backtest_app, name="backtest")
+app.add_typer(drift.drift_app, name="drift")
 
 
 def main() -> None:
