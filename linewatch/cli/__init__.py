@@ -4,10 +4,9 @@ One module per command group: :mod:`~linewatch.cli.demo`, :mod:`~linewatch.cli.w
 (``worker``, ``up``), :mod:`~linewatch.cli.status`, :mod:`~linewatch.cli.db`, :mod:`~linewatch.cli.train`,
 :mod:`~linewatch.cli.simulate`, :mod:`~linewatch.cli.backtest`, :mod:`~linewatch.cli.bench`,
 :mod:`~linewatch.cli.chaos`, :mod:`~linewatch.cli.drift` and :mod:`~linewatch.cli.config`; what they share
-(console, ``--config``,
-settings, exit codes) is :mod:`~linewatch.cli.common`. Every command reads the settings once (environment,
-``--config`` file, defaults) and passes them down. Commands that need a broker or a database
-start embedded ones when no URL is configured, and stop them on exit, Ctrl-C or error.
+(console, ``--config``, settings, exit codes) is :mod:`~linewatch.cli.common`. Every command reads the
+settings once (environment, ``--config`` file, defaults) and passes them down. Commands that need a broker or
+a database start embedded ones when no URL is configured, and stop them on exit, Ctrl-C or error.
 
 Command modules import only Typer, rich and the settings at the top; everything heavy (numpy,
 the detectors, Faust, the embedded services) is imported inside the command that needs it, so
