@@ -22,7 +22,11 @@ verdict never raises a threshold** (DESIGN.md): it recommends retraining, as its
 
 The two verdicts
 ----------------
-``drifted`` (one window): PSI > ``psi_threshold`` (0.25), or KS p < ``ks_alpha`` (1e-3), or
+``drifted`` (one window): PSI > ``psi_threshold`` (0.25) *and* beyond what sampling noise gives a
+window of that size (under the reference ``n·PSI`` is about χ² with ``bins - 1`` degrees of freedom,
+so the PSI must also exceed its ``1 - ks_alpha`` quantile, ``χ²_9(0.999)/n``: 0.056 at n = 500, 0.28
+at n = 100, where the 0.25 rule of thumb alone would flag one normal window in twenty), or KS p <
+``ks_alpha`` (1e-3), or
 Page-Hinkley fired since the last report, or the alarm rate's interval lies wholly above the
 promised interval. ``retrain_recommended`` (sustained): the window has drifted at every report for
 at least one full window of new scores, i.e. two *disjoint* windows both drifted. Why that rule
@@ -103,6 +107,18 @@ def uniform_tail_drift(p: np.ndarray) -> tuple[float, float, float]:
     value = float(psi(UNIFORM_GRID, p[:, None], bins=PSI_BINS)[0])
     ks = stats.kstest(p, "uniform")
     return value, float(ks.statistic), float(ks.pvalue)
+
+
+def psi_noise_level(n: int, alpha: float = DEFAULT_KS_ALPHA, bins: int = PSI_BINS) -> float:
+    """The PSI that ``n`` reference-distributed values exceed with probability ``alpha``.
+
+    For small shifts PSI ≈ Σ (c - r)² / r, i.e. Pearson's χ² over ``n``, with ``bins - 1`` degrees
+    of freedom under the reference: a window's PSI must beyond this to be more than noise.
+
+    >>> round(psi_noise_level(500), 3), round(psi_noise_level(100), 3)
+    (0.056, 0.279)
+    """
+    return float(stats.chi2.ppf(1.0 - alpha, bins - 1)) / max(n, 1)
 
 
 def clopper_pearson(k: int, n: int, coverage: float = ALARM_RATE_COVERAGE) -> tuple[float, float]:
@@ -289,7 +305,7 @@ class ScoreDriftMonitor:
         else:
             value, ks_stat, ks_p = 0.0, 0.0, 1.0
         excess = n >= self.min_window and rate_lo > far_hi
-        if value > self.psi_threshold:
+        if value > self.psi_threshold and value > psi_noise_level(n, self.ks_alpha):
             reasons.append(f"PSI {value:.2f} > {self.psi_threshold:g} against Uniform(0,1)")
         if ks_p < self.ks_alpha:
             reasons.append(f"KS {ks_stat:.3f} (p={ks_p:.1e}) against Uniform(0,1)")
