@@ -376,6 +376,7 @@ class InputDriftMonitor:
         self.feature_names = tuple(feature_names)
         self.window = window
         self.report_every = report_every
+        self._psi_threshold, self._ks_alpha = psi_threshold, ks_alpha
         self._monitors = [
             FeatureDriftMonitor(feature_names=[name], window=window, min_window=min_window,
                                 psi_threshold=psi_threshold, ks_alpha=ks_alpha).fit(col[np.isfinite(col)][:, None])
@@ -427,7 +428,9 @@ class InputDriftMonitor:
     def _report_feature(self, j: int, rep: Any) -> None:
         self._psi[j], self._ks[j], self._ks_p[j] = rep.psi[0], rep.ks_statistic[0], rep.ks_pvalue[0]
         self._n[j], self._adwin[j] = rep.n_recent, self._adwin_pending[j]
-        self._drifted[j] = bool(rep.drifted[0]) or self._adwin_pending[j]
+        # The score monitor's rule: a PSI counts only beyond the sampling noise of a window this size.
+        material = rep.psi[0] > self._psi_threshold and rep.psi[0] > psi_noise_level(rep.n_recent, self._ks_alpha)
+        self._drifted[j] = bool(material or rep.ks_pvalue[0] < self._ks_alpha or self._adwin_pending[j])
         self._adwin_pending[j] = False
         sustained, new = self._streaks[j].update(self._drifted[j:j + 1], int(self._n_seen[j]))
         self._sustained[j], self._new[j] = sustained[0], new[0]
