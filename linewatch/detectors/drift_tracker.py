@@ -43,10 +43,12 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from linewatch.detectors.base import load_state, save_state
 from linewatch.detectors.calibration import MIN_TAIL_PROBABILITY
 from linewatch.detectors.score_drift import (
     DEFAULT_REPORT_EVERY,
@@ -61,6 +63,7 @@ from linewatch.schemas.drift_rows import INPUT_DRIFT, SCORE_DRIFT, DriftRow
 from linewatch.schemas.ids import event_id
 from linewatch.schemas.messages import Alert, AlertKind, AlertState, Contribution, Route, Score, Severity
 
+_KIND = "drift_tracker"
 #: Monitors kept at once: far above a plant's assets x live versions, small in memory (~10 kB each).
 DEFAULT_MAX_MONITORS = 10_000
 #: Command that retrains a model of each modality on recent known-good data (shown with every recommendation).
@@ -259,3 +262,30 @@ class DriftTracker:
 
     def __len__(self) -> int:
         return len(self._monitors)
+
+    def save(self, path: str | Path) -> None:
+        """Write every monitor's window and counters (JSON + npz, no pickle) so a restart continues them."""
+        monitors, arrays = [], {}
+        for i, (key, mon) in enumerate(self._monitors.items()):  # least recently fed first, as held
+            counters, p, alarm = mon.state()
+            monitors.append({"key": list(key), "promised": list(mon.promised), **counters})
+            arrays[f"p_{i}"], arrays[f"alarm_{i}"] = p, alarm
+        params = {"window": self.window, "report_every": self.report_every, "max_monitors": self.max_monitors,
+                  "monitor_params": self.monitor_params, "promises": {k: list(v) for k, v in self.promises.items()},
+                  "monitors": monitors}
+        save_state(path, kind=_KIND, params=params, arrays=arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> DriftTracker:
+        """Restore what :meth:`save` wrote (see :meth:`ScoreDriftMonitor.restore` for Page-Hinkley)."""
+        params, arrays = load_state(path, kind=_KIND)
+        monitors = params.pop("monitors")
+        promises = {k: (float(v[0]), float(v[1]), float(v[2])) for k, v in params.pop("promises").items()}
+        tracker = cls(promises=promises, **params)
+        for i, m in enumerate(monitors):
+            key = MonitorKey(*m.pop("key"))
+            far, lo, hi = m.pop("promised")
+            mon = ScoreDriftMonitor(promised=(far, lo, hi), window=tracker.window, report_every=tracker.report_every,
+                                    **tracker.monitor_params)
+            tracker._monitors[key] = mon.restore(m, arrays[f"p_{i}"], arrays[f"alarm_{i}"])
+        return tracker

@@ -281,16 +281,36 @@ class ScoreDriftMonitor:
                 reports.append(self.report(ts[start - 1]))
         return reports
 
-    def _feed(self, p: np.ndarray, alarm: np.ndarray) -> None:
+    def _feed_page_hinkley(self, p: np.ndarray) -> None:
         ph = self._page_hinkley()
         z = np.minimum(-np.log10(np.maximum(p, MIN_TAIL_PROBABILITY)), PH_SCORE_CAP) * math.log(10.0) - 1.0
         for v in z:  # Page-Hinkley is sequential; River's update is the per-score cost
             ph.update(float(v))
             self._ph_fired |= bool(ph.drift_detected)
+
+    def _feed(self, p: np.ndarray, alarm: np.ndarray) -> None:
+        self._feed_page_hinkley(p)
         self._p = np.concatenate([self._p, p])[-self.window:]
         self._alarm = np.concatenate([self._alarm, alarm])[-self.window:]
         self._n_seen += len(p)
         self._since_report += len(p)
+
+    def state(self) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+        """``(counters, window tails, window alarms)``: what :meth:`restore` needs (JSON-ready counters)."""
+        counters = {"n_seen": self._n_seen, "since_report": self._since_report,
+                    "streak_start": int(self._streak.start[0]), "announced": bool(self._streak.announced[0])}
+        return counters, self._p.copy(), self._alarm.copy()
+
+    def restore(self, counters: dict[str, Any], p: np.ndarray, alarm: np.ndarray) -> ScoreDriftMonitor:
+        """Continue from :meth:`state`. Page-Hinkley is re-warmed on the saved window (River's detectors
+        have no safe serialisation), so after a restart it remembers at most ``window`` scores."""
+        self._p, self._alarm = np.array(p, dtype=np.float64), np.array(alarm, dtype=bool)
+        self._ph = None
+        self._feed_page_hinkley(self._p)
+        self._ph_fired = False
+        self._n_seen, self._since_report = int(counters["n_seen"]), int(counters["since_report"])
+        self._streak.start[0], self._streak.announced[0] = counters["streak_start"], counters["announced"]
+        return self
 
     def report(self, ts: Any) -> ScoreDriftReport:
         """The verdicts on the current window; Page-Hinkley's flag restarts after each report."""

@@ -157,3 +157,19 @@ def test_tracker_keys_promises_bounds_and_hand_off() -> None:
     tracker.observe([_score(0, 0.5, asset="press-3")])
     assert len(tracker) == 2  # the least recently fed monitor (press-2) was evicted
     assert MonitorKey("spc", "hotelling", "v1", "press-2") not in tracker._monitors
+
+
+def test_tracker_save_load_continues_the_same_reports(tmp_path) -> None:
+    rng = np.random.default_rng(7)
+    first = [_score(i, p, asset=f"press-{i % 3}") for i, p in enumerate(rng.uniform(size=900))]
+    later = [_score(900 + i, p ** 3, asset=f"press-{i % 3}") for i, p in enumerate(rng.uniform(size=1500))]
+    tracker = DriftTracker(promises={"v1": PROMISE}, window=200, report_every=50)
+    tracker.observe(first)
+    tracker.save(tmp_path / "drift")
+    back = DriftTracker.load(tmp_path / "drift")
+    assert len(back) == 3 and back.promises == tracker.promises
+    a, b = tracker.observe(later), back.observe(later)
+    assert [(r.ts, r.asset_id, r.psi, r.ks_pvalue, r.alarm_rate, r.retrain_recommended) for r in a.rows] == [
+        (r.ts, r.asset_id, r.psi, r.ks_pvalue, r.alarm_rate, r.retrain_recommended) for r in b.rows]
+    assert [r.asset_id for r in a.recommendations] == [r.asset_id for r in b.recommendations] == [
+        "press-0", "press-1", "press-2"]
