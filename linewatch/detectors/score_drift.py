@@ -24,12 +24,11 @@ The two verdicts
 ----------------
 ``drifted`` (one window): PSI > ``psi_threshold`` (0.25) *and* beyond what sampling noise gives a
 window of that size (under the reference ``n·PSI`` is about χ² with ``bins - 1`` degrees of freedom,
-so the PSI must also exceed its ``1 - ks_alpha`` quantile, ``χ²_9(0.999)/n``: 0.056 at n = 500, 0.28
-at n = 100, where the 0.25 rule of thumb alone would flag one normal window in twenty), or KS p <
-``ks_alpha`` (1e-3), or
-Page-Hinkley fired since the last report, or the alarm rate's interval lies wholly above the
-promised interval. ``retrain_recommended`` (sustained): the window has drifted at every report for
-at least one full window of new scores, i.e. two *disjoint* windows both drifted. Why that rule
+so the PSI must also exceed its ``1 - ks_alpha`` quantile ``χ²_9(0.999)/n``: 0.056 at n = 500, 0.56
+at n = 50, where the 0.25 rule of thumb alone would flag one normal window in five), or KS p <
+``ks_alpha`` (1e-3), or Page-Hinkley fired since the last report, or the alarm rate's interval lies
+wholly above the promised interval. ``retrain_recommended`` (sustained): the window has drifted at
+every report for at least one full window of new scores, i.e. two *disjoint* windows both drifted. Why that rule
 rather than "two consecutive reports": reports come every ``report_every`` scores from an
 overlapping window, so two consecutive reports share most of their scores and one unlucky
 stretch would count twice; a Page-Hinkley hit is momentary and cannot carry a streak by itself.
@@ -37,8 +36,10 @@ The false-positive rate of the rule on calibrated uniform input is measured in
 ``tests/detectors/test_score_drift.py`` (200,000 uniform tails: no recommendation).
 
 What it cannot see: autocorrelated normal scores make a window worth fewer independent scores
-than its length, so KS and PSI flag more often on such streams than on i.i.d. ones; the
-sustained rule is what keeps that from becoming a retrain recommendation.
+than its length, so KS and PSI flag more often on such streams than on i.i.d. ones. The sustained
+rule keeps a short unlucky stretch from becoming a recommendation, but not a slow regime the
+training data never covered (a load that steps every half hour, the day cycle of a hall): train on
+data that covers the operating range (``docs/drift.md``).
 
 Inputs: :class:`InputDriftMonitor` watches the model's input features against the reference
 sample stored with the model (:attr:`ModelBundle.input_reference
