@@ -421,14 +421,16 @@ class InputDriftMonitor:
             raise DataError(f"input rows {X.shape} with {len(ts)} times do not match {len(self.feature_names)} "
                             "features")
         reports: list[InputDriftReport] = []
+        cum = np.cumsum(np.isfinite(X), axis=0)  # observed values per feature up to each row
         start = 0
         while start < len(X):
             # Rows until the next feature reaches a report: feed that chunk, report, go on.
-            seen = np.isfinite(X[start:])
-            cum = np.cumsum(seen, axis=0)
-            due = (cum + self._since_report[None, :]) >= self.report_every
-            hit = np.flatnonzero(due.any(axis=1))
-            stop = start + (int(hit[0]) + 1 if len(hit) else len(X) - start)
+            base = cum[start - 1] if start else np.zeros(X.shape[1], dtype=np.int64)
+            need = base + self.report_every - self._since_report
+            due = [int(np.searchsorted(cum[:, j], need[j])) for j in range(X.shape[1])]
+            first = min(due)
+            hit = first < len(X)
+            stop = first + 1 if hit else len(X)
             chunk = X[start:stop]
             for j, mon in enumerate(self._monitors):
                 col = chunk[:, j]
@@ -441,7 +443,7 @@ class InputDriftMonitor:
                     if self._since_report[j] >= self.report_every:
                         self._report_feature(j, rep)
             start = stop
-            if len(hit):
+            if hit:
                 reports.append(self._snapshot(ts[stop - 1]))
                 self._new[:] = False
         return reports
