@@ -50,10 +50,10 @@ import numpy as np
 
 from linewatch.detectors.base import load_state, save_state
 from linewatch.detectors.calibration import MIN_TAIL_PROBABILITY
+from linewatch.detectors.input_drift import InputDriftReport
 from linewatch.detectors.score_drift import (
     DEFAULT_REPORT_EVERY,
     DEFAULT_WINDOW,
-    InputDriftReport,
     ScoreDriftMonitor,
     ScoreDriftReport,
     promise_from_threshold,

@@ -38,12 +38,8 @@ from linewatch.detectors.drift_tracker import (
     input_recommendation,
     input_rows,
 )
-from linewatch.detectors.score_drift import (
-    DEFAULT_REPORT_EVERY,
-    DEFAULT_WINDOW,
-    InputDriftMonitor,
-    promise_from_report,
-)
+from linewatch.detectors.input_drift import InputDriftMonitor
+from linewatch.detectors.score_drift import DEFAULT_REPORT_EVERY, DEFAULT_WINDOW, promise_from_report
 from linewatch.schemas.drift_rows import DriftRow
 from linewatch.schemas.messages import Score
 from linewatch.schemas.rows import columns
@@ -200,7 +196,7 @@ def input_drift(conn: psycopg.Connection, *, since: datetime, until: datetime | 
     """Input drift of every SPC and signals model version that scored in the period, per asset.
 
     Each version's stored inputs of the period are fed, in event order, through an
-    :class:`~linewatch.detectors.score_drift.InputDriftMonitor` on its reference sample; the
+    :class:`~linewatch.detectors.input_drift.InputDriftMonitor` on its reference sample; the
     result holds one ``drift`` row per feature from the last report (nothing when fewer than
     ``report_every`` rows came) and one recommendation per version and asset whose drift persisted.
     """

@@ -14,8 +14,9 @@ import numpy as np
 
 from linewatch.detectors.bundle import ModelBundle, Scope
 from linewatch.detectors.drift_tracker import DriftTracker, retrain_alert
+from linewatch.detectors.input_drift import InputDriftMonitor
 from linewatch.detectors.patchcore import PatchCore
-from linewatch.detectors.score_drift import InputDriftMonitor, ScoreDriftMonitor, promise_from_report
+from linewatch.detectors.score_drift import ScoreDriftMonitor, promise_from_report
 from linewatch.schemas.messages import AlertKind, Score
 from linewatch.signals.framing import training_frames
 from linewatch.simulation.frames import render_batch

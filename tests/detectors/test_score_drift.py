@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from linewatch.detectors.drift_tracker import DriftTracker, MonitorKey, retrain_alert
+from linewatch.detectors.input_drift import InputDriftMonitor
 from linewatch.detectors.score_drift import (
-    InputDriftMonitor,
     ScoreDriftMonitor,
     clopper_pearson,
     promise_from_report,
