@@ -142,3 +142,47 @@ def test_drift_check_cli_writes_rows_and_prints_the_train_command(database_url, 
     bad = CliRunner().invoke(app, ["drift", "check", "--since", "yesterday"], env=env)
     # `linewatch` maps a ConfigError to exit code 2 (cli.common.run); the runner sees the exception itself.
     assert isinstance(bad.exception, ConfigError) and "ISO timestamp" in str(bad.exception)
+
+
+def test_signal_features_feed_input_drift_per_sensor_feature(database_url, tmp_path) -> None:
+    rng = np.random.default_rng(13)
+    asset = f"driftsig-{uuid.uuid4().hex[:6]}"
+    names = ("temperature.mean", "vibration.kurtosis", "vibration.rms")
+
+    def windows(n: int, gain: float = 1.0) -> np.ndarray:
+        return np.column_stack([rng.normal(50.0, 0.5, n), rng.normal(3.0, 0.2, n), rng.normal(0.2, 0.01, n) * gain])
+
+    bundle = ModelBundle.fit("robust_mahalanobis", windows(1200), feature_names=names, modality="signals",
+                             target_far=0.01, scope=Scope(asset), seed=0)
+    live = np.vstack([windows(300), windows(700, gain=1.4)])  # the accelerometer's gain is set 40 % high
+    out = bundle.score(live)
+    features, scores = [], []
+    for i, (temp, kurt, rms) in enumerate(live):
+        ts = T0 + timedelta(minutes=i)
+        for sensor, values, quality in (("temperature", {"mean": temp}, []),
+                                        ("vibration", {"kurtosis": kurt, "rms": rms, "peak": 1.0}, [])):
+            features.append((ts, event_id("signals", asset, sensor, ts.isoformat()), asset, sensor, sensor, "u",
+                             1.0, 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, json.dumps(values), quality))
+        # Windows the quality gate rejected must not count: a stuck thermocouple far off scale.
+        features.append((ts + timedelta(seconds=1), event_id("signals", asset, "temperature-bad", ts.isoformat()),
+                         asset, "temperature", "temperature", "u", 1.0, 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None,
+                         None, json.dumps({"mean": -999.0}), ["stuck"]))
+        scores.append((ts, event_id("signals", asset, ts.isoformat()), "signals", asset, "default", None,
+                       bundle.detector_name, bundle.version, float(out.raw[i]), float(out.tail_probability[i]),
+                       float(out.calibrated[i]), bundle.threshold, bool(out.is_anomaly[i]), True, None, "[]", ts))
+    with psycopg.connect(database_url) as conn:
+        save_and_register(conn, bundle, model_dir=tmp_path / "models")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO signal_features (ts, event_id, asset_id, sensor, kind, unit, sample_rate_hz, n_samples, "
+                "mean, rms, peak, crest_factor, kurtosis, skewness, spectral_centroid_hz, dominant_hz, features, "
+                "quality) VALUES (" + ", ".join(["%s"] * 18) + ")", features)
+            cur.executemany(f"INSERT INTO scores ({', '.join(columns(ScoreRow))}) VALUES "
+                            f"({', '.join(['%s'] * len(columns(ScoreRow)))})", scores)
+        conn.commit()
+        result = input_drift(conn, since=T0, assets=[asset], cache_dir=tmp_path / "cache")
+    by_feature = {r.feature: r for r in result.rows}
+    assert set(by_feature) == set(names)
+    assert by_feature["vibration.rms"].retrain_recommended and by_feature["vibration.rms"].n == 500
+    assert not by_feature["temperature.mean"].drifted and not by_feature["vibration.kurtosis"].drifted
+    assert [r.features for r in result.recommendations] == [("vibration.rms",)]
