@@ -3,7 +3,7 @@
 One module per command group: :mod:`~linewatch.cli.demo`, :mod:`~linewatch.cli.worker`
 (``worker``, ``up``), :mod:`~linewatch.cli.status`, :mod:`~linewatch.cli.db`, :mod:`~linewatch.cli.train`,
 :mod:`~linewatch.cli.simulate`, :mod:`~linewatch.cli.backtest`, :mod:`~linewatch.cli.bench`,
-:mod:`~linewatch.cli.chaos`, :mod:`~linewatch.cli.config`, and the operators' commands
+:mod:`~linewatch.cli.chaos`, :mod:`~linewatch.cli.drift`, :mod:`~linewatch.cli.config`, and the operators' commands
 :mod:`~linewatch.cli.alerts`, :mod:`~linewatch.cli.dispositions` (``disposition``, ``dispositions``),
 :mod:`~linewatch.cli.thresholds` and :mod:`~linewatch.cli.maintenance`; what they share (console, ``--config``,
 settings, exit codes) is :mod:`~linewatch.cli.common`. Every command reads the settings once (environment,
@@ -28,6 +28,7 @@ from linewatch.cli import (
     db,
     demo,
     dispositions,
+    drift,
     maintenance,
     models,
     simulate,
@@ -63,6 +64,7 @@ app.add_typer(dispositions.dispositions_app, name="dispositions")
 app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(thresholds.thresholds_app, name="thresholds")
 app.add_typer(maintenance.maintenance_app, name="maintenance")
+app.add_typer(drift.drift_app, name="drift")
 
 
 def main() -> None:

@@ -68,6 +68,10 @@ LEGACY_IMAGE_FILE = "image_model.json"
 ANY = "*"
 TABLE_INPUT = "table"
 IMAGE_INPUT = "image"
+#: A thinned sample of the training inputs, the reference input drift is measured against.
+INPUT_REFERENCE_FILE = "input_reference.npy"
+#: Rows kept in it: KS and decile PSI are stable at this size, and the bundle stays small.
+MAX_INPUT_REFERENCE_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,9 @@ class ModelBundle:
     meta: dict[str, Any] = field(default_factory=dict)
     modality: str = "spc"
     scope: Scope = field(default_factory=Scope)
+    #: Thinned training rows ``(<= MAX_INPUT_REFERENCE_ROWS, d)`` for input drift; None for image models and
+    #: for bundles saved before it was kept (they simply skip input drift).
+    input_reference: np.ndarray | None = None
 
     @property
     def detector_name(self) -> str:
@@ -249,7 +256,7 @@ class ModelBundle:
         }
         info.update(meta or {})
         return cls(detector=detector, calibrator=calibrator, feature_names=tuple(feature_names), meta=info,
-                   modality=modality, scope=scope or Scope())
+                   modality=modality, scope=scope or Scope(), input_reference=None if image else thin_rows(X))
 
     @property
     def calibration_report(self) -> dict[str, Any]:
@@ -366,6 +373,8 @@ class ModelBundle:
             "meta": self.meta,
         }
         (root / BUNDLE_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True, default=str))
+        if self.input_reference is not None:
+            np.save(root / INPUT_REFERENCE_FILE, self.input_reference, allow_pickle=False)
         return root
 
     @classmethod
@@ -389,7 +398,26 @@ class ModelBundle:
             meta=meta,
             modality=doc.get("modality", "spc"),
             scope=scope,
+            input_reference=load_input_reference(root),
         )
+
+
+def thin_rows(X: np.ndarray, max_rows: int = MAX_INPUT_REFERENCE_ROWS) -> np.ndarray:
+    """At most ``max_rows`` rows of ``X``, evenly spaced in time order (so every stretch of training is in it).
+
+    >>> thin_rows(np.arange(10.0)[:, None], 4).ravel().tolist()
+    [0.0, 3.0, 6.0, 9.0]
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if len(X) <= max_rows:
+        return X.copy()
+    return X[np.linspace(0, len(X) - 1, max_rows).round().astype(np.int64)]
+
+
+def load_input_reference(root: str | Path) -> np.ndarray | None:
+    """The input reference saved with the bundle in ``root``, or None when it has none (older bundles)."""
+    file = Path(root) / INPUT_REFERENCE_FILE
+    return np.load(file, allow_pickle=False) if file.exists() else None
 
 
 def _load_legacy_image_model(root: Path) -> ModelBundle:
