@@ -35,14 +35,17 @@ import faust
 import psycopg
 
 from linewatch.config import Settings
+from linewatch.detectors.drift_tracker import DriftTracker, retrain_alert
 from linewatch.errors import DataError
-from linewatch.fusion.engine import FusionEngine, FusionOutput
+from linewatch.fusion.engine import AlertEvent, FusionEngine, FusionOutput
 from linewatch.fusion.lifecycle import Contributor, OpenAlert
 from linewatch.schemas.codec import decode_batch
+from linewatch.schemas.drift_rows import DriftRow
 from linewatch.schemas.messages import MachineState, Score
-from linewatch.schemas.rows import AlertRow, AlertSuppressionRow, MachineStateRow
+from linewatch.schemas.rows import AlertRow, AlertSuppressionRow, MachineStateRow, columns
 from linewatch.schemas.topics import ALERTS, MACHINE_STATES, SCORES, SHADOW_SCORES
 from linewatch.storage.connection import connect
+from linewatch.storage.drift import load_promises
 from linewatch.streams.batch import BatchResult
 from linewatch.streams.isolated import IsolatedRuntime
 from linewatch.streams.messages import RawMessage
@@ -70,6 +73,9 @@ class FusionRuntime(BatchRuntime):
         self._challenged: set[tuple[str, str, str]] = set()
         self._handled: set[tuple[uuid.UUID, str]] = set()  # hand acks/closes already applied
         self._restored = False
+        #: Score drift per model version and asset (both worlds); retrain recommendations become alerts.
+        self.drift = DriftTracker()
+        self._shadow_versions: set[str] = set()
 
     def score(self, messages: list[RawMessage]) -> BatchResult:
         out = BatchResult()
@@ -91,6 +97,7 @@ class FusionRuntime(BatchRuntime):
         mirrored = [s for s in champion if s.asset_id in assets
                     and (s.asset_id, s.modality.value, s.detector) not in self._challenged]
         self._emit(self.shadow.ingest([*mirrored, *shadow]), out, publish=False)
+        self._drift([*champion, *shadow], out)
         out.counts["scores"] += len(champion)
         out.counts["shadow_scores"] += len(shadow)
         return out
@@ -116,6 +123,24 @@ class FusionRuntime(BatchRuntime):
         out.counts["suppressed" if publish else "shadow_suppressed"] += len(result.suppressed)
         out.counts["units" if publish else "shadow_units"] += len(result.verdicts)
 
+    def _drift(self, scores: list[Score], out: BatchResult) -> None:
+        """Score drift rows, and a ``retrain_recommended`` alert (route ``ml``) when a champion's baseline moved.
+
+        A shadow version's drift is stored (it is part of comparing it) but raises no alert: nobody runs it yet.
+        """
+        self._shadow_versions.update(s.model_version for s in scores if s.shadow)
+        update = self.drift.observe(scores)
+        cols = columns(DriftRow)
+        out.tables[DriftRow] += [tuple(getattr(r, c) for c in cols) for r in update.rows]
+        for rec in update.recommendations:
+            if rec.model_version in self._shadow_versions:
+                continue
+            event = AlertEvent(retrain_alert(rec))
+            out.tables[AlertRow].append(event.row())
+            out.messages[ALERTS.name].append((event.key, event.value(), []))
+            out.counts["retrain_recommended"] += 1
+        out.counts["drift_rows"] += len(update.rows)
+
     # -- what the database says -----------------------------------------------------------------
     def _read_context(self) -> None:
         now = time.monotonic()
@@ -133,6 +158,8 @@ class FusionRuntime(BatchRuntime):
                 for engine in (self.champion, self.shadow):
                     engine.set_maintenance([tuple(w) for w in windows])
                 self._hand_actions(conn)
+                versions = [r[0] for r in conn.execute("SELECT version FROM model_versions WHERE active").fetchall()]
+                self.drift.set_promises(load_promises(conn, versions))
         except psycopg.Error as e:
             # Alerts keep flowing on the context we have; the writer decides whether the database is gone.
             self.log.warning("cannot read maintenance windows and hand-made alert changes (%s); keeping the last", e)

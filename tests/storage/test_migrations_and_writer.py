@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from linewatch.errors import InfrastructureError
+from linewatch.schemas.drift_rows import DriftRow
 from linewatch.schemas.frame_rows import FrameHeatmapRow, UnscoredFrameRow
 from linewatch.schemas.rows import ROW_TYPES, ScoreRow, columns
 from linewatch.schemas.signal_rows import SignalFeatureRow
@@ -33,7 +34,7 @@ def test_plain_and_timescale_variants_cover_the_same_versions():
     assert plain == ts
 
 
-@pytest.mark.parametrize("row_type", (*ROW_TYPES, SignalFeatureRow, FrameHeatmapRow, UnscoredFrameRow),
+@pytest.mark.parametrize("row_type", (*ROW_TYPES, SignalFeatureRow, FrameHeatmapRow, UnscoredFrameRow, DriftRow),
                          ids=lambda t: t.__table__)
 def test_row_models_match_table_columns(database_url, row_type):
     with psycopg.connect(database_url) as conn:

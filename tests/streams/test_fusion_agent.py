@@ -115,3 +115,26 @@ def test_an_undecodable_score_is_a_dead_letter_and_fusion_goes_on(worker, bootst
     pub.flush()
     assert wait_for("SELECT count(*) FROM deadletters WHERE source_topic = 'scores' AND key = %s",
                     (asset.encode(),), 2, database_url) == 2
+
+
+def test_a_moved_baseline_is_drift_and_a_retrain_alert_never_a_new_threshold(worker, bootstrap, database_url):
+    asset = f"dr-{uuid.uuid4().hex[:6]}"
+    rng = np.random.default_rng(10)
+    n = 1500
+    tails = rng.uniform(size=n)
+    tails[500:] = tails[500:] ** 3  # e.g. a lighting change: every frame now looks a little unusual
+    scores = plant_scores(asset, {"frames": tails}, start=T0 + timedelta(days=4))
+    with psycopg.connect(database_url) as conn:
+        versions_before = conn.execute("SELECT count(*) FROM model_versions").fetchone()[0]
+    _publish(bootstrap, SCORES.name, scores)
+    assert wait_for("SELECT count(*) FROM alerts WHERE asset_id = %s AND kind = 'retrain_recommended'", (asset,), 1,
+                    database_url) >= 1
+    with psycopg.connect(database_url) as conn:
+        first_drift = conn.execute("SELECT min(ts) FROM drift WHERE asset_id = %s AND drifted", (asset,)).fetchone()[0]
+        clean = conn.execute("SELECT count(*) FROM drift WHERE asset_id = %s AND drifted AND ts < %s",
+                             (asset, scores[500].ts)).fetchone()[0]
+        route = conn.execute("SELECT route FROM alerts WHERE asset_id = %s AND kind = 'retrain_recommended'",
+                             (asset,)).fetchone()[0]
+        versions_after = conn.execute("SELECT count(*) FROM model_versions").fetchone()[0]
+    assert first_drift >= scores[500].ts and clean == 0 and route == "ml"
+    assert versions_after == versions_before  # no threshold moved by itself: the alert says retrain
