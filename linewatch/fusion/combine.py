@@ -26,7 +26,7 @@ p-values instead of by ad-hoc weights.
 A Cauchy combination or a plain minimum across modalities would keep single strong evidence
 sharper but cannot make two moderate signals significant (the combination of two p-values of
 0.003 stays 0.003), which is the one thing fusion is for; Fisher-Brown of a strong p and two
-neutral ones still keeps it strong (1e-6 with two 0.5s fuses to about 3e-5).
+neutral ones still keeps it strong (1e-6 with two 0.5s fuses to about 1e-4).
 
 >>> import numpy as np
 >>> float(fisher_brown(np.array([[0.003, 0.003, 0.5]]), rho=0.0)[0]) < 1e-3  # two moderate ones alert
