@@ -212,3 +212,20 @@ def test_train_plant_models_registers_a_version_per_model(database_url: str, tmp
     assert len(models.refs) == 5 and len(models.frames) == 2
     assert {r.modality for r in models.refs} == {"spc", "signals", "frames"}
     assert set(models.seconds) == {"spc", "signals", "frames", "register"}
+
+
+def test_simulate_plant_writes_the_run_with_its_ground_truth(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from linewatch.cli import app
+
+    result = CliRunner().invoke(app, ["simulate", "plant", "--duration-s", "600", "--frame-size", "64",
+                                      "--csv-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "run" / "spc.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(list((tmp_path / "run" / "frames").glob("*.png")))
+    episodes = json.loads((tmp_path / "run" / "episodes.json").read_text())
+    assert {e["kind"] for e in episodes} == {"bearing_fault", "tool_wear", "cosmetic_defect"}
+    assert {r.rsplit(",", 1)[1] for r in rows[1:]} >= {"none", "tool_wear"}
