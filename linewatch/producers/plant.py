@@ -3,7 +3,9 @@
 ``speed`` is plant seconds per wall second: at 60 a plant hour streams in a minute. Messages go
 out in chunks of :data:`CHUNK_PLANT_S` plant seconds; each chunk is handed to librdkafka (per
 topic, keyed by asset so one asset's messages stay in order on one partition), and the loop then
-sleeps until the wall clock catches up with the chunk's event time. Same :class:`Publisher` as
+sleeps until the wall clock catches up with the chunk's event time. Images are drawn and messages
+encoded as they are pulled (:meth:`PlantSimulation.iter_messages`), so that work (~10 s for the
+default hour) is spread over the stream instead of delaying its start. Same :class:`Publisher` as
 every other producer (:func:`linewatch.producers.spc.publish_paced`), which paces one topic by
 count; a plant needs several topics paced together by event time.
 """
@@ -23,15 +25,14 @@ from linewatch.simulation.plant import PlantSimulation
 CHUNK_PLANT_S = 6.0
 
 
-def _chunks(messages: list[tuple[str, bytes, bytes, datetime]], seconds: float
+def _chunks(messages: Iterable[tuple[str, bytes, bytes, datetime]], seconds: float
             ) -> Iterable[tuple[float, list[tuple[str, bytes, bytes, datetime]]]]:
     """``(chunk end in plant seconds since the first message, messages)`` in event-time order."""
-    if not messages:
-        return
-    t0 = messages[0][3]
+    t0: datetime | None = None
     chunk: list[tuple[str, bytes, bytes, datetime]] = []
     edge = seconds
     for m in messages:
+        t0 = t0 or m[3]
         offset = (m[3] - t0).total_seconds()
         while offset >= edge:
             if chunk:
@@ -64,7 +65,7 @@ def produce_plant(
     pub = Publisher(bootstrap, security=security)
     counts: Counter[str] = Counter()
     start = time.monotonic()
-    for edge, chunk in _chunks(plant.messages(encoding=encoding), CHUNK_PLANT_S):
+    for edge, chunk in _chunks(plant.iter_messages(encoding=encoding), CHUNK_PLANT_S):
         per_topic: dict[str, list[tuple[bytes, bytes]]] = {}
         for topic, key, value, _ in chunk:
             per_topic.setdefault(topic, []).append((key, value))

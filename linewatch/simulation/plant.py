@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -476,21 +476,22 @@ class PlantSimulation:
                                  shift=("night", "early", "late")[ts.hour // 8], machine_state=RUNNING))
         return out
 
-    @cached_property
-    def _images(self) -> tuple[np.ndarray, ...]:
+    def _image(self, i: int) -> np.ndarray:
+        """Part ``i``'s image (drawn on demand: a pure function of the config and the part)."""
         p, c = self.parts, self.config
-        return tuple(
-            _render_part(c.sku_of(str(p.asset[i])), c.frame_size,
-                         [c.seed, 23, c.assets.index(str(p.asset[i])), int(p.index[i])],
-                         str(p.defect[i]), float(p.alpha[i]), float(p.gain[i]))
-            for i in range(len(p.t)))
+        asset = str(p.asset[i])
+        return _render_part(c.sku_of(asset), c.frame_size, [c.seed, 23, c.assets.index(asset), int(p.index[i])],
+                            str(p.defect[i]), float(p.alpha[i]), float(p.gain[i]))
+
+    def _camera_frame(self, i: int) -> CameraFrame:
+        p, c = self.parts, self.config
+        asset = str(p.asset[i])
+        return CameraFrame(asset, c.camera, c.sku_of(asset), str(p.part_id[i]), self._ts(p.t[i]), self._image(i),
+                           machine_state=RUNNING)
 
     def camera_frames(self) -> list[CameraFrame]:
         """Every part's image, same ``part_id`` and timestamp as its SPC record."""
-        p, c = self.parts, self.config
-        return [CameraFrame(str(p.asset[i]), c.camera, c.sku_of(str(p.asset[i])), str(p.part_id[i]),
-                            self._ts(p.t[i]), img, machine_state=RUNNING)
-                for i, img in enumerate(self._images)]
+        return [self._camera_frame(i) for i in range(len(self.parts.t))]
 
     def frame_labels(self) -> list[str]:
         """Each frame's drawn defect (``good`` or a defect type), aligned with :meth:`camera_frames`."""
@@ -535,18 +536,36 @@ class PlantSimulation:
                         out[event_id("signal_frame", ep.asset_id, meta.start.isoformat())] = k
         return out
 
-    def messages(self, *, encoding: str = "png") -> list[tuple[str, bytes, bytes, datetime]]:
-        """Every message as ``(topic, key, value, event time)``, merged in event-time order.
+    def iter_messages(self, *, encoding: str = "png") -> Iterator[tuple[str, bytes, bytes, datetime]]:
+        """Every message as ``(topic, key, value, event time)``, merged in event-time order, encoded lazily.
 
-        Machine states come first at equal times (the state holds from its timestamp on).
+        Images are drawn and every message encoded only as it is pulled, so a paced producer spreads
+        that work over the stream instead of paying it up front. Machine states come first at equal
+        times (the state holds from its timestamp on).
         """
-        rows: list[tuple[datetime, int, str, bytes, bytes]] = [
-            (m.ts, 0, MACHINE_STATES.name, m.asset_id.encode(), encode(m)) for m in self.machine_states()]
-        rows += [(r.ts, 1, SPC.name, r.asset_id.encode(), encode(r)) for r in self.spc_records()]
-        rows += [(f.ts, 2, FRAMES.name, f.asset_id.encode(), encode_frame(f, encoding)) for f in self.camera_frames()]
-        rows += [(m.start, 3, SIGNALS.name, m.asset_id.encode(), encode_signal(m, s)) for m, s in self.signals]
-        rows.sort(key=lambda r: (r[0], r[1]))
-        return [(topic, key, value, ts) for ts, _, topic, key, value in rows]
+        p = self.parts
+        states = self.machine_states()
+        records = self.spc_records()
+        order: list[tuple[datetime, int, int]] = [(m.ts, 0, k) for k, m in enumerate(states)]
+        order += [(self._ts(p.t[i]), 1, i) for i in range(len(p.t))]
+        order += [(self._ts(p.t[i]), 2, i) for i in range(len(p.t))]
+        order += [(m.start, 3, k) for k, (m, _) in enumerate(self.signals)]
+        order.sort(key=lambda r: (r[0], r[1]))
+        for ts, kind, k in order:
+            if kind == 0:
+                yield MACHINE_STATES.name, states[k].asset_id.encode(), encode(states[k]), ts
+            elif kind == 1:
+                yield SPC.name, records[k].asset_id.encode(), encode(records[k]), ts
+            elif kind == 2:
+                frame = self._camera_frame(k)
+                yield FRAMES.name, frame.asset_id.encode(), encode_frame(frame, encoding), ts
+            else:
+                meta, samples = self.signals[k]
+                yield SIGNALS.name, meta.asset_id.encode(), encode_signal(meta, samples), ts
+
+    def messages(self, *, encoding: str = "png") -> list[tuple[str, bytes, bytes, datetime]]:
+        """:meth:`iter_messages` as a list."""
+        return list(self.iter_messages(encoding=encoding))
 
 
 def simulate_plant(
