@@ -575,9 +575,10 @@ def simulate_plant(
     idle: Sequence[IdlePeriod] | None = None,
     start: datetime = DEFAULT_START,
 ) -> PlantSimulation:
-    """Simulate ``config``'s plant from ``start``; ``faults=None`` (and ``idle=None``) is :func:`default_schedule`.
+    """Simulate ``config``'s plant from ``start`` (floored to a whole second, for the signal slots).
 
-    ``faults=[]`` gives a healthy plant. ``start`` is floored to a whole second (signal slots).
+    ``faults=None`` is :func:`default_schedule` (its faults, and its idle period unless ``idle`` is
+    given); ``faults=[]`` is a healthy plant. With explicit ``faults``, ``idle=None`` means no idle period.
     """
     config = config or PlantConfig()
     if start.tzinfo is None:
