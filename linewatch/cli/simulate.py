@@ -11,6 +11,8 @@ the same simulation with its ground truth for the backtest and training commands
         --time-column ts --modality signals --window 1 --stride 1   # a row is already a window's features
     linewatch simulate frames --sku bracket-a --out bracket-data
     linewatch simulate frames --sku bracket-a --camera cam-1 --frames 500 --rate 20   # onto the topic
+    linewatch simulate plant --duration-s 3600 --speed 60   # every input topic: parts, frames, signals, states
+    linewatch simulate plant --csv-dir plant-run            # the same plant as files with its ground truth
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from linewatch.cli.common import ConfigOption, console, counting_progress, setti
 from linewatch.errors import ConfigError
 
 if TYPE_CHECKING:
+    from linewatch.simulation.plant import PlantSimulation
     from linewatch.simulation.signals import SignalSimulation
     from linewatch.simulation.spc import SpcSimulation
 
@@ -247,3 +250,80 @@ def simulate_recordings_cmd(
     )
     console.print(f"wrote {sum(summary['counts'].values())} recordings to {escape(str(out))} "
                   f"({summary['counts']}); shaft speed {summary['shaft_hz']} Hz")
+
+
+@simulate_app.command("plant")
+def simulate_plant_cmd(
+    config: ConfigOption = None,
+    duration_s: Annotated[float, typer.Option(help="plant seconds to simulate")] = 3600.0,
+    speed: Annotated[float, typer.Option(help="plant seconds per wall second when producing (60 = an hour a minute)"
+                                         )] = 60.0,
+    frame_size: Annotated[int, typer.Option(help="camera frame side in pixels")] = 128,
+    seed: Annotated[int, typer.Option()] = 0,
+    healthy: Annotated[bool, typer.Option(help="no faults and no idle period: known-good data")] = False,
+    csv_dir: Annotated[Path | None, typer.Option(
+        "--csv-dir", help="write spc.csv (with a `fault` column), frames/*.png, machine_states.csv and "
+        "episodes.json to this folder instead of producing")] = None,
+) -> None:
+    """Simulate the multimodal plant (3 cells: parts measured and photographed under one part id, spindle
+    vibration/current/temperature, machine states) with the demo's faults, onto every input topic.
+
+    The default schedule has one bearing fault (vibration, then the parts' runout), one tool wear
+    (dimensions and scratched surfaces) and one camera-only cosmetic defect, plus an idle period.
+    Messages go out in event-time order at --speed, stamped so the run ends now.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from linewatch.simulation.plant import PlantConfig, simulate_plant
+
+    if duration_s <= 0 or speed <= 0:
+        raise ConfigError("--duration-s and --speed must be positive")
+    cfg = PlantConfig(duration_s=duration_s, frame_size=frame_size, seed=seed)
+    start = datetime.now(UTC) - timedelta(seconds=duration_s)
+    sim = simulate_plant(cfg, faults=[] if healthy else None, idle=[] if healthy else None,
+                         start=start if csv_dir is None else datetime(2026, 1, 5, 6, tzinfo=UTC))
+    if csv_dir is not None:
+        write_plant_dir(sim, csv_dir)
+        console.print(f"wrote {len(sim.parts.t)} parts and {len(sim.episodes)} fault episode(s) to {csv_dir}")
+        return
+    from linewatch.embedded.stack import Stack
+    from linewatch.kafka import ensure_topics
+    from linewatch.producers.plant import produce_plant
+
+    s = settings(config)
+    if s.embedded_broker:
+        raise ConfigError("set LINEWATCH_BROKER_URL to the broker to produce to (or use --csv-dir)")
+    with Stack(s, need_database=False) as stack:
+        ensure_topics(stack.bootstrap, partitions=s.topic_partitions, security=stack.kafka_security)
+        console.print(f"streaming {duration_s:g} plant seconds at {speed:g}x ({duration_s / speed:.0f} s) ...")
+        counts = produce_plant(stack.bootstrap, sim, speed=speed, security=stack.kafka_security)
+    console.print("produced " + ", ".join(f"{n} to {t}" for t, n in sorted(counts.items())))
+
+
+def write_plant_dir(sim: PlantSimulation, root: Path) -> None:
+    """The plant's parts, images, machine states and episodes as plain files (see ``simulate plant --help``)."""
+    import json
+
+    from PIL import Image
+
+    from linewatch.simulation.plant import FEATURES
+
+    (root / "frames").mkdir(parents=True, exist_ok=True)
+    kind_of = {k: ep.kind for k, ep in enumerate(sim.episodes)}
+    with (root / "spc.csv").open("w", newline="") as f:
+        w = csvlib.writer(f)
+        w.writerow(["ts", "asset_id", "part_id", *FEATURES, "fault"])
+        for rec in sim.spc_records():
+            w.writerow([rec.ts.isoformat(), rec.asset_id, rec.part_id, *(f"{rec.values[c]:.6f}" for c in FEATURES),
+                        kind_of.get(sim.truth.get(rec.event_id, -1), "none")])
+    for frame in sim.camera_frames():
+        Image.fromarray(frame.image).save(root / "frames" / f"{frame.part_id}.png", compress_level=1)
+    with (root / "machine_states.csv").open("w", newline="") as f:
+        w = csvlib.writer(f)
+        w.writerow(["ts", "asset_id", "state", "reason"])
+        for m in sim.machine_states():
+            w.writerow([m.ts.isoformat(), m.asset_id, m.state, m.reason])
+    episodes = [{"asset_id": ep.asset_id, "kind": ep.kind, "start": ep.start.isoformat(), "end": ep.end.isoformat(),
+                 "modalities": list(ep.modalities), "culprits": {k: list(v) for k, v in ep.culprits.items()},
+                 "onsets": {k: v.isoformat() for k, v in ep.onsets.items()}} for ep in sim.episodes]
+    (root / "episodes.json").write_text(json.dumps(episodes, indent=2) + "\n")

@@ -51,6 +51,8 @@ class CameraFrame:
     part_id: str
     ts: datetime
     image: np.ndarray  # uint8 (H, W) grayscale or (H, W, 3) RGB
+    #: The station's state when the frame was taken (``FrameMeta.machine_state``); None = not reported.
+    machine_state: str | None = None
 
 
 def encode_frame(frame: CameraFrame, encoding: str = "png", *, jpeg_quality: int = JPEG_QUALITY) -> bytes:
@@ -65,6 +67,7 @@ def encode_frame(frame: CameraFrame, encoding: str = "png", *, jpeg_quality: int
     meta = FrameMeta(
         asset_id=frame.asset_id, camera=frame.camera, sku=frame.sku, part_id=frame.part_id, ts=frame.ts,
         encoding=encoding, width=img.shape[1], height=img.shape[0], channels=1 if img.ndim == 2 else 3,  # type: ignore[arg-type]
+        machine_state=frame.machine_state,
     )
     if encoding == "raw":
         payload = np.ascontiguousarray(img).tobytes()
