@@ -168,6 +168,8 @@ class Settings(BaseSettings):
     fusion_suppress_states: tuple[str, ...] = Field(
         default=("idle", "changeover", "setup", "maintenance"),
         description="machine states in which units do not count toward alerts")
+    fusion_resume_grace_s: float = Field(
+        default=30.0, ge=0, description="event-time seconds after leaving such a state before units count again")
     log_level: str = Field(default="info")
     health_host: str = Field(
         default="127.0.0.1",
@@ -186,6 +188,7 @@ class Settings(BaseSettings):
         return FusionConfig(
             threshold=self.fusion_threshold, dependence=self.fusion_dependence, lateness_s=self.fusion_lateness_s,
             context_s=self.fusion_context_s, suppress_states=frozenset(self.fusion_suppress_states),
+            resume_grace_s=self.fusion_resume_grace_s,
             lifecycle=LifecycleConfig(open_k=self.fusion_open_k, open_n=self.fusion_open_n,
                                       close_quiet=self.fusion_close_quiet, min_open_s=self.fusion_min_open_s,
                                       cooldown_s=self.fusion_cooldown_s, update_every_s=self.fusion_update_every_s,

@@ -13,19 +13,22 @@ from linewatch.cli.common import EXIT_ERROR, ConfigOption, console, settings
 def demo_cmd(
     config: ConfigOption = None,
     seconds: Annotated[float, typer.Option(help="approximate run time, setup included")] = 60.0,
-    rate: Annotated[float, typer.Option(help="simulated parts per second")] = 200.0,
+    speed: Annotated[float, typer.Option(help="plant seconds per wall second while streaming (120: a 30 s "
+                                         "stream is an hour of plant time)")] = 120.0,
     seed: Annotated[int, typer.Option()] = 7,
     summary_json: Annotated[Path | None, typer.Option(help="also write the summary as JSON here")] = None,
 ) -> None:
-    """Run everything on this machine: broker, PostgreSQL, worker and a simulated plant with faults.
+    """Run everything on this machine: broker, PostgreSQL, worker and a simulated multimodal plant with faults.
 
-    Ends with a table of what was detected per injected fault type, the false alarms on normal
-    parts and the dead letters; leaves no process behind.
+    Three cells make parts (measured and photographed under one part id) while their spindles send
+    vibration, current and temperature; a bearing fault, a tool wear and a camera-only cosmetic defect
+    are injected. Ends with the fused alerts per fault (delay, the contributors they named), the false
+    alerts per asset-day, shadow and suppressed alerts and the dead letters; leaves no process behind.
     """
     from linewatch.demo import run_demo, write_summary
 
     s = settings(config)
-    result = run_demo(s, seconds=seconds, rate=rate, seed=seed, console=console)
+    result = run_demo(s, seconds=seconds, speed=speed, seed=seed, console=console)
     if summary_json is not None:
         write_summary(result.summary, summary_json)
         console.print(f"summary written to {summary_json}")

@@ -53,6 +53,9 @@ class FusionConfig:
     #: A part's context is the asset's part-less evidence (signals) at most this old at the part's time.
     context_s: float = 60.0
     suppress_states: frozenset[str] = DEFAULT_SUPPRESS_STATES
+    #: Event-time seconds after a machine leaves a suppressing state during which nothing counts yet:
+    #: detectors with memory (lagged signals models, charts) still carry the idle rows for a few frames.
+    resume_grace_s: float = 30.0
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
 
 
@@ -123,8 +126,11 @@ class FusionEngine:
 
     # -- context -------------------------------------------------------------------------------
     def set_machine_state(self, asset_id: str, ts: datetime, state: str) -> None:
+        """Record that ``asset_id`` is in ``state`` from ``ts`` (a change; repeating the current state is a no-op)."""
         times, states = self._states.setdefault(asset_id, ([], []))
         i = bisect.bisect_right(times, ts)
+        if i > 0 and states[i - 1] == state and (i == len(times) or states[i] == state):
+            return
         if i > 0 and times[i - 1] == ts:
             states[i - 1] = state
             return
@@ -143,6 +149,20 @@ class FusionEngine:
             return None
         i = bisect.bisect_right(held[0], ts) - 1
         return held[1][i] if i >= 0 else None
+
+    def _resuming(self, asset_id: str, ts: datetime) -> str | None:
+        """The suppressing state the asset left less than ``resume_grace_s`` before ``ts``, if it did."""
+        held = self._states.get(asset_id)
+        if not held:
+            return None
+        times, states = held
+        i = bisect.bisect_right(times, ts) - 1
+        if i < 1 or states[i] in self.config.suppress_states:
+            return None
+        j = i - 1
+        if states[j] in self.config.suppress_states and ts - times[i] < timedelta(seconds=self.config.resume_grace_s):
+            return states[j]
+        return None
 
     # -- scores in, alerts out ------------------------------------------------------------------
     def ingest(self, scores: Iterable[Score]) -> FusionOutput:
@@ -213,6 +233,10 @@ class FusionEngine:
         state = state or self.machine_state_at(u.asset_id, u.ts)
         if state is not None and state in self.config.suppress_states:
             v.suppressed, v.suppressed_detail = "machine_state", state
+            return
+        left = self._resuming(u.asset_id, u.ts)
+        if left is not None:
+            v.suppressed, v.suppressed_detail = "machine_state", f"resuming after {left}"
             return
         problem = next((e.quality_problem for e in u.events.values() if e.quality_problem), None)
         if problem is not None:

@@ -100,12 +100,13 @@ class OpenAlert:
         if v.score >= critical_score or len(v.flagged_modalities) >= 2:
             self.severity = "critical"
         for c in v.contributors:
-            key = (c.modality, c.kind, c.name)
+            key = (c.modality, c.kind, _group(c.name))
             held = self.contributors.get(key)
             if held is None:
                 held = self.contributors[key] = Contributor(c.modality, c.name, c.kind, c.detail)
             held.weight += v.score * c.weight
-            held.value = max(held.value, c.value)
+            if c.value >= held.value:  # an image region is named by its strongest box so far
+                held.value, held.name = c.value, c.name
         seen = set(self.event_ids)
         for ev in v.unit.evidence():
             if ev.p is not None and ev.p < 1.0:
@@ -123,6 +124,11 @@ class OpenAlert:
 
     def ranked(self) -> list[Contributor]:
         return sorted(self.contributors.values(), key=lambda c: (-c.weight, c.modality, c.name))
+
+
+def _group(name: str) -> str:
+    """What contributions accumulate under: image regions of one camera are one cause, wherever the box fell."""
+    return "region" if name.startswith("region ") else name
 
 
 @dataclass
