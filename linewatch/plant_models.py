@@ -129,6 +129,11 @@ def train_plant_models(
     printer = getattr(console, "print", None)
     models = fit_plant_models(config, target_far=target_far, image_target_far=image_target_far, seed=seed,
                               progress=printer)
+    return register_plant_models(models, database_url=database_url, model_dir=model_dir)
+
+
+def register_plant_models(models: PlantModels, *, database_url: str, model_dir: Path) -> PlantModels:
+    """Register every fitted bundle of ``models`` as its model id's active version (``models.refs``)."""
     t = time.perf_counter()
     models.refs = [register(b, database_url=database_url, model_dir=model_dir) for b in models.bundles()]
     models.seconds["register"] = time.perf_counter() - t

@@ -18,6 +18,7 @@ the same simulation with its ground truth for the backtest and training commands
 from __future__ import annotations
 
 import csv as csvlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,12 +29,31 @@ from linewatch.cli.common import ConfigOption, console, counting_progress, setti
 from linewatch.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from linewatch.embedded.stack import Stack
+
+if TYPE_CHECKING:
     from linewatch.simulation.plant import PlantSimulation
     from linewatch.simulation.signals import SignalSimulation
     from linewatch.simulation.spc import SpcSimulation
 
 simulate_app = typer.Typer(help="Simulated plants with labelled faults.", no_args_is_help=True)
 
+
+
+@contextmanager
+def _broker(config: ConfigOption, otherwise: str) -> Iterator[Stack]:
+    """The configured broker with linewatch's topics, for a simulation to stream to (``otherwise``: the file option)."""
+    from linewatch.embedded.stack import Stack
+    from linewatch.kafka import ensure_topics
+
+    s = settings(config)
+    if s.embedded_broker:
+        raise ConfigError(f"set LINEWATCH_BROKER_URL to the broker to produce to (or {otherwise})")
+    with Stack(s, need_database=False) as stack:
+        ensure_topics(stack.bootstrap, partitions=s.topic_partitions, security=stack.kafka_security)
+        yield stack
 
 @simulate_app.command("spc")
 def simulate_spc_cmd(
@@ -62,18 +82,11 @@ def simulate_spc_cmd(
         write_spc_csv(sim, csv)
         console.print(f"wrote {len(sim)} parts to {csv} (label column: fault; 'none' = normal)")
         return
-    from linewatch.embedded.stack import Stack
-    from linewatch.kafka import ensure_topics
     from linewatch.producers.spc import produce_spc
 
-    s = settings(config)
-    if s.embedded_broker:
-        raise ConfigError("set LINEWATCH_BROKER_URL to the broker to produce to (or use --csv)")
-    with Stack(s, need_database=False) as stack:
-        ensure_topics(stack.bootstrap, partitions=s.topic_partitions, security=stack.kafka_security)
-        with counting_progress("producing parts", parts) as progress:
-            n = produce_spc(stack.bootstrap, sim.records(), rate_per_s=rate, progress=progress,
-                            security=stack.kafka_security)
+    with _broker(config, "use --csv") as stack, counting_progress("producing parts", parts) as progress:
+        n = produce_spc(stack.bootstrap, sim.records(), rate_per_s=rate, progress=progress,
+                        security=stack.kafka_security)
     console.print(f"produced {n} parts to {stack.bootstrap}")
 
 
@@ -124,19 +137,12 @@ def simulate_signals_cmd(
         for path, n_rows in write_signals_csv(sim, csv):
             console.print(f"wrote {n_rows} snapshots to {path} (label column: fault; 'none' = normal)")
         return
-    from linewatch.embedded.stack import Stack
-    from linewatch.kafka import ensure_topics
     from linewatch.producers.signals import produce_signals
 
-    s = settings(config)
-    if s.embedded_broker:
-        raise ConfigError("set LINEWATCH_BROKER_URL to the broker to produce to (or use --csv)")
     total = sim.starts.size * machines * 3
-    with Stack(s, need_database=False) as stack:
-        ensure_topics(stack.bootstrap, partitions=s.topic_partitions, security=stack.kafka_security)
-        with counting_progress("producing windows", total) as progress:
-            n = produce_signals(stack.bootstrap, sim.sensor_windows(), rate_per_s=rate, progress=progress,
-                                security=stack.kafka_security)
+    with _broker(config, "use --csv") as stack, counting_progress("producing windows", total) as progress:
+        n = produce_signals(stack.bootstrap, sim.sensor_windows(), rate_per_s=rate, progress=progress,
+                            security=stack.kafka_security)
     faults = ", ".join(f"{sim.machines[f.machine]}: {f.kind} from {f.onset_s:.0f} s" for f in sim.faults) or "none"
     console.print(f"produced {n} windows of {machines} machine(s) to {stack.bootstrap}; faults: {faults}")
 
@@ -203,21 +209,15 @@ def simulate_frames_cmd(
         counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
         console.print(f"wrote {escape(str(out))}: {counts}")
         return
-    from linewatch.embedded.stack import Stack
-    from linewatch.kafka import ensure_topics
     from linewatch.producers.frames import produce_frames, simulated_camera
 
-    s = settings(config)
-    if s.embedded_broker:
-        raise ConfigError("set LINEWATCH_BROKER_URL to the broker to produce to (or write a dataset with --out DIR)")
     labels: list[str] = []
     stream = simulated_camera(sku, asset_id=asset, camera=camera, n=frames, size=size, seed=seed,
                               defect_rate=defect_rate, labels=labels)
-    with Stack(s, need_database=False) as stack:
-        ensure_topics(stack.bootstrap, partitions=s.topic_partitions, security=stack.kafka_security)
-        with counting_progress("producing frames", frames) as progress:
-            n = produce_frames(stack.bootstrap, stream, encoding=encoding, rate_per_s=rate, progress=progress,
-                               security=stack.kafka_security)
+    with (_broker(config, "write a dataset with --out DIR") as stack,
+          counting_progress("producing frames", frames) as progress):
+        n = produce_frames(stack.bootstrap, stream, encoding=encoding, rate_per_s=rate, progress=progress,
+                           security=stack.kafka_security)
     defective = sum(label != "good" for label in labels)
     console.print(f"produced {n} {encoding} frames of {sku} ({defective} defective) from {asset}/{camera} "
                   f"to {stack.bootstrap}")
@@ -286,15 +286,9 @@ def simulate_plant_cmd(
         write_plant_dir(sim, csv_dir)
         console.print(f"wrote {len(sim.parts.t)} parts and {len(sim.episodes)} fault episode(s) to {csv_dir}")
         return
-    from linewatch.embedded.stack import Stack
-    from linewatch.kafka import ensure_topics
     from linewatch.producers.plant import produce_plant
 
-    s = settings(config)
-    if s.embedded_broker:
-        raise ConfigError("set LINEWATCH_BROKER_URL to the broker to produce to (or use --csv-dir)")
-    with Stack(s, need_database=False) as stack:
-        ensure_topics(stack.bootstrap, partitions=s.topic_partitions, security=stack.kafka_security)
+    with _broker(config, "use --csv-dir") as stack:
         console.print(f"streaming {duration_s:g} plant seconds at {speed:g}x ({duration_s / speed:.0f} s) ...")
         counts = produce_plant(stack.bootstrap, sim, speed=speed, security=stack.kafka_security)
     console.print("produced " + ", ".join(f"{n} to {t}" for t, n in sorted(counts.items())))

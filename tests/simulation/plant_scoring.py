@@ -53,7 +53,7 @@ class EventScore:
     ts: datetime
 
 
-def _from_score(s: Score) -> EventScore:
+def event_score(s: Score) -> EventScore:
     top = next((c.name for c in s.explanation if c.kind == "feature"), None)
     return EventScore(s.event_id, s.modality.value, s.detector, s.asset_id, s.tail_probability, s.is_anomaly,
                       top, s.ts)
@@ -78,13 +78,13 @@ def score_plant(sim: PlantSimulation, models: PlantModels) -> list[EventScore]:
     source = _Models([models.signals] if models.signals else [])
     for lo in range(0, len(raw), BATCH):
         res = score_signals_batch(raw[lo : lo + BATCH], source, state)
-        out += [_from_score(Score.model_validate_json(v)) for _, v, *_ in res.score_messages]
+        out += [event_score(Score.model_validate_json(v)) for _, v, *_ in res.score_messages]
     frames = [RawMessage("frames", 0, k, None, v) for k, (t, _, v, _) in enumerate(sim.messages(encoding="raw"))
               if t == "frames"]
     source = _Models(list(models.frames.values()))
     for lo in range(0, len(frames), BATCH):
         res = score_frames_batch(frames[lo : lo + BATCH], source)
-        out += [_from_score(Score.model_validate_json(v)) for _, v, *_ in res.score_messages]
+        out += [event_score(Score.model_validate_json(v)) for _, v, *_ in res.score_messages]
     return out
 
 
@@ -138,3 +138,33 @@ def visibility_table(sim: PlantSimulation, scores: list[EventScore]) -> list[Row
         rows.append(Row(fault, asset, modality, det, len(ss), float(np.mean([s.anomaly for s in ss])),
                         float(np.median([s.tail for s in ss])), right))
     return rows
+
+
+def plant_score_messages(sim: PlantSimulation, models: PlantModels) -> list[Score]:
+    """Every score the live agents would publish for ``sim``, through their own batch functions, in event time.
+
+    What the fusion agent would receive, without a broker: SPC through ``score_spc_batch`` (each
+    asset's chart memory kept across batches), signals and frames as in :func:`score_plant`.
+    """
+    from linewatch.storage.model_registry import ModelCache
+    from linewatch.streams.spc_pipeline import StreamStates, score_spc_batch
+
+    cache = ModelCache(database_url=None, modalities=("spc", "signals", "frames"))
+    for b in models.bundles():
+        cache.add(b)
+    raw = [RawMessage(topic, 0, k, key, value) for k, (topic, key, value, _) in
+           enumerate(sim.messages(encoding="raw"))]
+    streams, state = StreamStates(), SignalsState(envelope=BearingEnvelope())
+    out: list[Score] = []
+    for topic in ("spc", "signals", "frames"):
+        mine = [m for m in raw if m.topic == topic]
+        for lo in range(0, len(mine), BATCH):
+            chunk = mine[lo : lo + BATCH]
+            if topic == "spc":
+                res = score_spc_batch(chunk, cache, streams)
+            elif topic == "signals":
+                res = score_signals_batch(chunk, cache, state)
+            else:
+                res = score_frames_batch(chunk, cache)
+            out += [Score.model_validate_json(v) for _, v, *_ in res.score_messages]
+    return sorted(out, key=lambda s: s.ts)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from linewatch.plant_models import fit_plant_models, train_plant_models
+from linewatch.plant_models import fit_plant_models, register_plant_models
 from linewatch.producers.plant import produce_plant
 from linewatch.schemas.codec import decode, decode_frame, decode_signal
 from linewatch.schemas.messages import MachineState, SpcRecord
@@ -27,7 +27,7 @@ from linewatch.simulation.plant import (
     training_spc,
 )
 from linewatch.streams.frames_pipeline import decode_image
-from tests.simulation.plant_scoring import Row, score_plant, visibility_table
+from tests.simulation.plant_scoring import Row, event_score, plant_score_messages, score_plant, visibility_table
 
 SMALL = PlantConfig(duration_s=900.0, frame_size=64)
 #: Recent enough for the agents' event-time window, fixed within a test run.
@@ -157,6 +157,13 @@ def plant_models():
     return fit_plant_models(PlantConfig())
 
 
+@pytest.fixture(scope="module")
+def default_plant(plant_models):
+    """The demo's default plant and every score the live agents' batch functions give its events."""
+    sim = simulate_plant(PlantConfig(), start=NOW)
+    return sim, plant_score_messages(sim, plant_models)
+
+
 def _by(rows: list[Row]) -> dict[tuple[str, str, str], Row]:
     return {(r.fault, r.modality, r.detector): r for r in rows}
 
@@ -167,9 +174,9 @@ def test_plant_models_train_fast_and_are_not_provisional(plant_models) -> None:
     assert any(n.startswith("vibration.env_") for n in plant_models.signals.feature_names)
 
 
-def test_each_default_fault_shows_in_the_modalities_it_claims_and_not_elsewhere(plant_models) -> None:
-    sim = simulate_plant(PlantConfig(), start=NOW)
-    rows = visibility_table(sim, score_plant(sim, plant_models))
+def test_each_default_fault_shows_in_the_modalities_it_claims_and_not_elsewhere(default_plant) -> None:
+    sim, scores = default_plant
+    rows = visibility_table(sim, [event_score(s) for s in scores])
     print("\n" + "\n".join(r.line() for r in rows))
     t = _by(rows)
     assert t["bearing_fault", "signals", "dynamic_pca"].share_flagged > 0.7
@@ -206,12 +213,23 @@ def test_the_subtle_fault_is_moderate_in_spc_and_frames_and_invisible_to_univari
             assert r.share_flagged < 0.05, r.line()  # EWMA on each characteristic sees nothing
 
 
-def test_train_plant_models_registers_a_version_per_model(database_url: str, tmp_path) -> None:
-    cfg = replace(PlantConfig(), skus=("bracket-a", "washer-b", "bracket-a"))
-    models = train_plant_models(cfg, database_url=database_url, model_dir=tmp_path)
-    assert len(models.refs) == 5 and len(models.frames) == 2
-    assert {r.modality for r in models.refs} == {"spc", "signals", "frames"}
-    assert set(models.seconds) == {"spc", "signals", "frames", "register"}
+def test_plant_models_register_a_version_per_model(plant_models, database_url: str, tmp_path) -> None:
+    import psycopg
+
+    models = register_plant_models(plant_models, database_url=database_url, model_dir=tmp_path)
+    try:
+        assert len(models.refs) == 4 and len(models.frames) == 1
+        assert {r.modality for r in models.refs} == {"spc", "signals", "frames"}
+        assert set(models.seconds) == {"spc", "signals", "frames", "register"}
+        with psycopg.connect(database_url) as conn:
+            active = conn.execute("SELECT count(*) FROM model_versions WHERE active AND version = ANY(%s)",
+                                  ([r.version for r in models.refs],)).fetchone()[0]
+        assert active == 4
+    finally:
+        # These serve every asset of the session database: the agent tests that follow must not see them.
+        with psycopg.connect(database_url) as conn:
+            conn.execute("UPDATE model_versions SET active = false WHERE version = ANY(%s)",
+                         ([r.version for r in models.refs],))
 
 
 def test_simulate_plant_writes_the_run_with_its_ground_truth(tmp_path) -> None:
@@ -229,3 +247,27 @@ def test_simulate_plant_writes_the_run_with_its_ground_truth(tmp_path) -> None:
     episodes = json.loads((tmp_path / "run" / "episodes.json").read_text())
     assert {e["kind"] for e in episodes} == {"bearing_fault", "tool_wear", "cosmetic_defect"}
     assert {r.rsplit(",", 1)[1] for r in rows[1:]} >= {"none", "tool_wear"}
+
+
+def test_the_plants_faults_become_one_alert_each_that_names_the_cause_and_closes(default_plant) -> None:
+    """The real detectors' scores of the default plant, fused: one incident per fault, right cause, no false alert."""
+    from linewatch.fusion.engine import FusionEngine
+
+    sim, scores = default_plant
+    engine = FusionEngine()
+    out = engine.ingest(scores)
+    out.extend(engine.flush())
+    alerts = [a.message for a in out.alerts]
+    grace = timedelta(minutes=10)
+    for ep in sim.episodes:
+        mine = [a for a in alerts if a.asset_id == ep.asset_id and ep.start <= a.opened_at <= ep.end + grace]
+        assert len({a.alert_id for a in mine}) == 1, (ep.kind, mine)
+        opened = next(a for a in mine if a.state.value == "open")
+        top = opened.contributors[0]
+        assert top.modality in ep.culprits and top.name.startswith(ep.culprits[top.modality]), (ep.kind, top)
+        assert any(a.state.value == "close" and a.ts > ep.end for a in mine), ep.kind
+        named = {c.modality for a in mine for c in a.contributors}
+        assert set(ep.modalities) <= named, (ep.kind, named)  # the bearing reaches the parts: both are named
+    strays = [a for a in alerts if not any(a.asset_id == ep.asset_id and ep.start <= a.opened_at <= ep.end + grace
+                                           for ep in sim.episodes)]
+    assert not strays, strays

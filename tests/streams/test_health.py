@@ -272,7 +272,7 @@ def test_the_real_worker_serves_health_and_linewatch_status_reads_it(worker, set
         assert time.monotonic() < deadline, report
         time.sleep(0.2)
     assert code == 200 and report["healthy"] is True
-    assert set(report["agents"]) == {"spc", "signals", "frames"}
+    assert set(report["agents"]) == {"spc", "signals", "frames", "fusion", "dispositions"}
     assert spc["sink"] == "ok" and spc["unit"] == "records" and spc["last_batch_at"] is not None
     assert spc["pid"] != report["pid"]  # the SPC runtime answers from its scoring child process
     partitions = spc["partitions"]
