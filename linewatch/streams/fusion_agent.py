@@ -28,7 +28,6 @@ import json
 import logging
 import time
 import uuid
-from functools import partial
 from typing import Any
 
 import faust
@@ -47,7 +46,6 @@ from linewatch.schemas.topics import ALERTS, MACHINE_STATES, SCORES, SHADOW_SCOR
 from linewatch.storage.connection import connect
 from linewatch.storage.drift import load_promises
 from linewatch.streams.batch import BatchResult
-from linewatch.streams.isolated import IsolatedRuntime
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.runtime import BatchRuntime, raw_topic, register_batch_agent
 
@@ -209,10 +207,13 @@ class FusionRuntime(BatchRuntime):
 
 
 def register_fusion_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str) -> Any:
-    """Add the fusion agent (``scores``, ``shadow_scores``, ``machine_states``) to ``app``; returns its runtime."""
-    factory = partial(FusionRuntime, settings=settings, bootstrap=bootstrap, database_url=database_url)
-    runtime: Any = (IsolatedRuntime(factory, modality=FusionRuntime.modality, logger=log)
-                    if settings.isolate_scoring else factory())
+    """Add the fusion agent (``scores``, ``shadow_scores``, ``machine_states``) to ``app``; returns its runtime.
+
+    It runs on its own thread of the worker process, not in a child like SPC scoring: a batch of
+    scores costs less to fuse than to decode (``linewatch bench fusion``), so a child process would
+    cost a start-up and memory per worker for little relief of Faust's loop.
+    """
+    runtime = FusionRuntime(settings=settings, bootstrap=bootstrap, database_url=database_url)
     topic = raw_topic(app, SCORES.name, SHADOW_SCORES.name, MACHINE_STATES.name)
     register_batch_agent(app, topic, runtime, batch_size=settings.batch_size, within=settings.batch_within_s,
                          name="linewatch.fuse_scores", thread_name_prefix="fusion-batch")

@@ -199,8 +199,8 @@ def test_each_default_fault_shows_in_the_modalities_it_claims_and_not_elsewhere(
 
 
 def test_the_subtle_fault_is_moderate_in_spc_and_frames_and_invisible_to_univariate_charts(plant_models) -> None:
-    faults = [PlantFault(a, "combined_subtle", 900.0, 1200.0) for a in ("cell-1", "cell-2")]
-    sim = simulate_plant(PlantConfig(), faults=faults, start=NOW)
+    faults = [PlantFault(a, "combined_subtle", 600.0, 1200.0) for a in ("cell-1", "cell-2")]
+    sim = simulate_plant(replace(PlantConfig(), duration_s=2100.0), faults=faults, start=NOW)
     rows = visibility_table(sim, score_plant(sim, plant_models))
     print("\n" + "\n".join(r.line() for r in rows))
     for r in rows:
