@@ -12,7 +12,7 @@ from linewatch.errors import ConfigError
 @pytest.mark.parametrize("calibration", ["empirical", "pot"])
 def test_the_new_threshold_alarms_where_its_tail_probability_says(calibration):
     X = np.random.default_rng(3).normal(size=(3000, 3))
-    bundle = ModelBundle.fit("robust_mahalanobis", X, feature_names=("a", "b", "c"), calibration=calibration,
+    bundle = ModelBundle.fit("hotelling", X, feature_names=("a", "b", "c"), calibration=calibration,
                              target_far=1e-2)
     raised = bundle.with_threshold(2.6, reason="false alarms", dispositions=["d1"], actor="bob")
     assert raised.threshold == pytest.approx(2.6) and raised.version != bundle.version

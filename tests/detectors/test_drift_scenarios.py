@@ -70,7 +70,7 @@ def test_a_vibration_sensor_recalibration_shows_as_input_and_score_drift() -> No
     frames = training_frames(sim.signal_messages(), features=features)
     X = frames.X
     assert len(X) == sim.starts.size
-    bundle = ModelBundle.fit("robust_mahalanobis", X[:1200], feature_names=frames.feature_names,
+    bundle = ModelBundle.fit("hotelling", X[:1200], feature_names=frames.feature_names,
                              modality="signals", target_far=0.01, seed=0)
     assert bundle.input_reference is not None
     inputs = InputDriftMonitor(feature_names=frames.feature_names, reference=bundle.input_reference, window=300,

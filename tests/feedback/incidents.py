@@ -17,12 +17,12 @@ from linewatch.schemas.rows import AlertRow, ScoreRow, SpcMeasurementRow, column
 from linewatch.storage.writer import BatchWriter
 from linewatch.training import train_and_register
 
-DETECTOR = "robust_mahalanobis"
+DETECTOR = "hotelling"  # any detector: the rule is on calibrated scores; this one fits in milliseconds
 FEATURES = ("bore_mm", "runout_um")
 
 
 def register_model(database_url: str, model_dir, asset: str):
-    """A robust Mahalanobis SPC model for ``asset`` at target 1e-3 (threshold 3.0), and its version."""
+    """An SPC model (DETECTOR) for ``asset`` at target 1e-3 (threshold 3.0), and its version."""
     X = np.random.default_rng(5).normal(size=(2000, len(FEATURES)))
     bundle, ref = train_and_register(X, feature_names=FEATURES, database_url=database_url, model_dir=model_dir,
                                      detector=DETECTOR, target_far=1e-3, scope=Scope(asset=asset), run_rules=None)
@@ -31,7 +31,7 @@ def register_model(database_url: str, model_dir, asset: str):
 
 def insert_alert(database_url: str, asset: str, *, score: float, threshold: float = 3.0, version: str = "v1",
                  ts: datetime | None = None, state: str = "open") -> tuple[uuid.UUID, uuid.UUID]:
-    """One open alert on ``asset`` behind one robust_mahalanobis score of ``score``; returns (alert_id, event_id)."""
+    """One open alert on ``asset`` behind one score of ``score`` by DETECTOR; returns (alert_id, event_id)."""
     ts = ts or datetime.now(UTC) - timedelta(minutes=5)
     event = uuid.uuid4()
     alert_id = uuid.uuid4()

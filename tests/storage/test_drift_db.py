@@ -71,7 +71,7 @@ def _store_period(conn: psycopg.Connection, bundle: ModelBundle, asset: str, X: 
 def test_a_gauge_recalibration_shows_as_input_and_score_drift(database_url, tmp_path) -> None:
     rng = np.random.default_rng(11)
     asset = f"drift-{uuid.uuid4().hex[:6]}"
-    bundle = ModelBundle.fit("robust_mahalanobis", _parts(rng, 1500), feature_names=CHARS, target_far=0.01,
+    bundle = ModelBundle.fit("hotelling", _parts(rng, 1500), feature_names=CHARS, target_far=0.01,
                              scope=Scope(asset), seed=0)
     assert bundle.input_reference is not None and bundle.input_reference.shape == (1500, 3)
     # 600 parts as trained, then the bore gauge is recalibrated: +0.02 mm (2 sd of the bore).
@@ -113,7 +113,7 @@ def test_a_gauge_recalibration_shows_as_input_and_score_drift(database_url, tmp_
 def test_drift_check_cli_writes_rows_and_prints_the_train_command(database_url, tmp_path) -> None:
     rng = np.random.default_rng(12)
     asset = f"driftcli-{uuid.uuid4().hex[:6]}"
-    bundle = ModelBundle.fit("robust_mahalanobis", _parts(rng, 1000), feature_names=CHARS, target_far=0.01,
+    bundle = ModelBundle.fit("pca_monitor", _parts(rng, 1000), feature_names=CHARS, target_far=0.01,
                              scope=Scope(asset), seed=0)
     old = ModelBundle.fit("hotelling", _parts(rng, 1000), feature_names=CHARS, target_far=0.01,
                           scope=Scope(asset), seed=0)
@@ -152,7 +152,7 @@ def test_signal_features_feed_input_drift_per_sensor_feature(database_url, tmp_p
     def windows(n: int, gain: float = 1.0) -> np.ndarray:
         return np.column_stack([rng.normal(50.0, 0.5, n), rng.normal(3.0, 0.2, n), rng.normal(0.2, 0.01, n) * gain])
 
-    bundle = ModelBundle.fit("robust_mahalanobis", windows(1200), feature_names=names, modality="signals",
+    bundle = ModelBundle.fit("hotelling", windows(1200), feature_names=names, modality="signals",
                              target_far=0.01, scope=Scope(asset), seed=0)
     live = np.vstack([windows(300), windows(700, gain=1.4)])  # the accelerometer's gain is set 40 % high
     out = bundle.score(live)

@@ -87,7 +87,7 @@ def test_a_shadow_bundles_verdicts_go_to_shadow_scores_only_and_charts_stay_apar
 def signals_bundle() -> ModelBundle:
     rng = np.random.default_rng(0)
     X = np.column_stack([0.7071 + 0.01 * rng.normal(size=2000), 40.0 + 0.5 * rng.normal(size=2000)])
-    return ModelBundle.fit("robust_mahalanobis", X, feature_names=["vib.rms", "temp.mean"], target_far=0.01)
+    return ModelBundle.fit("hotelling", X, feature_names=["vib.rms", "temp.mean"], target_far=0.01)
 
 
 def _with_state(window, state):
