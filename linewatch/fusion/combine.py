@@ -33,7 +33,7 @@ neutral ones still keeps it strong (1e-6 with two 0.5s fuses to about 1e-4).
 True
 >>> float(fisher_brown(np.array([[0.003, 0.5, 0.5]]), rho=0.0)[0]) > 1e-2  # one alone does not
 True
->>> float(bonferroni_min(np.array([0.001, 0.4])))
+>>> bonferroni_min(0.001, 2)
 0.002
 """
 
@@ -46,12 +46,11 @@ from scipy import stats
 P_FLOOR = 1e-300
 
 
-def bonferroni_min(p: np.ndarray) -> float:
-    """``min(1, n * min p)`` of one event's detectors: valid whatever their dependence."""
-    p = np.asarray(p, dtype=np.float64)
-    if p.size == 0:
+def bonferroni_min(p_min: float, n: int) -> float:
+    """``min(1, n * min p)`` of one event's ``n`` detectors (``p_min``: their smallest); valid under any dependence."""
+    if n <= 0:
         return 1.0
-    return float(min(1.0, p.size * max(float(p.min()), P_FLOOR)))
+    return min(1.0, n * max(float(p_min), P_FLOOR))
 
 
 def log_covariance(rho: float) -> float:

@@ -204,7 +204,7 @@ class FusionEngine:
     def _decide(self, units: list[Unit], out: FusionOutput) -> None:
         if not units:
             return
-        rows = np.vstack([u.p_row() for u in units])
+        rows = np.array([u.p_row() for u in units], dtype=np.float64)
         fused = fisher_brown(rows, rho=self.config.dependence)
         shares = modality_shares(rows)
         for u, p, w in zip(units, fused.tolist(), shares, strict=True):

@@ -22,11 +22,10 @@ it happened, whichever agent's scores arrived first.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-
-import numpy as np
 
 from linewatch.fusion.combine import bonferroni_min
 from linewatch.schemas.messages import Score
@@ -53,10 +52,20 @@ class Evidence:
     ts: datetime
     part_id: str | None
     scores: list[Score] = field(default_factory=list)
+    _detectors: set[str] = field(default_factory=set, repr=False)
+    _p: float | None = field(default=None, repr=False)
+    _best: Score | None = field(default=None, repr=False)
+
+    def append(self, score: Score) -> None:
+        self.scores.append(score)
+        self._detectors.add(score.detector)
+        if score.ready and (self._best is None or score.tail_probability < self._best.tail_probability):
+            self._best = score
+        self._p = None
 
     @property
-    def detectors(self) -> frozenset[str]:
-        return frozenset(s.detector for s in self.scores)
+    def detectors(self) -> set[str]:
+        return self._detectors
 
     @property
     def ready_scores(self) -> list[Score]:
@@ -65,15 +74,16 @@ class Evidence:
     @property
     def p(self) -> float | None:
         """Bonferroni-corrected minimum tail over the ready detectors; None while none is ready."""
-        ready = self.ready_scores
-        if not ready:
+        if self._best is None:
             return None
-        return bonferroni_min(np.array([s.tail_probability for s in ready]))
+        if self._p is None:
+            n = sum(1 for s in self.scores if s.ready)
+            self._p = bonferroni_min(self._best.tail_probability, n)
+        return self._p
 
     @property
     def best(self) -> Score | None:
-        ready = self.ready_scores
-        return min(ready, key=lambda s: s.tail_probability) if ready else None
+        return self._best
 
     @property
     def machine_state(self) -> str | None:
@@ -109,15 +119,18 @@ class Unit:
     def evidence(self) -> list[Evidence]:
         return [*self.events.values(), *([self.context] if self.context is not None else [])]
 
-    def p_row(self) -> np.ndarray:
+    def p_row(self) -> list[float]:
         """The unit's p-value per modality in :data:`MODALITIES` order (NaN: no evidence from it)."""
-        row = np.full(len(MODALITIES), np.nan)
+        row = [math.nan, math.nan, math.nan]
         for e in self.evidence():
             p = e.p
-            if p is not None and e.modality in MODALITIES:
-                j = MODALITIES.index(e.modality)
-                row[j] = p if np.isnan(row[j]) else min(1.0, 2 * min(row[j], p))  # two of one modality: Bonferroni
+            j = _COLUMN.get(e.modality)
+            if p is not None and j is not None:
+                row[j] = p if math.isnan(row[j]) else min(1.0, 2 * min(row[j], p))  # two of one modality: Bonferroni
         return row
+
+
+_COLUMN = {m: j for j, m in enumerate(MODALITIES)}
 
 
 class AssetUnits:
@@ -142,20 +155,20 @@ class AssetUnits:
             ev = self.parts.setdefault(score.part_id, {}).get(m)
             if ev is None:
                 ev = self.parts[score.part_id][m] = Evidence(str(score.event_id), m, self.asset_id, ts, score.part_id)
-            ev.scores.append(score)
+            ev.append(score)
             known = self.part_detectors.get(m, frozenset())
             if not known or ev.detectors > known:
-                self.part_detectors[m] = ev.detectors
+                self.part_detectors[m] = frozenset(ev.detectors)
         else:
             key = str(score.event_id)
             ev = self.free.get(key)
             if ev is None:
                 ev = self.free[key] = Evidence(key, m, self.asset_id, ts, None)
                 self._remember_context(ev)
-            ev.scores.append(score)
+            ev.append(score)
             known = self.free_detectors.get(m, frozenset())
             if not known or ev.detectors > known:
-                self.free_detectors[m] = ev.detectors
+                self.free_detectors[m] = frozenset(ev.detectors)
         if ts > self.watermark.get(m, ts - timedelta(seconds=1)):
             self.watermark[m] = ts
 
@@ -229,7 +242,7 @@ class AssetUnits:
             if ev is None:
                 del self.part_detectors[m]
             elif not self.part_detectors[m] <= ev.detectors:
-                self.part_detectors[m] = ev.detectors
+                self.part_detectors[m] = frozenset(ev.detectors)
 
     def pending(self) -> int:
         return len(self.parts) + len(self.free)
