@@ -29,6 +29,7 @@ from linewatch.fusion.combine import calibrated_score, fisher_brown, modality_sh
 from linewatch.fusion.lifecycle import AssetLifecycle, Contributor, LifecycleConfig, OpenAlert, Transition, Verdict
 from linewatch.fusion.units import MODALITIES, QUALITY_PREFIXES, AssetUnits, Unit
 from linewatch.schemas.messages import Alert, Contribution, Score, ScoreRef
+from linewatch.schemas.rows import AlertSuppressionRow
 
 #: Machine states in which no alert opens (the machine is not making parts the normal way).
 DEFAULT_SUPPRESS_STATES = frozenset({"idle", "changeover", "setup", "maintenance"})
@@ -81,26 +82,10 @@ class AlertEvent:
 
 
 @dataclass
-class Suppressed:
-    """A unit that would have counted toward an alert but was suppressed."""
-
-    ts: datetime
-    asset_id: str
-    reason: str
-    detail: str
-    score: float
-    shadow: bool
-    contributors: list[dict]
-
-    def row(self) -> tuple:
-        return (self.ts, self.asset_id, self.reason, self.detail, self.score, self.shadow,
-                json.dumps(self.contributors))
-
-
-@dataclass
 class FusionOutput:
     alerts: list[AlertEvent] = field(default_factory=list)
-    suppressed: list[Suppressed] = field(default_factory=list)
+    #: Units that would have counted toward an alert but were suppressed (``alert_suppressions`` rows).
+    suppressed: list[AlertSuppressionRow] = field(default_factory=list)
     #: Every unit decided (for metrics, tests and replay), in decision order.
     verdicts: list[Verdict] = field(default_factory=list)
     duplicates: int = 0
@@ -215,9 +200,10 @@ class FusionEngine:
             self._suppress(v)
             out.verdicts.append(v)
             if v.anomalous and v.suppressed:
-                out.suppressed.append(Suppressed(u.ts, u.asset_id, v.suppressed, v.suppressed_detail, score,
-                                                 self.shadow, [_contribution(c, 1.0).model_dump(exclude_none=True)
-                                                               for c in v.contributors[:MAX_CONTRIBUTORS]]))
+                out.suppressed.append(AlertSuppressionRow(
+                    ts=u.ts, asset_id=u.asset_id, reason=v.suppressed, detail=v.suppressed_detail, score=score,
+                    shadow=self.shadow, contributors=json.dumps([_contribution(c, 1.0).model_dump(exclude_none=True)
+                                                                 for c in v.contributors[:MAX_CONTRIBUTORS]])))
             life = self._life.get(u.asset_id)
             if life is None:
                 life = self._life[u.asset_id] = AssetLifecycle(u.asset_id, self.config.lifecycle, shadow=self.shadow)

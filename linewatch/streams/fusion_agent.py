@@ -116,8 +116,9 @@ class FusionRuntime(BatchRuntime):
             if publish:
                 out.messages[ALERTS.name].append((event.key, event.value(), []))
             out.counts[f"{'shadow_' if not publish else ''}alerts_{event.message.state.value}"] += 1
+        cols = columns(AlertSuppressionRow)
         for s in result.suppressed:
-            out.tables[AlertSuppressionRow].append(s.row())
+            out.tables[AlertSuppressionRow].append(tuple(getattr(s, c) for c in cols))
         out.counts["suppressed" if publish else "shadow_suppressed"] += len(result.suppressed)
         out.counts["units" if publish else "shadow_units"] += len(result.verdicts)
 
