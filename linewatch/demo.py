@@ -189,7 +189,7 @@ def _wait_for_worker(worker, settings: Settings, console: Console) -> None:
 
 
 def _stream_and_watch(stack, sim: PlantSimulation, bad, speed, baseline, console, worker, settings) -> None:
-    n_parts = len(sim.spc_records())
+    n_parts = len(sim.parts.t)
     expected = 2 * n_parts + len(bad)  # every part's record and frame, stored or dead-lettered
     sent = {"n": 0}
     errors: list[BaseException] = []
@@ -312,10 +312,10 @@ def summarise(url: str, sim: PlantSimulation, bad, baseline: dict[str, int], *, 
     all_right = [_matches(episode_of(r).culprits, (r[3] or [None])[0]) for r in live if r[0] in attributed]
     return {
         "plant": {"assets": assets, "plant_seconds": (end - start).total_seconds(), "speed": speed,
-                  "parts": len(sim.spc_records()), "signal_windows": len(sim.signal_messages()),
+                  "parts": len(sim.parts.t), "signal_windows": len(sim.signal_messages()),
                   "time_mapping": f"1 wall second = {speed:.0f} plant seconds; a part every "
                                   f"{sim.config.part_interval_s:.0f} plant seconds per cell"},
-        "events_in": len(sim.spc_records()) * 2 + len(sim.signal_messages()) + len(bad),
+        "events_in": len(sim.parts.t) * 2 + len(sim.signal_messages()) + len(bad),
         "scores_written": now["scores"] - baseline["scores"],
         "scores_by_modality": by_modality,
         "shadow_scores_written": now["shadow_scores"] - baseline["shadow_scores"],

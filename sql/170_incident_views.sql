@@ -45,8 +45,8 @@ COMMENT ON VIEW alert_incidents IS
 'last contributors and the latest disposition.';
 
 CREATE OR REPLACE VIEW open_alerts AS
-SELECT * FROM alert_incidents WHERE closed_at IS NULL;
-COMMENT ON VIEW open_alerts IS 'alert_incidents that have no close event yet.';
+SELECT * FROM alert_incidents WHERE last_state <> 'close';
+COMMENT ON VIEW open_alerts IS 'alert_incidents whose latest event is not a close (one re-opened in its cool-down is open).';
 
 -- One row per disposition and score behind it: alert-level dispositions reach their scores
 -- through alerts.scores (every lifecycle row's refs, once each), event-level ones through the

@@ -15,8 +15,9 @@ import typer
 
 from linewatch.cli.common import ConfigOption, console, settings
 from linewatch.cli.feedback_options import SinceOption, operator_name, parse_time
+from linewatch.schemas.messages import Verdict  # pydantic only: already loaded by the settings
 
-LABELS = ("true_defect", "false_alarm", "acceptable_variation", "new_sku")
+LABELS = tuple(v.value for v in Verdict)
 dispositions_app = typer.Typer(help="The labelled set operators' dispositions make.", no_args_is_help=True)
 
 

@@ -30,7 +30,7 @@ import inspect
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -354,8 +354,8 @@ class ModelBundle:
             "dispositions": list(dispositions),
             "changed_at": now.isoformat(),
         }
-        return ModelBundle(detector=self.detector, calibrator=calibrator, feature_names=self.feature_names, meta=meta,
-                           modality=self.modality, scope=self.scope)
+        # every other field (input reference for drift, scope, modality) carries over unchanged
+        return replace(self, calibrator=calibrator, meta=meta)
 
     def save(self, path: str | Path) -> Path:
         root = Path(path)

@@ -223,8 +223,15 @@ class DriftTracker:
         self._monitors: OrderedDict[MonitorKey, ScoreDriftMonitor] = OrderedDict()
 
     def set_promises(self, promises: Mapping[str, tuple[float, float, float]]) -> None:
-        """Add or replace promised false-alarm rates (new versions); live monitors keep the one they started with."""
+        """Add or replace promised false-alarm rates; monitors already running for those versions take them too.
+
+        A version's first scores may arrive before its promise is read from the registry; its monitor
+        would otherwise keep the threshold's point promise (no interval) for good.
+        """
         self.promises.update(promises)
+        for key, mon in self._monitors.items():
+            if key.model_version in promises:
+                mon.promised = promises[key.model_version]
 
     def monitor(self, key: MonitorKey, threshold: float) -> ScoreDriftMonitor:
         mon = self._monitors.get(key)

@@ -80,9 +80,5 @@ def apply_threshold(database_url: str, *, detector: str, asset: str, threshold: 
         old = load_registered(database_url, previous, cache_dir=cache_dir)
         new = old.with_threshold(threshold, reason=reason, dispositions=dispositions, actor=actor)
         new = replace(new, scope=Scope(asset, old.scope.sku, old.scope.camera))
-        with conn.transaction():
-            ref = save_and_register(conn, new, model_dir=model_dir)
-            if shadow:
-                conn.execute("UPDATE model_versions SET shadow = true WHERE model_id = %s AND version = %s",
-                             (ref.model_id, ref.version))
+        ref = save_and_register(conn, new, model_dir=model_dir, shadow=shadow)
     return AppliedThreshold(previous=previous, previous_threshold=old.threshold, new=ref, bundle=new)

@@ -183,9 +183,6 @@ class FusionEngine:
             self._decide(units.release(flush=True), out)
         return out
 
-    def pending(self) -> int:
-        return sum(u.pending() for u in self._units.values())
-
     def _decide(self, units: list[Unit], out: FusionOutput) -> None:
         if not units:
             return
@@ -250,13 +247,15 @@ class FusionEngine:
             life = self._life[asset_id] = AssetLifecycle(asset_id, self.config.lifecycle, shadow=self.shadow)
         life.restore(alert)
 
-    def acknowledge(self, asset_id: str, alert_id: uuid.UUID) -> None:
-        if asset_id in self._life:
-            self._life[asset_id].acknowledge(alert_id)
+    def acknowledge(self, alert_id: uuid.UUID) -> None:
+        """Someone acknowledged ``alert_id`` (a no-op when this engine does not hold it open)."""
+        for life in self._life.values():
+            life.acknowledge(alert_id)
 
-    def closed_by_hand(self, asset_id: str, alert_id: uuid.UUID, ts: datetime) -> None:
-        if asset_id in self._life:
-            self._life[asset_id].closed_by_hand(alert_id, ts)
+    def closed_by_hand(self, alert_id: uuid.UUID, ts: datetime) -> None:
+        """Someone closed ``alert_id`` at ``ts`` (a no-op when this engine does not hold it open)."""
+        for life in self._life.values():
+            life.closed_by_hand(alert_id, ts)
 
     def open_alerts(self) -> dict[str, OpenAlert]:
         return {a: life.alert for a, life in self._life.items() if life.alert is not None}

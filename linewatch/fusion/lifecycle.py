@@ -59,6 +59,11 @@ class Contributor:
     weight: float = 0.0
     value: float = 0.0
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What contributions accumulate under: image regions of one camera are one cause, wherever the box fell."""
+        return self.modality, self.kind, "region" if self.name.startswith("region ") else self.name
+
 
 @dataclass
 class Verdict:
@@ -93,6 +98,7 @@ class OpenAlert:
     last_message_ts: datetime | None = None
     acknowledged: bool = False
     top: tuple[str, str, str] | None = None
+    _seen_events: set[str] = field(default_factory=set, repr=False)
 
     def absorb(self, v: Verdict, critical_score: float) -> bool:
         """Add ``v``'s evidence; True when the severity rose."""
@@ -100,20 +106,18 @@ class OpenAlert:
         if v.score >= critical_score or len(v.flagged_modalities) >= 2:
             self.severity = "critical"
         for c in v.contributors:
-            key = (c.modality, c.kind, _group(c.name))
-            held = self.contributors.get(key)
+            held = self.contributors.get(c.key)
             if held is None:
-                held = self.contributors[key] = Contributor(c.modality, c.name, c.kind, c.detail)
+                held = self.contributors[c.key] = Contributor(c.modality, c.name, c.kind, c.detail)
             held.weight += v.score * c.weight
             if c.value >= held.value:  # an image region is named by its strongest box so far
                 held.value, held.name = c.value, c.name
-        seen = set(self.event_ids)
         for ev in v.unit.evidence():
             if ev.p is not None and ev.p < 1.0:
                 self.modalities.add(ev.modality)
-            if ev.event_id not in seen and len(self.event_ids) < MAX_EVENT_IDS:
+            if ev.event_id not in self._seen_events and len(self.event_ids) < MAX_EVENT_IDS:
                 self.event_ids.append(ev.event_id)
-                seen.add(ev.event_id)
+                self._seen_events.add(ev.event_id)
             for s in ev.scores:
                 self.model_versions.add(s.model_version)
                 if len(self.score_refs) < MAX_SCORE_REFS:
@@ -124,11 +128,6 @@ class OpenAlert:
 
     def ranked(self) -> list[Contributor]:
         return sorted(self.contributors.values(), key=lambda c: (-c.weight, c.modality, c.name))
-
-
-def _group(name: str) -> str:
-    """What contributions accumulate under: image regions of one camera are one cause, wherever the box fell."""
-    return "region" if name.startswith("region ") else name
 
 
 @dataclass
@@ -182,7 +181,7 @@ class AssetLifecycle:
             top_before, modalities_before = alert.top, set(alert.modalities)
             rose = alert.absorb(v, cfg.critical_score)
             ranked = alert.ranked()
-            alert.top = (ranked[0].modality, ranked[0].kind, ranked[0].name) if ranked else None
+            alert.top = ranked[0].key if ranked else None
             due = alert.last_message_ts is None or ts - alert.last_message_ts >= timedelta(seconds=cfg.update_every_s)
             changed = alert.top != top_before or alert.modalities != modalities_before
             if rose or (not alert.acknowledged and (changed or due)):
@@ -218,7 +217,7 @@ class AssetLifecycle:
         for v in evidence:
             alert.absorb(v, cfg.critical_score)
         ranked = alert.ranked()
-        alert.top = (ranked[0].modality, ranked[0].kind, ranked[0].name) if ranked else None
+        alert.top = ranked[0].key if ranked else None
         alert.last_message_ts = ts
         self.alert = alert
         return Transition("open", alert, evidence[-1], note)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -66,10 +65,6 @@ class Evidence:
     @property
     def detectors(self) -> set[str]:
         return self._detectors
-
-    @property
-    def ready_scores(self) -> list[Score]:
-        return [s for s in self.scores if s.ready]
 
     @property
     def p(self) -> float | None:
@@ -133,6 +128,10 @@ class Unit:
 _COLUMN = {m: j for j, m in enumerate(MODALITIES)}
 
 
+def _ts(ev: Evidence) -> datetime:
+    return ev.ts
+
+
 class AssetUnits:
     """One asset's pending scores, and the rules that release them as units."""
 
@@ -146,8 +145,8 @@ class AssetUnits:
         self.part_detectors: dict[str, frozenset[str]] = {}
         self.free_detectors: dict[str, frozenset[str]] = {}
         self.watermark: dict[str, datetime] = {}
-        self._context_ts: dict[str, list[datetime]] = {}
-        self._context_ev: dict[str, deque[Evidence]] = {}
+        #: modality -> its recent part-less events in event-time order (the context parts are joined to).
+        self._context: dict[str, list[Evidence]] = {}
 
     def add(self, score: Score) -> None:
         m, ts = score.modality.value, score.ts
@@ -173,14 +172,10 @@ class AssetUnits:
             self.watermark[m] = ts
 
     def _remember_context(self, ev: Evidence) -> None:
-        times = self._context_ts.setdefault(ev.modality, [])
-        kept = self._context_ev.setdefault(ev.modality, deque())
-        i = bisect.bisect_right(times, ev.ts)
-        times.insert(i, ev.ts)
-        kept.insert(i, ev)
-        while len(times) > CONTEXT_KEPT:
-            times.pop(0)
-            kept.popleft()
+        kept = self._context.setdefault(ev.modality, [])
+        bisect.insort_right(kept, ev, key=_ts)
+        if len(kept) > CONTEXT_KEPT:
+            del kept[0]
 
     def _max_watermark(self) -> datetime | None:
         return max(self.watermark.values()) if self.watermark else None
@@ -201,11 +196,11 @@ class AssetUnits:
 
     def _context_for(self, ts: datetime) -> Evidence | None:
         best: Evidence | None = None
-        for m, times in self._context_ts.items():
-            i = bisect.bisect_right(times, ts) - 1
+        for kept in self._context.values():
+            i = bisect.bisect_right(kept, ts, key=_ts) - 1
             if i < 0:
                 continue
-            ev = self._context_ev[m][i]
+            ev = kept[i]
             if ts - ev.ts <= self.context and (best is None or (ev.p or 1.0) < (best.p or 1.0)):
                 best = ev
         return best
@@ -244,5 +239,3 @@ class AssetUnits:
             elif not self.part_detectors[m] <= ev.detectors:
                 self.part_detectors[m] = frozenset(ev.detectors)
 
-    def pending(self) -> int:
-        return len(self.parts) + len(self.free)

@@ -20,6 +20,10 @@ class Row(BaseModel):
     __table__: str = ""
     __key__: tuple[str, ...] = ()
 
+    def as_tuple(self) -> tuple:
+        """The row in COPY column order (:func:`columns`), for the batched writers."""
+        return tuple(getattr(self, name) for name in type(self).model_fields)
+
 
 class SpcMeasurementRow(Row):
     __table__ = "spc_measurements"

@@ -10,16 +10,21 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
+from pydantic import BaseModel
 from typing_extensions import Unpack
 
 from linewatch.detectors.bundle import ModelBundle
+from linewatch.errors import DataError
+from linewatch.schemas.codec import decode_batch
 from linewatch.schemas.rows import DeadLetterRow, Row, ScoreRow, ShadowScoreRow
 from linewatch.schemas.score_encoder import EventRef, ScoreMessage, Verdicts, encode_scores
 from linewatch.storage.model_registry import is_shadow
-from linewatch.streams.messages import DeadLetters
+from linewatch.streams.messages import DeadLetters, RawMessage
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ModelSource(Protocol):
@@ -84,6 +89,16 @@ class BatchResult:
             self.score_messages += messages
             self.tables[ScoreRow] += rows
             self.counts["anomalies"] += flagged
+
+    def decode(self, messages: Sequence[RawMessage], model: type[M]) -> list[tuple[RawMessage, M]]:
+        """The messages that decode as ``model``, each with its record; the others become this batch's dead letters."""
+        good: list[tuple[RawMessage, M]] = []
+        for msg, item in zip(messages, decode_batch([m.value for m in messages], model), strict=True):
+            if isinstance(item, DataError):
+                self.deadletters.add(msg, item)
+            else:
+                good.append((msg, item))
+        return good
 
     def add_unscored(self, scope: str, n: int = 1) -> None:
         self.unscored[scope] += n

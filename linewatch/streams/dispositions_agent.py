@@ -18,9 +18,7 @@ import logging
 import faust
 
 from linewatch.config import Settings
-from linewatch.errors import DataError
 from linewatch.feedback.dispositions import to_row
-from linewatch.schemas.codec import decode_batch
 from linewatch.schemas.messages import Disposition
 from linewatch.schemas.rows import DispositionRow
 from linewatch.schemas.topics import DISPOSITIONS
@@ -29,9 +27,6 @@ from linewatch.streams.messages import RawMessage
 from linewatch.streams.runtime import BatchRuntime, raw_topic, register_batch_agent
 
 log = logging.getLogger(__name__)
-
-#: Logged (at warning level, like the other agents' lines) once the agent holds its partitions.
-DISPOSITIONS_READY_MESSAGE = "linewatch dispositions agent ready:"
 
 
 class DispositionsRuntime(BatchRuntime):
@@ -46,10 +41,7 @@ class DispositionsRuntime(BatchRuntime):
 
     def score(self, messages: list[RawMessage]) -> BatchResult:
         result = BatchResult()
-        for msg, decoded in zip(messages, decode_batch([m.value for m in messages], Disposition), strict=True):
-            if isinstance(decoded, DataError):
-                result.deadletters.add(msg, decoded)
-                continue
+        for _msg, decoded in result.decode(messages, Disposition):
             result.tables[DispositionRow].append(to_row(decoded))
             result.counts[self.unit] += 1
             result.counts[decoded.verdict.value] += 1
@@ -62,6 +54,5 @@ def register_dispositions_agent(app: faust.App, *, settings: Settings, bootstrap
     runtime = DispositionsRuntime(settings=settings, bootstrap=bootstrap, database_url=database_url)
     register_batch_agent(app, raw_topic(app, DISPOSITIONS.name), runtime, batch_size=settings.batch_size,
                          within=settings.batch_within_s, name="linewatch.store_dispositions",
-                         thread_name_prefix="dispositions-batch",
-                         ready_message=DISPOSITIONS_READY_MESSAGE)
+                         thread_name_prefix="dispositions-batch")
     return runtime

@@ -28,6 +28,7 @@ import json
 import logging
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -35,13 +36,13 @@ import psycopg
 
 from linewatch.config import Settings
 from linewatch.detectors.drift_tracker import DriftTracker, retrain_alert
-from linewatch.errors import DataError
+from linewatch.feedback.alerts import hand_made_transitions
+from linewatch.feedback.maintenance import suppression_windows
 from linewatch.fusion.engine import AlertEvent, FusionEngine, FusionOutput
 from linewatch.fusion.lifecycle import Contributor, OpenAlert
-from linewatch.schemas.codec import decode_batch
 from linewatch.schemas.drift_rows import DriftRow
 from linewatch.schemas.messages import MachineState, Score
-from linewatch.schemas.rows import AlertRow, AlertSuppressionRow, MachineStateRow, columns
+from linewatch.schemas.rows import AlertRow, AlertSuppressionRow, MachineStateRow
 from linewatch.schemas.topics import ALERTS, MACHINE_STATES, SCORES, SHADOW_SCORES
 from linewatch.storage.connection import connect
 from linewatch.storage.drift import load_promises
@@ -50,6 +51,11 @@ from linewatch.streams.messages import RawMessage
 from linewatch.streams.runtime import BatchRuntime, raw_topic, register_batch_agent
 
 log = logging.getLogger(__name__)
+
+#: How far back a starting worker looks for open alerts, maintenance windows and hand-made actions.
+HISTORY = timedelta(days=30)
+#: Overlap between two reads of hand-made acknowledgements and closes.
+ACTIONS_OVERLAP = timedelta(minutes=1)
 
 
 class FusionRuntime(BatchRuntime):
@@ -70,6 +76,8 @@ class FusionRuntime(BatchRuntime):
         #: (asset, modality, detector) that have a challenger: the shadow engine takes the challenger's score.
         self._challenged: set[tuple[str, str, str]] = set()
         self._handled: set[tuple[uuid.UUID, str]] = set()  # hand acks/closes already applied
+        self._actions_since = datetime.now(UTC) - HISTORY
+        self._promised: set[str] = set()  # model versions whose promised false-alarm rate the tracker has
         self._restored = False
         #: Score drift per model version and asset (both worlds); retrain recommendations become alerts.
         self.drift = DriftTracker()
@@ -81,12 +89,12 @@ class FusionRuntime(BatchRuntime):
         by_topic: dict[str, list[RawMessage]] = {}
         for m in messages:
             by_topic.setdefault(m.topic, []).append(m)
-        for _msg, state in self._decode(by_topic.get(MACHINE_STATES.name, []), MachineState, out):
+        for _msg, state in out.decode(by_topic.get(MACHINE_STATES.name, []), MachineState):
             for engine in (self.champion, self.shadow):
                 engine.set_machine_state(state.asset_id, state.ts, state.state)
             out.tables[MachineStateRow].append((state.ts, state.asset_id, state.state, state.reason))
-        champion = [s for _, s in self._decode(by_topic.get(SCORES.name, []), Score, out)]
-        shadow = [s for _, s in self._decode(by_topic.get(SHADOW_SCORES.name, []), Score, out)]
+        champion = [s for _, s in out.decode(by_topic.get(SCORES.name, []), Score)]
+        shadow = [s for _, s in out.decode(by_topic.get(SHADOW_SCORES.name, []), Score)]
         self._challenged.update((s.asset_id, s.modality.value, s.detector) for s in shadow)
         result = self.champion.ingest(champion)
         self._emit(result, out, publish=True)
@@ -100,25 +108,13 @@ class FusionRuntime(BatchRuntime):
         out.counts["shadow_scores"] += len(shadow)
         return out
 
-    def _decode(self, messages: list[RawMessage], model: type, out: BatchResult) -> list[tuple[RawMessage, Any]]:
-        decoded = decode_batch([m.value for m in messages], model)
-        good = []
-        for msg, item in zip(messages, decoded, strict=True):
-            if isinstance(item, DataError):
-                out.deadletters.add(msg, item)
-            else:
-                good.append((msg, item))
-        return good
-
     def _emit(self, result: FusionOutput, out: BatchResult, *, publish: bool) -> None:
         for event in result.alerts:
             out.tables[AlertRow].append(event.row())
             if publish:
                 out.messages[ALERTS.name].append((event.key, event.value(), []))
             out.counts[f"{'shadow_' if not publish else ''}alerts_{event.message.state.value}"] += 1
-        cols = columns(AlertSuppressionRow)
-        for s in result.suppressed:
-            out.tables[AlertSuppressionRow].append(tuple(getattr(s, c) for c in cols))
+        out.tables[AlertSuppressionRow] += [s.as_tuple() for s in result.suppressed]
         out.counts["suppressed" if publish else "shadow_suppressed"] += len(result.suppressed)
         out.counts["units" if publish else "shadow_units"] += len(result.verdicts)
 
@@ -129,8 +125,7 @@ class FusionRuntime(BatchRuntime):
         """
         self._shadow_versions.update(s.model_version for s in scores if s.shadow)
         update = self.drift.observe(scores)
-        cols = columns(DriftRow)
-        out.tables[DriftRow] += [tuple(getattr(r, c) for c in cols) for r in update.rows]
+        out.tables[DriftRow] += [r.as_tuple() for r in update.rows]
         for rec in update.recommendations:
             if rec.model_version in self._shadow_versions:
                 continue
@@ -142,6 +137,7 @@ class FusionRuntime(BatchRuntime):
 
     # -- what the database says -----------------------------------------------------------------
     def _read_context(self) -> None:
+        """Every ``model_refresh_s``: maintenance windows, hand-made acks and closes, new versions' promises."""
         now = time.monotonic()
         if now < self._next_context:
             return
@@ -151,60 +147,55 @@ class FusionRuntime(BatchRuntime):
                 if not self._restored:
                     self._restore(conn)
                     self._restored = True
-                windows = conn.execute(
-                    "SELECT asset_id, starts_at, ends_at, reason FROM maintenance_windows "
-                    "WHERE ends_at > now() - interval '30 days'").fetchall()
+                since = datetime.now(UTC) - HISTORY
+                windows = suppression_windows(conn, since=since)
                 for engine in (self.champion, self.shadow):
-                    engine.set_maintenance([tuple(w) for w in windows])
+                    engine.set_maintenance(windows)
                 self._hand_actions(conn)
-                versions = [r[0] for r in conn.execute("SELECT version FROM model_versions WHERE active").fetchall()]
-                self.drift.set_promises(load_promises(conn, versions))
+                versions = {r[0] for r in conn.execute("SELECT version FROM model_versions WHERE active")}
+                if versions - self._promised:
+                    self.drift.set_promises(load_promises(conn, versions - self._promised))
+                    self._promised |= versions
         except psycopg.Error as e:
             # Alerts keep flowing on the context we have; the writer decides whether the database is gone.
             self.log.warning("cannot read maintenance windows and hand-made alert changes (%s); keeping the last", e)
 
     def _restore(self, conn: psycopg.Connection) -> None:
-        """Alerts whose latest row is not a close: resume them so they close (or update) instead of being lost."""
+        """Alerts still open (the ``open_alerts`` view): resume them so they close (or update) instead of being lost."""
         rows = conn.execute(
-            """SELECT DISTINCT ON (alert_id) alert_id, asset_id, shadow, state, severity, opened_at, modalities,
-                      contributors, model_versions, ts
-               FROM alerts WHERE kind = 'anomaly' AND ts > now() - interval '30 days'
-               ORDER BY alert_id, ts DESC, state""").fetchall()
+            """SELECT alert_id, asset_id, shadow, last_state, max_severity, opened_at, modalities, last_contributors,
+                      model_versions, last_ts
+               FROM open_alerts WHERE kind = 'anomaly' AND last_ts > %s""", (datetime.now(UTC) - HISTORY,)).fetchall()
         n = 0
         for alert_id, asset, shadow, state, severity, opened_at, modalities, contributors, versions, ts in rows:
-            if state == "close":
-                continue
             alert = OpenAlert(alert_id=alert_id, opened_at=opened_at, severity=severity, modalities=set(modalities),
                               model_versions=set(versions), last_message_ts=ts, acknowledged=state == "acknowledge")
             for c in contributors if isinstance(contributors, list) else json.loads(contributors):
-                key = (c.get("modality") or "spc", c.get("kind", "feature"), c["name"])
-                alert.contributors[key] = Contributor(key[0], c["name"], key[1], c.get("detail"),
-                                                      float(c.get("share", 0.0)), float(c.get("value", 0.0)))
+                held = Contributor(c.get("modality") or "spc", c["name"], c.get("kind", "feature"), c.get("detail"),
+                                   float(c.get("share", 0.0)), float(c.get("value", 0.0)))
+                alert.contributors[held.key] = held
             (self.shadow if shadow else self.champion).restore(asset, alert)
             n += 1
         if n:
             self.log.warning("fusion resumed %d open alert(s) from the database", n)
 
     def _hand_actions(self, conn: psycopg.Connection) -> None:
-        """Acknowledgements and closes written by ``linewatch alerts ack|close`` for alerts this worker holds."""
-        held = {(a.alert_id, asset, engine is self.shadow): engine
-                for engine in (self.champion, self.shadow) for asset, a in engine.open_alerts().items()}
-        if not held:
-            return
-        rows = conn.execute(
-            "SELECT alert_id, state, ts FROM alerts WHERE alert_id = ANY(%s) AND actor IS NOT NULL "
-            "AND state IN ('acknowledge', 'close')", ([k[0] for k in held],)).fetchall()
-        for alert_id, state, ts in rows:
+        """Acknowledgements and closes written by ``linewatch alerts ack|close`` since the last look.
+
+        Read with a minute of overlap (the database's clock and this host's need not agree to the
+        second); an action already applied is skipped.
+        """
+        since = self._actions_since
+        self._actions_since = datetime.now(UTC) - ACTIONS_OVERLAP
+        for alert_id, state, ts, _actor in hand_made_transitions(conn, since=since):
             if (alert_id, state) in self._handled:
                 continue
             self._handled.add((alert_id, state))
-            for (aid, asset, _), engine in held.items():
-                if aid != alert_id:
-                    continue
+            for engine in (self.champion, self.shadow):
                 if state == "acknowledge":
-                    engine.acknowledge(asset, alert_id)
+                    engine.acknowledge(alert_id)
                 else:
-                    engine.closed_by_hand(asset, alert_id, ts)
+                    engine.closed_by_hand(alert_id, ts)
 
 
 def register_fusion_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str) -> Any:

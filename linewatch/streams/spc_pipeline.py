@@ -25,7 +25,6 @@ from linewatch.coverage import Coverage
 from linewatch.detectors.bundle import BundleScores, ModelBundle
 from linewatch.detectors.spc_rules import RunRuleMonitor
 from linewatch.errors import DataError
-from linewatch.schemas.codec import decode_batch
 from linewatch.schemas.event_time import EventTimeWindow
 from linewatch.schemas.messages import Modality, SpcRecord
 from linewatch.schemas.rows import SpcMeasurementRow
@@ -94,13 +93,9 @@ def score_spc_batch(messages: list[RawMessage], models: ModelSource,
     streams = streams if streams is not None else StreamStates()
     window, now = event_window or EventTimeWindow(), datetime.now(UTC)
     out = BatchResult()
-    decoded = decode_batch([m.value for m in messages], SpcRecord)
     groups: dict[int, tuple[ModelBundle, list[SpcRecord]]] = {}
     accepted: list[SpcRecord] = []
-    for msg, rec in zip(messages, decoded, strict=True):
-        if isinstance(rec, DataError):
-            out.deadletters.add(msg, rec)
-            continue
+    for msg, rec in out.decode(messages, SpcRecord):
         if (late := window.violation(rec.ts, now)) is not None:
             out.deadletters.add(msg, DataError(late))
             continue

@@ -24,5 +24,7 @@ def test_the_new_threshold_alarms_where_its_tail_probability_says(calibration):
     assert bundle.calibrator.is_alarm(probe)[0] and not raised.calibrator.is_alarm(probe)[0]
     np.testing.assert_array_equal(raised.score(X[:50]).calibrated, bundle.score(X[:50]).calibrated)
     assert raised.meta["threshold_change"]["dispositions"] == ["d1"] and bundle.meta.get("threshold_change") is None
+    # everything but the alarm point carries over: input drift keeps its training reference
+    assert bundle.input_reference is not None and raised.input_reference is bundle.input_reference
     with pytest.raises(ConfigError, match="positive"):
         bundle.with_threshold(float("nan"), reason="x")
