@@ -37,6 +37,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
+def plant_models() -> object:
+    """The simulated plant's fitted models (every modality, wildcard scopes; ~17 s): fitted once per session.
+
+    Tests that register them must scope copies to their own assets (or deactivate them after), so
+    the other tests' events never meet them.
+    """
+    from linewatch.plant_models import fit_plant_models
+    from linewatch.simulation.plant import PlantConfig
+
+    return fit_plant_models(PlantConfig())
+
+
+@pytest.fixture(scope="session")
 def bootstrap(stack: Stack) -> str:
     return stack.bootstrap
 

@@ -51,6 +51,7 @@ import numpy as np
 
 from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.detectors.robust_mahalanobis import robust_scale
+from linewatch.detectors.rowwise import rowwise_matmul
 from linewatch.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -230,7 +231,7 @@ class WindowAutoencoder(ParamsMixin):
         names = self.group_names()
         labels = self.groups if self.groups is not None else tuple(str(i) for i in range(err.shape[1]))
         member = np.array([[lab == g for lab in labels] for g in names], dtype=np.float64)  # (G, d)
-        return err @ member.T
+        return rowwise_matmul(err, member.T)
 
     def worst_group(self, X: np.ndarray) -> list[str]:
         """The sensor (group) with the largest reconstruction error, per row."""

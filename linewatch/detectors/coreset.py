@@ -17,6 +17,7 @@ from functools import cache
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from linewatch.detectors.rowwise import ROW_BLOCK
 from linewatch.errors import ConfigError, DataError
 
 #: (stage, done, total): called during fit ("features", "coreset") and by the backtest ("scoring").
@@ -24,6 +25,8 @@ Progress = Callable[[str, int, int], None]
 #: Working-set budget for one chunk of the query x bank distance matrix: large enough for BLAS
 #: to run at full speed, small enough to stay in cache-friendly territory and bounded memory.
 QUERY_CHUNK_BYTES = 16 << 20
+#: Query rows per distance product at most (one 128 px frame has 256 patches).
+MAX_QUERY_CHUNK = 256
 #: Call the progress callback about this many times during coreset selection.
 PROGRESS_STEPS = 100
 
@@ -130,13 +133,18 @@ def nearest_sq_distances(
         raise DataError(f"queries of shape {q.shape} do not match a bank of {d1 - 1}-dimensional features")
     out = np.empty(q.shape[0], dtype=np.float32)
     index = np.empty(q.shape[0], dtype=np.int64) if return_index else None
-    chunk = max(64, QUERY_CHUNK_BYTES // (4 * m))
-    q_aug = np.ones((min(chunk, q.shape[0]), d1), dtype=np.float32)
+    # Every product has exactly ``chunk`` rows (the last one padded): a patch's distance must not
+    # depend on how many other frames came in its batch (linewatch.detectors.rowwise says why).
+    # A chunk's size depends on the bank only, and stays small enough that one frame pads little.
+    chunk = min(MAX_QUERY_CHUNK, max(ROW_BLOCK, QUERY_CHUNK_BYTES // (4 * m))) // ROW_BLOCK * ROW_BLOCK
+    q_aug = np.ones((chunk, d1), dtype=np.float32)
     for start in range(0, q.shape[0], chunk):
         qc = q[start : start + chunk]
         k = qc.shape[0]
         q_aug[:k, :-1] = qc
-        block = q_aug[:k] @ bank_t
+        if k < chunk:
+            q_aug[k:, :-1] = 0.0
+        block = (q_aug @ bank_t)[:k]
         if index is None:
             best = block.min(axis=1)
         else:

@@ -50,6 +50,7 @@ from scipy import stats
 
 from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.detectors.robust_mahalanobis import DEFAULT_RIDGE, zca_cor_whitener
+from linewatch.detectors.rowwise import rowwise_matmul
 from linewatch.errors import ConfigError, DataError
 
 #: α of a 3σ Shewhart chart (two-sided normal tail), so T² false-alarms as often as one chart.
@@ -88,7 +89,7 @@ def _check_mp(m: int, p: int) -> None:
 
 def quadratic_terms(Xc: np.ndarray, whitener: np.ndarray) -> np.ndarray:
     """Squared whitened coordinates ``(Xc W')²``: per-feature terms that sum to ``x' Σ⁻¹ x``."""
-    U = Xc @ whitener.T
+    U = rowwise_matmul(Xc, whitener.T)
     return U * U
 
 
@@ -199,7 +200,7 @@ class HotellingT2(ParamsMixin):
         precision = self.whitener_.T @ self.whitener_
         var = np.diag(self.covariance_)
         unconditional = Xc**2 / np.where(var > 0, var, 1.0)
-        conditional = (Xc @ precision) ** 2 / np.diag(precision)
+        conditional = rowwise_matmul(Xc, precision) ** 2 / np.diag(precision)
         # A term with k conditioning variables: (m+1)(m-1)/(m(m-k-1)) F(1, m-k-1); k = 0 and k = p-1.
         f = stats.f.ppf(1.0 - self.alpha, 1, [m - 1, m - p])
         ucl_u = (m + 1) / m * float(f[0])

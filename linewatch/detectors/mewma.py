@@ -49,6 +49,7 @@ from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
 from linewatch.detectors.chart_math import check_after_alarm, ewma_sigma_factor, ewma_statistic, run_restarting
 from linewatch.detectors.hotelling import DEFAULT_ALPHA, DEFAULT_PHASE1_MAX_ITER, hotelling_phase1
 from linewatch.detectors.robust_mahalanobis import DEFAULT_RIDGE, zca_cor_whitener
+from linewatch.detectors.rowwise import rowwise_matmul
 from linewatch.errors import ConfigError
 
 #: λ = 0.1 is the usual MEWMA choice for shifts around one σ (Lowry et al. 1992).
@@ -139,7 +140,7 @@ class MEWMA(ParamsMixin):
         """Contributions to ``T²_t`` continuing from ``state``, and the state after the last row."""
         Z = ewma_statistic(X - self.mean_, lam=self.lam, start=state[:-1])
         t = state[-1] + np.arange(1, X.shape[0] + 1)
-        U = (Z @ self.whitener_.T) / ewma_sigma_factor(t, lam=self.lam)[:, None]
+        U = rowwise_matmul(Z, self.whitener_.T) / ewma_sigma_factor(t, lam=self.lam)[:, None]
         return U * U, np.concatenate([Z[-1], [t[-1]]])
 
     def explain(self, X: np.ndarray) -> np.ndarray:

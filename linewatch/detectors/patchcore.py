@@ -82,6 +82,7 @@ from linewatch.detectors.image_backbone import (
     shared_backbone,
 )
 from linewatch.detectors.image_base import Images
+from linewatch.detectors.rowwise import rowwise_matmul
 from linewatch.errors import ConfigError, DataError
 
 __all__ = ["PRESETS", "THUMBNAIL_SIZE", "PatchCore", "Progress", "as_size", "aspect_size", "summarize_heatmap"]
@@ -329,7 +330,7 @@ class PatchCore(ParamsMixin):
             maps = self.backbone.features(frames[start : start + step], batch_size=self.batch_size)
             feats = _aggregate([maps[i] for i in pick])
             if self.projection_ is not None:
-                feats = feats @ self.projection_
+                feats = rowwise_matmul(feats, self.projection_)
             if out is None:
                 out = np.empty((n, *feats.shape[1:]), dtype=np.float32)
             out[start : start + step] = feats

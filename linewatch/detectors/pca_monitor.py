@@ -56,6 +56,7 @@ import numpy as np
 from scipy import stats
 
 from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
+from linewatch.detectors.rowwise import rowwise_matmul
 from linewatch.errors import ConfigError, DataError
 
 #: Keep components until 90 % of the normal variance is explained: a common, conservative default.
@@ -190,13 +191,13 @@ class PCAMonitor(ParamsMixin):
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Principal scores ``(n, k)`` of the rows."""
-        return self._standardized(X) @ self.components_.T
+        return rowwise_matmul(self._standardized(X), self.components_.T)
 
     def statistics(self, X: np.ndarray) -> PCAStatistics:
         """T², SPE and their per-feature contributions for each row."""
         Z = self._standardized(X)
-        U = Z @ self._t2_root
-        residual = Z - (Z @ self.components_.T) @ self.components_
+        U = rowwise_matmul(Z, self._t2_root)
+        residual = Z - rowwise_matmul(rowwise_matmul(Z, self.components_.T), self.components_)
         t2c, spec = U * U, residual * residual
         return PCAStatistics(
             t2=t2c.sum(axis=1), spe=spec.sum(axis=1), t2_contributions=t2c, spe_contributions=spec

@@ -50,6 +50,7 @@ import numpy as np
 from sklearn.covariance import MinCovDet
 
 from linewatch.detectors.base import ParamsMixin, as_batch, check_fitted
+from linewatch.detectors.rowwise import rowwise_matmul
 from linewatch.errors import ConfigError, DataError
 
 #: MAD of a standard normal is 0.6745σ; dividing by it makes the MAD a consistent σ estimate.
@@ -170,7 +171,7 @@ class RobustMahalanobis(ParamsMixin):
         check_fitted(self, "whitener_")
         X = as_batch(X, n_features=self.whitener_.shape[0])
         Z = (X - self.center_) / self.scale_ - self.location_
-        return Z @ self.whitener_.T
+        return rowwise_matmul(Z, self.whitener_.T)
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Squared robust Mahalanobis distance of each row, shape ``(n,)``."""

@@ -15,8 +15,9 @@ the part's time); past ``lateness_s`` of event time beyond the part it is releas
 has, so a camera that stops sending cannot stall the asset. What an asset sends is learned from
 what it has sent (the modalities and detectors of its recent events), not configured.
 
-Units are released per stream in event-time order, so hysteresis sees each stream's sequence as
-it happened, whichever agent's scores arrived first.
+Units are released in event-time order across the asset's streams (nothing passes a unit that
+still waits), so hysteresis sees the asset's sequence as it happened, whichever agent's scores
+arrived first; a modality whose scores have moved past a part's time is not waited for.
 """
 
 from __future__ import annotations
@@ -189,7 +190,9 @@ class AssetUnits:
             return True
         for m, detectors in self.part_detectors.items():
             ev = events.get(m)
-            if ev is None or not detectors <= ev.detectors:
+            # One asset's scores of one modality arrive in event-time order (one agent, one partition):
+            # once that stream is past the part's time, what the part still lacks from it is not coming.
+            if (ev is None or not detectors <= ev.detectors) and self.watermark.get(m, ts) <= ts:
                 return False
         # the context: every part-less modality of the asset must have reached the part's time
         return all(self.watermark.get(m, ts) >= ts for m in self.free_detectors)
@@ -206,25 +209,35 @@ class AssetUnits:
         return best
 
     def release(self, *, flush: bool = False) -> list[Unit]:
-        """Units that are complete (or late), each stream in event-time order; ``flush`` releases everything."""
+        """Units that are complete (or late), in event-time order across the streams; ``flush`` releases everything.
+
+        One time line: nothing is released while an earlier unit of the asset still waits, so the
+        lifecycle sees the asset's units in the order they happened, whichever agent's scores came
+        first, and a replay (which delivers the modalities together) decides exactly as the worker did.
+        """
+        pending: list[tuple[datetime, int, str]] = [(min(e.ts for e in ev.values()), 0, pid)
+                                                    for pid, ev in self.parts.items()]
+        pending += [(ev.ts, 1, key) for key, ev in self.free.items()]
+        pending.sort(key=lambda r: (r[0], r[1]))
+        over = len(self.parts) - MAX_PENDING
         out: list[Unit] = []
-        order = sorted(self.parts.items(), key=lambda kv: min(e.ts for e in kv[1].values()))
-        over = len(order) - MAX_PENDING
-        for i, (part_id, events) in enumerate(order):
-            ts = min(e.ts for e in events.values())
-            if not (flush or i < over or self._part_ready(events, ts)):
-                break
-            del self.parts[part_id]
-            self._forget_missing(events)
-            out.append(Unit(self.asset_id, PARTS, ts, part_id, dict(events), context=self._context_for(ts)))
-        for key, ev in sorted(self.free.items(), key=lambda kv: kv[1].ts):
-            complete = self.free_detectors.get(ev.modality, frozenset()) <= ev.detectors
-            if not (flush or complete or self._late(ev.ts)):
-                break
-            del self.free[key]
-            out.append(Unit(self.asset_id, ev.modality, ev.ts, None, {ev.modality: ev}))
-        # one time line across the streams: the lifecycle closes and opens in event-time order
-        return sorted(out, key=lambda u: u.ts)
+        for ts, kind, key in pending:
+            if kind == 0:
+                events = self.parts[key]
+                if not (flush or over > 0 or self._part_ready(events, ts)):
+                    break
+                over -= 1
+                del self.parts[key]
+                self._forget_missing(events)
+                out.append(Unit(self.asset_id, PARTS, ts, key, dict(events), context=self._context_for(ts)))
+            else:
+                ev = self.free[key]
+                complete = self.free_detectors.get(ev.modality, frozenset()) <= ev.detectors
+                if not (flush or over > 0 or complete or self._late(ev.ts)):
+                    break
+                del self.free[key]
+                out.append(Unit(self.asset_id, ev.modality, ev.ts, None, {ev.modality: ev}))
+        return out
 
     def _forget_missing(self, events: dict[str, Evidence]) -> None:
         """A part released without a modality or detector it was waiting for: stop waiting for those.

@@ -68,6 +68,7 @@ from typing import Literal
 import numpy as np
 from scipy import signal as sps
 
+from linewatch.detectors.rowwise import rowwise_matmul
 from linewatch.errors import ConfigError, DataError
 
 TIME_FEATURES: tuple[str, ...] = ("rms", "peak", "peak_to_peak", "crest_factor", "kurtosis", "skewness")
@@ -380,7 +381,7 @@ def extract_features(
     freqs, p = power_spectrum(x, config)
     parts.append(_band_energies(freqs, p, config.resolved_bands()))
     total = p.sum(axis=1)
-    centroid = np.divide(p @ freqs, total, out=np.zeros_like(total), where=total > 0)
+    centroid = np.divide(rowwise_matmul(p, freqs), total, out=np.zeros_like(total), where=total > 0)
     parts.append(centroid[:, None])
     parts.append(_spectral_peaks(freqs, p, config.n_peaks))
     if config.bearing is not None:

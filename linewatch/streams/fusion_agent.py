@@ -7,10 +7,8 @@ batch; a message that cannot be decoded is a dead letter with its reason; a batc
 the engine is retried one message at a time (the engine ignores scores it has already seen, so
 nothing counts twice).
 
-Two engines run side by side: the champions' (``scores``), whose alerts are published and
-routed, and the challengers' (``shadow_scores``), which sees the shadow versions' scores in place
-of their champions' (and, on assets that have a challenger, the champions' of every other detector) and whose
-alerts are stored with ``shadow = true`` and never published on ``alerts``.
+The fusing itself (both engines, champion and challenger, and score drift) is
+:class:`~linewatch.streams.fusion_stage.FusionStage`, which ``linewatch replay`` runs too.
 
 From the database, every ``model_refresh_s``: the declared maintenance windows, and alerts
 acknowledged or closed by hand (``linewatch alerts ack|close``). At start, the alerts that were
@@ -35,18 +33,15 @@ import faust
 import psycopg
 
 from linewatch.config import Settings
-from linewatch.detectors.drift_tracker import DriftTracker, retrain_alert
 from linewatch.feedback.alerts import hand_made_transitions
 from linewatch.feedback.maintenance import suppression_windows
-from linewatch.fusion.engine import AlertEvent, FusionEngine, FusionOutput
+from linewatch.fusion.engine import FusionEngine
 from linewatch.fusion.lifecycle import Contributor, OpenAlert
-from linewatch.schemas.drift_rows import DriftRow
-from linewatch.schemas.messages import MachineState, Score
-from linewatch.schemas.rows import AlertRow, AlertSuppressionRow, MachineStateRow
-from linewatch.schemas.topics import ALERTS, MACHINE_STATES, SCORES, SHADOW_SCORES
+from linewatch.schemas.topics import MACHINE_STATES, SCORES, SHADOW_SCORES
 from linewatch.storage.connection import connect
 from linewatch.storage.drift import load_promises
 from linewatch.streams.batch import BatchResult
+from linewatch.streams.fusion_stage import FusionStage
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.runtime import BatchRuntime, raw_topic, register_batch_agent
 
@@ -59,7 +54,7 @@ ACTIONS_OVERLAP = timedelta(minutes=1)
 
 
 class FusionRuntime(BatchRuntime):
-    """The fusion agent's state: the champions' and the challengers' engines, and what it reads back."""
+    """The fusion agent: the fusion stage (both engines, drift), and what it reads back from the database."""
 
     modality = "fusion"
     unit = "scores"
@@ -67,73 +62,26 @@ class FusionRuntime(BatchRuntime):
 
     def __init__(self, *, settings: Settings, bootstrap: str, database_url: str) -> None:
         super().__init__(settings=settings, bootstrap=bootstrap, database_url=database_url, logger=log)
-        config = settings.fusion_config()
-        self.champion = FusionEngine(config)
-        self.shadow = FusionEngine(config, shadow=True)
+        self.stage = FusionStage(settings.fusion_config())
         self._url = database_url
         self._refresh_s = settings.model_refresh_s
         self._next_context = 0.0
-        #: (asset, modality, detector) that have a challenger: the shadow engine takes the challenger's score.
-        self._challenged: set[tuple[str, str, str]] = set()
         self._handled: set[tuple[uuid.UUID, str]] = set()  # hand acks/closes already applied
         self._actions_since = datetime.now(UTC) - HISTORY
         self._promised: set[str] = set()  # model versions whose promised false-alarm rate the tracker has
         self._restored = False
-        #: Score drift per model version and asset (both worlds); retrain recommendations become alerts.
-        self.drift = DriftTracker()
-        self._shadow_versions: set[str] = set()
+
+    @property
+    def champion(self) -> FusionEngine:
+        return self.stage.champion
+
+    @property
+    def shadow(self) -> FusionEngine:
+        return self.stage.shadow
 
     def score(self, messages: list[RawMessage]) -> BatchResult:
-        out = BatchResult()
         self._read_context()
-        by_topic: dict[str, list[RawMessage]] = {}
-        for m in messages:
-            by_topic.setdefault(m.topic, []).append(m)
-        for _msg, state in out.decode(by_topic.get(MACHINE_STATES.name, []), MachineState):
-            for engine in (self.champion, self.shadow):
-                engine.set_machine_state(state.asset_id, state.ts, state.state)
-            out.tables[MachineStateRow].append((state.ts, state.asset_id, state.state, state.reason))
-        champion = [s for _, s in out.decode(by_topic.get(SCORES.name, []), Score)]
-        shadow = [s for _, s in out.decode(by_topic.get(SHADOW_SCORES.name, []), Score)]
-        self._challenged.update((s.asset_id, s.modality.value, s.detector) for s in shadow)
-        result = self.champion.ingest(champion)
-        self._emit(result, out, publish=True)
-        # Only assets with a challenger have a shadow world; there it is the champions' minus the challenged.
-        assets = {a for a, _, _ in self._challenged}
-        mirrored = [s for s in champion if s.asset_id in assets
-                    and (s.asset_id, s.modality.value, s.detector) not in self._challenged]
-        self._emit(self.shadow.ingest([*mirrored, *shadow]), out, publish=False)
-        self._drift([*champion, *shadow], out)
-        out.counts["scores"] += len(champion)
-        out.counts["shadow_scores"] += len(shadow)
-        return out
-
-    def _emit(self, result: FusionOutput, out: BatchResult, *, publish: bool) -> None:
-        for event in result.alerts:
-            out.tables[AlertRow].append(event.row())
-            if publish:
-                out.messages[ALERTS.name].append((event.key, event.value(), []))
-            out.counts[f"{'shadow_' if not publish else ''}alerts_{event.message.state.value}"] += 1
-        out.tables[AlertSuppressionRow] += [s.as_tuple() for s in result.suppressed]
-        out.counts["suppressed" if publish else "shadow_suppressed"] += len(result.suppressed)
-        out.counts["units" if publish else "shadow_units"] += len(result.verdicts)
-
-    def _drift(self, scores: list[Score], out: BatchResult) -> None:
-        """Score drift rows, and a ``retrain_recommended`` alert (route ``ml``) when a champion's baseline moved.
-
-        A shadow version's drift is stored (it is part of comparing it) but raises no alert: nobody runs it yet.
-        """
-        self._shadow_versions.update(s.model_version for s in scores if s.shadow)
-        update = self.drift.observe(scores)
-        out.tables[DriftRow] += [r.as_tuple() for r in update.rows]
-        for rec in update.recommendations:
-            if rec.model_version in self._shadow_versions:
-                continue
-            event = AlertEvent(retrain_alert(rec))
-            out.tables[AlertRow].append(event.row())
-            out.messages[ALERTS.name].append((event.key, event.value(), []))
-            out.counts["retrain_recommended"] += 1
-        out.counts["drift_rows"] += len(update.rows)
+        return self.stage.process(messages)
 
     # -- what the database says -----------------------------------------------------------------
     def _read_context(self) -> None:
@@ -148,13 +96,11 @@ class FusionRuntime(BatchRuntime):
                     self._restore(conn)
                     self._restored = True
                 since = datetime.now(UTC) - HISTORY
-                windows = suppression_windows(conn, since=since)
-                for engine in (self.champion, self.shadow):
-                    engine.set_maintenance(windows)
+                self.stage.set_maintenance(suppression_windows(conn, since=since))
                 self._hand_actions(conn)
                 versions = {r[0] for r in conn.execute("SELECT version FROM model_versions WHERE active")}
                 if versions - self._promised:
-                    self.drift.set_promises(load_promises(conn, versions - self._promised))
+                    self.stage.drift.set_promises(load_promises(conn, versions - self._promised))
                     self._promised |= versions
         except psycopg.Error as e:
             # Alerts keep flowing on the context we have; the writer decides whether the database is gone.

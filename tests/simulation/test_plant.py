@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from linewatch.plant_models import fit_plant_models, register_plant_models
+from linewatch.plant_models import register_plant_models
 from linewatch.producers.plant import produce_plant
 from linewatch.schemas.codec import decode, decode_frame, decode_signal
 from linewatch.schemas.messages import MachineState, SpcRecord
@@ -152,11 +152,6 @@ def test_produce_plant_sends_every_message_to_its_topic_at_the_asked_pace(bootst
 
 
 # ------------------------------------------------------------------------------------------ detectability
-@pytest.fixture(scope="module")
-def plant_models():
-    return fit_plant_models(PlantConfig())
-
-
 @pytest.fixture(scope="module")
 def default_plant(plant_models):
     """The demo's default schedule (40 plant minutes) and every score the live agents' batch functions give it."""
