@@ -1,0 +1,233 @@
+"""The NAB score of one detector on one event stream, as the Numenta Anomaly Benchmark defines it.
+
+Why a score beside precision and recall: a process engineer wants an alarm *early* in a fault
+and few alarms elsewhere; per-event recall rewards alarming on every row of a long window and
+says nothing about timing. NAB (Lavin and Ahmad 2015; ``nab/sweeper.py`` of numenta/NAB, the
+definition reimplemented here) scores each detection by where it falls:
+
+- **Probation**: the first ``min(floor(p * n), p * 5000)`` rows (``p = probationary_percent``,
+  0.15 in NAB) are a warm-up and count for nothing, neither detections nor window rows; a
+  window that lies wholly inside it is not scored at all.
+- **Inside a window** of ``W`` rows ending at row ``b``, a detection at row ``i`` has relative
+  position ``x = -(b - i + 1) / W`` (``-1`` on the window's first row) and earns
+  ``tp * σ(x) / σ(-1)``, with the scaled sigmoid ``σ(x) = 2 / (1 + exp(5x)) - 1``: exactly
+  ``tp`` on the first row, falling toward 0 at the right edge. **Only the best (earliest)
+  detection of a window counts**; a window without one costs ``-fn``.
+- **Outside every window**, a detection ``d`` rows after the end of the previous window of
+  ``W`` rows costs ``fp * σ(d / (W - 1))``: almost nothing right after a window (a late but
+  real detection), ``-fp`` from three window-widths on and before the first window.
+  (NAB divides by zero after a one-row window; like NAB's older ``scorer.py`` we then use
+  ``d / (W - 1) = 2``.)
+- **Normalised**: ``100 * (raw - null) / (perfect - null)``, with ``null`` the detector that
+  never fires (``-fn`` per scored window) and ``perfect`` the one that fires on each window's
+  first row (``tp`` per scored window). NAB normalises over its whole corpus; for one stream
+  we use that stream's windows, so the null detector scores 0 and the perfect one 100. Without
+  a scored window the ratio is undefined: ``None``.
+
+Windows are inclusive ``[start, end]`` times, mapped to rows as :class:`~linewatch.backtest.labels.LabelWindows`
+does; they must not overlap (NAB's never do). The counts in :class:`NabResult` are NAB's
+row counts after probation (``tp`` = detections inside windows, ``fn`` = window rows without
+one), which NAB's own tests check.
+
+>>> t = np.arange(10).astype("datetime64[m]").astype("datetime64[us]")
+>>> hit = np.zeros(10, bool); hit[4] = True
+>>> r = nab_score(t, hit, [(t[4], t[5])], probationary_percent=0.0)
+>>> r.raw, r.normalized, r.tp, r.fn
+(1.0, 100.0, 1, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from linewatch.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class NabProfile:
+    """NAB's cost matrix: the reward for a detected window, the costs of a false and a missed one."""
+
+    tp: float
+    fp: float
+    fn: float
+    tn: float = 1.0  # NAB carries it in profiles.json but no formula uses it
+
+
+#: NAB's application profiles (``config/profiles.json`` of numenta/NAB v1.0).
+PROFILES: dict[str, NabProfile] = {
+    "standard": NabProfile(tp=1.0, fp=0.11, fn=1.0),
+    "reward_low_fp": NabProfile(tp=1.0, fp=0.22, fn=1.0),  # NAB's reward_low_FP_rate
+    "reward_low_fn": NabProfile(tp=1.0, fp=0.11, fn=2.0),  # NAB's reward_low_FN_rate
+}
+
+#: ``nab_scores`` keys, in the order reports list them.
+SCORE_KEYS = {"standard": "nab_score_standard", "reward_low_fp": "nab_score_low_fp", "reward_low_fn": "nab_score_low_fn"}
+
+#: NAB caps probation at this many rows times the percentage (750 rows at 15 %).
+PROBATION_CAP_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class NabResult:
+    """One stream's NAB score under one profile, with NAB's row counts after probation."""
+
+    raw: float
+    normalized: float | None
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    windows_scored: int
+    windows_detected: int
+
+
+def scaled_sigmoid(x: np.ndarray) -> np.ndarray:
+    """NAB's ``2 * sigmoid(-5x) - 1``, and exactly ``-1`` from ``x >= 3`` on (as ``sweeper.py`` has it).
+
+    >>> [round(float(v), 5) for v in scaled_sigmoid(np.array([-1.0, -0.5, 0.0, 1.0, 3.0]))]
+    [0.98661, 0.84828, 0.0, -0.98661, -1.0]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore"):  # exp overflows to inf far right of a window: 2/inf - 1 = -1
+        s = 2.0 / (1.0 + np.exp(5.0 * x)) - 1.0
+    return np.where(x >= 3.0, -1.0, s)
+
+
+def probationary_length(n_rows: int, probationary_percent: float) -> int:
+    """Rows of warm-up NAB ignores: ``min(floor(p * n), p * 5000)``.
+
+    >>> probationary_length(100, 0.15), probationary_length(6000, 0.1)
+    (15, 500)
+    """
+    if not 0.0 <= probationary_percent <= 1.0:
+        raise ConfigError(f"probationary_percent must lie in [0, 1], got {probationary_percent}")
+    return int(min(math.floor(probationary_percent * n_rows), probationary_percent * PROBATION_CAP_ROWS))
+
+
+def window_rows(times: np.ndarray, windows: Sequence[tuple[Any, Any]]) -> list[tuple[int, int]]:
+    """``[start, end)`` row ranges of inclusive time windows; windows without rows are left out.
+
+    Overlapping windows are refused: NAB's walk leaves one window before it enters the next,
+    and a row in two windows would be rewarded twice.
+    """
+    # imported here: labels pulls in the CSV loaders, which the pure score does not need
+    from linewatch.backtest.labels import LabelWindows
+
+    if len(windows) == 0:
+        return []
+    starts = np.array([w[0] for w in windows])
+    ends = np.array([w[1] for w in windows])
+    order = np.argsort(starts, kind="stable")
+    spans = LabelWindows(starts[order], ends[order], "windows").episodes(np.asarray(times))
+    for (_, e0), (s1, _) in zip(spans, spans[1:], strict=False):
+        if s1 < e0:
+            raise DataError(
+                f"label windows overlap (rows {s1} to {e0 - 1} lie in two); merge them before scoring"
+            )
+    return spans
+
+
+def row_weights(n_rows: int, spans: Sequence[tuple[int, int]], profile: NabProfile) -> tuple[np.ndarray, np.ndarray]:
+    """``(weight, window)`` per row: what a detection there would score, and its window index (-1 outside).
+
+    The vectorised heart of NAB's ``calcSweepScore``: the in-window reward (sigmoid of the
+    relative position, scaled so the first row earns exactly ``tp``) and the out-of-window
+    cost (sigmoid of the distance past the previous window, in its widths).
+    """
+    i = np.arange(n_rows)
+    window = np.full(n_rows, -1, dtype=np.int64)
+    if not spans:
+        return np.full(n_rows, -profile.fp), window
+    lo = np.array([s for s, _ in spans])
+    hi = np.array([e for _, e in spans])  # exclusive
+    width = (hi - lo).astype(np.float64)
+    k = np.searchsorted(lo, i, side="right") - 1  # the last window starting at or before row i
+    inside = (k >= 0) & (i < hi[np.maximum(k, 0)])
+    window[inside] = k[inside]
+    weight = np.empty(n_rows, dtype=np.float64)
+    kin = k[inside]
+    x_in = -((hi[kin] - 1) - i[inside] + 1) / width[kin]
+    max_tp = scaled_sigmoid(np.array([-1.0]))[0]
+    weight[inside] = scaled_sigmoid(x_in) / max_tp * profile.tp
+    prev = np.searchsorted(hi - 1, i, side="left") - 1  # the last window whose last row is before row i
+    out = ~inside
+    pw = prev[out]
+    past = np.full(pw.shape, 3.0)
+    after = pw >= 0
+    gap = (i[out][after] - (hi[pw[after]] - 1)).astype(np.float64)
+    denom = width[pw[after]] - 1.0
+    past[after] = np.where(denom > 0, gap / np.where(denom > 0, denom, 1.0), 2.0)
+    weight[out] = scaled_sigmoid(past) * profile.fp
+    return weight, window
+
+
+def _profile(profile: str | NabProfile) -> NabProfile:
+    if isinstance(profile, NabProfile):
+        return profile
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown NAB profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[profile]
+
+
+def nab_score(
+    times: np.ndarray,
+    detections: np.ndarray,
+    windows: Sequence[tuple[Any, Any]],
+    profile: str | NabProfile = "standard",
+    *,
+    probationary_percent: float = 0.15,
+) -> NabResult:
+    """NAB's score of ``detections`` (one flag per row of the sorted ``times``) against ``windows``."""
+    t = np.asarray(times)
+    d = np.asarray(detections, dtype=bool)
+    if d.shape != t.shape or t.ndim != 1:
+        raise DataError(f"detections has shape {d.shape}; expected one flag per time ({t.shape})")
+    if t.size > 1 and (t[1:] < t[:-1]).any():
+        raise DataError("times must be sorted ascending (the replay's event time axis)")
+    cost = _profile(profile)
+    spans = window_rows(t, windows)
+    weight, window = row_weights(t.size, spans, cost)
+    scored = np.arange(t.size) >= probationary_length(t.size, probationary_percent)
+    in_win = scored & (window >= 0)
+    out_win = scored & (window < 0)
+    raw = float(weight[d & out_win].sum())
+    scored_windows = np.unique(window[in_win])
+    detected = 0
+    for w in scored_windows:  # a handful of windows: the walk reads as NAB's definition does
+        hits = d & in_win & (window == w)
+        if hits.any():
+            raw += float(weight[hits].max())  # the earliest detection is the best one
+            detected += 1
+        else:
+            raw -= cost.fn
+    n_scored = int(scored_windows.size)
+    null, perfect = -cost.fn * n_scored, cost.tp * n_scored
+    return NabResult(
+        raw=raw,
+        normalized=100.0 * (raw - null) / (perfect - null) if perfect != null else None,
+        tp=int((d & in_win).sum()),
+        fp=int((d & out_win).sum()),
+        fn=int((~d & in_win).sum()),
+        tn=int((~d & out_win).sum()),
+        windows_scored=n_scored,
+        windows_detected=detected,
+    )
+
+
+def nab_scores(
+    times: np.ndarray,
+    detections: np.ndarray,
+    windows: Sequence[tuple[Any, Any]],
+    *,
+    probationary_percent: float = 0.15,
+) -> dict[str, float | None]:
+    """The normalised score under each of NAB's three profiles, keyed as the replay report names them."""
+    return {
+        key: nab_score(times, detections, windows, name, probationary_percent=probationary_percent).normalized
+        for name, key in SCORE_KEYS.items()
+    }
