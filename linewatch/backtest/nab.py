@@ -38,6 +38,7 @@ one), which NAB's own tests check.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,7 +67,11 @@ PROFILES: dict[str, NabProfile] = {
 }
 
 #: ``nab_scores`` keys, in the order reports list them.
-SCORE_KEYS = {"standard": "nab_score_standard", "reward_low_fp": "nab_score_low_fp", "reward_low_fn": "nab_score_low_fn"}
+SCORE_KEYS = {
+    "standard": "nab_score_standard",
+    "reward_low_fp": "nab_score_low_fp",
+    "reward_low_fn": "nab_score_low_fn",
+}
 
 #: NAB caps probation at this many rows times the percentage (750 rows at 15 %).
 PROBATION_CAP_ROWS = 5000
@@ -124,7 +129,7 @@ def window_rows(times: np.ndarray, windows: Sequence[tuple[Any, Any]]) -> list[t
     ends = np.array([w[1] for w in windows])
     order = np.argsort(starts, kind="stable")
     spans = LabelWindows(starts[order], ends[order], "windows").episodes(np.asarray(times))
-    for (_, e0), (s1, _) in zip(spans, spans[1:], strict=False):
+    for (_, e0), (s1, _) in itertools.pairwise(spans):
         if s1 < e0:
             raise DataError(
                 f"label windows overlap (rows {s1} to {e0 - 1} lie in two); merge them before scoring"

@@ -38,7 +38,7 @@ def stamps(n: int) -> np.ndarray:
 
 def nab_windows(t: np.ndarray, k: int, size: int) -> list[tuple[np.datetime64, np.datetime64]]:
     """NAB's ``generateWindows``: ``k`` windows of ``size`` rows, evenly spaced."""
-    gap = int(math.floor((len(t) - k * size) / (k + 1) + 0.5))  # Python 2 round, as NAB ran it
+    gap = math.floor((len(t) - k * size) / (k + 1) + 0.5)  # Python 2 round, as NAB ran it
     firsts = [gap * (j + 1) + size * j for j in range(k)]
     return [(t[f], t[f + size - 1]) for f in firsts]
 
@@ -140,7 +140,7 @@ def test_only_first_true_positive_within_window_counts():
 
 
 def test_true_positives_with_different_window_sizes():
-    """true_positive_test.testTruePositivesWithDifferentWindowSizes: a hit on the first row scores alike for 2 and 3 rows."""
+    """true_positive_test.testTruePositivesWithDifferentWindowSizes: a first-row hit scores alike for 2 and 3 rows."""
     two, three = score(10, 1, 2, (4,)), score(10, 1, 3, (4,))
     assert two.raw == three.raw == 1.0
     assert counts(two) == (8, 1, 0, 1) and counts(three) == (7, 1, 0, 2)
@@ -183,7 +183,7 @@ def test_one_false_positive_no_window():
 
 
 def test_earlier_false_positive_after_window_is_better():
-    """false_positive_test.testEarlierFalsePositiveAfterWindowIsBetter: one row after a 2-row window beats two rows after.
+    """false_positive_test.testEarlierFalsePositiveAfterWindowIsBetter: 1 row after a 2-row window beats 2 rows after.
 
     Window rows 4-5: row 6 is x = 1/(2-1) = 1, sigma(1) = -0.986614; row 7 is x = 2, sigma(2) =
     -0.999909; each also misses the window (-1).
