@@ -46,7 +46,12 @@ from typing import Any
 
 import numpy as np
 
+from linewatch.backtest.labels import LabelWindows
 from linewatch.errors import ConfigError, DataError
+
+
+#: Label windows as parsed from a file, or inclusive ``(start, end)`` pairs.
+Windows = LabelWindows | Sequence[tuple[Any, Any]]
 
 
 @dataclass(frozen=True)
@@ -114,27 +119,39 @@ def probationary_length(n_rows: int, probationary_percent: float) -> int:
     return int(min(math.floor(probationary_percent * n_rows), probationary_percent * PROBATION_CAP_ROWS))
 
 
-def window_rows(times: np.ndarray, windows: Sequence[tuple[Any, Any]]) -> list[tuple[int, int]]:
-    """``[start, end)`` row ranges of inclusive time windows; windows without rows are left out.
+def windows_in(times: np.ndarray, windows: Windows) -> list[tuple[int, int, Any, Any]]:
+    """``(first_row, end_row, start, end)`` of each window with rows in ``times``, in time order.
 
-    Overlapping windows are refused: NAB's walk leaves one window before it enters the next,
-    and a row in two windows would be rewarded twice.
+    Rows are ``[first_row, end_row)``; bounds are inclusive times, mapped to rows by
+    :meth:`LabelWindows.row_bounds`; windows without rows are left out. Overlapping windows
+    are refused: NAB's walk leaves one window before it enters the next, and a row in two
+    windows would be rewarded twice.
     """
-    # imported here: labels pulls in the CSV loaders, which the pure score does not need
-    from linewatch.backtest.labels import LabelWindows
-
-    if len(windows) == 0:
-        return []
-    starts = np.array([w[0] for w in windows])
-    ends = np.array([w[1] for w in windows])
-    order = np.argsort(starts, kind="stable")
-    spans = LabelWindows(starts[order], ends[order], "windows").episodes(np.asarray(times))
-    for (_, e0), (s1, _) in itertools.pairwise(spans):
+    lw = as_windows(windows)
+    order = np.argsort(lw.starts, kind="stable")
+    starts, ends = lw.starts[order], lw.ends[order]
+    if (ends < starts).any():
+        bad = int(np.argmax(ends < starts))
+        raise DataError(f"a label window ends before it starts ({starts[bad]} to {ends[bad]}); swap or fix its bounds")
+    lo, hi = LabelWindows(starts, ends, lw.source).row_bounds(np.asarray(times))
+    out = [(int(a), int(b), s, e) for a, b, s, e in zip(lo, hi, starts, ends, strict=True) if b > a]
+    for (_, e0, _, _), (s1, _, _, _) in itertools.pairwise(out):
         if s1 < e0:
-            raise DataError(
-                f"label windows overlap (rows {s1} to {e0 - 1} lie in two); merge them before scoring"
-            )
-    return spans
+            raise DataError(f"label windows overlap (rows {s1} to {e0 - 1} lie in two); merge them before scoring")
+    return out
+
+
+def as_windows(windows: Windows) -> LabelWindows:
+    """``LabelWindows`` as given, or built from ``(start, end)`` pairs."""
+    if isinstance(windows, LabelWindows):
+        return windows
+    pairs = list(windows)
+    return LabelWindows(np.array([w[0] for w in pairs]), np.array([w[1] for w in pairs]), "label windows")
+
+
+def window_rows(times: np.ndarray, windows: Windows) -> list[tuple[int, int]]:
+    """``[start, end)`` row ranges of :func:`windows_in`."""
+    return [(a, b) for a, b, _, _ in windows_in(times, windows)]
 
 
 def row_weights(n_rows: int, spans: Sequence[tuple[int, int]], profile: NabProfile) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +199,7 @@ def _profile(profile: str | NabProfile) -> NabProfile:
 def nab_score(
     times: np.ndarray,
     detections: np.ndarray,
-    windows: Sequence[tuple[Any, Any]],
+    windows: Windows,
     profile: str | NabProfile = "standard",
     *,
     probationary_percent: float = 0.15,
@@ -227,7 +244,7 @@ def nab_score(
 def nab_scores(
     times: np.ndarray,
     detections: np.ndarray,
-    windows: Sequence[tuple[Any, Any]],
+    windows: Windows,
     *,
     probationary_percent: float = 0.15,
 ) -> dict[str, float | None]:
