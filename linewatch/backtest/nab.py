@@ -49,7 +49,6 @@ import numpy as np
 from linewatch.backtest.labels import LabelWindows
 from linewatch.errors import ConfigError, DataError
 
-
 #: Label windows as parsed from a file, or inclusive ``(start, end)`` pairs.
 Windows = LabelWindows | Sequence[tuple[Any, Any]]
 
