@@ -10,7 +10,8 @@ anomalous; NaN = the detector did not score that event, e.g. not ready yet); ``a
 where it alarmed); ``windows`` inclusive ``[start, end]`` label windows (a
 :class:`~linewatch.backtest.labels.LabelWindows` or pairs). An event is *anomalous* when it lies
 inside a window. **A NaN score counts as no alarm** (it cannot have alarmed) and is left out of
-AUROC only (it cannot be ranked); every other figure counts it.
+AUROC only (it cannot be ranked); every other figure counts it. An infinite score (a tail
+probability of 0) is a score like any other, the highest.
 
 Point-wise (each event is one trial):
 
@@ -66,6 +67,15 @@ def _seconds(delta: Any) -> float:
 def _iso(t: Any) -> str | float:
     """A time as a report reads it: ISO 8601 to the second (UTC), or the number."""
     return str(np.datetime_as_string(t, unit="s")) if isinstance(t, np.datetime64) else float(t)
+
+
+def _rankable(s: np.ndarray) -> np.ndarray:
+    """Infinite scores (a tail probability of 0) made finite without changing any rank, for AUROC."""
+    finite = s[np.isfinite(s)]
+    if finite.size == s.size:
+        return s
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    return np.where(s == np.inf, hi + 1.0, np.where(s == -np.inf, lo - 1.0, s))
 
 
 def _check(times: Any, alarms: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +161,7 @@ def alarm_metrics(
     s = np.asarray(scores, dtype=np.float64)
     if s.shape != t.shape:
         raise DataError(f"scores has shape {s.shape}; expected one per event time ({t.shape})")
-    scored = np.isfinite(s)
+    scored = ~np.isnan(s)
     fired = a & scored
     spans = windows_in(t, windows)
     outside_s = time_outside(t, spans)
@@ -166,7 +176,7 @@ def alarm_metrics(
         "precision": counts["precision"],
         "recall": counts["recall"],
         "f1": counts["f1"],
-        "auroc": auroc(labels[scored], s[scored]),
+        "auroc": auroc(labels[scored], _rankable(s[scored])),
         "far": counts["far"],
         "missed_alarm_rate": counts["mar"],
         "windows_detected": len(caught),

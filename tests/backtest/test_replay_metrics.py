@@ -146,3 +146,11 @@ def test_bad_input_is_refused_with_what_to_do():
         alarm_metrics(TIMES, scores, alarms, [(minute(1), minute(4)), (minute(3), minute(6))])
     with pytest.raises(DataError, match="one per event"):
         per_window_table(TIMES, alarms, WINDOWS, ["x"])
+
+
+def test_infinite_scores_rank_highest_and_count_as_alarms():
+    scores, alarms = stream()
+    base = alarm_metrics(TIMES, scores, alarms, WINDOWS)
+    inf = scores.copy()
+    inf[inf > 1] = np.inf  # the same ranks: AUROC and every count unchanged
+    assert alarm_metrics(TIMES, inf, alarms, WINDOWS) == base
