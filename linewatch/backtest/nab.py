@@ -164,26 +164,26 @@ def row_weights(n_rows: int, spans: Sequence[tuple[int, int]], profile: NabProfi
     window = np.full(n_rows, -1, dtype=np.int64)
     if not spans:
         return np.full(n_rows, -profile.fp), window
-    lo = np.array([s for s, _ in spans])
-    hi = np.array([e for _, e in spans])  # exclusive
-    width = (hi - lo).astype(np.float64)
-    k = np.searchsorted(lo, i, side="right") - 1  # the last window starting at or before row i
-    inside = (k >= 0) & (i < hi[np.maximum(k, 0)])
-    window[inside] = k[inside]
+    first = np.array([s for s, _ in spans])
+    last = np.array([e for _, e in spans]) - 1
+    width = (last - first + 1).astype(np.float64)
     weight = np.empty(n_rows, dtype=np.float64)
-    kin = k[inside]
-    x_in = -((hi[kin] - 1) - i[inside] + 1) / width[kin]
-    max_tp = scaled_sigmoid(np.array([-1.0]))[0]
-    weight[inside] = scaled_sigmoid(x_in) / max_tp * profile.tp
-    prev = np.searchsorted(hi - 1, i, side="left") - 1  # the last window whose last row is before row i
+    # inside: the last window starting at or before the row, if the row is not past its end
+    k = np.searchsorted(first, i, side="right") - 1
+    inside = (k >= 0) & (i <= last[np.maximum(k, 0)])
+    k_in = k[inside]
+    window[inside] = k_in
+    x_in = -(last[k_in] - i[inside] + 1) / width[k_in]
+    weight[inside] = scaled_sigmoid(x_in) / scaled_sigmoid(np.array([-1.0]))[0] * profile.tp
+    # outside: rows past the previous window's last row, in that window's width minus one
     out = ~inside
-    pw = prev[out]
-    past = np.full(pw.shape, 3.0)
-    after = pw >= 0
-    gap = (i[out][after] - (hi[pw[after]] - 1)).astype(np.float64)
-    denom = width[pw[after]] - 1.0
-    past[after] = np.where(denom > 0, gap / np.where(denom > 0, denom, 1.0), 2.0)
-    weight[out] = scaled_sigmoid(past) * profile.fp
+    prev = (np.searchsorted(last, i, side="left") - 1)[out]
+    after = prev >= 0
+    x_out = np.full(prev.shape, 3.0)  # before every window: the full -fp
+    gap = (i[out][after] - last[prev[after]]).astype(np.float64)
+    span = width[prev[after]] - 1.0
+    x_out[after] = np.where(span > 0, gap / np.maximum(span, 1.0), 2.0)  # 2 after a one-row window
+    weight[out] = scaled_sigmoid(x_out) * profile.fp
     return weight, window
 
 

@@ -257,6 +257,17 @@ def test_probation_drops_early_rows_and_windows():
     assert (r.tp, r.fp) == (1, 0)
 
 
+def test_window_straddling_probation_keeps_only_its_later_rows():
+    """Rows 10-19 with probation 0-14: a hit on row 12 is ignored (the window is missed, -1); one on row 16
+    still earns the position it has in the whole 10-row window, sigma(-(19-16+1)/10)/sigma(-1) = 0.77193."""
+    t = stamps(100)
+    window = [(t[10], t[19])]
+    assert nab_score(t, fire(100, 12), window).raw == -1.0
+    late = nab_score(t, fire(100, 16), window)
+    assert late.raw == pytest.approx(sigma(-0.4) / sigma(-1.0), abs=1e-12) and abs(late.raw - 0.77193) < 5e-6
+    assert (late.tp, late.fn) == (1, 4)  # rows 15-19 are scored: one hit, four without
+
+
 def test_profiles_are_nabs():
     """config/profiles.json of NAB v1.0."""
     assert PROFILES["standard"] == NabProfile(1.0, 0.11, 1.0)
