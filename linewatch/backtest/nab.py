@@ -93,6 +93,8 @@ class NabResult:
     tn: int
     windows_scored: int
     windows_detected: int
+    null: float  # the raw score of the detector that never fires: -fn per scored window
+    perfect: float  # the raw score of one hit on each window's first row: tp per scored window
 
 
 def scaled_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -237,7 +239,27 @@ def nab_score(
         tn=int((~d & out_win).sum()),
         windows_scored=n_scored,
         windows_detected=detected,
+        null=null,
+        perfect=perfect,
     )
+
+
+def corpus_score(results: Sequence[NabResult]) -> float | None:
+    """NAB's normalisation over several streams (one profile): ``100 * (Σraw - Σnull) / (Σperfect - Σnull)``.
+
+    This is how NAB reports a detector on its corpus (``runner.normalize``): raw scores are
+    summed before normalising, so a stream with many windows weighs more; it is not the
+    mean of the per-stream scores.
+
+    >>> t = np.arange(10.0)
+    >>> hit = nab_score(t, t == 4, [(4.0, 5.0)], probationary_percent=0)
+    >>> miss = nab_score(t, t < 0, [(4.0, 5.0)], probationary_percent=0)
+    >>> corpus_score([hit, miss])
+    50.0
+    """
+    null = sum(r.null for r in results)
+    perfect = sum(r.perfect for r in results)
+    return 100.0 * (sum(r.raw for r in results) - null) / (perfect - null) if perfect != null else None
 
 
 def nab_scores(

@@ -19,6 +19,7 @@ import pytest
 from linewatch.backtest.nab import (
     PROFILES,
     NabProfile,
+    corpus_score,
     nab_score,
     nab_scores,
     probationary_length,
@@ -348,3 +349,14 @@ def test_bad_inputs_say_what_to_do():
         nab_score(t, fire(19, 3), [])
     with pytest.raises(ConfigError, match="standard"):
         nab_score(t, fire(20, 3), [], "strict")
+
+
+def test_corpus_score_sums_before_normalising():
+    """NAB's runner.normalize over a corpus: one stream with 2 windows both caught (raw 2, null -2, perfect 2)
+    and one with 1 window missed (raw -1, null -1, perfect 1): 100 * (1 - -3) / (3 - -3) = 66.67, not the
+    mean of 100 and 0."""
+    both = score(100, 2, 5, (30, 65))
+    missed = score(100, 1, 10, ())
+    assert (both.normalized, missed.normalized) == (100.0, 0.0)
+    assert corpus_score([both, missed]) == pytest.approx(200 / 3)
+    assert corpus_score([score(10, 0, 0, ())]) is None
