@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from linewatch.backtest.threshold_sweep import ThresholdChoice, recommend, sweep
 from linewatch.errors import ConfigError, DataError
@@ -27,8 +28,6 @@ def history(seed: int = 3, n: int = 6000, *, ties: bool = False) -> tuple[np.nda
     labels = np.zeros(n, dtype=bool)
     labels[4000:4300] = True
     x[labels] += 2.5
-    from scipy.stats import norm
-
     scores = -np.log10(np.clip(norm.sf(x), 1e-300, 1.0))
     return (np.round(scores, 1) if ties else scores), labels
 
