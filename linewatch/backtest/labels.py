@@ -62,13 +62,16 @@ class LabelWindows:
                 "check --time-column or the labels file"
             )
 
+    def row_bounds(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per window, its first row in ``times`` (sorted) and one past its last; equal when it holds no row."""
+        if len(self.starts) == 0:
+            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+        self._check_kind(times)
+        return np.searchsorted(times, self.starts, side="left"), np.searchsorted(times, self.ends, side="right")
+
     def episodes(self, times: np.ndarray) -> list[tuple[int, int]]:
         """``[start, end)`` row ranges of the windows in ``times`` (sorted); windows without rows are left out."""
-        if len(self.starts) == 0:
-            return []
-        self._check_kind(times)
-        lo = np.searchsorted(times, self.starts, side="left")
-        hi = np.searchsorted(times, self.ends, side="right")
+        lo, hi = self.row_bounds(times)
         return [(int(s), int(e)) for s, e in zip(lo, hi, strict=True) if e > s]
 
     def mask(self, times: np.ndarray) -> np.ndarray:

@@ -76,6 +76,17 @@ def _ratio(num: int, den: int) -> float | None:
 
 def classification_metrics(labels: Any, alarms: Any, scores: Any) -> dict[str, Any]:
     """Confusion counts, precision, recall, f1, far, mar and auroc for one backtest."""
+    out = confusion_metrics(labels, alarms)
+    out["auroc"] = auroc(labels, scores)
+    return out
+
+
+def confusion_metrics(labels: Any, alarms: Any) -> dict[str, Any]:
+    """The threshold-dependent half of :func:`classification_metrics` (everything but ``auroc``).
+
+    Separate because a replay scores only some events (a detector that was not ready leaves a
+    NaN): every event counts here, while AUROC can only rank the scored ones.
+    """
     y = _flags(labels, "labels")
     a = _flags(alarms, "alarms")
     if a.shape != y.shape:
@@ -96,7 +107,7 @@ def classification_metrics(labels: Any, alarms: Any, scores: Any) -> dict[str, A
         "f1": f1,
         "far": _ratio(fp, fp + tn),
         "mar": _ratio(fn, tp + fn),
-        "auroc": auroc(y, scores),
+        "auroc": None,
         "tp": tp,
         "fp": fp,
         "tn": tn,
@@ -182,6 +193,7 @@ def event_report(
     episodes: Sequence[tuple[int, int]] | None = None,
     evaluated: Any = None,
     blame: Callable[[int], str | None] | None = None,
+    normal_span_s: float | None = None,
 ) -> dict[str, Any]:
     """Per-event detection and false-alarm episodes of one backtest, JSON-ready.
 
@@ -194,7 +206,9 @@ def event_report(
     timestamp units for numbers, rows without timestamps), ``first_alarm_row``,
     ``first_alarm``, ``alarm_rows``, ``alarm_on_before_rows`` (the alarm that caught the event
     had been on for that many rows before it started: an early warning, or an alarm that never
-    cleared) and ``blamed_feature``.
+    cleared) and ``blamed_feature``. ``normal_span_s`` is the time outside every event in
+    seconds when the caller knows it exactly (a replay with time windows and irregular events);
+    without it the span is estimated as normal rows times the median row step.
 
     >>> y = np.array([0, 1, 1, 1, 0, 0, 1, 0], bool)
     >>> a = np.array([1, 0, 1, 1, 0, 0, 0, 1], bool)
@@ -229,7 +243,8 @@ def event_report(
     false_episodes = sum(1 for s, _ in segments(a) if not y[s])
     normal = ~y if evaluated is None else _flags(evaluated, "evaluated") & ~y
     step = float(np.median(np.diff(elapsed))) if y.size > 1 else 0.0
-    normal_span_s = float(normal.sum()) * step if unit == "s" else 0.0
+    if normal_span_s is None:
+        normal_span_s = float(normal.sum()) * step if unit == "s" else 0.0
     return {
         "events": events,
         "n_events": len(events),
