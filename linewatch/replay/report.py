@@ -10,11 +10,11 @@ and its settings, the metrics table, then per asset the score timelines (thresho
 label windows shaded, alert spans as bars) with ROC and precision-recall curves, and last the
 per-event table.
 
->>> from datetime import datetime, timezone
+>>> from datetime import UTC, datetime
 >>> import numpy as np
 >>> t = np.arange(0, 600, 60).astype("datetime64[s]").astype("datetime64[us]")
 >>> s = DetectorSeries("spc/ewma@v1", "press-1", t, np.linspace(0, 5, 10), 3.0, np.linspace(0, 5, 10) > 3)
->>> r = ReplayReport("r1", "demo", "file", datetime(2026, 1, 1, tzinfo=timezone.utc), [s], [], [], {}, [])
+>>> r = ReplayReport("r1", "demo", "file", datetime(2026, 1, 1, tzinfo=UTC), [s], [], [], {}, [])
 >>> page = render_report(r)
 >>> page.startswith("<!DOCTYPE html>"), "spc/ewma@v1" in page, "<script" in page
 (True, True, False)
@@ -221,6 +221,17 @@ def _curve(series: DetectorSeries, windows: Sequence[Window]) -> Curve | str:
     return Curve(series.name, fpr, tpr, recall, precision, value)
 
 
+def _series_table(series: Sequence[DetectorSeries]) -> str:
+    """The drawn series as text too: names searchable in the page, counts that the picture only suggests."""
+    rows = []
+    for s in series:
+        scored = ~np.isnan(s.scores)
+        rows.append([s.name, float(s.threshold), int(s.scores.size), int(scored.sum()), int(np.count_nonzero(s.alarms)),
+                     float(np.max(s.scores[scored])) if scored.any() else None,
+                     s.times[0] if s.times.size else None, s.times[-1] if s.times.size else None])
+    return _table(["series", "threshold", "rows", "scored", "alarms", "max score", "first", "last"], rows, "series")
+
+
 def _alerts_table(alerts: Sequence[AlertSpan]) -> str:
     rows = [[a.alert_id, a.opened_at, a.closed_at if a.closed_at else "open", a.severity, a.contributors,
              "shadow" if a.shadow else "live"] for a in alerts]
@@ -244,6 +255,8 @@ def _asset_section(i: int, asset: str, series: Sequence[DetectorSeries], alerts:
                 a.closed_at is None) for a in alerts]
     parts.append(f'<img class="timeline" alt="score timelines for {escape(asset)}" '
                  f'src="{timeline_png(traces, windows, bars, span)}">')
+    if series:
+        parts.append(_series_table(series))
     if not windows:
         parts.append(_note("No label windows for this asset: no ROC or precision-recall curve."))
     elif series:
@@ -288,7 +301,8 @@ def render_report(report: ReplayReport) -> str:
                                 + [lb.asset_id for lb in report.labels if lb.asset_id is not None]))
     facts = [("run id", report.run_id), ("source", report.source), ("created", report.created_at),
              ("series", len(report.series)), ("alerts", len(report.alerts)), ("label windows", len(report.labels))]
-    meta = '<table class="meta"><tbody>' + "".join(f"<tr>{_cell(k)}{_cell(v)}</tr>" for k, v in facts) + "</tbody></table>"
+    rows = "".join(f"<tr>{_cell(k)}{_cell(v)}</tr>" for k, v in facts)
+    meta = f'<table class="meta"><tbody>{rows}</tbody></table>'
     nav = "".join(f'<a href="#asset-{i}">{escape(a)}</a>' for i, a in enumerate(assets))
     body = [f"<h1>{escape(report.title)}</h1>", _verdict(report), meta,
             "<h2>Settings</h2>", _settings_section(report.settings),
