@@ -206,12 +206,27 @@ def _span(traces: Sequence[Trace], windows: Sequence[Window], alerts: Sequence[A
     return lo, hi
 
 
+def _drawable(scores: np.ndarray) -> np.ndarray:
+    """Scores for the line: +inf drawn 10% above the highest finite score instead of vanishing from the chart."""
+    scores = scores.astype(np.float64)
+    finite = scores[np.isfinite(scores)]
+    top = float(finite.max()) if finite.size else 1.0
+    return np.where(scores == np.inf, top + 0.1 * max(abs(top), 1.0), np.where(scores == -np.inf, np.nan, scores))
+
+
+def _rankable(scores: np.ndarray) -> np.ndarray:
+    """Infinite scores (p underflowed to 0) moved just past the finite ones: same order, finite for the ranks."""
+    finite = scores[np.isfinite(scores)]
+    top, bottom = (finite.max(), finite.min()) if finite.size else (0.0, 0.0)
+    return np.where(scores == np.inf, top + 1.0, np.where(scores == -np.inf, bottom - 1.0, scores))
+
+
 def _curve(series: DetectorSeries, windows: Sequence[Window]) -> Curve | str:
     """The series' ROC/PR curve, or the reason there is none (a curve needs both classes)."""
     times = series.times.astype("datetime64[us]")
     scored = ~np.isnan(series.scores)
     labels = window_mask(times, windows)[scored]
-    scores = series.scores[scored].astype(np.float64)
+    scores = _rankable(series.scores[scored].astype(np.float64))
     value = auroc(labels, scores) if scores.size else None
     if value is None:
         n_pos = int(labels.sum())
@@ -227,7 +242,7 @@ def _series_table(series: Sequence[DetectorSeries]) -> str:
     for s in series:
         scored = ~np.isnan(s.scores)
         rows.append([s.name, float(s.threshold), int(s.scores.size), int(scored.sum()), int(np.count_nonzero(s.alarms)),
-                     float(np.max(s.scores[scored])) if scored.any() else None,
+                     float(np.max(s.scores[scored])) if scored.any() else None,  # inf shown as inf: p underflowed
                      s.times[0] if s.times.size else None, s.times[-1] if s.times.size else None])
     return _table(["series", "threshold", "rows", "scored", "alarms", "max score", "first", "last"], rows, "series")
 
@@ -241,7 +256,7 @@ def _alerts_table(alerts: Sequence[AlertSpan]) -> str:
 def _asset_section(i: int, asset: str, series: Sequence[DetectorSeries], alerts: Sequence[AlertSpan],
                    labels: Sequence[LabelSpan]) -> str:
     windows = _windows(labels, asset)
-    traces = [Trace(s.name, s.times.astype("datetime64[us]"), s.scores.astype(np.float64), float(s.threshold),
+    traces = [Trace(s.name, s.times.astype("datetime64[us]"), _drawable(s.scores), float(s.threshold),
                     s.alarms.astype(bool)) for s in series]
     parts = [f'<section id="asset-{i}"><h2>{escape(asset)}</h2>']
     facts = f"{len(series)} series, {len(alerts)} alerts, {len(windows)} label windows"

@@ -237,3 +237,13 @@ def test_a_real_browser_renders_the_page(tmp_path: Path) -> None:
     assert img.size == (1400, 2400) and _not_one_colour(img)
     colours = img.convert("RGB").resize((140, 240)).getcolors(maxcolors=140 * 240)
     assert colours is not None and len(colours) > 50  # text, tables and charts, not a blank or an error page
+
+
+def test_infinite_scores_and_thresholds_are_drawn_not_fatal() -> None:
+    report = synthetic(names=("spc/ewma@v3", "image/patchcore@v2"))
+    spike = int(np.flatnonzero(~np.isnan(report.series[0].scores))[10])
+    report.series[0].scores[spike] = np.inf  # p underflowed to 0 on a clearly faulty row
+    report.series[1].threshold = float("inf")  # uncalibrated: scores, never alarms
+    report.series[1].alarms[:] = False
+    page = render_report(report)
+    assert "<td class=num>inf</td>" in page and len(_images(page)) == 2
