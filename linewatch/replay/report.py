@@ -195,11 +195,14 @@ def _windows(labels: Sequence[LabelSpan], asset: str) -> list[Window]:
     return [Window(as_utc64(lb.start), as_utc64(lb.end)) for lb in labels if lb.asset_id in (None, asset)]
 
 
-def _span(traces: Sequence[Trace], windows: Sequence[Window], alerts: Sequence[AlertSpan]) -> tuple:
-    """The asset's x-range: every scored row, label window and alert open/close time."""
+def _span(traces: Sequence[Trace], windows: Sequence[Window],
+          alerts: Sequence[AlertSpan]) -> tuple[np.datetime64, np.datetime64] | None:
+    """The asset's x-range: every row, label window and alert open/close time; None when there is none."""
     moments = [t for tr in traces if tr.times.size for t in (tr.times[0], tr.times[-1])]
     moments += [m for w in windows for m in (w.start, w.end)]
     moments += [as_utc64(a.opened_at) for a in alerts] + [as_utc64(a.closed_at) for a in alerts if a.closed_at]
+    if not moments:
+        return None
     lo, hi = min(moments), max(moments)
     if hi <= lo:  # one instant: widen by a minute so the axis has a width
         hi = lo + np.timedelta64(60_000_000, "us")
@@ -228,6 +231,8 @@ def _curve(series: DetectorSeries, windows: Sequence[Window]) -> Curve | str:
     labels = window_mask(times, windows)[scored]
     scores = _rankable(series.scores[scored].astype(np.float64))
     value = auroc(labels, scores) if scores.size else None
+    if not scores.size:
+        return f"{series.name}: no ROC or PR curve, no row was scored"
     if value is None:
         n_pos = int(labels.sum())
         return (f"{series.name}: no ROC or PR curve, the scored rows are all "
@@ -236,15 +241,17 @@ def _curve(series: DetectorSeries, windows: Sequence[Window]) -> Curve | str:
     return Curve(series.name, fpr, tpr, recall, precision, value)
 
 
-def _series_table(series: Sequence[DetectorSeries]) -> str:
-    """The drawn series as text too: names searchable in the page, counts that the picture only suggests."""
+def _series_table(series: Sequence[DetectorSeries], found: Sequence[Curve | str | None]) -> str:
+    """The drawn series as text too: names searchable in the page, counts and the AUROC the pictures show."""
     rows = []
-    for s in series:
+    for s, curve in zip(series, found, strict=True):
         scored = ~np.isnan(s.scores)
         rows.append([s.name, float(s.threshold), int(s.scores.size), int(scored.sum()), int(np.count_nonzero(s.alarms)),
                      float(np.max(s.scores[scored])) if scored.any() else None,  # inf shown as inf: p underflowed
+                     curve.auroc if isinstance(curve, Curve) else None,
                      s.times[0] if s.times.size else None, s.times[-1] if s.times.size else None])
-    return _table(["series", "threshold", "rows", "scored", "alarms", "max score", "first", "last"], rows, "series")
+    header = ["series", "threshold", "rows", "scored", "alarms", "max score", "AUROC vs windows", "first", "last"]
+    return _table(header, rows, "series")
 
 
 def _alerts_table(alerts: Sequence[AlertSpan]) -> str:
@@ -255,32 +262,33 @@ def _alerts_table(alerts: Sequence[AlertSpan]) -> str:
 
 def _asset_section(i: int, asset: str, series: Sequence[DetectorSeries], alerts: Sequence[AlertSpan],
                    labels: Sequence[LabelSpan]) -> str:
+    """One asset: its timelines, the series table, ROC/PR curves and its alerts; a note where a part cannot be."""
     windows = _windows(labels, asset)
     traces = [Trace(s.name, s.times.astype("datetime64[us]"), _drawable(s.scores), float(s.threshold),
                     s.alarms.astype(bool)) for s in series]
     parts = [f'<section id="asset-{i}"><h2>{escape(asset)}</h2>']
     facts = f"{len(series)} series, {len(alerts)} alerts, {len(windows)} label windows"
     parts.append(f'<p class="facts">{escape(facts)}</p>')
-    if not traces and not alerts and not windows:
-        return "".join(parts) + _note("Nothing to draw for this asset.") + "</section>"
     if not series:
         parts.append(_note("No scored series for this asset; only its alerts and label windows are drawn."))
     span = _span(traces, windows, alerts)
-    bars = [Bar(as_utc64(a.opened_at), as_utc64(a.closed_at) if a.closed_at else span[1], a.severity, a.shadow,
-                a.closed_at is None) for a in alerts]
-    parts.append(f'<img class="timeline" alt="score timelines for {escape(asset)}" '
-                 f'src="{timeline_png(traces, windows, bars, span)}">')
+    if span is None:
+        parts.append(_note("The series of this asset have no rows: nothing to draw."))
+    else:
+        bars = [Bar(as_utc64(a.opened_at), as_utc64(a.closed_at) if a.closed_at else span[1], a.severity, a.shadow,
+                    a.closed_at is None) for a in alerts]
+        parts.append(f'<img class="timeline" alt="score timelines for {escape(asset)}" '
+                     f'src="{timeline_png(traces, windows, bars, span)}">')
+    found = [_curve(s, windows) if windows else None for s in series]
+    curves = [c for c in found if isinstance(c, Curve)]
     if series:
-        parts.append(_series_table(series))
+        parts.append(_series_table(series, found))
     if not windows:
         parts.append(_note("No label windows for this asset: no ROC or precision-recall curve."))
-    elif series:
-        found = [_curve(s, windows) for s in series]
-        curves = [c for c in found if isinstance(c, Curve)]
-        if curves:
-            parts.append(f'<img class="curves" alt="ROC and precision-recall for {escape(asset)}" '
-                         f'src="{curves_png(curves)}">')
-        parts += [_note(c) for c in found if isinstance(c, str)]
+    elif curves:
+        parts.append(f'<img class="curves" alt="ROC and precision-recall for {escape(asset)}" '
+                     f'src="{curves_png(curves)}">')
+    parts += [_note(c) for c in found if isinstance(c, str)]
     if alerts:
         parts.append("<h3>Alerts</h3>" + _alerts_table(alerts))
     return "".join(parts) + "</section>"

@@ -170,7 +170,7 @@ def _png(fig: Figure) -> str:
     canvas.draw()
     img = Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
     buf = io.BytesIO()
-    img.quantize(colors=PALETTE_COLOURS, method=Image.Quantize.FASTOCTREE).save(buf, format="PNG", optimize=True)
+    img.quantize(colors=PALETTE_COLOURS, method=Image.Quantize.FASTOCTREE).save(buf, format="PNG", compress_level=9)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

@@ -65,9 +65,12 @@ def synthetic(n: int = 2_000, *, names: tuple[str, ...] = NAMES, seed: int = 0) 
         AlertSpan("a-1", "press-1", labels[0].start + timedelta(minutes=30), labels[0].end, "critical", [names[0]]),
         AlertSpan("a-2", "press-1", labels[1].start + timedelta(hours=3), None, "warning", [names[-1]], shadow=True),
     ]
+    inside = np.zeros(n, bool)
+    for a, b in windows:
+        inside[a : b + 1] = True  # label windows include both ends
     metrics: dict[str, dict[str, object]] = {
         s.name: {"precision": 0.8125, "recall": 0.5, "f1": 0.619, "auroc": auroc(
-            np.isin(np.arange(n), np.r_[np.arange(*windows[0]), np.arange(*windows[1])])[50:], s.scores[50:]),
+            inside[50:], s.scores[50:]),
             "far": 0.0123, "missed_alarm_rate": None, "median_delay_s": 1800.0, "false_alarms_per_hour": 0.0217}
         for s in series}
     metrics["fused alerts"] = {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "nab_score_standard": 45.25}
@@ -107,6 +110,8 @@ def test_the_page_is_self_contained_and_carries_every_number_and_name() -> None:
     assert events.count('<tr class="hit">') == 1 and events.count('<tr class="miss">') == 1
     assert "<th>first_alarm</th>" in events and "<th>blamed</th>" in events
     assert "fisher" in page and "run-2026-03" in page and "shadow" in page and ">open<" in page
+    for name in NAMES:  # the series table's AUROC is the shared metric on the window labels
+        assert f"<td class=num>{report.metrics[name]['auroc']:.4g}</td>" in page
     imgs = _images(page)
     assert len(imgs) == 2  # the asset's timelines and its ROC/PR curves
     assert all(img.width >= 1200 and _not_one_colour(img) for img in imgs)
@@ -193,6 +198,17 @@ def test_a_window_without_asset_applies_to_every_asset() -> None:
     assert "1 series, 2 alerts, 1 label windows" in page and "1 series, 0 alerts, 1 label windows" in page
     assert 'id="asset-1"' in page and "press-2" in page
     assert len(_images(page)) == 4  # both assets got timelines and curves from the one line-wide window
+
+
+def test_a_series_without_rows_says_so() -> None:
+    empty = np.array([], dtype="datetime64[us]")
+    report = ReplayReport("r0", "empty", "db", datetime(2026, 1, 1, tzinfo=UTC),
+                          [DetectorSeries("spc/ewma@v3", "press-9", empty, np.array([]), 3.0, np.array([], bool))],
+                          [], [], {}, [])
+    assert "have no rows: nothing to draw" in render_report(report)
+    report.labels = [LabelSpan(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC), "press-9")]
+    page = render_report(report)
+    assert "spc/ewma@v3: no ROC or PR curve, no row was scored" in page and len(_images(page)) == 1
 
 
 def test_a_malformed_series_fails_with_its_name() -> None:
