@@ -230,9 +230,9 @@ def _curve(series: DetectorSeries, windows: Sequence[Window]) -> Curve | str:
     scored = ~np.isnan(series.scores)
     labels = window_mask(times, windows)[scored]
     scores = _rankable(series.scores[scored].astype(np.float64))
-    value = auroc(labels, scores) if scores.size else None
     if not scores.size:
         return f"{series.name}: no ROC or PR curve, no row was scored"
+    value = auroc(labels, scores)
     if value is None:
         n_pos = int(labels.sum())
         return (f"{series.name}: no ROC or PR curve, the scored rows are all "
