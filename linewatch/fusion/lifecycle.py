@@ -118,7 +118,7 @@ class OpenAlert:
             if ev.event_id not in self._seen_events and len(self.event_ids) < MAX_EVENT_IDS:
                 self.event_ids.append(ev.event_id)
                 self._seen_events.add(ev.event_id)
-            for s in ev.scores:
+            for s in sorted(ev.scores, key=lambda s: (s.detector, s.model_version)):
                 self.model_versions.add(s.model_version)
                 if len(self.score_refs) < MAX_SCORE_REFS:
                     self.score_refs.append({"ts": s.ts, "event_id": s.event_id, "detector": s.detector,

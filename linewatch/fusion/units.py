@@ -113,7 +113,9 @@ class Unit:
     context: Evidence | None = None
 
     def evidence(self) -> list[Evidence]:
-        return [*self.events.values(), *([self.context] if self.context is not None else [])]
+        """The unit's evidence in a fixed order (modality, event id), whichever agent's scores came first."""
+        events = sorted(self.events.values(), key=lambda e: (_COLUMN.get(e.modality, len(MODALITIES)), e.event_id))
+        return [*events, *([self.context] if self.context is not None else [])]
 
     def p_row(self) -> list[float]:
         """The unit's p-value per modality in :data:`MODALITIES` order (NaN: no evidence from it)."""

@@ -25,11 +25,11 @@ from linewatch.simulation.plant import PlantSimulation
 CHUNK_PLANT_S = 6.0
 
 
-def _chunks(messages: Iterable[tuple[str, bytes, bytes, datetime]], seconds: float
-            ) -> Iterable[tuple[float, list[tuple[str, bytes, bytes, datetime]]]]:
+def _chunks(messages: Iterable[tuple[str, bytes | None, bytes, datetime]], seconds: float
+            ) -> Iterable[tuple[float, list[tuple[str, bytes | None, bytes, datetime]]]]:
     """``(chunk end in plant seconds since the first message, messages)`` in event-time order."""
     t0: datetime | None = None
-    chunk: list[tuple[str, bytes, bytes, datetime]] = []
+    chunk: list[tuple[str, bytes | None, bytes, datetime]] = []
     edge = seconds
     for m in messages:
         t0 = t0 or m[3]
@@ -42,6 +42,33 @@ def _chunks(messages: Iterable[tuple[str, bytes, bytes, datetime]], seconds: flo
         chunk.append(m)
     if chunk:
         yield edge, chunk
+
+
+def publish_in_event_time(pub: Publisher, messages: Iterable[tuple[str, bytes | None, bytes, datetime]], *,
+                          speed: float | None, progress: Callable[[Mapping[str, int]], None] | None = None
+                          ) -> Counter[str]:
+    """Publish ``(topic, key, value, event time)`` messages (in event-time order) at ``speed`` x their own pace.
+
+    ``speed`` is event seconds per wall second (None: as fast as the broker takes them). Used for a
+    simulated plant and for ``linewatch replay --to-kafka``. Returns the counts per topic (not yet flushed).
+    """
+    if speed is not None and speed <= 0:
+        raise ConfigError(f"speed={speed!r} must be positive (event seconds per wall second), or None")
+    counts: Counter[str] = Counter()
+    start = time.monotonic()
+    for edge, chunk in _chunks(messages, CHUNK_PLANT_S):
+        per_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        for topic, key, value, _ in chunk:
+            per_topic.setdefault(topic, []).append((key, value))
+        for topic, batch in per_topic.items():
+            counts[topic] += pub.publish(topic, batch)
+        if progress:
+            progress(dict(counts))
+        if speed:
+            ahead = edge / speed - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+    return counts
 
 
 def produce_plant(
@@ -60,23 +87,8 @@ def produce_plant(
     gets the running counts per topic after each chunk. Returns the counts per topic once the
     broker has confirmed every message.
     """
-    if speed is not None and speed <= 0:
-        raise ConfigError(f"speed={speed!r} must be positive (plant seconds per wall second), or None")
     pub = Publisher(bootstrap, security=security)
-    counts: Counter[str] = Counter()
-    start = time.monotonic()
-    for edge, chunk in _chunks(plant.iter_messages(encoding=encoding), CHUNK_PLANT_S):
-        per_topic: dict[str, list[tuple[bytes, bytes]]] = {}
-        for topic, key, value, _ in chunk:
-            per_topic.setdefault(topic, []).append((key, value))
-        for topic, batch in per_topic.items():
-            counts[topic] += pub.publish(topic, batch)
-        if progress:
-            progress(dict(counts))
-        if speed:
-            ahead = edge / speed - (time.monotonic() - start)
-            if ahead > 0:
-                time.sleep(ahead)
+    counts = publish_in_event_time(pub, plant.iter_messages(encoding=encoding), speed=speed, progress=progress)
     by_topic: dict[str, list[tuple[bytes, bytes]]] = {}
     for topic, raw in extra:
         by_topic.setdefault(topic, []).append((b"garbage", raw))

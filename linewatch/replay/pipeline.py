@@ -67,7 +67,7 @@ class ReplayPipeline:
         self.spc_streams = StreamStates()
         self.signals_state = SignalsState(envelope=envelope or BearingEnvelope())
         self.pool = ScoringPool(scoring_threads)
-        self.fusion = FusionStage(fusion)
+        self.fusion = FusionStage(fusion, keep_verdicts=True)
         self.window = EventTimeWindow(max_future_s=max_future_s, max_age_s=REPLAY_MAX_AGE_S)
         self._offset = 0  # offsets of the score messages handed to fusion (their origin in dead letters)
 

@@ -29,7 +29,8 @@ from linewatch.streams.messages import RawMessage
 class FusionStage:
     """Both engines, which detectors have a challenger, and score drift per model version and asset."""
 
-    def __init__(self, config: FusionConfig) -> None:
+    def __init__(self, config: FusionConfig, *, keep_verdicts: bool = False) -> None:
+        self.config = config
         self.champion = FusionEngine(config)
         self.shadow = FusionEngine(config, shadow=True)
         #: (asset, modality, detector) that have a challenger: the shadow engine takes the challenger's score.
@@ -37,6 +38,8 @@ class FusionStage:
         #: Score drift per model version and asset (both worlds); retrain recommendations become alerts.
         self.drift = DriftTracker()
         self._shadow_versions: set[str] = set()
+        #: The champions' unit decisions, when kept (a replay's fused score timeline): (asset, ts, score, alarm).
+        self.verdicts: list[tuple[str, datetime, float, bool]] | None = [] if keep_verdicts else None
 
     @property
     def engines(self) -> tuple[FusionEngine, FusionEngine]:
@@ -90,6 +93,9 @@ class FusionStage:
         out.tables[AlertSuppressionRow] += [s.as_tuple() for s in result.suppressed]
         out.counts["suppressed" if publish else "shadow_suppressed"] += len(result.suppressed)
         out.counts["units" if publish else "shadow_units"] += len(result.verdicts)
+        if publish and self.verdicts is not None:
+            self.verdicts += [(v.unit.asset_id, v.unit.ts, v.score, v.anomalous and not v.suppressed)
+                              for v in result.verdicts]
 
     def _drift(self, scores: list[Score], out: BatchResult) -> None:
         """Score drift rows, and a ``retrain_recommended`` alert (route ``ml``) when a champion's baseline moved.

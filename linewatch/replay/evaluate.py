@@ -1,0 +1,234 @@
+"""What a replay's rows say against labels: metrics per detector and model version, for fused units and alerts.
+
+The replay keeps the rows the worker would have written; this module turns them into timelines
+(one per asset, detector and model version, plus the fused unit scores and the alerts) and
+hands each to the one metric function (:func:`linewatch.backtest.replay_metrics.alarm_metrics`),
+so every line of the report is computed the same way.
+
+Labels come as windows (a NAB-style JSON or a ``start,end`` CSV: every event inside a window is
+anomalous, on every asset) or per event (an image folder's class folders, operators'
+dispositions in the database: only the labelled events are judged).
+
+The fused alerts are judged as incidents, not per event: an alert *opening* is the detection
+(NAB's view of a detection is a point, and an hour-long alert is one alarm, not 720), so for the
+``fused alerts`` row ``precision`` is the share of openings inside a window, ``recall`` the share
+of windows with an opening, and the false alarms per hour count openings outside every window.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from linewatch.backtest.labels import LabelWindows
+from linewatch.backtest.metrics import classification_metrics
+from linewatch.backtest.replay_metrics import alarm_metrics, per_window_table
+from linewatch.backtest.threshold_sweep import ThresholdChoice, recommend
+from linewatch.errors import DataError
+from linewatch.schemas.rows import AlertRow, ScoreRow, columns
+
+FUSED_UNITS = "fused units"
+FUSED_ALERTS = "fused alerts"
+_S = {c: i for i, c in enumerate(columns(ScoreRow))}
+_A = {c: i for i, c in enumerate(columns(AlertRow))}
+
+
+@dataclass
+class Timeline:
+    """One asset's events as one detector version (or fusion) saw them, in event-time order."""
+
+    name: str  # "modality/detector@version", or FUSED_UNITS
+    asset_id: str
+    sku: str
+    modality: str
+    detector: str
+    version: str
+    times: np.ndarray  # datetime64[us], UTC
+    scores: np.ndarray  # calibrated score
+    alarms: np.ndarray
+    threshold: float
+    event_ids: list[str] = field(default_factory=list)
+    blamed: list[str | None] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.asset_id} {self.name}"
+
+
+@dataclass
+class Labels:
+    """Ground truth: windows (every asset), or per-event verdicts (``True`` = a real defect)."""
+
+    windows: LabelWindows | None = None
+    events: Mapping[str, bool] | None = None
+    source: str = ""
+
+
+def _utc64(ts: datetime) -> np.datetime64:
+    return np.datetime64(ts.astimezone(UTC).replace(tzinfo=None), "us")
+
+
+def score_timelines(rows: Sequence[tuple]) -> list[Timeline]:
+    """The ``scores`` rows (:class:`ScoreRow` tuples) as one timeline per asset, detector and model version."""
+    groups: dict[tuple[str, str, str, str], list[tuple]] = defaultdict(list)
+    for r in rows:
+        groups[(r[_S["asset_id"]], r[_S["modality"]], r[_S["detector"]], r[_S["model_version"]])].append(r)
+    out = []
+    for (asset, modality, detector, version), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: (r[_S["ts"]], str(r[_S["event_id"]])))
+        ready = np.array([r[_S["ready"]] for r in rs], dtype=bool)
+        scores = np.array([r[_S["calibrated_score"]] for r in rs], dtype=np.float64)
+        out.append(Timeline(
+            name=f"{modality}/{detector}@{version}", asset_id=asset, sku=rs[0][_S["sku"]], modality=modality,
+            detector=detector, version=version, times=np.array([_utc64(r[_S["ts"]]) for r in rs]),
+            scores=np.where(ready, scores, np.nan), alarms=np.array([r[_S["is_anomaly"]] for r in rs], dtype=bool),
+            threshold=float(rs[-1][_S["threshold"]]), event_ids=[str(r[_S["event_id"]]) for r in rs],
+            blamed=[r[_S["top_feature"]] for r in rs]))
+    return out
+
+
+def fused_timelines(verdicts: Sequence[tuple[str, datetime, float, bool]], threshold: float) -> list[Timeline]:
+    """The fusion engine's unit decisions (asset, ts, fused score, alarm) as one timeline per asset."""
+    by_asset: dict[str, list[tuple[datetime, float, bool]]] = defaultdict(list)
+    for asset, ts, score, alarm in verdicts:
+        by_asset[asset].append((ts, score, alarm))
+    out = []
+    for asset, vs in sorted(by_asset.items()):
+        vs.sort(key=lambda v: v[0])
+        out.append(Timeline(name=FUSED_UNITS, asset_id=asset, sku="", modality="fused", detector="fusion",
+                            version="", times=np.array([_utc64(v[0]) for v in vs]),
+                            scores=np.array([v[1] for v in vs]), alarms=np.array([v[2] for v in vs], dtype=bool),
+                            threshold=threshold))
+    return out
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One alert folded: when it opened and closed, how bad it got, what it blamed first."""
+
+    alert_id: str
+    asset_id: str
+    opened_at: datetime
+    closed_at: datetime | None
+    severity: str
+    contributors: list[str]
+    shadow: bool
+
+
+def incidents(alert_rows: Sequence[tuple], *, kind: str = "anomaly") -> list[Incident]:
+    """The alert lifecycle rows folded into one incident per alert (champion and shadow), by opening time."""
+    by_id: dict[str, list[tuple]] = defaultdict(list)
+    for r in alert_rows:
+        if r[_A["kind"]] == kind:
+            by_id[str(r[_A["alert_id"]])].append(r)
+    out = []
+    for alert_id, rs in by_id.items():
+        rs.sort(key=lambda r: r[_A["ts"]])
+        closed = [r[_A["ts"]] for r in rs if r[_A["state"]] == "close"]
+        severities = [r[_A["severity"]] for r in rs]
+        worst = max(severities, key=lambda s: {"critical": 3, "warning": 2}.get(s, 1))
+        last = next((r for r in reversed(rs) if r[_A["state"]] != "close"), rs[-1])
+        names = [f"{c.get('modality', '')}:{c['name']}" for c in json.loads(last[_A["contributors"]])[:3]]
+        out.append(Incident(alert_id, rs[0][_A["asset_id"]], rs[0][_A["opened_at"]], closed[-1] if closed else None,
+                            worst, names, bool(rs[0][_A["shadow"]])))
+    return sorted(out, key=lambda i: (i.opened_at, i.asset_id))
+
+
+def timeline_metrics(t: Timeline, labels: Labels) -> dict[str, Any]:
+    """Every figure for one timeline: against windows (NAB included) or against per-event verdicts."""
+    if labels.windows is not None:
+        return alarm_metrics(t.times, t.scores, t.alarms & ~np.isnan(t.scores), labels.windows)
+    assert labels.events is not None
+    keep = np.array([e in labels.events for e in t.event_ids], dtype=bool)
+    if not keep.any():
+        return {"n_events": 0, "n_labelled": 0}
+    y = np.array([labels.events[e] for e, k in zip(t.event_ids, keep, strict=True) if k], dtype=bool)
+    scored = ~np.isnan(t.scores[keep])
+    out = classification_metrics(y, t.alarms[keep] & scored, np.where(scored, t.scores[keep], -np.inf))
+    out["missed_alarm_rate"] = out.pop("mar")
+    return {"n_events": int(t.times.size), "n_labelled": int(keep.sum()), **out}
+
+
+def alert_metrics(asset_times: Mapping[str, np.ndarray], found: Sequence[Incident], labels: Labels
+                  ) -> dict[str, Any] | None:
+    """The fused alerts as incidents against label windows (see the module docstring); None without windows."""
+    if labels.windows is None:
+        return None
+    champion = [i for i in found if not i.shadow]
+    rows: dict[str, Any] = defaultdict(float)
+    openings_inside = openings = 0
+    all_times, all_open = [], []
+    for asset, times in asset_times.items():
+        opened = np.zeros(times.size, dtype=bool)
+        for inc in champion:
+            if inc.asset_id == asset:
+                opened[min(np.searchsorted(times, _utc64(inc.opened_at)), times.size - 1)] = True
+        all_times.append(times)
+        all_open.append(opened)
+    if not all_times:
+        return None
+    times = np.concatenate(all_times)
+    opened = np.concatenate(all_open)
+    order = np.argsort(times, kind="stable")
+    times, opened = times[order], opened[order]
+    m = alarm_metrics(times, opened.astype(np.float64), opened, labels.windows)
+    inside = labels.windows.mask(times)
+    openings, openings_inside = int(opened.sum()), int((opened & inside).sum())
+    windows = m["n_windows"] or 0
+    precision = openings_inside / openings if openings else None
+    recall = m["windows_detected"] / windows if windows else None
+    f1 = (2 * precision * recall / (precision + recall) if precision and recall else
+          (0.0 if precision is not None and recall is not None else None))
+    rows.update(m)
+    rows.update(precision=precision, recall=recall, f1=f1, alerts_opened=openings, auroc=None,
+                missed_alarm_rate=None if recall is None else 1.0 - recall)
+    return dict(rows)
+
+
+def event_table(t: Timeline, labels: Labels) -> list[dict[str, Any]]:
+    """Per label window: whether this timeline caught it, when, and what it blamed."""
+    if labels.windows is None or t.times.size == 0:
+        return []
+    table = per_window_table(t.times, t.alarms & ~np.isnan(t.scores), labels.windows, t.blamed or None)
+    return [{"asset": t.asset_id, "series": t.name, **row} for row in table]
+
+
+def recommend_thresholds(timelines: Sequence[Timeline], labels: Labels, *, target_far: float | None,
+                         costs: Mapping[str, tuple[float, float]] | None = None) -> list[dict[str, Any]]:
+    """Per asset and detector version: the threshold its labelled history supports (target FAR or cost ratio).
+
+    ``costs`` maps a SKU (or ``*`` for all) to ``(false reject, escaped defect)`` costs.
+    """
+    out = []
+    for t in timelines:
+        if t.name == FUSED_UNITS:
+            continue
+        scored = ~np.isnan(t.scores)
+        if labels.windows is not None:
+            y = labels.windows.mask(t.times)[scored]
+        elif labels.events is not None:
+            keep = np.array([e in labels.events for e in t.event_ids], dtype=bool) & scored
+            y = np.array([labels.events[e] for e, k in zip(t.event_ids, keep, strict=True) if k], dtype=bool)
+            scored = keep
+        else:
+            continue
+        cost = (costs or {}).get(t.sku) or (costs or {}).get("*")
+        try:
+            choice: ThresholdChoice = recommend(t.scores[scored], y, target_far=target_far,
+                                                cost_false_reject=cost[0] if cost else None,
+                                                cost_escape=cost[1] if cost else None)
+        except DataError as e:
+            out.append({"asset": t.asset_id, "series": t.name, "detector": t.detector, "modality": t.modality,
+                        "version": t.version, "current": t.threshold, "threshold": None, "reason": str(e)})
+            continue
+        out.append({"asset": t.asset_id, "series": t.name, "detector": t.detector, "modality": t.modality,
+                    "version": t.version, "sku": t.sku, "current": t.threshold, "threshold": choice.threshold,
+                    "far": choice.far, "recall": choice.recall, "precision": choice.precision, "cost": choice.cost,
+                    "n_normal": choice.n_normal, "n_anomalous": choice.n_anomalous, "reason": choice.reason})
+    return out
