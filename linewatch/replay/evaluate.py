@@ -134,7 +134,8 @@ def incidents(alert_rows: Sequence[tuple], *, kind: str = "anomaly") -> list[Inc
         severities = [r[_A["severity"]] for r in rs]
         worst = max(severities, key=lambda s: {"critical": 3, "warning": 2}.get(s, 1))
         last = next((r for r in reversed(rs) if r[_A["state"]] != "close"), rs[-1])
-        names = [f"{c.get('modality', '')}:{c['name']}" for c in json.loads(last[_A["contributors"]])[:3]]
+        names = list(dict.fromkeys(f"{c.get('modality', '')}:{c['name']}"
+                                   for c in json.loads(last[_A["contributors"]])))[:3]
         out.append(Incident(alert_id, rs[0][_A["asset_id"]], rs[0][_A["opened_at"]], closed[-1] if closed else None,
                             worst, names, bool(rs[0][_A["shadow"]])))
     return sorted(out, key=lambda i: (i.opened_at, i.asset_id))
@@ -155,40 +156,43 @@ def timeline_metrics(t: Timeline, labels: Labels) -> dict[str, Any]:
     return {"n_events": int(t.times.size), "n_labelled": int(keep.sum()), **out}
 
 
-def alert_metrics(asset_times: Mapping[str, np.ndarray], found: Sequence[Incident], labels: Labels
-                  ) -> dict[str, Any] | None:
-    """The fused alerts as incidents against label windows (see the module docstring); None without windows."""
-    if labels.windows is None:
-        return None
-    champion = [i for i in found if not i.shadow]
-    rows: dict[str, Any] = defaultdict(float)
-    openings_inside = openings = 0
-    all_times, all_open = [], []
+def alert_openings(asset_times: Mapping[str, np.ndarray], found: Sequence[Incident]) -> Timeline | None:
+    """The champions' alert openings on the assets' unit time lines (one detection per opening), merged in time."""
+    times_parts, opened_parts, names = [], [], []
     for asset, times in asset_times.items():
         opened = np.zeros(times.size, dtype=bool)
-        for inc in champion:
-            if inc.asset_id == asset:
+        for inc in found:
+            if inc.asset_id == asset and not inc.shadow and times.size:
                 opened[min(np.searchsorted(times, _utc64(inc.opened_at)), times.size - 1)] = True
-        all_times.append(times)
-        all_open.append(opened)
-    if not all_times:
+        times_parts.append(times)
+        opened_parts.append(opened)
+        names += [asset] * times.size
+    if not times_parts or not sum(t.size for t in times_parts):
         return None
-    times = np.concatenate(all_times)
-    opened = np.concatenate(all_open)
+    times, opened = np.concatenate(times_parts), np.concatenate(opened_parts)
     order = np.argsort(times, kind="stable")
-    times, opened = times[order], opened[order]
-    m = alarm_metrics(times, opened.astype(np.float64), opened, labels.windows)
-    inside = labels.windows.mask(times)
-    openings, openings_inside = int(opened.sum()), int((opened & inside).sum())
+    assets = ", ".join(asset_times)
+    return Timeline(name=FUSED_ALERTS, asset_id=assets, sku="", modality="fused", detector="alerts", version="",
+                    times=times[order], scores=opened[order].astype(np.float64), alarms=opened[order],
+                    threshold=0.5, blamed=[])
+
+
+def alert_metrics(openings: Timeline | None, labels: Labels) -> dict[str, Any] | None:
+    """The fused alerts as incidents against label windows (see the module docstring); None without windows."""
+    if labels.windows is None or openings is None:
+        return None
+    m = alarm_metrics(openings.times, openings.scores, openings.alarms, labels.windows)
+    inside = labels.windows.mask(openings.times)
+    n_open, n_inside = int(openings.alarms.sum()), int((openings.alarms & inside).sum())
     windows = m["n_windows"] or 0
-    precision = openings_inside / openings if openings else None
+    precision = n_inside / n_open if n_open else None
     recall = m["windows_detected"] / windows if windows else None
-    f1 = (2 * precision * recall / (precision + recall) if precision and recall else
-          (0.0 if precision is not None and recall is not None else None))
-    rows.update(m)
-    rows.update(precision=precision, recall=recall, f1=f1, alerts_opened=openings, auroc=None,
-                missed_alarm_rate=None if recall is None else 1.0 - recall)
-    return dict(rows)
+    if precision is None or recall is None:
+        f1 = None
+    else:
+        f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return {**m, "precision": precision, "recall": recall, "f1": f1, "alerts_opened": n_open, "auroc": None,
+            "missed_alarm_rate": None if recall is None else 1.0 - recall}
 
 
 def event_table(t: Timeline, labels: Labels) -> list[dict[str, Any]]:

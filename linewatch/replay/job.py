@@ -230,10 +230,12 @@ def run_job(req: ReplayRequest, settings: Settings, *, database_url: str | None,
         if labels is not None:
             for t in [*timelines, *fused]:
                 metrics[t.key] = ev.timeline_metrics(t, labels)
-                events += ev.event_table(t, labels)
-            alert_row = ev.alert_metrics({t.asset_id: t.times for t in fused}, found, labels)
-            if alert_row is not None:
+            openings = ev.alert_openings({t.asset_id: t.times for t in fused}, found)
+            alert_row = ev.alert_metrics(openings, labels)
+            if alert_row is not None and openings is not None:
                 metrics[ev.FUSED_ALERTS] = alert_row
+                # the per-window table is the incidents' view: was each labelled window alerted, and when
+                events = ev.event_table(openings, labels)
             thresholds = ev.recommend_thresholds(timelines, labels, target_far=req.recommend_far or req.target_far,
                                                  costs=req.costs or None)
         result = ReplayResult(run_id, history.description, outcome, [*timelines, *fused], found, labels, metrics,
