@@ -38,7 +38,8 @@ from scipy.stats import rankdata
 from linewatch.errors import DataError
 
 
-def _flags(x: Any, what: str) -> np.ndarray:
+def as_flags(x: Any, what: str) -> np.ndarray:
+    """A 1-D boolean array from booleans or 0/1, or a DataError that says which input was not."""
     arr = np.asarray(x)
     if arr.ndim != 1:
         raise DataError(f"{what} must be 1-D, got shape {arr.shape}")
@@ -56,7 +57,7 @@ def auroc(labels: Any, scores: Any) -> float | None:
     >>> auroc(np.array([False, True, False, True]), np.array([0.1, 0.9, 0.5, 0.5]))
     0.875
     """
-    y = _flags(labels, "labels")
+    y = as_flags(labels, "labels")
     s = np.asarray(scores, dtype=np.float64)
     if s.shape != y.shape:
         raise DataError(f"scores shape {s.shape} does not match labels shape {y.shape}")
@@ -87,8 +88,8 @@ def confusion_metrics(labels: Any, alarms: Any) -> dict[str, Any]:
     Separate because a replay scores only some events (a detector that was not ready leaves a
     NaN): every event counts here, while AUROC can only rank the scored ones.
     """
-    y = _flags(labels, "labels")
-    a = _flags(alarms, "alarms")
+    y = as_flags(labels, "labels")
+    a = as_flags(alarms, "alarms")
     if a.shape != y.shape:
         raise DataError(f"alarms shape {a.shape} does not match labels shape {y.shape}")
     tp = int((y & a).sum())
@@ -123,7 +124,7 @@ def segments(mask: Any) -> list[tuple[int, int]]:
     >>> segments(np.array([0, 1, 1, 0, 1], bool))
     [(1, 3), (4, 5)]
     """
-    edges = np.diff(np.concatenate([[0], _flags(mask, "mask").astype(np.int8), [0]]))
+    edges = np.diff(np.concatenate([[0], as_flags(mask, "mask").astype(np.int8), [0]]))
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
@@ -140,8 +141,8 @@ def detection_delays(
     >>> detection_delays(np.array([0, 1, 1, 1, 0, 1, 1], bool), np.array([0, 0, 1, 0, 0, 0, 0], bool))
     [1, None]
     """
-    y = _flags(labels, "labels")
-    a = _flags(alarms, "alarms")
+    y = as_flags(labels, "labels")
+    a = as_flags(alarms, "alarms")
     if a.shape != y.shape:
         raise DataError(f"alarms shape {a.shape} does not match labels shape {y.shape}")
     out: list[int | None] = []
@@ -216,8 +217,8 @@ def event_report(
     >>> [(e["detected"], e["delay_rows"], e["delay"]) for e in r["events"]], r["false_alarm_episodes"]
     ([(True, 1, 60.0), (False, None, None)], 2)
     """
-    y = _flags(labels, "labels")
-    a = _flags(alarms, "alarms")
+    y = as_flags(labels, "labels")
+    a = as_flags(alarms, "alarms")
     ts = None if timestamps is None else np.asarray(timestamps)
     elapsed, unit = time_axis(ts, y.size)
     spans = segments(y) if episodes is None else [(int(s), int(e)) for s, e in episodes]
@@ -241,7 +242,7 @@ def event_report(
     delays = [ev["delay"] for ev in events if ev["delay"] is not None]
     row_delays = [ev["delay_rows"] for ev in events if ev["delay_rows"] is not None]
     false_episodes = sum(1 for s, _ in segments(a) if not y[s])
-    normal = ~y if evaluated is None else _flags(evaluated, "evaluated") & ~y
+    normal = ~y if evaluated is None else as_flags(evaluated, "evaluated") & ~y
     step = float(np.median(np.diff(elapsed))) if y.size > 1 else 0.0
     if normal_span_s is None:
         normal_span_s = float(normal.sum()) * step if unit == "s" else 0.0

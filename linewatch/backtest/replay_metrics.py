@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from linewatch.backtest.metrics import SECONDS_PER_HOUR, auroc, confusion_metrics, event_report
+from linewatch.backtest.metrics import SECONDS_PER_HOUR, as_flags, auroc, confusion_metrics, event_report
 from linewatch.backtest.nab import Windows, nab_scores, windows_in
 from linewatch.errors import DataError
 
@@ -80,13 +80,9 @@ def _rankable(s: np.ndarray) -> np.ndarray:
 
 def _check(times: Any, alarms: Any) -> tuple[np.ndarray, np.ndarray]:
     t = np.asarray(times)
-    a = np.asarray(alarms)
+    a = as_flags(alarms, "alarms")
     if t.ndim != 1 or a.shape != t.shape:
         raise DataError(f"alarms has shape {a.shape}; expected one flag per event time ({t.shape})")
-    if a.dtype != bool:
-        if not np.isin(a, (0, 1)).all():
-            raise DataError("alarms must be booleans or 0/1")
-        a = a.astype(bool)
     if t.size > 1 and (t[1:] < t[:-1]).any():
         raise DataError("event times must be sorted ascending; sort the replay's events by event time first")
     return t, a

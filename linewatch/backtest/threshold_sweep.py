@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from linewatch.backtest.metrics import as_flags
 from linewatch.errors import ConfigError, DataError
 
 #: False alarms the history should be expected to hold at the target rate before the rate counts as resolved.
@@ -62,13 +63,9 @@ class ThresholdChoice:
 
 def _inputs(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels)
+    y = as_flags(labels, "labels (True = anomalous)")
     if s.ndim != 1 or y.shape != s.shape:
         raise DataError(f"labels has shape {y.shape}; expected one per score ({s.shape})")
-    if y.dtype != bool:
-        if not np.isin(y, (0, 1)).all():
-            raise DataError("labels must be booleans or 0/1 (True = anomalous)")
-        y = y.astype(bool)
     return s, y
 
 

@@ -108,9 +108,9 @@ def fused_timelines(verdicts: Sequence[tuple[str, datetime, float, bool]], thres
     return out
 
 
-@dataclass(frozen=True)
-class Incident:
-    """One alert folded: when it opened and closed, how bad it got, what it blamed first."""
+@dataclass
+class AlertSpan:
+    """One alert folded, from open to close (``closed_at`` None = still open when the replay ended)."""
 
     alert_id: str
     asset_id: str
@@ -118,10 +118,10 @@ class Incident:
     closed_at: datetime | None
     severity: str
     contributors: list[str]
-    shadow: bool
+    shadow: bool = False
 
 
-def incidents(alert_rows: Sequence[tuple], *, kind: str = "anomaly") -> list[Incident]:
+def incidents(alert_rows: Sequence[tuple], *, kind: str = "anomaly") -> list[AlertSpan]:
     """The alert lifecycle rows folded into one incident per alert (champion and shadow), by opening time."""
     by_id: dict[str, list[tuple]] = defaultdict(list)
     for r in alert_rows:
@@ -136,7 +136,7 @@ def incidents(alert_rows: Sequence[tuple], *, kind: str = "anomaly") -> list[Inc
         last = next((r for r in reversed(rs) if r[_A["state"]] != "close"), rs[-1])
         names = list(dict.fromkeys(f"{c.get('modality', '')}:{c['name']}"
                                    for c in json.loads(last[_A["contributors"]])))[:3]
-        out.append(Incident(alert_id, rs[0][_A["asset_id"]], rs[0][_A["opened_at"]], closed[-1] if closed else None,
+        out.append(AlertSpan(alert_id, rs[0][_A["asset_id"]], rs[0][_A["opened_at"]], closed[-1] if closed else None,
                             worst, names, bool(rs[0][_A["shadow"]])))
     return sorted(out, key=lambda i: (i.opened_at, i.asset_id))
 
@@ -156,7 +156,7 @@ def timeline_metrics(t: Timeline, labels: Labels) -> dict[str, Any]:
     return {"n_events": int(t.times.size), "n_labelled": int(keep.sum()), **out}
 
 
-def alert_openings(asset_times: Mapping[str, np.ndarray], found: Sequence[Incident]) -> Timeline | None:
+def alert_openings(asset_times: Mapping[str, np.ndarray], found: Sequence[AlertSpan]) -> Timeline | None:
     """The champions' alert openings on the assets' unit time lines (one detection per opening), merged in time."""
     times_parts, opened_parts, names = [], [], []
     for asset, times in asset_times.items():

@@ -81,7 +81,7 @@ class ReplayResult:
     description: str
     outcome: ReplayOutcome
     timelines: list[ev.Timeline]
-    incidents: list[ev.Incident]
+    incidents: list[ev.AlertSpan]
     labels: ev.Labels | None
     metrics: dict[str, dict[str, Any]]
     events: list[dict[str, Any]]
@@ -269,11 +269,9 @@ def as_costs(specs: Sequence[str]) -> dict[str, tuple[float, float]]:
 
 def report_of(result: ReplayResult, *, title: str) -> Any:
     """The HTML report's content (:class:`linewatch.replay.report.ReplayReport`) for ``result``."""
-    from linewatch.replay.report import AlertSpan, DetectorSeries, LabelSpan, ReplayReport
+    from linewatch.replay.report import DetectorSeries, LabelSpan, ReplayReport
 
     series = [DetectorSeries(t.name, t.asset_id, t.times, t.scores, t.threshold, t.alarms) for t in result.timelines]
-    alerts = [AlertSpan(i.alert_id, i.asset_id, i.opened_at, i.closed_at, i.severity, i.contributors, i.shadow)
-              for i in result.incidents]
     spans = []
     windows = result.labels.windows if result.labels else None
     if windows is not None:
@@ -284,5 +282,5 @@ def report_of(result: ReplayResult, *, title: str) -> Any:
     settings = {"models": ", ".join(f"{k}@{v}" for k, v in result.models.items()),
                 "labels": result.labels.source if result.labels else "none",
                 "messages": result.outcome.counts["messages"], "replay seconds": round(result.outcome.seconds, 2)}
-    return ReplayReport(str(result.run_id), title, result.description, datetime.now(UTC), series, alerts, spans,
-                        metrics, result.events, settings)
+    return ReplayReport(str(result.run_id), title, result.description, datetime.now(UTC), series, result.incidents,
+                        spans, metrics, result.events, settings)

@@ -34,6 +34,7 @@ import numpy as np
 
 from linewatch.backtest.metrics import auroc
 from linewatch.errors import DataError
+from linewatch.replay.evaluate import AlertSpan
 from linewatch.replay.report_figures import (
     Bar,
     Curve,
@@ -66,19 +67,6 @@ class DetectorSeries:
     scores: np.ndarray  # calibrated score (-log10 tail probability); NaN = not scored
     threshold: float
     alarms: np.ndarray  # bool
-
-
-@dataclass
-class AlertSpan:
-    """One alert from open to close (``closed_at`` None = still open when the replay ended)."""
-
-    alert_id: str
-    asset_id: str
-    opened_at: datetime
-    closed_at: datetime | None
-    severity: str
-    contributors: list[str]
-    shadow: bool = False
 
 
 @dataclass
