@@ -23,15 +23,15 @@ CREATE TABLE IF NOT EXISTS replay.run_results (
     metrics     jsonb       NOT NULL DEFAULT '{}'::jsonb
 );
 
-CREATE TABLE IF NOT EXISTS replay.scores (run_id uuid NOT NULL, LIKE public.scores INCLUDING DEFAULTS);
+CREATE TABLE IF NOT EXISTS replay.scores (run_id uuid NOT NULL, LIKE public.scores INCLUDING DEFAULTS INCLUDING GENERATED);
 CREATE INDEX IF NOT EXISTS replay_scores_run_ts ON replay.scores (run_id, asset_id, ts);
-CREATE TABLE IF NOT EXISTS replay.shadow_scores (run_id uuid NOT NULL, LIKE public.shadow_scores INCLUDING DEFAULTS);
+CREATE TABLE IF NOT EXISTS replay.shadow_scores (run_id uuid NOT NULL, LIKE public.shadow_scores INCLUDING DEFAULTS INCLUDING GENERATED);
 CREATE INDEX IF NOT EXISTS replay_shadow_scores_run_ts ON replay.shadow_scores (run_id, asset_id, ts);
-CREATE TABLE IF NOT EXISTS replay.alerts (run_id uuid NOT NULL, LIKE public.alerts INCLUDING DEFAULTS);
+CREATE TABLE IF NOT EXISTS replay.alerts (run_id uuid NOT NULL, LIKE public.alerts INCLUDING DEFAULTS INCLUDING GENERATED);
 CREATE INDEX IF NOT EXISTS replay_alerts_run_ts ON replay.alerts (run_id, asset_id, ts);
 CREATE TABLE IF NOT EXISTS replay.alert_suppressions (run_id uuid NOT NULL,
-                                                      LIKE public.alert_suppressions INCLUDING DEFAULTS);
-CREATE TABLE IF NOT EXISTS replay.deadletters (run_id uuid NOT NULL, LIKE public.deadletters INCLUDING DEFAULTS);
+                                                      LIKE public.alert_suppressions INCLUDING DEFAULTS INCLUDING GENERATED);
+CREATE TABLE IF NOT EXISTS replay.deadletters (run_id uuid NOT NULL, LIKE public.deadletters INCLUDING DEFAULTS INCLUDING GENERATED);
 
 -- One row per run: what it read, when, and what came out (NULL finished_at: still running or stopped).
 CREATE OR REPLACE VIEW replay.run_summary AS

@@ -69,7 +69,7 @@ def _iso(t: Any) -> str | float:
     return str(np.datetime_as_string(t, unit="s")) if isinstance(t, np.datetime64) else float(t)
 
 
-def _rankable(s: np.ndarray) -> np.ndarray:
+def rankable(s: np.ndarray) -> np.ndarray:
     """Infinite scores (a tail probability of 0) made finite without changing any rank, for AUROC."""
     finite = s[np.isfinite(s)]
     if finite.size == s.size:
@@ -172,7 +172,7 @@ def alarm_metrics(
         "precision": counts["precision"],
         "recall": counts["recall"],
         "f1": counts["f1"],
-        "auroc": auroc(labels[scored], _rankable(s[scored])),
+        "auroc": auroc(labels[scored], rankable(s[scored])),
         "far": counts["far"],
         "missed_alarm_rate": counts["mar"],
         "windows_detected": len(caught),

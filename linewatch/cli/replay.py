@@ -37,8 +37,9 @@ SHORT = {"missed_alarm_rate": "missed", "median_delay_s": "delay s", "false_alar
 def replay_cmd(
     source: Annotated[str, typer.Option(help="where history comes from: file, database or kafka")],
     data: Annotated[Path | None, typer.Option(
-        help="file source: a CSV/Parquet table of SPC records (one row per part), or an image folder (MVTec "
-             "layout test/<class>/*.png, or any folder of images)")] = None,
+        help="file source: a CSV/Parquet table of SPC records (one row per part), an image folder (MVTec "
+             "layout test/<class>/*.png, or any folder of images), or a waveform recordings folder "
+             "(test/<condition>/*.wav|npy|csv, with --sample-rate)")] = None,
     time_column: Annotated[str | None, typer.Option("--time-column", help="file source: the event time column")
                            ] = None,
     asset: Annotated[list[str] | None, typer.Option(
@@ -47,6 +48,13 @@ def replay_cmd(
     part_column: Annotated[str | None, typer.Option("--part-column", help="file: the part id column")] = None,
     sku: Annotated[str, typer.Option(help="file: the SKU of the records or images")] = "default",
     camera: Annotated[str, typer.Option(help="image folder: the camera id")] = "cam-1",
+    sample_rate: Annotated[float | None, typer.Option(
+        "--sample-rate", help="recordings folder: samples per second")] = None,
+    window_s: Annotated[float, typer.Option("--window-s", help="recordings folder: seconds per window (as the "
+                                                               "model was trained)")] = 1.0,
+    kind: Annotated[str, typer.Option(help="recordings folder: kind of channels not named after one")] = "vibration",
+    speed_hz: Annotated[float | None, typer.Option("--speed-hz", help="recordings folder: shaft speed (Hz)")
+                        ] = None,
     columns: Annotated[str | None, typer.Option(help="file: comma-separated characteristics (default: every "
                                                      "numeric column)")] = None,
     sep: Annotated[str, typer.Option(help="file: the CSV field separator")] = ",",
@@ -114,7 +122,8 @@ def replay_cmd(
         raise typer.BadParameter("a file source takes one --asset (or --asset-column)")
     req = ReplayRequest(
         source=source, data=data, time_column=time_column, asset=asset[0] if source == "file" and asset else None,
-        asset_column=asset_column, part_column=part_column, sku=sku, camera=camera,
+        asset_column=asset_column, part_column=part_column, sku=sku, camera=camera, sample_rate=sample_rate,
+        window_s=window_s, kind=kind, speed_hz=speed_hz,
         columns=[c.strip() for c in columns.split(",")] if columns else None, sep=sep,
         since=parse_time(since, "--since"), until=parse_time(until or ("0s" if since else None), "--until"),
         assets=list(asset) if source != "file" and asset else None, topics=[t.strip() for t in topics.split(",")],

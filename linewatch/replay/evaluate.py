@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from linewatch.backtest.labels import LabelWindows
-from linewatch.backtest.metrics import classification_metrics
-from linewatch.backtest.replay_metrics import alarm_metrics, per_window_table
+from linewatch.backtest.metrics import auroc, confusion_metrics
+from linewatch.backtest.replay_metrics import alarm_metrics, per_window_table, rankable
 from linewatch.backtest.threshold_sweep import ThresholdChoice, recommend
 from linewatch.errors import DataError
 from linewatch.schemas.rows import AlertRow, ScoreRow, columns
@@ -150,8 +150,10 @@ def timeline_metrics(t: Timeline, labels: Labels) -> dict[str, Any]:
     if not keep.any():
         return {"n_events": 0, "n_labelled": 0}
     y = np.array([labels.events[e] for e, k in zip(t.event_ids, keep, strict=True) if k], dtype=bool)
-    scored = ~np.isnan(t.scores[keep])
-    out = classification_metrics(y, t.alarms[keep] & scored, np.where(scored, t.scores[keep], -np.inf))
+    scores = t.scores[keep]
+    scored = ~np.isnan(scores)
+    out = confusion_metrics(y, t.alarms[keep] & scored)  # an unscored event did not alarm
+    out["auroc"] = auroc(y[scored], rankable(scores[scored]))  # only scored events can be ranked
     out["missed_alarm_rate"] = out.pop("mar")
     return {"n_events": int(t.times.size), "n_labelled": int(keep.sum()), **out}
 

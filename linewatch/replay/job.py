@@ -28,7 +28,14 @@ from linewatch.replay import evaluate as ev
 from linewatch.replay.kafka_source import KafkaRange, kafka_history
 from linewatch.replay.pipeline import FUSION_TOPICS, INPUT_TOPICS, ReplayPipeline
 from linewatch.replay.run import ReplayOutcome, run_replay
-from linewatch.replay.sources import History, database_history, image_folder_history, spc_table_history
+from linewatch.replay.sources import (
+    History,
+    database_history,
+    image_folder_history,
+    is_recordings_folder,
+    recordings_history,
+    spc_table_history,
+)
 from linewatch.replay.store import ReplayStore
 from linewatch.storage.model_registry import ModelCache
 from linewatch.streams.messages import RawMessage
@@ -55,6 +62,10 @@ class ReplayRequest:
     sep: str = ","
     image_start: datetime | None = None
     image_interval_s: float = 1.0
+    sample_rate: float | None = None  # recordings folder: samples per second
+    window_s: float = 1.0  # recordings folder: seconds per window (as trained)
+    kind: str = "vibration"
+    speed_hz: float | None = None
     since: datetime | None = None
     until: datetime | None = None
     assets: list[str] | None = None  # database / kafka: only these assets
@@ -117,6 +128,11 @@ def read_history(req: ReplayRequest, settings: Settings, database_url: str | Non
     if req.source == "file":
         if req.data is None:
             raise ConfigError("--source file needs --data PATH (a CSV/Parquet table or an image folder)")
+        if req.data.is_dir() and is_recordings_folder(req.data):
+            if req.sample_rate is None:
+                raise ConfigError("a recordings folder needs --sample-rate (samples per second of the recordings)")
+            return recordings_history(req.data, asset=req.asset or req.data.name, sample_rate=req.sample_rate,
+                                      window_s=req.window_s, kind=req.kind, speed_hz=req.speed_hz)
         if req.data.is_dir():
             return image_folder_history(req.data, asset=req.asset or req.data.name, sku=req.sku, camera=req.camera,
                                         start=req.image_start or datetime(2026, 1, 1, tzinfo=UTC),
@@ -158,7 +174,7 @@ def read_labels(req: ReplayRequest, history: History, database_url: str | None) 
         return ev.Labels(events={str(e): v == "true_defect" for e, v in rows}, source="operator dispositions")
     if history.labels:
         return ev.Labels(events={e: lab != "good" for e, lab in history.labels.items()},
-                         source=f"{req.data} class folders")
+                         source=f"{req.data} condition folders")
     return None
 
 

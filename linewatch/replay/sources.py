@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from linewatch.detectors.image_backbone import MIN_SIDE
 from linewatch.errors import ConfigError, DataError
 from linewatch.loaders import TabularData, load_table
 from linewatch.schemas.codec import encode, encode_envelope
 from linewatch.schemas.messages import FrameMeta, SpcRecord
-from linewatch.schemas.topics import FRAMES, MACHINE_STATES, SCORES, SPC
+from linewatch.schemas.topics import FRAMES, MACHINE_STATES, SCORES, SIGNALS, SPC
 from linewatch.storage.connection import connect
 from linewatch.streams.messages import RawMessage
 
@@ -106,8 +107,9 @@ def image_folder_history(root: Path, *, asset: str, sku: str, camera: str, start
             with Image.open(path) as img:
                 width, height, channels = img.width, img.height, 1 if img.mode in ("L", "I;16", "1") else 3
         except (UnidentifiedImageError, OSError):
-            # Sent as it is: the worker's decode makes it a dead letter, as it would in the plant.
-            width, height, channels = 1, 1, 3
+            # Sent as it is (the header claims the smallest frame a worker decodes): the worker's
+            # decode makes it a dead letter with the decoder's reason, as it would in the plant.
+            width, height, channels = MIN_SIDE, MIN_SIDE, 3
         ts = start + timedelta(seconds=i * interval_s)
         meta = FrameMeta(asset_id=asset, camera=camera, sku=sku, part_id=f"{path.parent.name}-{path.stem}", ts=ts,
                          encoding="png" if path.suffix.lower() == ".png" else "jpeg", width=width, height=height,
@@ -116,6 +118,50 @@ def image_folder_history(root: Path, *, asset: str, sku: str, camera: str, start
         if base is not root:
             labels[str(meta.event_id)] = path.parent.name
     return History(messages, f"{root} ({len(messages)} frames)", labels=labels)
+
+
+#: Event time between two replayed recordings: longer than the signals agent's history gap
+#: (:data:`~linewatch.streams.signals_pipeline.DEFAULT_HISTORY_GAP_S`), so a lagged detector restarts
+#: its warm-up on every recording, as the recordings backtest scores each one as its own sequence.
+RECORDING_GAP_S = 2 * 3600.0
+
+
+def is_recordings_folder(root: Path) -> bool:
+    """A waveform recordings folder (``train/good`` and ``test/<condition>`` of WAV, NPY or CSV files)."""
+    from linewatch.signals.recordings import RECORDING_SUFFIXES
+
+    test = root / "test"
+    return test.is_dir() and any(p.suffix.lower() in RECORDING_SUFFIXES for p in test.rglob("*") if p.is_file())
+
+
+def recordings_history(root: Path, *, asset: str, sample_rate: float, window_s: float, kind: str = "vibration",
+                       speed_hz: float | None = None) -> History:
+    """Every ``test/<condition>`` recording as the ``signals`` windows a sensor gateway would send, one after another.
+
+    Cut exactly as ``linewatch train signals --data`` cuts the training recordings (same windows,
+    same sensor names from the file), on one asset, each recording :data:`RECORDING_GAP_S` after the
+    previous one; every signals frame of a recording is labelled with its condition folder.
+    """
+    from linewatch.schemas.codec import encode_signal
+    from linewatch.schemas.ids import event_id
+    from linewatch.signals.recordings import load_recordings, recording_messages, scan_recordings
+
+    _, test = scan_recordings(root)
+    if not test:
+        raise ConfigError(f"{root}/test/ holds no recordings to replay (test/<condition>/*.wav|npy|csv)")
+    messages: list[RawMessage] = []
+    labels: dict[str, str] = {}
+    offset = 0.0
+    for rec in load_recordings(test, sample_rate=sample_rate):
+        windows = recording_messages(rec, asset_id=asset, window_s=window_s, kind=kind, speed_hz=speed_hz)
+        shift = timedelta(seconds=offset)
+        for meta, samples in windows:
+            meta = meta.model_copy(update={"start": meta.start + shift})
+            messages.append(_raw(SIGNALS.name, len(messages), asset, encode_signal(meta, samples), meta.start))
+            # the signals agent frames sensors in whole-second slots; a frame's event is its slot's start
+            labels[str(event_id("signal_frame", asset, meta.start.replace(microsecond=0).isoformat()))] = rec.condition
+        offset += (windows[-1][0].start - windows[0][0].start).total_seconds() + window_s + RECORDING_GAP_S
+    return History(messages, f"{root} ({len(test)} recordings, {len(messages)} windows)", labels=labels)
 
 
 def database_history(database_url: str, *, since: datetime, until: datetime, assets: Iterable[str] | None = None,

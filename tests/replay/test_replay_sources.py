@@ -160,3 +160,54 @@ def test_a_file_replayed_to_kafka_arrives_at_the_pace_asked_for(settings, bootst
     got = list(kafka_history(bootstrap, [SPC.name], KafkaRange(assets=frozenset({asset}))))
     assert len(got) == 61
     assert [json.loads(m.value)["part_id"] for m in got] == [f"row-{i}" for i in range(61)]
+
+
+def test_an_image_folder_replays_through_the_frames_pipeline_against_its_class_folders(settings, database_url,
+                                                                                       tmp_path, monkeypatch):
+    sku, camera = f"bracket-a-{uuid.uuid4().hex[:4]}", f"cam-{uuid.uuid4().hex[:6]}"
+    data = tmp_path / "frames"
+    result = CliRunner().invoke(app, ["simulate", "frames", "--sku", "bracket-a", "--out", str(data), "--size", "128",
+                                      "--n-train", "60", "--n-test-good", "20", "--n-test-per-defect", "6"])
+    assert result.exit_code == 0, result.output
+    _env(settings, monkeypatch)
+    try:
+        result = CliRunner().invoke(app, ["train", "frames", "--data", str(data), "--sku", sku, "--camera", camera,
+                                          "--image-size", "128"])
+        assert result.exit_code == 0, result.output
+        (data / "test" / "good" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")  # a corrupt frame
+        out = tmp_path / "frames.json"
+        _run(["--source", "file", "--data", str(data), "--sku", sku, "--camera", camera, "--asset", "cam-line",
+              "--json", str(out)])
+        doc = json.loads(out.read_text())
+        series = next(v for k, v in doc["per_series"].items() if "patchcore" in k)
+        assert series["n_labelled"] == series["n_events"] >= 20 + 6  # every scored frame judged by its folder
+        assert series["auroc"] > 0.8, series
+        reasons = doc["deadletter_reasons"]
+        assert doc["counts"]["deadletters"] == 1 and any("png" in r.lower() for r in reasons), reasons
+    finally:
+        with psycopg.connect(database_url) as conn:
+            conn.execute("UPDATE model_versions SET active = false WHERE scope_sku = %s", (sku,))
+
+
+def test_a_recordings_folder_replays_through_the_signals_pipeline(settings, database_url, tmp_path, monkeypatch):
+    asset = f"rr-{uuid.uuid4().hex[:6]}"
+    data = tmp_path / "recordings"
+    result = CliRunner().invoke(app, ["simulate", "recordings", "--out", str(data), "--format", "npy",
+                                      "--n-train", "30", "--n-test-good", "4", "--n-test-per-condition", "3",
+                                      "--seconds", "8", "--rate", "4000", "--severity", "1"])
+    assert result.exit_code == 0, result.output
+    _env(settings, monkeypatch)
+    try:
+        result = CliRunner().invoke(app, ["train", "signals", "--data", str(data), "--sample-rate", "4000",
+                                          "--window-s", "0.5", "--asset", asset, "--target-far", "0.01"])
+        assert result.exit_code == 0, result.output
+        out = tmp_path / "recordings.json"
+        _run(["--source", "file", "--data", str(data), "--sample-rate", "4000", "--window-s", "0.5", "--asset", asset,
+              "--json", str(out)])
+        doc = json.loads(out.read_text())
+        series = next(v for k, v in doc["per_series"].items() if k.startswith(asset) and "signals/" in k)
+        assert series["n_labelled"] > 0.8 * series["n_events"] > 0
+        assert series["auroc"] > 0.8 and series["recall"] > 0.5, series
+    finally:
+        with psycopg.connect(database_url) as conn:
+            conn.execute("UPDATE model_versions SET active = false WHERE scope_asset = %s", (asset,))
