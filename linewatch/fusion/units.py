@@ -17,7 +17,7 @@ what it has sent (the modalities and detectors of its recent events), not config
 
 Units are released in event-time order across the asset's streams (nothing passes a unit that
 still waits), so hysteresis sees the asset's sequence as it happened, whichever agent's scores
-arrived first; a modality whose scores have moved past a part's time is not waited for.
+arrived first; a detector whose scores have moved past a part's time is not waited for.
 """
 
 from __future__ import annotations
@@ -148,6 +148,8 @@ class AssetUnits:
         self.part_detectors: dict[str, frozenset[str]] = {}
         self.free_detectors: dict[str, frozenset[str]] = {}
         self.watermark: dict[str, datetime] = {}
+        #: (modality, detector) -> the latest event time it scored on this asset.
+        self.detector_watermark: dict[tuple[str, str], datetime] = {}
         #: modality -> its recent part-less events in event-time order (the context parts are joined to).
         self._context: dict[str, list[Evidence]] = {}
 
@@ -173,6 +175,9 @@ class AssetUnits:
                 self.free_detectors[m] = frozenset(ev.detectors)
         if ts > self.watermark.get(m, ts - timedelta(seconds=1)):
             self.watermark[m] = ts
+        key = (m, score.detector)
+        if ts > self.detector_watermark.get(key, ts - timedelta(seconds=1)):
+            self.detector_watermark[key] = ts
 
     def _remember_context(self, ev: Evidence) -> None:
         kept = self._context.setdefault(ev.modality, [])
@@ -192,10 +197,13 @@ class AssetUnits:
             return True
         for m, detectors in self.part_detectors.items():
             ev = events.get(m)
-            # One asset's scores of one modality arrive in event-time order (one agent, one partition):
-            # once that stream is past the part's time, what the part still lacks from it is not coming.
-            if (ev is None or not detectors <= ev.detectors) and self.watermark.get(m, ts) <= ts:
-                return False
+            # One detector's scores of one asset arrive in event-time order (one agent, one partition,
+            # one model's scores of a batch together): once that detector is past the part's time, its
+            # score for the part is not coming. (A modality's detectors are not in step with each other:
+            # a batch publishes one model's scores, then the next model's.)
+            for d in detectors - (ev.detectors if ev is not None else set()):
+                if self.detector_watermark.get((m, d), ts) <= ts:
+                    return False
         # the context: every part-less modality of the asset must have reached the part's time
         return all(self.watermark.get(m, ts) >= ts for m in self.free_detectors)
 
