@@ -149,6 +149,9 @@ def read_history(req: ReplayRequest, settings: Settings, database_url: str | Non
         return database_history(database_url, since=req.since, until=req.until, assets=req.assets)
     if not settings.broker_url:
         raise ConfigError("--source kafka needs a broker: set LINEWATCH_BROKER_URL")
+    unknown = sorted(set(req.topics) - set(INPUT_TOPICS) - set(FUSION_TOPICS))
+    if unknown:
+        raise ConfigError(f"--topics {', '.join(unknown)}: a replay reads {', '.join(FUSION_TOPICS + INPUT_TOPICS)}")
     selection = KafkaRange(since=req.since, until=req.until, offsets=req.offsets,
                            assets=frozenset(req.assets) if req.assets else None)
     messages = list(kafka_history(settings.broker_url, req.topics, selection, security=settings.kafka_client_config()))

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from linewatch.errors import ConfigError
 from linewatch.kafka import read_to_end
 from linewatch.streams.messages import RawMessage
 
@@ -62,7 +63,7 @@ def parse_offsets(specs: Sequence[str]) -> dict[tuple[str, int], tuple[int, int]
             first, _, last = span.partition("-")
             out[(topic, int(partition))] = (int(first), int(last) if last else 2**63 - 1)
         except ValueError:
-            raise ValueError(f"offsets {spec!r}: write TOPIC:PARTITION:FIRST-LAST, e.g. spc:0:1000-2000 "
+            raise ConfigError(f"--offsets {spec!r}: write TOPIC:PARTITION:FIRST-LAST, e.g. spc:0:1000-2000 "
                              "(LAST may be left out: to the end)") from None
     return out
 
