@@ -109,7 +109,7 @@ LOG_MARKERS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Params:
-    """Sizes and durations of one run: full, or ``--quick`` (fewer events, shorter outages)."""
+    """Sizes and durations of one run, and its SPC detector: full, or ``--quick`` (fewer events, shorter outages)."""
 
     spc_rate: float  # SPC parts per second while a fault is injected
     settle_s: float  # seconds a (re)started worker streams before the next fault

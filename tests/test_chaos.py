@@ -81,9 +81,10 @@ def _explain(r: ScenarioResult) -> str:
 INTEGRATION_SCENARIOS = ("poison", "worker-kill", "db-restart")
 #: ``--quick`` with SPC parts at 20/s instead of 50/s: the same kills land mid-batch, but the backlog a
 #: restarted worker inherits (and replays one message at a time after a mid-batch kill) is 2.5x smaller.
+#: A (re)started worker streams 1 s, not 2, before the next fault: it must still have stored new rows.
 #: The SPC model is Hotelling's (fitted in milliseconds, not the MCD's ~12 s): the scenarios count rows,
 #: and any detector's rows count the same.
-TEST_PARAMS = replace(Params.for_run(quick=True), spc_rate=20.0, spc_detector="hotelling")
+TEST_PARAMS = replace(Params.for_run(quick=True), spc_rate=20.0, settle_s=1.0, spc_detector="hotelling")
 
 
 @pytest.fixture(scope="module")
