@@ -109,7 +109,7 @@ LOG_MARKERS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Params:
-    """Sizes and durations of one run: full, or ``--quick`` (fewer events, shorter outages)."""
+    """Sizes and durations of one run, and its SPC detector: full, or ``--quick`` (fewer events, shorter outages)."""
 
     spc_rate: float  # SPC parts per second while a fault is injected
     settle_s: float  # seconds a (re)started worker streams before the next fault
@@ -123,6 +123,7 @@ class Params:
     poison_frames: int  # frames with a model in poison
     poison_rate: float  # messages per second in poison
     drain_timeout_s: float  # how long a scenario waits for every event after its last fault
+    spc_detector: str = SPC_DETECTOR  # the SPC model's detector (a test may pick one that fits in a blink)
 
     @classmethod
     def for_run(cls, quick: bool) -> Params:
@@ -502,7 +503,8 @@ def scoring_child(children: Iterable[psutil.Process]) -> psutil.Process | None:
 # Models, events and poison
 
 
-def train_models(database_url: str, model_dir: Path, modalities: set[str], seed: int = 0) -> dict[str, str]:
+def train_models(database_url: str, model_dir: Path, modalities: set[str], seed: int = 0,
+                 spc_detector: str = SPC_DETECTOR) -> dict[str, str]:
     """Register one model per modality the chosen scenarios need; returns their versions."""
     from linewatch.detectors.bundle import Scope
     from linewatch.signals.framing import training_frames
@@ -515,7 +517,7 @@ def train_models(database_url: str, model_dir: Path, modalities: set[str], seed:
     if "spc" in modalities:
         normal = simulate_spc(n_parts=5000, seed=seed + 11, fault_fraction=0.0)
         bundle, _ = train_and_register(normal.X, feature_names=normal.feature_names, database_url=database_url,
-                                       model_dir=model_dir, detector=SPC_DETECTOR, target_far=0.01, seed=seed)
+                                       model_dir=model_dir, detector=spc_detector, target_far=0.01, seed=seed)
         versions["spc"] = bundle.version
     if "signals" in modalities:
         healthy = simulate_signals(n_machines=1, duration_s=4 * 3600.0, snapshot_interval_s=SIGNAL_SNAPSHOT_S,
@@ -1277,19 +1279,22 @@ def resolve_scenarios(names: Sequence[str]) -> list[str]:
 
 
 def run_chaos(settings: Settings, scenarios: Sequence[str] = ("all",), *, quick: bool = False,
-              reporter: Reporter | None = None, log_dir: Path | None = None, seed: int = 0) -> ChaosReport:
+              reporter: Reporter | None = None, log_dir: Path | None = None, seed: int = 0,
+              params: Params | None = None) -> ChaosReport:
     """Run ``scenarios`` on one embedded stack of their own and report what became of every event.
 
     The stack's data lives in a temporary directory removed at the end; worker, broker and
     PostgreSQL logs are kept in ``log_dir`` (default ``<data_dir>/chaos/<run id>``). Needs the
-    embedded services: the scenarios stop, hang and restart the database.
+    embedded services: the scenarios stop, hang and restart the database. ``params`` replaces
+    the sizes ``quick`` picks (:meth:`Params.for_run`), for a test that needs fewer events (a
+    smaller backlog behind each kill) but the same faults; the CLI never passes it.
     """
     names = resolve_scenarios(scenarios)
     if not (settings.embedded_broker and settings.embedded_database):
         raise ConfigError("linewatch chaos breaks the broker and database it runs, so it starts embedded ones; "
                           "unset LINEWATCH_BROKER_URL and LINEWATCH_DATABASE_URL for it")
     reporter = reporter or NullReporter()
-    params = Params.for_run(quick)
+    params = params or Params.for_run(quick)
     run_id = uuid.uuid4().hex[:8]
     log_dir = log_dir or settings.data_dir / "chaos" / run_id
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -1305,7 +1310,8 @@ def run_chaos(settings: Settings, scenarios: Sequence[str] = ("all",), *, quick:
                 migrate(stack.database_url)
                 needed = set().union(*(NEEDS[n] for n in names))
                 reporter.step("setup", f"training models: {', '.join(sorted(needed))}")
-                train_models(stack.database_url, work / "models", needed, seed=seed)
+                train_models(stack.database_url, work / "models", needed, seed=seed,
+                             spc_detector=params.spc_detector)
                 producer = TrackingProducer(stack.bootstrap)
                 run = Run(settings, stack, producer, params, run_id, f"linewatch-chaos-{run_id}", log_dir, work,
                           reporter, seed)

@@ -1,14 +1,17 @@
 """``linewatch chaos`` end to end: real broker, real workers under a supervisor, real PostgreSQL, real faults.
 
-The integration test runs the bounded (``--quick``) form of three scenarios on one stack of its
-own: poison messages of every modality, three SIGKILLs of the worker, and a PostgreSQL restart.
-Each must store every valid event exactly once and dead-letter exactly the poison. The other
-tests check the pieces that need no services.
+The integration tests share one run of the bounded (``--quick``) form of three scenarios on one
+stack of its own: poison messages of every modality, three SIGKILLs of the worker, and a
+PostgreSQL restart. One run, not three, because a stack, its trained models and the final count
+of the ``scores`` topic cost about 20 s each time; each scenario still has its own worker, assets
+and result, so each test judges only its own. Each must store every valid event exactly once and
+dead-letter exactly the poison. The other tests check the pieces that need no services.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,9 @@ from typer.testing import CliRunner
 
 from linewatch.chaos import (
     SCENARIOS,
+    ChaosReport,
     Outgoing,
+    Params,
     ScenarioResult,
     interleave,
     poison_messages,
@@ -72,21 +77,37 @@ def _explain(r: ScenarioResult) -> str:
                       default=str) + "\n" + logs
 
 
-def _quick(tmp_path: Path, scenario: str) -> ScenarioResult:
-    report = run_chaos(Settings(data_dir=tmp_path), [scenario], quick=True)
-    (result,) = report.scenarios
-    assert result.scenario == scenario
+#: The scenarios the integration tests run, in this order, on one stack.
+INTEGRATION_SCENARIOS = ("poison", "worker-kill", "db-restart")
+#: ``--quick`` with SPC parts at 20/s instead of 50/s: the same kills land mid-batch, but the backlog a
+#: restarted worker inherits (and replays one message at a time after a mid-batch kill) is 2.5x smaller.
+#: A (re)started worker streams 1 s, not 2, before the next fault: it must still have stored new rows.
+#: The SPC model is Hotelling's (fitted in milliseconds, not the MCD's ~12 s): the scenarios count rows,
+#: and any detector's rows count the same.
+TEST_PARAMS = replace(Params.for_run(quick=True), spc_rate=20.0, settle_s=1.0, spc_detector="hotelling")
+
+
+@pytest.fixture(scope="module")
+def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ChaosReport, Path]:
+    data_dir = tmp_path_factory.mktemp("chaos")
+    return run_chaos(Settings(data_dir=data_dir), INTEGRATION_SCENARIOS, quick=True, params=TEST_PARAMS), data_dir
+
+
+def _quick(chaos_run: tuple[ChaosReport, Path], scenario: str) -> ScenarioResult:
+    report, data_dir = chaos_run
+    assert [r.scenario for r in report.scenarios] == list(INTEGRATION_SCENARIOS)
+    result = next(r for r in report.scenarios if r.scenario == scenario)
     assert result.ok, _explain(result)
     assert result.produced > 0 and result.stored == result.produced, _explain(result)
     assert result.lost == 0 and result.duplicate_rows == 0, _explain(result)
     assert result.checks["no process left behind"], _explain(result)
-    assert (tmp_path / "chaos" / report.run_id / "postgres.log").stat().st_size > 0  # the logs are kept
+    assert (data_dir / "chaos" / report.run_id / "postgres.log").stat().st_size > 0  # the logs are kept
     return result
 
 
 @pytest.mark.integration
-def test_poison_of_every_modality_is_dead_lettered_once_and_valid_events_are_stored(tmp_path) -> None:
-    r = _quick(tmp_path, "poison")
+def test_poison_of_every_modality_is_dead_lettered_once_and_valid_events_are_stored(chaos_run) -> None:
+    r = _quick(chaos_run, "poison")
     assert r.expected_deadletters == r.deadletters == len(r.poison) >= 15
     assert all(p["deadletters"] == 1 and p["payload_kept"] for p in r.poison), r.poison
     assert set(r.by_modality) == {"spc", "signals", "frames"}
@@ -94,14 +115,14 @@ def test_poison_of_every_modality_is_dead_lettered_once_and_valid_events_are_sto
 
 
 @pytest.mark.integration
-def test_three_sigkills_of_the_worker_lose_and_double_nothing(tmp_path) -> None:
-    r = _quick(tmp_path, "worker-kill")
+def test_three_sigkills_of_the_worker_lose_and_double_nothing(chaos_run) -> None:
+    r = _quick(chaos_run, "worker-kill")
     assert r.worker_exits == 3 and r.exit_codes == [-9, -9, -9], _explain(r)
     assert r.deadletters == 0 and r.recovery_s is not None, _explain(r)
 
 
 @pytest.mark.integration
-def test_a_database_restart_loses_and_doubles_nothing(tmp_path) -> None:
-    r = _quick(tmp_path, "db-restart")
+def test_a_database_restart_loses_and_doubles_nothing(chaos_run) -> None:
+    r = _quick(chaos_run, "db-restart")
     assert r.faults and r.faults[0]["duration_s"] >= 3.5, _explain(r)
     assert r.deadletters == 0 and r.recovery_s is not None, _explain(r)

@@ -25,9 +25,12 @@ pytestmark = pytest.mark.integration
 
 
 def _worker(bootstrap: str, db_url: str, data_dir, app_id: str, log_name: str):
+    # A short session timeout: Faust joins its group in about one (the worker starts twice here).
+    # Health port 0: the default port may be held by another worker on this machine.
     env = {**os.environ, "LINEWATCH_BROKER_URL": bootstrap, "LINEWATCH_DATABASE_URL": db_url,
            "LINEWATCH_DATA_DIR": str(data_dir), "LINEWATCH_APP_ID": app_id, "LINEWATCH_BATCH_WITHIN_S": "0.1",
-           "LINEWATCH_DB_RETRY_TOTAL_S": "1", "LINEWATCH_MODEL_REFRESH_S": "1"}
+           "LINEWATCH_DB_RETRY_TOTAL_S": "1", "LINEWATCH_MODEL_REFRESH_S": "1", "LINEWATCH_SESSION_TIMEOUT_S": "3",
+           "LINEWATCH_HEALTH_PORT": "0"}
     log = data_dir / log_name
     proc = spawn([sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"], log_path=log, env=env)
     deadline = time.monotonic() + 90
@@ -48,8 +51,9 @@ def test_database_loss_stops_the_worker_and_nothing_is_lost_or_doubled(bootstrap
     try:
         migrate(pg.url)
         normal = simulate_spc(n_parts=3000, seed=21, fault_fraction=0.0)
+        # Hotelling's fits in milliseconds (the default MCD takes ~10 s); what is counted is rows, not alarms.
         train_and_register(normal.X, feature_names=normal.feature_names, database_url=pg.url,
-                           model_dir=tmp_path / "models", target_far=0.01)
+                           model_dir=tmp_path / "models", target_far=0.01, detector="hotelling")
         app_id = f"durability-{uuid.uuid4().hex[:6]}"
         asset = f"dur-{uuid.uuid4().hex[:6]}"
         worker, log = _worker(bootstrap, pg.url, tmp_path, app_id, "worker-1.log")
