@@ -26,7 +26,8 @@ def build() -> dict[str, Any]:
              "Rows written per minute to the table each topic lands in: scores (from scores_1m), "
              "signal_features (signal_features_1m), spc_measurements (one row per part and characteristic), "
              "frame_heatmaps, alerts and deadletters. Consumer lag is not in the database: it is on each "
-             "worker's /health endpoint (per topic and partition), so it is not charted here."), 24, 8)],
+             "worker's /health endpoint (per topic and partition; `linewatch status` prints it), so it is "
+             "not charted here."), 24, 8)],
         [(ts("pipeline.deadletters-per-minute", "Dead letters per minute by topic and reason",
              "Rejected messages per minute by source topic and error type.", bars=True, stacked=True), 12, 8),
          (tbl("pipeline.deadletters-by-reason", "Dead letters by reason",
