@@ -402,3 +402,24 @@ def test_the_role_is_quoted_as_an_identifier_not_pasted_into_sql(database_url):
     evil = 'linewatch_reader"; RESET ROLE; SELECT "'
     results = check_queries(database_url, role=evil)
     assert results and all(r.error and "does not exist" in r.error for r in results), results[0].error
+
+
+@pytest.mark.integration
+def test_check_command_reports_every_query_and_fails_on_a_missing_role(database_url):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["dashboards", "check", "--database-url", database_url])
+    assert ok.exit_code == 0, ok.output
+    assert f"{len(QUERIES) + 2} of {len(QUERIES) + 2} queries ran with the expected columns" in ok.output
+    bad = runner.invoke(app, ["dashboards", "check", "--database-url", database_url, "--role", "no_such_role"])
+    assert bad.exit_code == 1 and "does not exist" in bad.output and "queries.py" in bad.output
+
+
+def test_timescale_statements_use_time_bucket_and_no_macro_survives():
+    """What a TimescaleDB runner gets: concrete SQL, time_bucket wherever the panel groups by $__interval."""
+    t0 = datetime(2024, 5, 1, tzinfo=UTC)
+    statements = d.queries.expanded_queries(flavour="timescale", start=t0, end=t0 + timedelta(hours=6),
+                                            interval_s=120)
+    assert len(statements) == len(QUERIES)
+    for q, sql in statements:
+        assert "$" not in sql, q.key
+        assert ("time_bucket('120s'," in sql) == ("$__timeGroup" in q.sql), q.key

@@ -543,7 +543,7 @@ def expand_macros(sql: str, *, start: datetime, end: datetime, interval_s: float
 # --- running them ---------------------------------------------------------------------------------
 
 #: PostgreSQL type OIDs -> the kind of field Grafana makes of them.
-_KIND_OF_OID: dict[int, Kind] = {
+KIND_OF_OID: dict[int, Kind] = {
     1184: T, 1114: T, 1082: T,
     20: N, 21: N, 23: N, 26: N, 700: N, 701: N, 1700: N,
     25: S, 1043: S, 19: S, 1042: S, 18: S, 2950: S,
@@ -554,6 +554,18 @@ _KIND_OF_OID: dict[int, Kind] = {
 #: Values that pick out nothing in particular; enough to plan and run every query.
 DEFAULT_VARIABLES: dict[str, str] = {"asset": "__check__", "sku": "__check__", "characteristic": "__check__",
                                      "detector": MULTIVARIATE_DETECTORS[0]}
+
+
+def expanded_queries(*, flavour: Flavour = "plain", start: datetime, end: datetime, interval_s: float = 60,
+                     variables: Mapping[str, str] | None = None,
+                     queries: Iterable[PanelQuery] | None = None) -> list[tuple[PanelQuery, str]]:
+    """Every registered query with its macros expanded to concrete SQL for one flavour, for a runner that is
+    not psycopg (e.g. a TimescaleDB driven from Node): run each statement, map the result's type OIDs with
+    :data:`KIND_OF_OID` and compare with :func:`column_problems`."""
+    values = {**DEFAULT_VARIABLES, **(variables or {})}
+    return [(q, expand_macros(q.sql_for(flavour), start=start, end=end, interval_s=interval_s, variables=values,
+                              flavour=flavour))
+            for q in (QUERIES.values() if queries is None else queries)]
 
 
 @dataclass(frozen=True)
@@ -596,18 +608,16 @@ def check_queries(database_url: str, *, role: str | None = "linewatch_reader", f
     import psycopg
     from psycopg import sql as pgsql
 
-    values = {**DEFAULT_VARIABLES, **(variables or {})}
-    t0 = start or datetime(2000, 1, 1, tzinfo=UTC)
-    t1 = end or datetime(2100, 1, 1, tzinfo=UTC)
     if queries is None:
         from linewatch.dashboards.provisioning import alert_queries
 
         queries = [*QUERIES.values(), *alert_queries()]
+    statements = expanded_queries(flavour=flavour, start=start or datetime(2000, 1, 1, tzinfo=UTC),
+                                  end=end or datetime(2100, 1, 1, tzinfo=UTC), interval_s=interval_s,
+                                  variables=variables, queries=queries)
     results = []
     with psycopg.connect(database_url, autocommit=True) as conn:
-        for q in queries:
-            sql = expand_macros(q.sql_for(flavour), start=t0, end=t1, interval_s=interval_s, variables=values,
-                                flavour=flavour)
+        for q, sql in statements:
             try:
                 with conn.transaction(force_rollback=True):
                     conn.execute("SET TRANSACTION READ ONLY")
@@ -617,7 +627,7 @@ def check_queries(database_url: str, *, role: str | None = "linewatch_reader", f
                     n = len(cur.fetchall())
                     desc = cur.description or ()
                     names = tuple(d.name for d in desc)
-                    kinds = tuple(_KIND_OF_OID.get(d.type_code, f"oid {d.type_code}") for d in desc)
+                    kinds = tuple(KIND_OF_OID.get(d.type_code, f"oid {d.type_code}") for d in desc)
                 results.append(QueryResult(q, names, kinds, n, column_problems(q, names, kinds, flavour)))
             except psycopg.Error as e:
                 results.append(QueryResult(q, (), (), 0, f"{type(e).__name__}: {e}".strip()))
