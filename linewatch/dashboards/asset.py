@@ -49,7 +49,8 @@ def build() -> dict[str, Any]:
                 .override_by_name("event id", [prop("links", [{
                     "title": "Zoom to this frame",
                     "url": "/d/linewatch-asset/linewatch-asset?var-asset=${asset}"
-                           "&from=${__data.fields.from_ms}&to=${__data.fields.to_ms}"}])])
+                           "&from=${__data.fields[\"from_ms\"]}&to=${__data.fields[\"to_ms\"]}"}])])
+                # epoch milliseconds as text, so the link gets the digits and not a formatted number
                 .override_by_regexp("from_ms|to_ms", [prop("custom.hidden", True)])
                 .override_by_name("area above threshold", [prop("unit", "percentunit")]))
     rows = [

@@ -184,14 +184,14 @@ def _registry() -> list[PanelQuery]:
                    round(area_fraction::numeric, 4) AS "area above threshold",
                    peak_x AS "peak x", peak_y AS "peak y",
                    'data:image/png;base64,' || translate(encode(thumbnail, 'base64'), E'\\n', '') AS "heat map",
-                   (date_part('epoch', ts) * 1000)::bigint - 300000 AS from_ms,
-                   (date_part('epoch', ts) * 1000)::bigint + 300000 AS to_ms
+                   ((date_part('epoch', ts) * 1000)::bigint - 300000)::text AS from_ms,
+                   ((date_part('epoch', ts) * 1000)::bigint + 300000)::text AS to_ms
             FROM frame_heatmaps
             WHERE asset_id = ${asset:sqlstring} AND $__timeFilter(ts)
             ORDER BY ts DESC
             LIMIT 50
         """, {"time": T, "event id": S, "camera": S, "sku": S, "part": S, "detector": S, "peak / threshold": N,
-              "area above threshold": N, "peak x": N, "peak y": N, "heat map": S, "from_ms": N, "to_ms": N}),
+              "area above threshold": N, "peak x": N, "peak y": N, "heat map": S, "from_ms": S, "to_ms": S}),
         _q("asset.annotation.alerts", """
             SELECT opened_at AS "time", coalesce(closed_at, last_ts) AS "timeend",
                    max_severity || ' ' || kind || ' alert, score ' || round(max_score::numeric, 1)
