@@ -26,6 +26,7 @@ from linewatch.cli import (
     bench,
     chaos,
     config,
+    dashboards,
     db,
     demo,
     dispositions,
@@ -68,6 +69,7 @@ app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(thresholds.thresholds_app, name="thresholds")
 app.add_typer(maintenance.maintenance_app, name="maintenance")
 app.add_typer(drift.drift_app, name="drift")
+app.add_typer(dashboards.dashboards_app, name="dashboards")
 
 
 def main() -> None:
