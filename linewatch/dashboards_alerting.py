@@ -18,8 +18,8 @@ deliberately kept quiet. So Grafana only *delivers* what linewatch decided:
   pipeline).
 
 Contact points (webhooks) exist per route; their URLs come from the environment
-(:data:`CONTACT_ENV`: ``LINEWATCH_ALERT_MAINTENANCE_URL``, ``LINEWATCH_ALERT_QUALITY_URL``,
-``LINEWATCH_ALERT_ML_URL``), which Grafana expands in provisioning files. When a variable is
+(:data:`CONTACT_ENV`: ``GRAFANA_ALERT_MAINTENANCE_URL``, ``GRAFANA_ALERT_QUALITY_URL``,
+``GRAFANA_ALERT_ML_URL``), which Grafana expands in provisioning files. When a variable is
 not set, the compose file passes :data:`PLACEHOLDER_URLS` - ``https://<route>.example.invalid/...``,
 an address that can never resolve (RFC 6761), so an unconfigured stack delivers nothing rather than
 something to a stranger, and the failed deliveries show in Grafana's contact point status.
@@ -69,8 +69,9 @@ ASSET_DASHBOARD_UID = "linewatch-asset"
 #: The routes fusion writes (``alerts.route``) and the contact point each goes to.
 ROUTES: tuple[str, ...] = ("maintenance", "quality", "ml")
 CONTACT_POINTS: dict[str, str] = {r: f"linewatch-{r}" for r in ROUTES}
-#: Environment variable holding each route's webhook URL.
-CONTACT_ENV: dict[str, str] = {r: f"LINEWATCH_ALERT_{r.upper()}_URL" for r in ROUTES}
+#: Environment variable holding each route's webhook URL. ``GRAFANA_`` like ``GRAFANA_PG_*``: Grafana's
+#: provisioning reads them, not linewatch's settings (``LINEWATCH_*`` are settings fields only).
+CONTACT_ENV: dict[str, str] = {r: f"GRAFANA_ALERT_{r.upper()}_URL" for r in ROUTES}
 #: What an unset variable means: a reserved, never-resolving address (RFC 6761 ``.invalid``).
 PLACEHOLDER_URLS: dict[str, str] = {CONTACT_ENV[r]: f"https://{r}.example.invalid/linewatch-alerts"
                                     for r in ROUTES}
@@ -260,7 +261,7 @@ def alert_rules(deadletter_burst: int = DEFAULT_DEADLETTER_BURST) -> dict[str, A
 
 
 def contact_points() -> dict[str, Any]:
-    """One webhook contact point per route; the URL is ``${LINEWATCH_ALERT_<ROUTE>_URL}``."""
+    """One webhook contact point per route; the URL is ``${GRAFANA_ALERT_<ROUTE>_URL}``."""
     return {"apiVersion": 1, "contactPoints": [
         {"orgId": 1, "name": CONTACT_POINTS[r], "receivers": [{
             "uid": f"{CONTACT_POINTS[r]}-webhook", "type": "webhook",
@@ -358,11 +359,11 @@ _ENV_REF = re.compile(r"\$\{(\w+)\}")
 
 def resolve_contact_env(doc: Any, environ: Mapping[str, str],
                         known: Sequence[str] = tuple(CONTACT_ENV.values())) -> Any:
-    """``doc`` with ``${LINEWATCH_ALERT_*}`` replaced as Grafana's file provisioning would, using
+    """``doc`` with ``${GRAFANA_ALERT_*}`` replaced as Grafana's file provisioning would, using
     :data:`PLACEHOLDER_URLS` for unset ones: the HTTP API (``linewatch dashboards push``) expands
     nothing. Other ``$`` text (``$labels`` in annotations) is left alone.
 
-    >>> resolve_contact_env({"url": "${LINEWATCH_ALERT_ML_URL}", "t": "$labels.x"}, {})
+    >>> resolve_contact_env({"url": "${GRAFANA_ALERT_ML_URL}", "t": "$labels.x"}, {})
     {'url': 'https://ml.example.invalid/linewatch-alerts', 't': '$labels.x'}
     """
     if isinstance(doc, dict):

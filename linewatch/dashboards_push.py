@@ -208,9 +208,14 @@ class _Session:
 
     def call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         from grafana_client.client import GrafanaException
+        from niquests.exceptions import RequestException
 
         try:
             return fn(*args)
+        except RequestException as e:  # grafana-client lets connection errors through unwrapped
+            raise GrafanaUnreachableError(
+                f"no answer from Grafana at {self.report.url} while trying to {what}: {e}; "
+                "check --url (LINEWATCH_GRAFANA_URL) and that the server is up") from e
         except GrafanaException as e:
             status = getattr(e, "status_code", 0) or 0
             if status == 0:
@@ -222,8 +227,11 @@ class _Session:
                     f"Grafana at {self.report.url} answered {status} to {what}: {e.message}; give a token of a "
                     "service account with the Editor role and alerting write access (--token or "
                     "LINEWATCH_GRAFANA_TOKEN), or --user/--password of an admin") from e
+            hint = ("; the server failed, see its log" if status >= 500
+                    else "; that server provisions it from files: change the files there, or remove them and "
+                         "push again" if "provenance" in str(e.message).lower() else "")
             raise GrafanaPushError(f"Grafana at {self.report.url} answered {status} to {what}: {e.message}"
-                                   + ("; the server failed, see its log" if status >= 500 else "")) from e
+                                   + hint) from e
 
     def get_or_none(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
         """A GET that may answer 404 (the resource does not exist yet)."""
@@ -318,7 +326,7 @@ def push(url: str, token_or_basic: str | tuple[str, str] | None, dashboards_dir:
     """Make the Grafana at ``url`` hold the dashboards and alerting resources in the files.
 
     ``token_or_basic`` is a service-account token or ``(user, password)``; ``environ`` (default: the
-    process environment) supplies the contact points' ``LINEWATCH_ALERT_*_URL``, as Grafana's file
+    process environment) supplies the contact points' ``GRAFANA_ALERT_*_URL``, as Grafana's file
     provisioning would. Raises :class:`GrafanaUnreachableError`, :class:`GrafanaAuthError` or
     :class:`GrafanaPushError`, each saying what was being done; a failed push may have applied the
     resources before the failure (push again once fixed: it is idempotent).
