@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 from linewatch import dashboards as d
 from linewatch.cli import app
-from linewatch.dashboards.queries import QUERIES, PanelQuery, check_queries, expand_macros
+from linewatch.dashboards.alerting import alert_queries
+from linewatch.dashboards.check import check_queries
+from linewatch.dashboards.queries import QUERIES, PanelQuery, expand_macros
 from linewatch.storage.migrations import discover, select_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +100,7 @@ def test_six_dashboards_with_stable_uids_and_the_compose_file_names():
         assert dash["uid"] == uid and len(uid) <= 40
         assert dash["title"].startswith("linewatch / ") and dash["editable"] is False
         assert d.DASHBOARDS[uid].question.endswith("?")
-    for rel in (d.DATASOURCE_FILE, d.PROVIDER_FILE, d.ALERTS_FILE):
+    for rel in (d.DATASOURCE_FILE, d.PROVIDER_FILE, d.RULES_FILE):
         assert yaml.safe_load(d.render()[rel])["apiVersion"] == 1
 
 
@@ -266,22 +268,16 @@ def test_dashboard_provider_reads_the_mounted_json():
     assert provider["folder"] == d.FOLDER
 
 
-def test_alert_rules_are_well_formed_and_follow_the_threshold():
-    doc = yaml.safe_load(d.render(anomaly_threshold=25)[d.ALERTS_FILE])
-    (group,) = doc["groups"]
-    assert group["folder"] == d.FOLDER and group["interval"] == "1m"
-    rules = {r["uid"]: r for r in group["rules"]}
-    burst = rules["linewatch-anomaly-burst"]
-    refs = {x["refId"]: x for x in burst["data"]}
-    query, condition = refs["A"], refs[burst["condition"]]
-    assert query["datasourceUid"] == d.DATASOURCE_UID and query["relativeTimeRange"] == {"from": 300, "to": 0}
-    assert query["model"]["format"] == "table" and "GROUP BY asset_id" in query["model"]["rawSql"]
-    assert condition["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [25]}
-    for rule in rules.values():
-        # Grafana expands $VAR in provisioned labels (not in annotations or queries): keep them literal.
-        assert not any("$" in v for v in rule["labels"].values()), rule["uid"]
-    with pytest.raises(ValueError):
-        d.alert_rules(-1)
+def test_the_build_writes_the_alerting_files_on_the_alerts_table():
+    files = d.render(deadletter_burst=25)
+    rules = yaml.safe_load(files[d.RULES_FILE])["groups"][0]["rules"]
+    assert {r["uid"] for r in rules} == {"linewatch-open-incident", "linewatch-retrain-recommended",
+                                         "linewatch-deadletter-burst"}
+    burst = next(r for r in rules if r["uid"] == "linewatch-deadletter-burst")
+    assert all("open_alerts" in r["data"][0]["model"]["rawSql"] for r in rules if r is not burst)
+    assert burst["data"][1]["model"]["conditions"][0]["evaluator"]["params"] == [25]
+    assert {"provisioning/alerting/linewatch-contact-points.yaml", "provisioning/alerting/linewatch-policies.yaml",
+            "provisioning/alerting/linewatch-mute-timings.yaml"} <= set(files)
 
 
 # --- against the database -----------------------------------------------------------------------
@@ -378,7 +374,7 @@ def test_every_query_runs_as_the_read_only_role_with_the_expected_columns(databa
                 "pipeline.model-versions"):
         assert rows[key] >= 1, f"{key} found none of the fixture's rows"
     assert rows["multivariate.contributions"] == 2  # bore and depth, one bucket
-    assert rows["alert rule linewatch-anomaly-burst"] >= 1
+    assert rows["alert rule linewatch-open-incident"] >= 1 and rows["alert rule linewatch-retrain-recommended"] >= 1
 
 
 @pytest.mark.integration
@@ -409,7 +405,8 @@ def test_check_command_reports_every_query_and_fails_on_a_missing_role(database_
     runner = CliRunner()
     ok = runner.invoke(app, ["dashboards", "check", "--database-url", database_url])
     assert ok.exit_code == 0, ok.output
-    assert f"{len(QUERIES) + 2} of {len(QUERIES) + 2} queries ran with the expected columns" in ok.output
+    n = len(QUERIES) + len(alert_queries())
+    assert f"{n} of {n} queries ran with the expected columns" in ok.output
     bad = runner.invoke(app, ["dashboards", "check", "--database-url", database_url, "--role", "no_such_role"])
     assert bad.exit_code == 1 and "does not exist" in bad.output and "queries.py" in bad.output
 

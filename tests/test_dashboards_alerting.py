@@ -13,12 +13,11 @@ import pytest
 import yaml
 from psycopg import sql as pgsql
 
-from linewatch import dashboards_alerting as a
+from linewatch.dashboards import alerting as a
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKED_IN = REPO / "dashboards"
-REGENERATE = ("run `python -c 'from pathlib import Path; from linewatch.dashboards_alerting import "
-              "write_provisioning; write_provisioning(Path(\"dashboards\"))'` and commit the result")
+REGENERATE = "run `linewatch dashboards build` and commit the result"
 TEXT, FLOAT8 = 25, 701  # PostgreSQL type OIDs
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from linewatch import dashboards_alerting as alerting
-from linewatch import dashboards_push as dp
+from linewatch.dashboards import alerting as alerting
+from linewatch.dashboards import push as dp
 
 TOKEN = "stub-token"
 WRITES = ("POST", "PUT", "DELETE", "PATCH")

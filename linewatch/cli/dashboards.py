@@ -4,7 +4,8 @@
 YAML from :mod:`linewatch.dashboards`, touching only files whose text changes, and prints those; the test
 suite fails when the checked-in files are stale. ``list`` names each dashboard and the question it answers.
 ``check`` runs every panel, variable, annotation and alert query against a database as Grafana's read-only
-role and compares the columns and their types with what the panels expect.
+role and compares the columns and their types with what the panels expect. ``push`` uploads the dashboards and
+the alerting provisioning to a running Grafana through its HTTP API (:mod:`linewatch.dashboards.push`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated
 import typer
 
 from linewatch.cli.common import EXIT_ERROR, ConfigOption, console, settings
+from linewatch.cli.dashboards_push_cmd import push_cmd
 
 dashboards_app = typer.Typer(help="Grafana dashboards and provisioning generated from code (Foundation SDK).",
                              no_args_is_help=True)
@@ -24,17 +26,18 @@ dashboards_app = typer.Typer(help="Grafana dashboards and provisioning generated
 def build_cmd(
     out: Annotated[Path, typer.Option(help="directory to write the dashboards and provisioning into; "
                                            "docker-compose.yml mounts ./dashboards")] = Path("dashboards"),
-    anomaly_threshold: Annotated[float | None, typer.Option(
-        help="anomalies per asset in 5 minutes that fire the anomaly alert rule (default: the generator's)")] = None,
+    deadletter_burst: Annotated[int | None, typer.Option(
+        "--deadletter-burst", help="dead letters per topic in 5 minutes that fire the dead-letter alert rule "
+        "(default: the generator's)")] = None,
 ) -> None:
-    """Write every dashboard JSON and provisioning file, and print the ones that changed."""
-    from linewatch.dashboards import DEFAULT_ANOMALY_THRESHOLD, build_all, render, stray_dashboards
+    """Write every dashboard JSON and provisioning file (alert rules, contact points, policy, mute timings)."""
+    from linewatch.dashboards import DEFAULT_DEADLETTER_BURST, build_all, render, stray_dashboards
 
-    threshold = DEFAULT_ANOMALY_THRESHOLD if anomaly_threshold is None else anomaly_threshold
-    changed = build_all(out, threshold)
+    burst = DEFAULT_DEADLETTER_BURST if deadletter_burst is None else deadletter_burst
+    changed = build_all(out, burst)
     for path in changed:
         console.print(f"wrote {path}")
-    total = len(render(threshold))
+    total = len(render(burst))
     console.print(f"{len(changed)} of {total} files changed under {out}" if changed
                   else f"all {total} files under {out} are up to date")
     for path in stray_dashboards(out):
@@ -89,3 +92,6 @@ def check_cmd(
             failures = report(stack.database_url)
     if failures:
         raise typer.Exit(EXIT_ERROR)
+
+
+dashboards_app.command("push")(push_cmd)

@@ -39,7 +39,7 @@ def push_cmd(
     organisation's. Do not push to a Grafana that file-provisions the same resources (the compose
     stack): it refuses API changes to them.
     """
-    from linewatch.dashboards_push import push
+    from linewatch.dashboards.push import push
 
     if token and (user or password):
         raise ConfigError("give either --token or --user/--password, not both (unset LINEWATCH_GRAFANA_TOKEN "

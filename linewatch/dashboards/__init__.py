@@ -28,33 +28,50 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from linewatch.dashboards import asset, drift, multivariate, overview, pipeline, spc
-from linewatch.dashboards.datasource import DATASOURCE_TYPE, DATASOURCE_UID
+from linewatch.dashboards import alerting, asset, drift, multivariate, overview, pipeline, spc
+from linewatch.dashboards.alerting import DEFAULT_DEADLETTER_BURST, RULES_FILE, alert_rules
+from linewatch.dashboards.check import check_queries
+from linewatch.dashboards.datasource import DATASOURCE_TYPE, DATASOURCE_UID, FOLDER
 from linewatch.dashboards.provisioning import (
-    ALERT_WINDOW_S,
-    ALERTS_FILE,
     DASHBOARDS_MOUNT,
     DATASOURCE_ENV,
     DATASOURCE_FILE,
-    DEFAULT_ANOMALY_THRESHOLD,
-    FOLDER,
     PROVIDER_FILE,
-    alert_rules,
     dashboard_provisioning,
     datasource_provisioning,
     render_provisioning,
 )
-from linewatch.dashboards.queries import QUERIES, PanelQuery, QueryResult, check_queries, expand_macros
+from linewatch.dashboards.queries import QUERIES, PanelQuery, QueryResult, expand_macros
 
 #: The Grafana release the JSON is written for; docker-compose.yml pins the same image tag.
 GRAFANA_VERSION = "11.3.1"
 
 __all__ = [
-    "ALERTS_FILE", "ALERT_WINDOW_S", "DASHBOARDS", "DASHBOARDS_MOUNT", "DATASOURCE_ENV", "DATASOURCE_FILE",
-    "DATASOURCE_TYPE", "DATASOURCE_UID", "DEFAULT_ANOMALY_THRESHOLD", "FOLDER", "GRAFANA_VERSION",
-    "OVERVIEW_FILE", "PROVIDER_FILE", "QUERIES", "SPC_FILE", "DashboardSpec", "PanelQuery", "QueryResult",
-    "alert_rules", "build_all", "check_queries", "dashboard_provisioning", "datasource_provisioning",
-    "expand_macros", "main", "render",
+    "DASHBOARDS",
+    "DASHBOARDS_MOUNT",
+    "DATASOURCE_ENV",
+    "DATASOURCE_FILE",
+    "DATASOURCE_TYPE",
+    "DATASOURCE_UID",
+    "DEFAULT_DEADLETTER_BURST",
+    "FOLDER",
+    "GRAFANA_VERSION",
+    "OVERVIEW_FILE",
+    "PROVIDER_FILE",
+    "QUERIES",
+    "RULES_FILE",
+    "SPC_FILE",
+    "DashboardSpec",
+    "PanelQuery",
+    "QueryResult",
+    "alert_rules",
+    "build_all",
+    "check_queries",
+    "dashboard_provisioning",
+    "datasource_provisioning",
+    "expand_macros",
+    "main",
+    "render",
 ]
 
 
@@ -85,16 +102,16 @@ def _json(doc: Mapping[str, Any]) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
-def render(anomaly_threshold: float = DEFAULT_ANOMALY_THRESHOLD) -> dict[str, str]:
+def render(deadletter_burst: int = DEFAULT_DEADLETTER_BURST) -> dict[str, str]:
     """Every generated file: relative path -> exact text (deterministic, so staleness is a diff)."""
     files = {spec.file: _json(spec.build()) for spec in DASHBOARDS.values()}
-    return files | render_provisioning(anomaly_threshold)
+    return files | render_provisioning() | alerting.render(deadletter_burst=deadletter_burst)
 
 
-def build_all(out_dir: Path, anomaly_threshold: float = DEFAULT_ANOMALY_THRESHOLD) -> list[Path]:
+def build_all(out_dir: Path, deadletter_burst: int = DEFAULT_DEADLETTER_BURST) -> list[Path]:
     """Write every generated file under ``out_dir``, touching only files whose text changes; returns those."""
     changed = []
-    for rel, text in render(anomaly_threshold).items():
+    for rel, text in render(deadletter_burst).items():
         path = Path(out_dir) / rel
         if path.is_file() and path.read_text() == text:
             continue
@@ -117,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("dashboards"),
                         help="directory to write the dashboards and provisioning into (default: dashboards)")
-    parser.add_argument("--anomaly-threshold", type=float, default=DEFAULT_ANOMALY_THRESHOLD,
-                        help="anomalies per asset in 5 minutes that fire the alert rule")
+    parser.add_argument("--deadletter-burst", type=int, default=DEFAULT_DEADLETTER_BURST,
+                        help="dead letters per topic in 5 minutes that fire the dead-letter alert rule")
     parser.add_argument("--check", metavar="DATABASE_URL",
                         help="instead of writing, run every query against this database (read-only, rolled back)")
     parser.add_argument("--role", default="linewatch_reader",
@@ -134,6 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{'FAIL' if r.error else 'ok  '} {r.query.where}" + (f": {r.error}" if r.error else ""))
         print(f"{len(results) - len(failed)} of {len(results)} queries ran with the expected columns")
         return 1 if failed else 0
-    for path in build_all(args.out, args.anomaly_threshold):
+    for path in build_all(args.out, args.deadletter_burst):
         print(path)
     return 0

@@ -19,6 +19,8 @@ from grafana_foundation_sdk.models import dashboard as dm
 DATASOURCE_UID = "linewatch-pg"
 #: Grafana's core PostgreSQL plugin id since 10.x (``postgres`` is the old alias).
 DATASOURCE_TYPE = "grafana-postgresql-datasource"
+#: Grafana folder (title and uid) holding the dashboards and the alert rules.
+FOLDER = "linewatch"
 
 
 def datasource_ref() -> dm.DataSourceRef:

@@ -42,7 +42,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from linewatch import dashboards_alerting as alerting
+from linewatch.dashboards import alerting
 from linewatch.errors import ConfigError, InfrastructureError, LinewatchError
 
 Action = Literal["created", "updated", "unchanged"]
