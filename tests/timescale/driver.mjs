@@ -55,7 +55,19 @@ const typeNames = new Map()
 async function open () {
   const options = { extensions: { timescaledb } }
   if (fs.existsSync(snapshot)) {
-    return PGlite.create({ ...options, loadDataDir: new Blob([fs.readFileSync(snapshot)]) })
+    // A cache, not data: a snapshot that is not gzip (PGlite would quietly run initdb over it,
+    // every time) or that does not load is rebuilt by initdb below.
+    const bytes = fs.readFileSync(snapshot)
+    if (bytes.length > 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) {
+      try {
+        return await PGlite.create({ ...options, loadDataDir: new Blob([bytes]) })
+      } catch (e) {
+        console.error(`snapshot ${snapshot} did not load (${e?.message ?? e}); rebuilding it with initdb`)
+      }
+    } else {
+      console.error(`snapshot ${snapshot} is not a gzipped data directory; rebuilding it with initdb`)
+    }
+    fs.rmSync(snapshot, { force: true })
   }
   const db = await PGlite.create(options)
   const dump = await db.dumpDataDir('gzip')

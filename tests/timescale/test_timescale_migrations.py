@@ -96,7 +96,7 @@ def test_hypertables_have_the_declared_time_column_chunk_interval_and_compressio
 @pytest.mark.parametrize(("proc", "key", "pattern"), [
     ("policy_compression", "compress_after", r"add_compression_policy\('(\w+)', INTERVAL '([^']+)'"),
     ("policy_retention", "drop_after", r"add_retention_policy\('(\w+)', INTERVAL '([^']+)'"),
-])
+], ids=["compression", "retention"])
 def test_compression_and_retention_policies_are_the_declared_ones(timescale_db, proc, key, pattern):
     declared = {name: _interval(timescale_db, interval) for name, interval in _declared(pattern)}
     assert set(declared) == {"spc_measurements", "scores", "signal_features"}
@@ -251,13 +251,25 @@ def test_without_node_or_npm_the_install_says_so_and_the_tests_skip(tmp_path, mo
         install(tmp_path / "cache")
 
 
-def test_a_failed_offline_install_is_unavailable_with_npm_s_reason(tmp_path, monkeypatch):
+def _fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, node: str, npm: str) -> None:
+    """``node`` and ``npm`` on PATH that run these shell lines (and nothing else is there but /bin)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool, script in [("node", "exit 0"), ("npm", "echo 'npm error code ENOTFOUND registry.npmjs.org' >&2; exit 1")]:
+    for tool, script in (("node", node), ("npm", npm)):
         (bin_dir / tool).write_text(f"#!/bin/sh\n{script}\n")
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+
+def test_a_node_older_than_pglite_needs_is_unavailable(tmp_path, monkeypatch):
+    _fake_tools(tmp_path, monkeypatch, node="echo v16.20.0", npm="exit 0")
+    with pytest.raises(TimescaleUnavailable, match=r"node v16\.20\.0 is too old for PGlite; install Node\.js 18\+"):
+        install(tmp_path / "cache")
+
+
+def test_a_failed_offline_install_is_unavailable_with_npm_s_reason(tmp_path, monkeypatch):
+    _fake_tools(tmp_path, monkeypatch, node="echo v20.20.2",
+                npm="echo 'npm error code ENOTFOUND registry.npmjs.org' >&2; exit 1")
     with pytest.raises(TimescaleUnavailable, match=r"failed \(exit 1\): npm error code ENOTFOUND"):
         install(tmp_path / "cache")
     assert (tmp_path / "cache" / "package-lock.json").exists()
