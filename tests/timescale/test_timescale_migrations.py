@@ -195,10 +195,10 @@ def test_the_shared_views_answer_the_reader_over_hypertables(timescale_db):
                            [(BASE + timedelta(minutes=minutes)).isoformat(), alert, state, asset, severity,
                             BASE.isoformat(), 3.0 + minutes])
     values = [10.0, 10.1, 9.9, 10.0, 10.05, 9.95] * 5
-    for i, value in enumerate(values):
-        timescale_db.query("INSERT INTO spc_measurements (ts, event_id, asset_id, sku, part_id, characteristic, value) "
-                           "VALUES ($1, $2, $3, 'sku-1', $4, 'width_mm', $5)",
-                           [(BASE + timedelta(seconds=i)).isoformat(), str(uuid.uuid4()), asset, f"p{i}", value])
+    timescale_db.query("INSERT INTO spc_measurements (ts, event_id, asset_id, sku, part_id, characteristic, value) "
+                       "SELECT $1::timestamptz + (i - 1) * INTERVAL '1 second', gen_random_uuid(), $2, 'sku-1', "
+                       "'p' || i, 'width_mm', v FROM unnest($3::float8[]) WITH ORDINALITY AS u (v, i)",
+                       [BASE.isoformat(), asset, "{" + ",".join(map(str, values)) + "}"])
 
     _, _, rows = run_on_timescale(timescale_db, "SELECT alert_id::text, last_state, max_severity, max_score, n_events, "
                                                 f"modalities FROM open_alerts WHERE asset_id = '{asset}'")
@@ -233,6 +233,23 @@ def test_the_reader_role_cannot_write_and_errors_carry_postgres_text_and_the_sql
     assert timescale_db.query("SELECT current_user")[2] == [("postgres",)]  # the role was reset
     with pytest.raises(TimescaleError, match=r'column "no_such_column" does not exist \(SQLSTATE 42703\)'):
         timescale_db.query("SELECT no_such_column FROM scores_1m")
+
+
+def test_a_failing_migration_names_its_file_and_statement_and_a_transactional_one_leaves_nothing(
+        timescale_db, tmp_path):
+    bad = tmp_path / "900_bad_tx.sql"
+    bad.write_text("CREATE TABLE ts_test_half_done (a int);\nSELECT time_bucket('1 minute', 'not a time');\n")
+    with pytest.raises(TimescaleError, match=r"in migration 900_bad_tx\.sql") as failed:
+        timescale_db.apply([bad])
+    assert failed.value.file == "900_bad_tx.sql" and "ts_test_half_done" in failed.value.sql
+    assert timescale_db.query("SELECT to_regclass('ts_test_half_done')")[2] == [(None,)]  # rolled back
+
+    split = tmp_path / "901_bad_split.sql"
+    split.write_text("-- linewatch: no-transaction\nSELECT 1;\nSELECT * FROM ts_test_no_such_table;\n")
+    with pytest.raises(TimescaleError, match=r"ts_test_no_such_table\" does not exist") as failed:
+        timescale_db.apply([split])
+    assert failed.value.sql == "SELECT * FROM ts_test_no_such_table"
+    assert timescale_db.query("SELECT count(*) FROM schema_migrations WHERE version IN ('900', '901')")[2] == [(0,)]
 
 
 def test_values_load_as_psycopg_loads_them(timescale_db):
