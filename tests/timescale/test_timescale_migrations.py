@@ -233,6 +233,8 @@ def test_the_reader_role_cannot_write_and_errors_carry_postgres_text_and_the_sql
     assert denied.value.sqlstate == "42501" and "permission denied for table scores" in str(denied.value)
     assert "SQL: DELETE FROM scores" in str(denied.value)
     assert timescale_db.query("SELECT current_user")[2] == [("postgres",)]  # the role was reset
+    with pytest.raises(TimescaleError, match="permission denied for table model_versions"):  # 090, as written
+        run_on_timescale(timescale_db, "UPDATE model_versions SET artifact_path = '/tmp/x'", role="linewatch_writer")
     with pytest.raises(TimescaleError, match=r'column "no_such_column" does not exist \(SQLSTATE 42703\)'):
         timescale_db.query("SELECT no_such_column FROM scores_1m")
 
