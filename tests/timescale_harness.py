@@ -303,13 +303,21 @@ def run_on_timescale(db: TimescaleDB, sql: str, role: str | None = "linewatch_re
                      ) -> tuple[list[str], list[str], list[tuple]]:
     """``(columns, type names, rows)`` of a panel's ``timescale_sql``, run as ``role`` (the datasource's).
 
-    ``role=None`` runs it as the superuser. The role is reset whatever the query does.
+    Type names are ``pg_type.typname`` (``timestamptz``, ``float8``, ``int8``, ...); for the OIDs
+    (``cursor.description``'s ``type_code``) use :func:`result_as`.
     """
+    res = result_as(db, sql, role)
+    return res.columns, res.type_names, res.rows
+
+
+def result_as(db: TimescaleDB, sql: str, role: str | None = "linewatch_reader") -> QueryResult:
+    """One statement's :class:`QueryResult`, run as ``role`` (``None``: as the superuser); the role is
+    reset whatever the statement does."""
     if role is None:
-        return db.query(sql)
+        return db.result(sql)
     db.execute(f'SET ROLE "{role}"')
     try:
-        return db.query(sql)
+        return db.result(sql)
     finally:
         db.execute("RESET ROLE")
 
