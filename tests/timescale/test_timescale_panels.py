@@ -14,7 +14,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from linewatch.dashboards.provisioning import alert_queries
+from linewatch.dashboards.alerting import alert_queries
 from linewatch.dashboards.queries import KIND_OF_OID, QUERIES, column_problems, expanded_queries
 from tests.timescale_harness import TimescaleDB, TimescaleError, result_as, run_on_timescale
 
@@ -99,7 +99,7 @@ def test_every_panel_and_alert_query_runs_on_timescale_with_the_registry_s_colum
                 "pipeline.model-versions"):
         assert rows[key] >= 1, f"{key} found none of the fixture's rows on TimescaleDB"
     assert rows["multivariate.contributions"] == 2  # bore and depth, one bucket
-    assert rows["alert rule linewatch-anomaly-burst"] >= 1
+    assert rows["alert rule linewatch-open-incident"] >= 1 and rows["alert rule linewatch-retrain-recommended"] >= 1
 
 
 def test_a_grouped_panel_buckets_with_time_bucket_on_timescale(timescale_db):
