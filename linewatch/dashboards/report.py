@@ -151,7 +151,7 @@ def overview_view(data: ReportData) -> View:
             times, values = series[name]
             cols = np.clip(np.searchsorted(edges, mdates.date2num(times), side="right") - 1, 0, len(edges) - 2)
             np.fmax.at(grid[i], cols, _floats(values))
-        mesh = right.pcolormesh(edges, np.arange(len(names) + 1), np.ma.masked_invalid(grid), cmap=_HEAT_CMAP(),
+        mesh = right.pcolormesh(edges, np.arange(len(names) + 1), np.ma.masked_invalid(grid), cmap=_heat_cmap(),
                                 shading="flat", vmin=0)
         right.set_yticks(np.arange(len(names)) + 0.5, names, fontsize=8)
         right.invert_yaxis()
@@ -321,7 +321,7 @@ def drift_view(data: ReportData) -> View:
                 None if score.rows or inputs.rows or rate.rows else f"No drift checks for {name} in range.")
 
 
-def _HEAT_CMAP() -> Any:  # noqa: N802 - reads like the constant it is
+def _heat_cmap() -> Any:
     """inferno_r without its palest end, so a low score still shows against the blank (no activity) cells."""
     import matplotlib
     from matplotlib.colors import ListedColormap
