@@ -130,7 +130,7 @@ def test_an_empty_range_gives_a_page_that_says_so_per_view(monkeypatch, database
     assert result.exit_code == 0, result.output
     assert "no data in the range" in result.output
     page = (tmp_path / "report.html").read_text()
-    assert "No scores for (no asset) in range." in page and "No SPC measurements" in page
+    assert "No scores for any asset in range." in page and "No SPC measurements" in page
     assert "No drift checks" in page
     for view in VIEWS:
         assert _colours(_pixels(tmp_path / f"report-{view}.png")) > 2

@@ -134,8 +134,8 @@ def overview_view(data: ReportData) -> View:
         left.legend(fontsize=8, frameon=False, loc="lower right")
         left.grid(True, axis="x", alpha=0.3)
     else:
-        n = len(data.frame("overview.incidents-table"))
-        _no_data(left, "no open alerts" + (f"\n({n} incident(s) in range, all closed)" if n else ""))
+        n = _stat(data.frame("overview.incidents"))
+        _no_data(left, "no open alerts" + (f"\n({n} routed incident(s) in range, all closed)" if n else ""))
     right.set_title("Fused alert score per asset (max per bucket; blank = no alert activity)", fontsize=10)
     if heat.rows:
         import matplotlib.dates as mdates
@@ -162,7 +162,7 @@ def overview_view(data: ReportData) -> View:
     incidents = data.frame("overview.incidents-table")
     return View("overview", VIEW_TITLES["overview"], fig, stats,
                 (("Recent incidents", incidents, ("opened", "asset", "kind", "severity", "max score", "state",
-                                                   "contributors", "disposition")),),
+                                                   "contributors", "disposition", "shadow")),),
                 None if by_asset.rows or heat.rows or incidents.rows else "No open alerts and no alerts in range.")
 
 
@@ -172,7 +172,7 @@ def asset_view(data: ReportData) -> View:
 
     fig = _figure(7.5)
     axes = fig.subplots(len(MODALITIES), 1, sharex=True)
-    name = data.asset or "(no asset)"
+    name = data.asset or "any asset"
     fig.suptitle(f"{VIEW_TITLES['asset']}: {name}", fontsize=12)
     alerts = data.frame("asset.annotation.alerts").records()
     colours = _colour_cycle()
@@ -260,7 +260,7 @@ def drift_view(data: ReportData) -> View:
     """Score and input drift (PSI) per model version and the alarm rate against the calibrated promise
     (drift dashboard)."""
     score, inputs, rate = (data.frame(k) for k in ("drift.score-psi", "drift.input-psi", "drift.alarm-rate"))
-    name = data.asset or "(no asset)"
+    name = data.asset or "any asset"
     fig = _figure(7.5)
     axes = fig.subplots(3, 1, sharex=True)
     fig.suptitle(f"{VIEW_TITLES['drift']}: {name}", fontsize=12)
@@ -355,8 +355,10 @@ def render_views(data: ReportData) -> list[View]:
 
 
 def _cell(value: Any) -> str:
-    if value is None:
+    if value is None or value is False:
         return ""
+    if value is True:
+        return "yes"
     if isinstance(value, datetime):
         return f"{value:%Y-%m-%d %H:%M:%S}"
     if isinstance(value, float):
