@@ -147,3 +147,19 @@ def test_every_view_uses_registry_queries_and_buckets_like_grafana():
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
     assert bucket_seconds(t0, t0 + timedelta(hours=24)) == 600
     assert bucket_seconds(t0, t0 + timedelta(hours=1)) == 15
+
+
+@pytest.mark.integration
+def test_a_login_without_the_grants_is_told_which_login_to_use(monkeypatch, database_url, tmp_path):
+    role = f"rep_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'")
+    try:
+        url = re.sub(r"//[^@]+@", f"//{role}:pw@", database_url)
+        result = _invoke(monkeypatch, url, "--out", str(tmp_path), "--since", "1h")
+        assert isinstance(result.exception, ConfigError), result.output
+        assert "permission denied" in str(result.exception) and "SET ROLE linewatch_reader" in str(result.exception)
+        assert not (tmp_path / "report.html").exists()
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")

@@ -60,6 +60,9 @@ def report_cmd(
         except psycopg.errors.UndefinedTable as e:
             raise ConfigError(f"the database has no linewatch tables ({e}); run `linewatch db migrate` first, "
                               "or point LINEWATCH_DATABASE_URL at the right database") from None
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise ConfigError(f"the login may not read the dashboards' views ({e}); use Grafana's read-only login "
+                              "or one that may SET ROLE linewatch_reader (see docs/dashboards.md)") from None
         except psycopg.OperationalError as e:
             raise InfrastructureError(f"cannot reach the database ({e}); check LINEWATCH_DATABASE_URL or "
                                       "start it, then run again") from None
