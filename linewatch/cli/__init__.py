@@ -3,8 +3,8 @@
 One module per command group: :mod:`~linewatch.cli.demo`, :mod:`~linewatch.cli.worker`
 (``worker``, ``up``), :mod:`~linewatch.cli.status`, :mod:`~linewatch.cli.db`, :mod:`~linewatch.cli.train`,
 :mod:`~linewatch.cli.simulate`, :mod:`~linewatch.cli.backtest`, :mod:`~linewatch.cli.replay`,
-:mod:`~linewatch.cli.bench`, :mod:`~linewatch.cli.chaos`, :mod:`~linewatch.cli.drift`, :mod:`~linewatch.cli.config`,
-and the operators' commands
+:mod:`~linewatch.cli.report`, :mod:`~linewatch.cli.dashboards`, :mod:`~linewatch.cli.bench`,
+:mod:`~linewatch.cli.chaos`, :mod:`~linewatch.cli.drift`, :mod:`~linewatch.cli.config`, and the operators' commands
 :mod:`~linewatch.cli.alerts`, :mod:`~linewatch.cli.dispositions` (``disposition``, ``dispositions``),
 :mod:`~linewatch.cli.thresholds` and :mod:`~linewatch.cli.maintenance`; what they share (console, ``--config``,
 settings, exit codes) is :mod:`~linewatch.cli.common`. Every command reads the settings once (environment,
@@ -34,6 +34,7 @@ from linewatch.cli import (
     maintenance,
     models,
     replay,
+    report,
     simulate,
     status,
     thresholds,
@@ -57,6 +58,7 @@ app.command("status")(status.status_cmd)
 app.command("demo")(demo.demo_cmd)
 app.command("chaos")(chaos.chaos_cmd)
 app.command("replay")(replay.replay_cmd)
+app.command("report")(report.report_cmd)
 app.add_typer(db.db_app, name="db")
 app.add_typer(simulate.simulate_app, name="simulate")
 app.add_typer(train.train_app, name="train")
