@@ -80,6 +80,21 @@ _SHARES = """coalesce((SELECT string_agg((c ->> 'name') || coalesce(' ' || round
                  FROM (SELECT * FROM jsonb_array_elements({col}) LIMIT 5) AS top (c)), '')"""
 
 
+#: Tables whose rows say when they were written, with the event time they were written for.
+_WRITTEN_TABLES = ("scores", "signal_features", "frame_heatmaps", "alerts")
+
+
+def _latency(table: str, column: str, label: str) -> str:
+    return (f"SELECT $__timeGroupAlias(ts, $__interval), '{label}' AS metric, percentile_cont(0.95) WITHIN GROUP "
+            f"(ORDER BY date_part('epoch', {column} - ts)) AS \"p95\" FROM {table} WHERE $__timeFilter(ts) GROUP BY 1")
+
+
+#: p95 of (written or scored) - event time per table and bucket: how far behind the plant the database is.
+_SINK_LATENCY = "\nUNION ALL\n".join(
+    [_latency("scores", "scored_at", "scores: scored_at - ts"),
+     *(_latency(t, "written_at", f"{t}: written_at - ts") for t in _WRITTEN_TABLES)]) + "\nORDER BY 1"
+
+
 def _registry() -> list[PanelQuery]:
     q: list[PanelQuery] = []
     # --- plant overview ---------------------------------------------------------------------------
@@ -430,28 +445,7 @@ def _registry() -> list[PanelQuery]:
             GROUP BY source_topic, error_type
             ORDER BY n DESC
         """, {"topic": S, "error_type": S, "n": N, "last seen": T, "latest reason": S}),
-        _q("pipeline.sink-latency", """
-            SELECT $__timeGroupAlias(ts, $__interval), 'scores: scored_at - ts' AS metric,
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY date_part('epoch', scored_at - ts)) AS "p95"
-            FROM scores WHERE $__timeFilter(ts) GROUP BY 1
-            UNION ALL
-            SELECT $__timeGroupAlias(ts, $__interval), 'scores: written_at - ts',
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY date_part('epoch', written_at - ts))
-            FROM scores WHERE $__timeFilter(ts) GROUP BY 1
-            UNION ALL
-            SELECT $__timeGroupAlias(ts, $__interval), 'signal_features: written_at - ts',
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY date_part('epoch', written_at - ts))
-            FROM signal_features WHERE $__timeFilter(ts) GROUP BY 1
-            UNION ALL
-            SELECT $__timeGroupAlias(ts, $__interval), 'frame_heatmaps: written_at - ts',
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY date_part('epoch', written_at - ts))
-            FROM frame_heatmaps WHERE $__timeFilter(ts) GROUP BY 1
-            UNION ALL
-            SELECT $__timeGroupAlias(ts, $__interval), 'alerts: written_at - ts',
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY date_part('epoch', written_at - ts))
-            FROM alerts WHERE $__timeFilter(ts) GROUP BY 1
-            ORDER BY 1
-        """, {"time": T, "metric": S, "p95": N}, "time_series"),
+        _q("pipeline.sink-latency", _SINK_LATENCY, {"time": T, "metric": S, "p95": N}, "time_series"),
         _q("pipeline.model-versions", """
             SELECT created_at AS "created", model_id AS "model", version, modality, detector,
                    scope_asset AS asset, scope_sku AS sku, scope_camera AS camera, n_samples AS "training rows",
