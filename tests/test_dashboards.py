@@ -86,7 +86,7 @@ def test_build_command_writes_only_what_changed_and_says_so(tmp_path):
     (tmp_path / "linewatch-old-name.json").write_text("{}")
     second = runner.invoke(app, ["dashboards", "build", "--out", str(tmp_path)])
     assert second.exit_code == 0, second.output
-    said = " ".join(second.output.split())  # rich wraps long lines
+    said = " ".join(second.output.split())
     assert d.SPC_FILE in said and "1 of" in said
     assert "linewatch-old-name.json is not generated" in said
     third = runner.invoke(app, ["dashboards", "build", "--out", str(tmp_path)])
