@@ -33,7 +33,8 @@ def test_rule_violations_and_unseen_context_reach_the_score_rows(worker, setting
     asset = f"rules-{uuid.uuid4().hex[:6]}"
     bundle, ref = train_and_register(
         good_rows(3000, 50), feature_names=FEATURES, database_url=database_url, model_dir=settings.model_dir,
-        detector="robust_mahalanobis", target_far=0.01, scope=Scope(asset=asset), context=good_context(3000, asset))
+        detector="robust_mahalanobis", target_far=0.01, scope=Scope(asset=asset), context=good_context(3000, asset),
+        calibration_fraction=0.3)  # one robust fit, not six cross-fitted ones: the test is about the live notes
     with psycopg.connect(database_url) as conn:
         stored = conn.execute("SELECT coverage FROM model_versions WHERE model_id = %s AND version = %s",
                               (ref.model_id, ref.version)).fetchone()[0]

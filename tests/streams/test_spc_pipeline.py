@@ -27,7 +27,9 @@ class OneModel:
 @pytest.fixture(scope="module")
 def bundle():
     sim = simulate_spc(n_parts=3000, seed=0, fault_fraction=0.0)
-    return ModelBundle.fit("robust_mahalanobis", sim.X, feature_names=sim.feature_names, target_far=0.01)
+    # A hold-out calibration (one robust fit, not six cross-fitted ones): these tests are about the pipeline.
+    return ModelBundle.fit("robust_mahalanobis", sim.X, feature_names=sim.feature_names, target_far=0.01,
+                           calibration_fraction=0.3)
 
 
 def msgs(payloads):
