@@ -86,7 +86,8 @@ def replay_cmd(
         "--recommend-far", help="recommend per detector and asset the threshold meeting this false-alarm rate "
         "on the labelled history (default: --target-far)")] = None,
     cost: Annotated[list[str] | None, typer.Option(
-        help="SKU=FALSE_REJECT:ESCAPE costs ('*' for every SKU): recommend the cheapest threshold instead")] = None,
+        help="SKU=FALSE_REJECT:ESCAPE costs ('*' for every SKU): recommend the cheapest threshold instead "
+             "(with --recommend-far: the cheapest that keeps that rate)")] = None,
     apply: Annotated[bool, typer.Option("--apply", help="register each recommended threshold as a new model "
                                                          "version")] = False,
     shadow: Annotated[bool, typer.Option("--shadow", help="with --apply: as a shadow (challenger) first")] = False,

@@ -255,8 +255,10 @@ def run_job(req: ReplayRequest, settings: Settings, *, database_url: str | None,
                 metrics[ev.FUSED_ALERTS] = alert_row
                 # the per-window table is the incidents' view: was each labelled window alerted, and when
                 events = ev.event_table(openings, labels)
-            thresholds = ev.recommend_thresholds(timelines, labels, target_far=req.recommend_far or req.target_far,
-                                                 costs=req.costs or None)
+            # With costs and no explicit --recommend-far, the cost ratio alone decides (the cheapest threshold);
+            # with both, the cheapest that keeps the rate; with neither, the --target-far the models promise.
+            far = req.recommend_far if (req.recommend_far is not None or req.costs) else req.target_far
+            thresholds = ev.recommend_thresholds(timelines, labels, target_far=far, costs=req.costs or None)
         result = ReplayResult(run_id, history.description, outcome, [*timelines, *fused], found, labels, metrics,
                               events, thresholds, models, fitted, stored=store is not None)
         if store is not None:
