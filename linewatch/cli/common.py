@@ -133,13 +133,20 @@ def jsonable(obj: Any) -> Any:
 
 
 @contextmanager
-def counting_progress(description: str, total: int) -> Iterator[Any]:
-    """A progress bar on :data:`console`, as the ``progress(done)`` callback the producers take."""
+def counting_progress(description: str, total: int | None = None) -> Iterator[Any]:
+    """A progress bar on :data:`console`, as the ``progress(done)`` callback the producers take.
+
+    ``total`` may come later, as the callback's second argument (a replay knows it once history is read).
+    """
     from rich.progress import Progress
 
     with Progress(console=console) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda done: progress.update(task, completed=done)
+
+        def update(done: int, total: int | None = None) -> None:
+            progress.update(task, completed=done, **({"total": total} if total is not None else {}))
+
+        yield update
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
-from linewatch.cli.common import ConfigOption, console, fmt, jsonable, settings
+from linewatch.cli.common import ConfigOption, console, counting_progress, fmt, jsonable, settings
 from linewatch.cli.feedback_options import parse_time
 
 TABLE_METRICS = ("precision", "recall", "f1", "auroc", "far", "missed_alarm_rate", "median_delay_s",
@@ -144,7 +144,7 @@ def replay_cmd(
         if to_kafka:
             _to_kafka(read_history(req, s, database_url), s, speed)
             return
-        with _progress() as bar:
+        with counting_progress("replaying") as bar:
             result = run_job(req, s, database_url=database_url, progress=bar)
         summary = result.summary()
         _print(summary)
@@ -161,21 +161,6 @@ def replay_cmd(
 
             write_report(report_of(result, title=f"linewatch replay: {result.description}"), report)
             console.print(f"report written to {report}")
-
-
-def _progress() -> Any:
-    from contextlib import contextmanager
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    @contextmanager
-    def bar() -> Any:
-        with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console) as progress:
-            task = progress.add_task("replay", total=None)
-            yield lambda done, total: progress.update(task, completed=done, total=total)
-
-    return bar()
 
 
 def _print(summary: dict[str, Any]) -> None:
@@ -246,9 +231,9 @@ def _to_kafka(history: Any, s: Any, speed: float | None) -> None:
     messages = [(m.topic, m.key, m.value, datetime.fromtimestamp(m.timestamp or 0.0, UTC))
                 for m in history.messages if m.value is not None]
     pub = Publisher(s.broker_url, security=s.kafka_client_config())
-    with _progress() as bar:
+    with counting_progress("publishing", len(messages)) as bar:
         counts = publish_in_event_time(pub, messages, speed=speed,
-                                       progress=lambda c: bar(sum(c.values()), len(messages)))
+                                       progress=lambda c: bar(sum(c.values())))
         pub.flush()
     console.print(f"published {sum(counts.values())} messages ({', '.join(f'{t} {n}' for t, n in counts.items())}) "
                   f"at {'full speed' if not speed else f'{speed:g}x their pace'}")

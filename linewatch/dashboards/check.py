@@ -6,8 +6,9 @@ too (:mod:`linewatch.dashboards.alerting`), which are built on the registry's :c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from linewatch.dashboards.alerting import alert_queries
 from linewatch.dashboards.queries import (
@@ -34,7 +35,6 @@ def check_queries(database_url: str, *, role: str | None = "linewatch_reader", f
     ``None`` runs as the login itself (Grafana's own read-only login, as docker-compose has it).
     """
     import psycopg
-    from psycopg import sql as pgsql
 
     if queries is None:
         queries = [*QUERIES.values(), *alert_queries()]
@@ -45,16 +45,26 @@ def check_queries(database_url: str, *, role: str | None = "linewatch_reader", f
     with psycopg.connect(database_url, autocommit=True) as conn:
         for q, sql in statements:
             try:
-                with conn.transaction(force_rollback=True):
-                    conn.execute("SET TRANSACTION READ ONLY")
-                    if role:
-                        conn.execute(pgsql.SQL("SET LOCAL ROLE {}").format(pgsql.Identifier(role)))
-                    cur = conn.execute(sql)
-                    n = len(cur.fetchall())
-                    desc = cur.description or ()
-                    names = tuple(d.name for d in desc)
-                    kinds = tuple(KIND_OF_OID.get(d.type_code, f"oid {d.type_code}") for d in desc)
+                desc, rows = run_read_only(conn, sql, role)
+                n = len(rows)
+                names = tuple(d.name for d in desc)
+                kinds = tuple(KIND_OF_OID.get(d.type_code, f"oid {d.type_code}") for d in desc)
                 results.append(QueryResult(q, names, kinds, n, column_problems(q, names, kinds, flavour)))
             except psycopg.Error as e:
                 results.append(QueryResult(q, (), (), 0, f"{type(e).__name__}: {e}".strip()))
     return results
+
+
+def run_read_only(conn: Any, sql: str, role: str | None) -> tuple[Sequence[Any], list[tuple]]:
+    """One statement as Grafana runs it: read-only, as ``role`` (quoted as an identifier), rolled back after.
+
+    Returns the cursor's column descriptions and the rows; ``conn`` is an autocommit psycopg connection.
+    """
+    from psycopg import sql as pgsql
+
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        if role:
+            conn.execute(pgsql.SQL("SET LOCAL ROLE {}").format(pgsql.Identifier(role)))
+        cur = conn.execute(sql)
+        return tuple(cur.description or ()), cur.fetchall()

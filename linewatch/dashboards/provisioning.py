@@ -6,6 +6,7 @@ timings) are :mod:`linewatch.dashboards.alerting`'s; :func:`linewatch.dashboards
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,21 +57,26 @@ def dashboard_provisioning() -> dict[str, Any]:
     }]}
 
 
+#: Clock times (mute timings): quoted, since a YAML 1.1 reader (PyYAML, Go's yaml.v2) takes plain 10:00 for 600.
+CLOCK_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+
+
 class _Dumper(yaml.SafeDumper):
     """Writes multi-line strings (the SQL) as literal blocks, so the YAML reads like the SQL."""
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+    style = "|" if "\n" in value else "'" if CLOCK_TIME.match(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
 _Dumper.add_representer(str, _str)
 
 
 def to_yaml(doc: Mapping[str, Any]) -> str:
-    """A provisioning document as YAML with the generated-file header."""
+    """A provisioning document (datasource, dashboards, alerting) as YAML with the generated-file header."""
     return _YAML_HEADER + yaml.dump(dict(doc), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                                    width=100)
+                                    width=110)
 
 
 def render_provisioning() -> dict[str, str]:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from linewatch.dashboards.check import run_read_only
 from linewatch.dashboards.queries import QUERIES, expand_macros
 
 #: The read-only role Grafana's datasource uses (sql/ grants it SELECT on the views).
@@ -115,18 +116,11 @@ class _Runner:
             return False
 
     def run(self, key: str, variables: Mapping[str, str]) -> Frame:
-        from psycopg import sql as pgsql
-
         query = QUERIES[key]
         text = expand_macros(query.sql, start=self.start, end=self.end, interval_s=self.interval_s,
                              variables=variables)
-        with self.conn.transaction(force_rollback=True):
-            self.conn.execute("SET TRANSACTION READ ONLY")
-            if self.role:
-                self.conn.execute(pgsql.SQL("SET LOCAL ROLE {}").format(pgsql.Identifier(self.role)))
-            cur = self.conn.execute(text)
-            rows = cur.fetchall()
-            names = tuple(d.name for d in cur.description or ())
+        desc, rows = run_read_only(self.conn, text, self.role)
+        names = tuple(d.name for d in desc)
         if names and names[0] == "time" and "$__timeGroup" in query.sql:
             # plain PostgreSQL's $__timeGroupAlias gives epoch seconds; Grafana reads them as time, so do we
             rows = [(datetime.fromtimestamp(float(r[0]), UTC), *r[1:]) for r in rows]

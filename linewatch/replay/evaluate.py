@@ -70,8 +70,16 @@ class Labels:
     source: str = ""
 
 
-def _utc64(ts: datetime) -> np.datetime64:
-    return np.datetime64(ts.astimezone(UTC).replace(tzinfo=None), "us")
+def as_utc64(moment: datetime) -> np.datetime64:
+    """A datetime as naive-UTC ``datetime64[us]`` (naive input is taken as UTC, the project's convention)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return np.datetime64(moment, "us")
+
+
+def from_utc64(t: np.datetime64) -> datetime:
+    """The inverse of :func:`as_utc64`: an aware UTC datetime."""
+    return t.astype("datetime64[us]").item().replace(tzinfo=UTC)
 
 
 def score_timelines(rows: Sequence[tuple]) -> list[Timeline]:
@@ -86,7 +94,7 @@ def score_timelines(rows: Sequence[tuple]) -> list[Timeline]:
         scores = np.array([r[_S["calibrated_score"]] for r in rs], dtype=np.float64)
         out.append(Timeline(
             name=f"{modality}/{detector}@{version}", asset_id=asset, sku=rs[0][_S["sku"]], modality=modality,
-            detector=detector, version=version, times=np.array([_utc64(r[_S["ts"]]) for r in rs]),
+            detector=detector, version=version, times=np.array([as_utc64(r[_S["ts"]]) for r in rs]),
             scores=np.where(ready, scores, np.nan), alarms=np.array([r[_S["is_anomaly"]] for r in rs], dtype=bool),
             threshold=float(rs[-1][_S["threshold"]]), event_ids=[str(r[_S["event_id"]]) for r in rs],
             blamed=[r[_S["top_feature"]] for r in rs]))
@@ -102,7 +110,7 @@ def fused_timelines(verdicts: Sequence[tuple[str, datetime, float, bool]], thres
     for asset, vs in sorted(by_asset.items()):
         vs.sort(key=lambda v: v[0])
         out.append(Timeline(name=FUSED_UNITS, asset_id=asset, sku="", modality="fused", detector="fusion",
-                            version="", times=np.array([_utc64(v[0]) for v in vs]),
+                            version="", times=np.array([as_utc64(v[0]) for v in vs]),
                             scores=np.array([v[1] for v in vs]), alarms=np.array([v[2] for v in vs], dtype=bool),
                             threshold=threshold))
     return out
@@ -165,7 +173,7 @@ def alert_openings(asset_times: Mapping[str, np.ndarray], found: Sequence[AlertS
         opened = np.zeros(times.size, dtype=bool)
         for inc in found:
             if inc.asset_id == asset and not inc.shadow and times.size:
-                opened[min(np.searchsorted(times, _utc64(inc.opened_at)), times.size - 1)] = True
+                opened[min(np.searchsorted(times, as_utc64(inc.opened_at)), times.size - 1)] = True
         times_parts.append(times)
         opened_parts.append(opened)
         names += [asset] * times.size

@@ -37,6 +37,7 @@ from linewatch.replay.sources import (
     spc_table_history,
 )
 from linewatch.replay.store import ReplayStore
+from linewatch.schemas.topics import MACHINE_STATES
 from linewatch.storage.model_registry import ModelCache
 from linewatch.streams.messages import RawMessage
 
@@ -69,7 +70,7 @@ class ReplayRequest:
     since: datetime | None = None
     until: datetime | None = None
     assets: list[str] | None = None  # database / kafka: only these assets
-    topics: list[str] = field(default_factory=lambda: [*FUSION_TOPICS[2:], *INPUT_TOPICS])
+    topics: list[str] = field(default_factory=lambda: [MACHINE_STATES.name, *INPUT_TOPICS])
     offsets: dict[tuple[str, int], tuple[int, int]] | None = None
     train_until: str | None = None
     detector: str = "auto"
@@ -198,8 +199,7 @@ def _fit_on_history(req: ReplayRequest, history: History, labels: ev.Labels | No
     scope = Scope(asset=next(iter(assets))) if len(assets) == 1 else Scope()
     bundle = fit_model(train.X, feature_names=train.feature_names, detector=detector, target_far=req.target_far,
                        seed=req.seed, scope=scope)
-    until = parse_times([str(req.train_until)], "--train-until")[0].astype("datetime64[us]").item()
-    return bundle, until.replace(tzinfo=UTC)
+    return bundle, ev.from_utc64(parse_times([str(req.train_until)], "--train-until")[0])
 
 
 def run_job(req: ReplayRequest, settings: Settings, *, database_url: str | None,
@@ -297,8 +297,7 @@ def report_of(result: ReplayResult, *, title: str) -> Any:
     windows = result.labels.windows if result.labels else None
     if windows is not None:
         for s, e in zip(windows.starts, windows.ends, strict=True):
-            spans.append(LabelSpan(s.astype("datetime64[us]").item().replace(tzinfo=UTC),
-                                   e.astype("datetime64[us]").item().replace(tzinfo=UTC)))
+            spans.append(LabelSpan(ev.from_utc64(s), ev.from_utc64(e)))
     metrics = {name: {k: v for k, v in m.items() if not isinstance(v, list)} for name, m in result.metrics.items()}
     settings = {"models": ", ".join(f"{k}@{v}" for k, v in result.models.items()),
                 "labels": result.labels.source if result.labels else "none",

@@ -34,13 +34,12 @@ import numpy as np
 
 from linewatch.backtest.metrics import auroc
 from linewatch.errors import DataError
-from linewatch.replay.evaluate import AlertSpan
+from linewatch.replay.evaluate import AlertSpan, as_utc64
 from linewatch.replay.report_figures import (
     Bar,
     Curve,
     Trace,
     Window,
-    as_utc64,
     curves_png,
     roc_pr_points,
     timeline_png,

@@ -24,7 +24,6 @@ import base64
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 from matplotlib import dates as mdates
@@ -89,13 +88,6 @@ class Curve:
     recall: np.ndarray
     precision: np.ndarray
     auroc: float
-
-
-def as_utc64(moment: datetime) -> np.datetime64:
-    """A datetime as naive-UTC ``datetime64[us]`` (naive input is taken as UTC, the project's convention)."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return np.datetime64(moment, "us")
 
 
 def minmax_decimate(times: np.ndarray, scores: np.ndarray, alarms: np.ndarray, *, buckets: int = PIXEL_BUCKETS,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 from linewatch.detectors.image_backbone import MIN_SIDE
 from linewatch.errors import ConfigError, DataError
 from linewatch.loaders import TabularData, load_table
+from linewatch.replay.evaluate import from_utc64
 from linewatch.schemas.codec import encode, encode_envelope
 from linewatch.schemas.messages import FrameMeta, SpcRecord
 from linewatch.schemas.topics import FRAMES, MACHINE_STATES, SCORES, SIGNALS, SPC
@@ -50,10 +51,6 @@ def _raw(topic: str, i: int, key: str, value: bytes, ts: datetime) -> RawMessage
     return RawMessage(topic, 0, i, key.encode(), value, ts.timestamp())
 
 
-def _utc(t: np.datetime64) -> datetime:
-    return t.astype("datetime64[us]").item().replace(tzinfo=UTC)
-
-
 def spc_table_history(path: Path, *, time_column: str, asset: str | None = None, asset_column: str | None = None,
                       sku: str = "default", part_column: str | None = None, columns: list[str] | None = None,
                       sep: str = ",", since: datetime | None = None, on_bad_rows: str = "error") -> History:
@@ -75,7 +72,7 @@ def spc_table_history(path: Path, *, time_column: str, asset: str | None = None,
     name = asset or path.stem
     messages: list[RawMessage] = []
     for i, (row, t) in enumerate(zip(table.X.tolist(), table.timestamps, strict=True)):
-        ts = _utc(t)
+        ts = from_utc64(t)
         if since is not None and ts < since:
             continue
         a = str(assets[i]) if assets is not None else name

@@ -35,7 +35,6 @@ import psycopg
 from linewatch.config import Settings
 from linewatch.feedback.alerts import hand_made_transitions
 from linewatch.feedback.maintenance import suppression_windows
-from linewatch.fusion.engine import FusionEngine
 from linewatch.fusion.lifecycle import Contributor, OpenAlert
 from linewatch.schemas.topics import MACHINE_STATES, SCORES, SHADOW_SCORES
 from linewatch.storage.connection import connect
@@ -70,14 +69,6 @@ class FusionRuntime(BatchRuntime):
         self._actions_since = datetime.now(UTC) - HISTORY
         self._promised: set[str] = set()  # model versions whose promised false-alarm rate the tracker has
         self._restored = False
-
-    @property
-    def champion(self) -> FusionEngine:
-        return self.stage.champion
-
-    @property
-    def shadow(self) -> FusionEngine:
-        return self.stage.shadow
 
     def score(self, messages: list[RawMessage]) -> BatchResult:
         self._read_context()
@@ -120,7 +111,7 @@ class FusionRuntime(BatchRuntime):
                 held = Contributor(c.get("modality") or "spc", c["name"], c.get("kind", "feature"), c.get("detail"),
                                    float(c.get("share", 0.0)), float(c.get("value", 0.0)))
                 alert.contributors[held.key] = held
-            (self.shadow if shadow else self.champion).restore(asset, alert)
+            (self.stage.shadow if shadow else self.stage.champion).restore(asset, alert)
             n += 1
         if n:
             self.log.warning("fusion resumed %d open alert(s) from the database", n)
@@ -137,7 +128,7 @@ class FusionRuntime(BatchRuntime):
             if (alert_id, state) in self._handled:
                 continue
             self._handled.add((alert_id, state))
-            for engine in (self.champion, self.shadow):
+            for engine in self.stage.engines:
                 if state == "acknowledge":
                     engine.acknowledge(alert_id)
                 else:
