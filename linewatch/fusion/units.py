@@ -131,8 +131,12 @@ class Unit:
 _COLUMN = {m: j for j, m in enumerate(MODALITIES)}
 
 
-def _ts(ev: Evidence) -> datetime:
-    return ev.ts
+_LAST_ID = "\U0010ffff"  # sorts after every event id: bisect_right to the end of an instant
+
+
+def _ts(ev: Evidence) -> tuple[datetime, str]:
+    """Context order: event time, then event id (two windows of one instant sort the same in live and replay)."""
+    return ev.ts, ev.event_id
 
 
 class AssetUnits:
@@ -209,8 +213,8 @@ class AssetUnits:
 
     def _context_for(self, ts: datetime) -> Evidence | None:
         best: Evidence | None = None
-        for kept in self._context.values():
-            i = bisect.bisect_right(kept, ts, key=_ts) - 1
+        for _, kept in sorted(self._context.items()):  # ties go to one modality, whichever reported first
+            i = bisect.bisect_right(kept, (ts, _LAST_ID), key=_ts) - 1
             if i < 0:
                 continue
             ev = kept[i]
@@ -225,13 +229,13 @@ class AssetUnits:
         lifecycle sees the asset's units in the order they happened, whichever agent's scores came
         first, and a replay (which delivers the modalities together) decides exactly as the worker did.
         """
-        pending: list[tuple[datetime, int, str]] = [(min(e.ts for e in ev.values()), 0, pid)
-                                                    for pid, ev in self.parts.items()]
-        pending += [(ev.ts, 1, key) for key, ev in self.free.items()]
-        pending.sort(key=lambda r: (r[0], r[1]))
+        pending: list[tuple[datetime, int, int, str]] = [(min(e.ts for e in ev.values()), 0, 0, pid)
+                                                         for pid, ev in self.parts.items()]
+        pending += [(ev.ts, 1, _COLUMN.get(ev.modality, len(MODALITIES)), key) for key, ev in self.free.items()]
+        pending.sort()  # a total order: units of one instant leave in the same order however their scores arrived
         over = len(self.parts) - MAX_PENDING
         out: list[Unit] = []
-        for ts, kind, key in pending:
+        for ts, kind, _, key in pending:
             if kind == 0:
                 events = self.parts[key]
                 if not (flush or over > 0 or self._part_ready(events, ts)):
