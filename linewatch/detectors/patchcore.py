@@ -474,13 +474,15 @@ class PatchCore(ParamsMixin):
             scores *= _reweighting(flat, patches.reshape(n, -1), nn.reshape(n, -1), bank, self.reweight_k)
         return scores, patches
 
-    def _score_frames(self, frames: Any) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Validated frames -> ``[(indices, image scores, patch distances)]`` per model size."""
+    def _score_frames(self, frames: Any, *, pooled: bool = False
+                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Validated frames -> ``[(indices, image scores, patch distances, pooled features or None)]`` per size."""
         assert self._bank_aug is not None and self.memory_bank_ is not None
         out = []
         for idx, prepared in self._groups(frames):
-            s, p = self._score_features(self._patch_features(prepared), self.memory_bank_, self._bank_aug)
-            out.append((idx, s, p))
+            feats = self._patch_features(prepared)
+            s, p = self._score_features(feats, self.memory_bank_, self._bank_aug)
+            out.append((idx, s, p, pool_patch_features(feats, p) if pooled else None))
         return out
 
     def score_patches(self, images: Images) -> tuple[np.ndarray, np.ndarray]:
@@ -488,15 +490,42 @@ class PatchCore(ParamsMixin):
 
         All frames must map to one model size (always so with ``resize="stretch"`` or frames of one size).
         """
+        scores, patches, _ = self._one_size(images, pooled=False)
+        return scores, patches
+
+    def score_patches_pooled(self, images: Images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`score_patches` plus each frame's pooled patch features ``(n, 2 D)`` from the same pass.
+
+        The pooled vector is what a defect classifier reads (:func:`pool_patch_features`): the
+        anomaly model already computed it, so classifying a frame costs no second backbone.
+        """
+        scores, patches, pooled = self._one_size(images, pooled=True)
+        assert pooled is not None
+        return scores, patches, pooled
+
+    def pooled_features(self, images: Images) -> np.ndarray:
+        """Pooled patch features ``(n, 2 D)`` of frames of any sizes (training a classifier on a folder)."""
+        self._check_ready()
+        frames = as_frames(images)
+        out: np.ndarray | None = None
+        with blas_threads(self.search_threads):
+            for idx, _, _, pooled in self._score_frames(frames, pooled=True):
+                assert pooled is not None
+                if out is None:
+                    out = np.empty((len(frames), pooled.shape[1]), dtype=np.float32)
+                out[idx] = pooled
+        return out if out is not None else np.empty((0, 2 * int(self.feature_dim_)), dtype=np.float32)
+
+    def _one_size(self, images: Images, *, pooled: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         self._check_ready()
         with blas_threads(self.search_threads):
-            parts = self._score_frames(as_frames(images))
+            parts = self._score_frames(as_frames(images), pooled=pooled)
         if len(parts) != 1:
             raise DataError(
                 f"these frames map to {len(parts)} model sizes (resize={self.resize!r} keeps each frame's aspect "
                 "ratio); score frames of one size per call, or use resize='stretch'"
             )
-        return parts[0][1], parts[0][2]
+        return parts[0][1], parts[0][2], parts[0][3]
 
     def patch_scores(self, images: Images) -> np.ndarray:
         """``(n, H/s, W/s)`` distance of every patch to its nearest normal patch."""
@@ -508,7 +537,7 @@ class PatchCore(ParamsMixin):
         frames = as_frames(images)
         scores = np.empty(len(frames), dtype=np.float64)
         with blas_threads(self.search_threads):
-            for idx, s, _ in self._score_frames(frames):
+            for idx, s, _, _ in self._score_frames(frames):
                 scores[idx] = s
         return scores
 
@@ -572,7 +601,7 @@ class PatchCore(ParamsMixin):
         scores = np.empty(len(frames), dtype=np.float64)
         maps = np.empty((len(frames), *size), dtype=np.float32)
         with blas_threads(self.search_threads):
-            for idx, s, p in self._score_frames(frames):
+            for idx, s, p, _ in self._score_frames(frames):
                 scores[idx] = s
                 maps[idx] = self.heatmap_from_patch_scores(p, size)
         return scores, maps
@@ -632,6 +661,25 @@ class PatchCore(ParamsMixin):
                 f"{path} was fitted on backbone sha256 {str(self.backbone_sha256_)[:12]}…, but the backbone "
                 f"here is {shipped[:12]}…; its memory bank does not match these features — refit the model"
             )
+
+
+#: Patches pooled as "where it is worst": the mean feature of this many most distant patches.
+POOL_TOP_PATCHES = 8
+
+
+def pool_patch_features(feats: np.ndarray, patches: np.ndarray, top: int = POOL_TOP_PATCHES) -> np.ndarray:
+    """``(n, h, w, D)`` patch features, ``(n, h, w)`` distances -> ``(n, 2 D)`` float32: [whole frame, worst patches].
+
+    A defect's class is in how its region looks, and a scratch is a few patches of a frame: the
+    mean over the ``top`` patches farthest from the normal bank describes the defect, the mean over
+    all patches the part and the lighting it was seen under; a classifier reads both.
+    """
+    n, h, w, d = feats.shape
+    flat = feats.reshape(n, h * w, d)
+    k = min(top, h * w)
+    worst = np.argpartition(patches.reshape(n, -1), h * w - k, axis=1)[:, -k:]
+    top_mean = np.take_along_axis(flat, worst[:, :, None], axis=1).mean(axis=1)
+    return np.concatenate([flat.mean(axis=1), top_mean], axis=1).astype(np.float32)
 
 
 def _same_shape_runs(feats: list[np.ndarray]) -> list[tuple[tuple[int, ...], np.ndarray]]:
