@@ -10,13 +10,16 @@ agreement, estimated false alarms and detection delays on dispositioned events.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from linewatch.cli.common import ConfigOption, console, fmt, settings
+
+if TYPE_CHECKING:
+    from linewatch.storage.promotion import VersionInfo
 
 models_app = typer.Typer(
     help="Model versions: list champions and shadows (challengers), promote a shadow to champion.",
@@ -40,7 +43,9 @@ def models_list_cmd(
 
     Roles: champion (served, its scores route alerts), shadow (served beside the champion into
     shadow_scores, never routed), superseded (active but a newer version serves), inactive.
-    Provisional versions were trained on less data than a full calibration needs.
+    Provisional versions were trained on less data than a full calibration needs (a defect
+    classifier: some class has fewer confirmed examples than a class needs to be ready).
+    A defect classifier's threshold column is the confidence below which it answers "unknown".
     """
     from linewatch.embedded.stack import Stack
     from linewatch.errors import ConfigError
@@ -67,7 +72,7 @@ def models_list_cmd(
     for v in versions:
         style = ROLE_STYLE[v.role]
         table.add_row(escape(v.model_id), escape(v.version), f"[{style}]{v.role}[/]", "yes" if v.provisional else "",
-                      v.created_at.isoformat(timespec="seconds"), fmt(v.threshold))
+                      v.created_at.isoformat(timespec="seconds"), _threshold_cell(v))
     print_table(table)
 
 
@@ -99,6 +104,13 @@ def models_promote_cmd(
     console.print(f"promoted {escape(done.model_id)}@{escape(done.version)} to champion, {replaced}; "
                   f"recorded by {escape(done.actor)} at {done.promoted_at.isoformat(timespec='seconds')}. "
                   f"Workers serve it within LINEWATCH_MODEL_REFRESH_S = {s.model_refresh_s:g} s.")
+
+
+def _threshold_cell(v: VersionInfo) -> str:
+    """An anomaly model's alarm threshold; a defect classifier's confidence below which it says "unknown"."""
+    if v.unknown_below is not None:
+        return f"unknown < {v.unknown_below:.3g}"
+    return fmt(v.threshold)
 
 
 def print_table(table: Table) -> None:

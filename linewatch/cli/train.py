@@ -29,6 +29,7 @@ from linewatch.cli.common import (
     settings,
     stage_progress,
 )
+from linewatch.cli.train_defects import train_defects_cmd
 from linewatch.config import Settings
 from linewatch.errors import ConfigError, DataError
 
@@ -314,3 +315,7 @@ def _role(shadow: bool) -> str:
     if not shadow:
         return ""
     return " (shadow: scores into shadow_scores, never routed; promote with `linewatch models promote`)"
+
+
+# `train defects` lives in its own module (a classifier from labelled examples, not a model of normal).
+train_app.command("defects")(train_defects_cmd)

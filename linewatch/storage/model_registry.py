@@ -35,9 +35,13 @@ from linewatch.errors import LinewatchError
 from linewatch.storage.artifacts import ArtifactCache, pack_directory, read_artifact, store_artifact
 from linewatch.storage.connection import connect
 
-__all__ = ["ANY", "ModelCache", "ModelRef", "active_models", "is_shadow", "model_id_for", "save_and_register"]
+__all__ = ["ANY", "CLASSIFIER_DETECTOR", "ModelCache", "ModelRef", "active_models", "is_shadow", "model_id_for",
+           "save_and_register"]
 
 log = logging.getLogger(__name__)
+#: ``model_versions.detector`` of defect classifiers (:mod:`linewatch.defects.registry`): versions of
+#: the same registry, but not anomaly model bundles, so :class:`ModelCache` never loads them.
+CLASSIFIER_DETECTOR = "defect_classifier"
 #: Legacy versions (no stored artifact) already warned about in this process, as ``model_id@version``.
 _warned_legacy: set[str] = set()
 
@@ -120,8 +124,12 @@ def save_and_register(conn: psycopg.Connection, bundle: ModelBundle, *, model_di
                     sha256, shadow)
 
 
-def active_models(conn: psycopg.Connection, modalities: Iterable[str]) -> list[ModelRef]:
+def active_models(conn: psycopg.Connection, modalities: Iterable[str], *, classifiers: bool = False
+                  ) -> list[ModelRef]:
     """Per model id of the given modalities: the newest active champion, and the newest active shadow newer than it.
+
+    Anomaly models by default; ``classifiers=True`` gives the defect classifiers'
+    (:data:`CLASSIFIER_DETECTOR`) versions instead, which :class:`ModelCache` must never load as bundles.
 
     A shadow older than its model's champion has been overtaken (the champion was retrained after
     it) and challenges nothing, so it is not served. A shadow of a model id without a champion
@@ -131,7 +139,7 @@ def active_models(conn: psycopg.Connection, modalities: Iterable[str]) -> list[M
         """WITH live AS (
                SELECT model_id, version, modality, scope_asset, scope_sku, scope_camera, artifact_path,
                       artifact_sha256, shadow, created_at
-               FROM model_versions WHERE modality = ANY(%s) AND active),
+               FROM model_versions WHERE modality = ANY(%s) AND active AND (detector = %s) = %s),
            champion AS (
                SELECT DISTINCT ON (model_id) * FROM live WHERE NOT shadow
                ORDER BY model_id, created_at DESC, version DESC),
@@ -143,7 +151,7 @@ def active_models(conn: psycopg.Connection, modalities: Iterable[str]) -> list[M
                   artifact_sha256, shadow
            FROM (SELECT * FROM champion UNION ALL SELECT * FROM challenger) AS served
            ORDER BY model_id, shadow""",
-        (list(modalities),),
+        (list(modalities), CLASSIFIER_DETECTOR, classifiers),
     ).fetchall()
     return [ModelRef(*r) for r in rows]
 

@@ -51,6 +51,8 @@ class VersionInfo:
     threshold: float | None
     #: The same threshold in the detector's own units; ``None`` when the calibration did not record one.
     raw_threshold: float | None
+    #: A defect classifier's confidence below which it answers "unknown"; ``None`` for anomaly models.
+    unknown_below: float | None
     #: Whether the workers serve it now: the newest active champion, or the newest active shadow newer than it.
     served: bool
 
@@ -83,11 +85,14 @@ def list_versions(conn: psycopg.Connection, *, modality: str | None = None, asse
                   ) -> list[VersionInfo]:
     """Every version, newest first per model id; ``asset`` matches its scope exactly (``'*'``: any-asset models)."""
     # "Served" has one definition, the one the workers use.
-    served = {(r.model_id, r.version) for r in active_models(conn, [m.value for m in Modality])}
+    modalities = [m.value for m in Modality]
+    served = {(r.model_id, r.version) for kind in (False, True)
+              for r in active_models(conn, modalities, classifiers=kind)}
     rows = conn.execute(
         """SELECT model_id, version, modality, scope_asset, scope_sku, scope_camera, detector, created_at, active,
                   shadow, provisional,
-                  -log(NULLIF((calibration->>'target_far')::float8, 0)), (calibration->>'threshold')::float8
+                  -log(NULLIF((calibration->>'target_far')::float8, 0)), (calibration->>'threshold')::float8,
+                  (calibration->>'unknown_below')::float8
            FROM model_versions
            WHERE (%(modality)s::text IS NULL OR modality = %(modality)s)
              AND (%(asset)s::text IS NULL OR scope_asset = %(asset)s)
