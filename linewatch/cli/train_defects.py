@@ -67,10 +67,16 @@ def train_defects_cmd(
         "(default: the set's train/good/)")] = None,
     preset: PresetOption = "fast",
     image_size: ImageSizeOption = None,
+    target_far: Annotated[float, typer.Option(
+        help="frames, when an image model is fitted and registered for the features: its false alarms per good "
+        "part (as `train frames --target-far`)")] = 0.01,
     target_precision: Annotated[float, typer.Option(
         help="precision the accepted predictions must reach out of fold; below the confidence that reaches it "
         "the classifier answers 'unknown'")] = 0.95,
     folds: Annotated[int, typer.Option(help="cross-validation folds (fewer when a class is smaller)")] = 5,
+    calibration: Annotated[str, typer.Option(
+        help="none: the regularised regression's own probabilities (measured best calibrated); sigmoid: "
+        "CalibratedClassifierCV when every class has 15 examples (see the report's calibration_error)")] = "none",
     curve: Annotated[bool, typer.Option("--curve/--no-curve", help="measure the learning curve (5, 10, 20, 50, "
                                         "all examples per class)")] = True,
     seed: Annotated[int, typer.Option()] = 0,
@@ -88,6 +94,9 @@ def train_defects_cmd(
     and the part stays an unclassified anomaly. Workers pick a registered version up without a restart.
     """
     from linewatch.defects.classifier import learning_curve, train_classifier
+    from linewatch.defects.estimator import check_calibration
+
+    check_calibration(calibration)  # before any image is read
 
     if (data is None) == (not from_labels):
         raise ConfigError("choose exactly one source: --data DIR|FILE or --from-labels")
@@ -104,8 +113,8 @@ def train_defects_cmd(
             if modality not in (None, "frames"):
                 raise ConfigError(f"{data} is a folder of images: its modality is frames, not {modality}")
             tset, features_from = _from_images(data, sku=sku, camera=camera, from_model=from_model, fit_on=fit_on,
-                                               preset=preset, image_size=image_size, register=register, seed=seed,
-                                               database=database, shadow=shadow, s=s)
+                                               preset=preset, image_size=image_size, target_far=target_far,
+                                               register=register, seed=seed, database=database, shadow=shadow, s=s)
         else:
             from linewatch.defects.datasets import table_training_set
 
@@ -115,10 +124,11 @@ def train_defects_cmd(
             features_from = {"source": str(data)}
         _print_set(tset)
         with _stages() as progress:
-            points = (learning_curve(tset.X, tset.y, tset.feature_names, seed=seed, folds=folds, progress=progress)
-                      if curve else [])
+            points = (learning_curve(tset.X, tset.y, tset.feature_names, seed=seed, folds=folds,
+                                     calibration=calibration, progress=progress) if curve else [])
             clf, report = train_classifier(tset.X, tset.y, tset.feature_names, seed=seed, folds=folds,
-                                           target_precision=target_precision, progress=progress,
+                                           target_precision=target_precision, calibration=calibration,
+                                           progress=progress,
                                            meta={"features_from": features_from, "learning_curve": points,
                                                  "source": tset.source, "skipped_files": tset.skipped})
         ref = None
@@ -179,14 +189,14 @@ def _from_labels(database_url: str, modality: str | None, sku: str | None) -> Tr
 
 
 def _from_images(data: Path, *, sku: str | None, camera: str | None, from_model: Path | None, fit_on: Path | None,
-                 preset: str, image_size: int | None, register: bool, seed: int, database: _Database, shadow: bool,
-                 s: Settings) -> tuple[TrainingSet, dict[str, Any]]:
+                 preset: str, image_size: int | None, target_far: float, register: bool, seed: int,
+                 database: _Database, shadow: bool, s: Settings) -> tuple[TrainingSet, dict[str, Any]]:
     """Pooled patch features of the class folders, read with the image model chosen as the module docstring says."""
     from linewatch.defects.datasets import image_training_set
 
     model, features_from = _feature_model(data, sku=sku, camera=camera, from_model=from_model, fit_on=fit_on,
-                                          preset=preset, image_size=image_size, register=register, seed=seed,
-                                          database=database, shadow=shadow, s=s)
+                                          preset=preset, image_size=image_size, target_far=target_far,
+                                          register=register, seed=seed, database=database, shadow=shadow, s=s)
     console.print(f"features: pooled patch features of {escape(features_from['description'])}")
     from linewatch.cli.common import counting_progress
 
@@ -196,8 +206,8 @@ def _from_images(data: Path, *, sku: str | None, camera: str | None, from_model:
 
 
 def _feature_model(data: Path, *, sku: str | None, camera: str | None, from_model: Path | None,
-                   fit_on: Path | None, preset: str, image_size: int | None, register: bool, seed: int,
-                   database: _Database, shadow: bool, s: Settings) -> tuple[Any, dict[str, Any]]:
+                   fit_on: Path | None, preset: str, image_size: int | None, target_far: float, register: bool,
+                   seed: int, database: _Database, shadow: bool, s: Settings) -> tuple[Any, dict[str, Any]]:
     """The fitted PatchCore whose features the classifier reads, and a record of which it is."""
     from linewatch.detectors.bundle import ANY, ModelBundle
 
@@ -225,20 +235,23 @@ def _feature_model(data: Path, *, sku: str | None, camera: str | None, from_mode
         raise ConfigError(f"no image model to read {data} with: the registry has none for SKU {sku or ANY}; pass "
                           "--from-model DIR, --fit-on GOOD_DIR, or train one with `linewatch train frames`")
     return _fit_feature_model(folder, sku=sku, camera=camera, preset=preset, image_size=image_size,
-                              register=register, seed=seed, database=database, shadow=shadow, s=s)
+                              target_far=target_far, register=register, seed=seed, database=database,
+                              shadow=shadow, s=s)
 
 
 def _fit_feature_model(folder: Path, *, sku: str | None, camera: str | None, preset: str, image_size: int | None,
-                       register: bool, seed: int, database: _Database, shadow: bool, s: Settings
-                       ) -> tuple[Any, dict[str, Any]]:
+                       target_far: float, register: bool, seed: int, database: _Database, shadow: bool,
+                       s: Settings) -> tuple[Any, dict[str, Any]]:
     """Fit a PatchCore on ``folder``; registered as the SKU's image model when the classifier will be."""
-    from linewatch.backtest.images import load_frame
+    from linewatch.backtest.images import check_calibration_budget, load_frame
     from linewatch.cli.common import stage_progress
     from linewatch.cli.train import _training_files
     from linewatch.detectors.bundle import ANY, Scope
     from linewatch.detectors.patchcore import PatchCore
 
     files = _training_files(folder)
+    if register:
+        check_calibration_budget(len(files), None, target_far, "auto")  # before reading a single frame
     params = {"preset": preset, "image_size": image_size}
     reader = PatchCore(**params, seed=seed)
     reader._validate_params()
@@ -256,6 +269,7 @@ def _fit_feature_model(folder: Path, *, sku: str | None, camera: str | None, pre
     with stage_progress() as progress:
         bundle, ref = train_and_register(frames, modality="frames", scope=Scope(sku=sku, camera=camera or ANY),
                                          database_url=database.url(), model_dir=s.model_dir, seed=seed,
+                                         target_far=target_far,
                                          fold_order="shuffled", progress=progress, detector_params=params,
                                          shadow=shadow)
     return bundle.detector, {"fitted_on": str(folder), "registered": True, "model_id": ref.model_id,

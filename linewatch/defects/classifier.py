@@ -1,6 +1,6 @@
 """A defect classifier on the features the anomaly models already compute, with an explicit ``unknown``.
 
-:func:`train_classifier` fits scaled, calibrated logistic regression
+:func:`train_classifier` fits scaled, regularised logistic regression
 (:mod:`~linewatch.defects.estimator`) on confirmed examples of each defect class *and* of
 :data:`GOOD` parts, measures it out of fold (:mod:`~linewatch.defects.evaluation`: per-class
 precision, recall, F1, the confusion matrix) and chooses the confidence below which it answers
@@ -41,6 +41,7 @@ from linewatch.defects.evaluation import (
     DEFAULT_FOLDS,
     UNKNOWN,
     Progress,
+    calibration_error,
     choose_unknown_below,
     classification_figures,
     learning_curve_points,
@@ -114,7 +115,7 @@ class DefectClassifier:
         return X
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """``(n, len(classes))`` calibrated probabilities, columns in :attr:`classes` order (float64)."""
+        """``(n, len(classes))`` probabilities, columns in :attr:`classes` order (float64)."""
         X = self._check(X)
         if len(X) == 0:
             return np.zeros((0, len(self.classes)))
@@ -124,7 +125,7 @@ class DefectClassifier:
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels (object array; :data:`UNKNOWN` where confidence < ``unknown_below``) and confidences.
 
-        The confidence is the top calibrated probability (float64).
+        The confidence is the top class probability (float64).
         """
         index, confidence = predictions(self.predict_proba(X), self.unknown_below)
         names = np.array([*self.classes, UNKNOWN], dtype=object)
@@ -189,22 +190,26 @@ def _encode(X: np.ndarray, y: Sequence[str], feature_names: Sequence[str]
 
 def train_classifier(X: np.ndarray, y: Sequence[str], feature_names: Sequence[str], *, seed: int = 0,
                      folds: int = DEFAULT_FOLDS, target_precision: float = DEFAULT_TARGET_PRECISION,
-                     progress: Progress | None = None, meta: dict[str, Any] | None = None
-                     ) -> tuple[DefectClassifier, dict[str, Any]]:
+                     calibration: str = "none", progress: Progress | None = None,
+                     meta: dict[str, Any] | None = None) -> tuple[DefectClassifier, dict[str, Any]]:
     """The classifier fitted on all rows, and its out-of-fold report.
 
-    ``meta`` is merged into the classifier's ``meta`` (where its features came from, the learning
-    curve), so the saved version carries its provenance.
+    ``calibration`` is ``"none"`` (the regularised regression's own probabilities, measured best)
+    or ``"sigmoid"`` (:mod:`~linewatch.defects.estimator` says why). ``meta`` is merged into the
+    classifier's ``meta`` (where its features came from, the learning curve), so the saved version
+    carries its provenance.
 
     Report keys: ``per_class`` ({class: precision, recall, f1, n}), ``macro_f1``, ``accuracy``,
     ``unknown_rate`` and ``confusion`` (as deployed: unknown below ``unknown_below``), ``forced``
     (the same figures when every part gets its most probable class), ``unknown_below``,
-    ``target_precision``, ``target_reached``, ``accepted_precision``, ``folds``, ``n``, ``seed``,
+    ``target_precision``, ``target_reached``, ``accepted_precision``, ``calibration`` and
+    ``calibration_error`` (out-of-fold ECE of the confidence), ``folds``, ``n``, ``seed``,
     ``model``, ``not_ready`` and ``warnings``. Classes with fewer than 2 examples are an error
     naming them; fewer than :data:`MIN_EXAMPLES` train with a "not ready" warning.
     """
-    from linewatch.defects.estimator import describe, export_onnx, fit_estimator
+    from linewatch.defects.estimator import check_calibration, describe, export_onnx, fit_estimator
 
+    check_calibration(calibration)
     if not 0.0 < target_precision <= 1.0:
         raise ConfigError(f"target_precision={target_precision!r}; give a share in (0, 1], e.g. 0.95")
     if folds < 2:
@@ -214,8 +219,9 @@ def train_classifier(X: np.ndarray, y: Sequence[str], feature_names: Sequence[st
     with warnings.catch_warnings():
         # A tiny class makes scikit-learn warn about fold sizes; the report says it in plain words instead.
         warnings.simplefilter("ignore", UserWarning)
-        proba, k = out_of_fold_probabilities(X, y_idx, len(classes), folds=folds, seed=seed, progress=progress)
-        model = fit_estimator(X, y_idx, seed=seed)
+        proba, k = out_of_fold_probabilities(X, y_idx, len(classes), folds=folds, seed=seed,
+                                             calibration=calibration, progress=progress)
+        model = fit_estimator(X, y_idx, seed=seed, calibration=calibration)
     confidence = proba.max(axis=1)
     correct = proba.argmax(axis=1) == y_idx
     unknown_below, reached = choose_unknown_below(confidence, correct, target_precision)
@@ -236,7 +242,9 @@ def train_classifier(X: np.ndarray, y: Sequence[str], feature_names: Sequence[st
         "n": len(y_idx),
         "folds": k,
         "seed": seed,
-        "model": describe(int(counts.min())),
+        "model": describe(int(counts.min()), calibration),
+        "calibration": calibration,
+        "calibration_error": calibration_error(confidence, correct),
         "not_ready": [c for c, n in zip(classes, counts, strict=True) if n < MIN_EXAMPLES],
         "warnings": warn,
     }
@@ -252,7 +260,7 @@ def train_classifier(X: np.ndarray, y: Sequence[str], feature_names: Sequence[st
 
 def learning_curve(X: np.ndarray, y: Sequence[str], feature_names: Sequence[str], *,
                    sizes: Sequence[int | None] = CURVE_SIZES, seed: int = 0, folds: int = DEFAULT_FOLDS,
-                   progress: Progress | None = None) -> list[dict[str, Any]]:
+                   calibration: str = "none", progress: Progress | None = None) -> list[dict[str, Any]]:
     """Cross-validated macro and per-class F1 with 5, 10, 20, 50 and all examples per class (seeded, averaged).
 
     Each point: ``size`` (``None`` = all), ``n_per_class``, ``repeats``, ``macro_f1``,
@@ -261,4 +269,5 @@ def learning_curve(X: np.ndarray, y: Sequence[str], feature_names: Sequence[str]
     X, y_idx, classes, _ = _encode(X, y, feature_names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return learning_curve_points(X, y_idx, classes, sizes=sizes, folds=folds, seed=seed, progress=progress)
+        return learning_curve_points(X, y_idx, classes, sizes=sizes, folds=folds, seed=seed,
+                                     calibration=calibration, progress=progress)

@@ -36,6 +36,8 @@ DEFAULT_FOLDS = 5
 CURVE_SIZES: tuple[int | None, ...] = (5, 10, 20, 50, None)
 #: Subsamples averaged at each size below "all" (the subsample, not the folds, is what varies most).
 CURVE_REPEATS = 3
+#: Confidence bins of the expected calibration error.
+CALIBRATION_BINS = 10
 #: What an accepted-nothing threshold is: just above any probability, so every prediction is unknown.
 ACCEPT_NOTHING = float(np.nextafter(1.0, 2.0))
 UNKNOWN = "unknown"
@@ -54,12 +56,12 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndar
 
 
 def out_of_fold_probabilities(X: np.ndarray, y: np.ndarray, n_classes: int, *, folds: int, seed: int,
-                              progress: Progress | None = None) -> tuple[np.ndarray, int]:
+                              calibration: str = "none", progress: Progress | None = None) -> tuple[np.ndarray, int]:
     """``(n, n_classes)`` probabilities, each row from the fold model that did not see it; and the fold count."""
     splits = stratified_folds(y, folds, seed)
     proba = np.zeros((len(y), n_classes))
     for i, (train, test) in enumerate(splits):
-        model = fit_estimator(X[train], y[train], seed=seed)
+        model = fit_estimator(X[train], y[train], seed=seed, calibration=calibration)
         proba[test] = probabilities(model, X[test], n_classes)
         if progress is not None:
             progress("cross-validation", i + 1, len(splits))
@@ -88,6 +90,22 @@ def choose_unknown_below(confidence: np.ndarray, correct: np.ndarray, target_pre
     if good.size == 0:
         return ACCEPT_NOTHING, False
     return float(conf[good[-1]]), True
+
+
+def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """Expected calibration error: the mean gap between confidence and accuracy over equal-width confidence bins.
+
+    0 when a confidence of 0.8 is right 80 % of the time; weighted by how many predictions fall in each bin.
+
+    >>> calibration_error(np.array([0.9, 0.9, 0.6, 0.6]), np.array([True, True, True, False]))
+    0.1
+    """
+    if len(confidence) == 0:
+        return 0.0
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    conf_sum = np.bincount(which, weights=confidence, minlength=bins)
+    right = np.bincount(which, weights=correct.astype(np.float64), minlength=bins)
+    return round(float(np.abs(conf_sum - right).sum() / len(confidence)), 4)
 
 
 def predictions(proba: np.ndarray, unknown_below: float) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +159,8 @@ def subsample_per_class(y: np.ndarray, size: int | None, rng: np.random.Generato
 
 def learning_curve_points(X: np.ndarray, y: np.ndarray, classes: Sequence[str], *,
                           sizes: Sequence[int | None] = CURVE_SIZES, folds: int = DEFAULT_FOLDS, seed: int = 0,
-                          repeats: int = CURVE_REPEATS, progress: Progress | None = None) -> list[dict[str, Any]]:
+                          repeats: int = CURVE_REPEATS, calibration: str = "none",
+                          progress: Progress | None = None) -> list[dict[str, Any]]:
     """Cross-validated forced-prediction F1 with at most ``size`` examples per class, averaged over seeded repeats.
 
     A size at or above the largest class is the same as "all" and is left out; "all" is measured
@@ -158,7 +177,8 @@ def learning_curve_points(X: np.ndarray, y: np.ndarray, classes: Sequence[str], 
         macro, per_class = [], []
         for r in range(runs):
             rows = subsample_per_class(y, size, np.random.default_rng([seed, step, r]))
-            proba, _ = out_of_fold_probabilities(X[rows], y[rows], len(classes), folds=folds, seed=seed + r)
+            proba, _ = out_of_fold_probabilities(X[rows], y[rows], len(classes), folds=folds, seed=seed + r,
+                                                 calibration=calibration)
             figures = classification_figures(y[rows], proba.argmax(axis=1), classes)
             macro.append(figures["macro_f1"])
             per_class.append([figures["per_class"][c]["f1"] for c in classes])

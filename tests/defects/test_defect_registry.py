@@ -1,4 +1,4 @@
-"""Defect classifiers in the real registry: the row and artifact, hot reload, scope precedence, kept apart from bundles."""
+"""Defect classifiers in the real registry: row and artifact, hot reload, scope precedence, apart from bundles."""
 
 from __future__ import annotations
 
