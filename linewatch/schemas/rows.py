@@ -63,6 +63,10 @@ class ScoreRow(Row):
     top_feature: str | None
     explanation: str  # JSON text of list[Contribution]
     scored_at: datetime
+    defect_class: str | None = None
+    defect_confidence: float | None = None
+    defect_route: str | None = None
+    classifier_version: str | None = None
 
 
 class ShadowScoreRow(ScoreRow):
@@ -94,6 +98,8 @@ class AlertRow(Row):
     model_versions: list[str]
     actor: str | None
     note: str
+    defect_class: str | None = None
+    defect_route: str | None = None
 
 
 class DispositionRow(Row):
