@@ -62,11 +62,11 @@ class ScoreRow(Row):
     ready: bool
     top_feature: str | None
     explanation: str  # JSON text of list[Contribution]
-    scored_at: datetime
-    defect_class: str | None = None
-    defect_confidence: float | None = None
-    defect_route: str | None = None
-    classifier_version: str | None = None
+    defect_class: str | None
+    defect_confidence: float | None
+    defect_route: str | None
+    classifier_version: str | None
+    scored_at: datetime  # last: tests compare rows without it
 
 
 class ShadowScoreRow(ScoreRow):

@@ -176,7 +176,7 @@ def encode_scores(
                          [(DEDUP_HEADER, str(ev.event_id).encode() + dedup_suffix)]))
         rows.append((
             ev.ts, ev.event_id, modality_s, ev.asset_id, ev.sku, ev.part_id, detector, model_version,
-            raw_l[i], tail_l[i], cal_l[i], threshold, anomalous, is_ready, top, expl_json, scored_at,
-            *(defect if defect is not None else _NO_DEFECT),
+            raw_l[i], tail_l[i], cal_l[i], threshold, anomalous, is_ready, top, expl_json,
+            *(defect if defect is not None else _NO_DEFECT), scored_at,
         ))
     return messages, rows
