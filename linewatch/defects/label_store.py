@@ -67,7 +67,7 @@ def training_set(database_url: str, *, modality: str, sku: str | None = None) ->
         if not defects:
             raise ConfigError(
                 f"no confirmed {modality} defects with a class{f' for SKU {sku}' if sku else ''} and stored features; "
-                "confirm some with `linewatch disposition ALERT --verdict true_defect --class NAME`, "
+                "confirm some with `linewatch disposition ALERT_ID --label true_defect --class NAME`, "
                 "and see what is there with `linewatch labels`")
         largest = max(np.unique([r[4] for r in defects], return_counts=True)[1])
         skus = sorted({r[3] for r in labels})
