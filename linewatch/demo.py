@@ -62,6 +62,8 @@ WORKER_START_TIMEOUT_S = 90.0
 #: An alert opened this long (plant time) after an episode's end still belongs to it (the close of
 #: the evidence window and the parts waiting for their images).
 ATTRIBUTION_GRACE_S = 600.0
+#: How often the demo's worker looks for new models (seconds): a model trained mid-run goes live quickly.
+WORKER_REFRESH_S = 2
 #: The shadow challenger the demo runs beside the champion EWMA chart (a faster chart).
 SHADOW_DETECTOR, SHADOW_PARAMS = "ewma", {"lam": 0.4}
 
@@ -102,7 +104,7 @@ def run_demo(settings: Settings, *, seconds: float, speed: float = SPEED, seed: 
         applied = migrate(stack.database_url)
         console.print(f"migrations: {len(applied.applied)} applied, {len(applied.already)} already there "
                       f"({'TimescaleDB' if applied.timescale else 'plain PostgreSQL'})")
-        worker = _start_worker(settings, stack)  # joins its consumer group while the models train
+        worker = start_worker(settings, stack)  # joins its consumer group while the models train
         try:
             stream_s = max(15.0, seconds - SETUP_S)
             config = PlantConfig(duration_s=round(stream_s * speed / 10.0) * 10.0, seed=seed)
@@ -111,7 +113,7 @@ def run_demo(settings: Settings, *, seconds: float, speed: float = SPEED, seed: 
             shadow = _register_shadow(config, stack.database_url, settings, seed, console)
             versions = {b.detector_name + ("" if b.modality == "spc" else f" ({b.modality})"): b.version
                         for b in models.bundles()}
-            _wait_for_worker(worker, settings, console)
+            wait_for_worker(worker, settings, console)
             time.sleep(2.5)  # the worker looks for new models every 2 s: let it load these before parts arrive
             start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=config.duration_s)
             sim = simulate_plant(config, start=start)
@@ -151,13 +153,14 @@ def _mask(url: str) -> str:
     return mask_url(url)
 
 
-def _start_worker(settings: Settings, stack: Stack):
+def start_worker(settings: Settings, stack: Stack):
+    """The real worker as a child process of the demo, logging to the data dir's ``logs/worker.log``."""
     env = dict(os.environ)
     env.update({
         "LINEWATCH_BROKER_URL": stack.bootstrap,
         "LINEWATCH_DATABASE_URL": stack.database_url,
         "LINEWATCH_DATA_DIR": str(settings.data_dir),
-        "LINEWATCH_MODEL_REFRESH_S": "2",
+        "LINEWATCH_MODEL_REFRESH_S": str(WORKER_REFRESH_S),
         **settings.kafka_env(),  # the broker's TLS/SASL settings, if any came from --config
     })
     log_path = settings.data_dir / "logs" / "worker.log"
@@ -174,7 +177,7 @@ def _counts(url: str) -> dict[str, int]:
     return dict(zip(("scores", "parts", "frames", "dead", "alerts", "shadow_scores"), row, strict=True))
 
 
-def _wait_for_worker(worker, settings: Settings, console: Console) -> None:
+def wait_for_worker(worker, settings: Settings, console: Console) -> None:
     """The worker is ready when it has joined its group (its log says so)."""
     log_path = settings.data_dir / "logs" / "worker.log"
     with console.status("starting the Faust worker and joining its consumer group..."):

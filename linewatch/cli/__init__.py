@@ -6,7 +6,8 @@ One module per command group: :mod:`~linewatch.cli.demo`, :mod:`~linewatch.cli.w
 :mod:`~linewatch.cli.report`, :mod:`~linewatch.cli.dashboards`, :mod:`~linewatch.cli.bench`,
 :mod:`~linewatch.cli.chaos`, :mod:`~linewatch.cli.drift`, :mod:`~linewatch.cli.config`, and the operators' commands
 :mod:`~linewatch.cli.alerts`, :mod:`~linewatch.cli.dispositions` (``disposition``, ``dispositions``),
-:mod:`~linewatch.cli.thresholds` and :mod:`~linewatch.cli.maintenance`; what they share (console, ``--config``,
+:mod:`~linewatch.cli.thresholds`, :mod:`~linewatch.cli.maintenance` and :mod:`~linewatch.cli.labels` (the
+Day-30 labelled set); what they share (console, ``--config``,
 settings, exit codes) is :mod:`~linewatch.cli.common`. Every command reads the settings once (environment,
 ``--config`` file, defaults) and passes them down. Commands that need a broker or a database
 start embedded ones when no URL is configured, and stop them on exit, Ctrl-C or error.
@@ -31,6 +32,7 @@ from linewatch.cli import (
     demo,
     dispositions,
     drift,
+    labels,
     maintenance,
     models,
     replay,
@@ -71,6 +73,7 @@ app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(thresholds.thresholds_app, name="thresholds")
 app.add_typer(maintenance.maintenance_app, name="maintenance")
 app.add_typer(drift.drift_app, name="drift")
+app.add_typer(labels.labels_app, name="labels")
 app.add_typer(dashboards.dashboards_app, name="dashboards")
 
 

@@ -17,6 +17,9 @@ def demo_cmd(
                                          "stream is an hour of plant time)")] = 120.0,
     seed: Annotated[int, typer.Option()] = 7,
     summary_json: Annotated[Path | None, typer.Option(help="also write the summary as JSON here")] = None,
+    day30: Annotated[bool, typer.Option(
+        "--day30", help="instead: the Day-1 -> Day-30 path on a camera line (anomaly model, confirmed defects, "
+                        "a defect classifier trained and registered, alerts that name the class)")] = False,
 ) -> None:
     """Run everything on this machine: broker, PostgreSQL, worker and a simulated multimodal plant with faults.
 
@@ -28,7 +31,12 @@ def demo_cmd(
     from linewatch.demo import run_demo, write_summary
 
     s = settings(config)
-    result = run_demo(s, seconds=seconds, speed=speed, seed=seed, console=console)
+    if day30:
+        from linewatch.demo_day30 import run_day30
+
+        result = run_day30(s, seed=seed, console=console)
+    else:
+        result = run_demo(s, seconds=seconds, speed=speed, seed=seed, console=console)
     if summary_json is not None:
         write_summary(result.summary, summary_json)
         console.print(f"summary written to {summary_json}")

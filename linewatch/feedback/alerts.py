@@ -67,6 +67,7 @@ def to_message(row: AlertRow) -> Alert:
         contributors=[Contribution(**c) for c in json.loads(row.contributors)],
         event_ids=row.event_ids, scores=[ScoreRef(**r) for r in json.loads(row.scores)],
         model_versions=row.model_versions, shadow=row.shadow, actor=row.actor, note=row.note,
+        defect_class=row.defect_class, defect_route=row.defect_route,
     )
 
 

@@ -78,7 +78,8 @@ class AlertEvent:
         return (a.ts, a.alert_id, a.state.value, a.asset_id, a.severity.value, a.opened_at, a.score,
                 [m.value for m in a.modalities], json.dumps([c.model_dump(exclude_none=True) for c in a.contributors]),
                 a.event_ids, a.shadow, a.kind.value, a.route.value, a.p_value,
-                json.dumps([r.model_dump(mode="json") for r in a.scores]), a.model_versions, a.actor, a.note)
+                json.dumps([r.model_dump(mode="json") for r in a.scores]), a.model_versions, a.actor, a.note,
+                a.defect_class, a.defect_route.value if a.defect_route is not None else None)
 
 
 @dataclass
@@ -232,12 +233,13 @@ class FusionEngine:
         contributors = [_contribution(c, c.weight / total) for c in ranked]
         route = "maintenance" if ranked and ranked[0].modality == "signals" else "quality"
         refs = [ScoreRef.model_validate(r) for r in a.score_refs]
+        defect_class, defect_route = a.defect()
         message = Alert(
             alert_id=a.alert_id, state=t.state, asset_id=v.unit.asset_id, severity=a.severity, route=route,
             ts=v.unit.ts, opened_at=a.opened_at, score=v.score, p_value=v.p_value,
             modalities=sorted(a.modalities, key=MODALITIES.index), contributors=contributors,
             event_ids=[uuid.UUID(e) for e in a.event_ids], scores=refs, model_versions=sorted(a.model_versions),
-            shadow=self.shadow, note=t.note)
+            shadow=self.shadow, note=t.note, defect_class=defect_class, defect_route=defect_route)
         return AlertEvent(message)
 
     # -- state from outside ---------------------------------------------------------------------

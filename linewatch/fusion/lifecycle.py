@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 
 from linewatch.fusion.units import Unit
 from linewatch.schemas.ids import event_id as deterministic_id
+from linewatch.schemas.messages import NOT_A_DEFECT
 
 #: Event ids and score links an alert keeps (the message schema's bounds).
 MAX_EVENT_IDS = 1000
@@ -98,6 +99,8 @@ class OpenAlert:
     last_message_ts: datetime | None = None
     acknowledged: bool = False
     top: tuple[str, str, str] | None = None
+    #: Recognised defect class -> (summed classifier confidence over the alert's scores, its route).
+    defects: dict[str, tuple[float, str | None]] = field(default_factory=dict)
     _seen_events: set[str] = field(default_factory=set, repr=False)
 
     def absorb(self, v: Verdict, critical_score: float) -> bool:
@@ -120,11 +123,22 @@ class OpenAlert:
                 self._seen_events.add(ev.event_id)
             for s in sorted(ev.scores, key=lambda s: (s.detector, s.model_version)):
                 self.model_versions.add(s.model_version)
+                d = s.defect
+                if d is not None and d.defect_class not in NOT_A_DEFECT:
+                    held_confidence = self.defects.get(d.defect_class, (0.0, None))[0]
+                    self.defects[d.defect_class] = (held_confidence + d.confidence, d.route)
                 if len(self.score_refs) < MAX_SCORE_REFS:
                     self.score_refs.append({"ts": s.ts, "event_id": s.event_id, "detector": s.detector,
                                             "model_version": s.model_version, "modality": s.modality.value,
                                             "calibrated_score": s.calibrated_score})
         return self.severity != before
+
+    def defect(self) -> tuple[str | None, str | None]:
+        """The recognised class with the most confidence summed over the alert's scores, and its route."""
+        if not self.defects:
+            return None, None
+        name = max(self.defects, key=lambda c: (self.defects[c][0], c))
+        return name, self.defects[name][1]
 
     def ranked(self) -> list[Contributor]:
         return sorted(self.contributors.values(), key=lambda c: (-c.weight, c.modality, c.name))

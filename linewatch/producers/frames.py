@@ -19,7 +19,7 @@ cameras send (several times smaller, slightly lossy); ``raw`` is the camera buff
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -93,17 +93,20 @@ def simulated_camera(
     start: datetime | None = None,
     interval_s: float = 1.0,
     labels: list[str] | None = None,
+    defects: Sequence[str] | None = None,
 ) -> Iterator[CameraFrame]:
     """``n`` frames of simulated parts passing one camera, one every ``interval_s`` of event time.
 
     Part ids and timestamps are deterministic, so a re-run produces the same event ids (and the
     database keeps one copy). ``labels``, when given, receives each frame's ground truth
-    (``good`` or the defect type) in order, for scoring the run afterwards.
+    (``good`` or the defect type) in order, for scoring the run afterwards. ``defects`` limits the
+    defect types drawn (default: all of them).
     """
-    from linewatch.simulation.frames import stream_frames
+    from linewatch.simulation.frames import DEFECT_TYPES, stream_frames
 
     t0 = start or datetime(2026, 1, 1, tzinfo=UTC)
-    for fr in stream_frames(sku, size=size, seed=seed, defect_rate=defect_rate, limit=n):
+    for fr in stream_frames(sku, size=size, seed=seed, defect_rate=defect_rate, limit=n,
+                            defects=DEFECT_TYPES if defects is None else defects):
         if labels is not None:
             labels.append(fr.label)
         yield CameraFrame(asset_id, camera, sku, f"{sku}-{seed}-{fr.index:06d}",

@@ -72,3 +72,24 @@ class UnscoredFrameRow(FrameEventRow):
     channels: int
     payload_bytes: int
     reason: str
+
+
+class FrameFeatureRow(Row):
+    """A frame's pooled patch features as its image model computed them (``sql/190_defects.sql``).
+
+    Kept for every alarm frame and a fixed sample of the others (by event id, so live and replay
+    keep the same ones): the examples a defect classifier trains on once operators confirm them.
+    """
+
+    __table__ = "frame_features"
+    __key__ = ("ts", "event_id")
+
+    ts: datetime
+    event_id: uuid.UUID
+    asset_id: str
+    camera: str
+    sku: str
+    detector: str
+    model_version: str
+    is_anomaly: bool
+    features: list[float]

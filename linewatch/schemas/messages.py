@@ -171,6 +171,36 @@ class Modality(StrEnum):
     FRAMES = "frames"
 
 
+class DefectRoute(StrEnum):
+    """Where a recognised defect goes (per class, ``defect_classes``)."""
+
+    REWORK = "rework"
+    SCRAP = "scrap"
+    MAINTENANCE = "maintenance"
+
+
+#: The classifier's outcomes that name no defect: a normal part, and below the confidence it was trained to keep.
+GOOD_CLASS = "good"
+UNKNOWN_CLASS = "unknown"
+NOT_A_DEFECT = frozenset({GOOD_CLASS, UNKNOWN_CLASS})
+
+
+class DefectVerdict(BaseModel):
+    """What a defect classifier (the Day-30 layer) recognised in the scored event, beside the anomaly verdict.
+
+    ``defect_class`` is ``good`` or ``unknown`` when it recognised no defect with confidence; a
+    recognised class on a score whose ``is_anomaly`` is false is a known defect the anomaly layer
+    did not flag.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    defect_class: Identifier
+    confidence: float = Field(ge=0.0, le=1.0, description="the classifier's calibrated probability of the class")
+    route: DefectRoute | None = Field(default=None, description="rework, scrap or maintenance; None for good/unknown")
+    classifier_version: str
+
+
 class Score(Message):
     """One detector's verdict on one event, as published on ``scores`` and stored in ``scores``."""
 
@@ -194,6 +224,8 @@ class Score(Message):
         default=None, description="the machine's state the scored event reported (running, idle, changeover ...)")
     shadow: bool = Field(default=False, description="a shadow (challenger) model's score: on the shadow_scores "
                                                     "topic only, never routed")
+    defect: DefectVerdict | None = Field(default=None, description="the defect classifier's verdict on the event "
+                                                                  "(absent where no classifier covers its scope)")
 
 
 class AlertState(StrEnum):
@@ -265,6 +297,9 @@ class Alert(Message):
     actor: str | None = Field(default=None, max_length=MAX_ID_LENGTH,
                               description="who acknowledged or closed it by hand")
     note: str = Field(default="", max_length=2000, description="why it changed state (e.g. 'quiet for 3 windows')")
+    defect_class: Identifier | None = Field(default=None, description="the recognised defect class of the alert's "
+                                                                     "events (most confident); None: unclassified")
+    defect_route: DefectRoute | None = Field(default=None, description="where the recognised defect goes")
 
 
 class Verdict(StrEnum):

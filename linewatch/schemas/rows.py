@@ -62,7 +62,11 @@ class ScoreRow(Row):
     ready: bool
     top_feature: str | None
     explanation: str  # JSON text of list[Contribution]
-    scored_at: datetime
+    defect_class: str | None
+    defect_confidence: float | None
+    defect_route: str | None
+    classifier_version: str | None
+    scored_at: datetime  # last: tests compare rows without it
 
 
 class ShadowScoreRow(ScoreRow):
@@ -94,6 +98,8 @@ class AlertRow(Row):
     model_versions: list[str]
     actor: str | None
     note: str
+    defect_class: str | None = None
+    defect_route: str | None = None
 
 
 class DispositionRow(Row):

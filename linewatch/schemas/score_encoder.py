@@ -86,6 +86,23 @@ def _floats(values: Sequence[float] | np.ndarray) -> list[float]:
     return np.asarray(values, dtype=np.float64).tolist()
 
 
+class Defect(NamedTuple):
+    """A defect classifier's verdict on one event (:class:`~linewatch.schemas.messages.DefectVerdict`'s fields)."""
+
+    defect_class: str
+    confidence: float
+    route: str | None
+    classifier_version: str
+
+    def json(self) -> str:
+        route = json.dumps(self.route) if self.route is not None else "null"
+        return (f'{{"defect_class":{json.dumps(self.defect_class)},"confidence":{float(self.confidence)!r},'
+                f'"route":{route},"classifier_version":{json.dumps(self.classifier_version)}}}')
+
+
+_NO_DEFECT = (None, None, None, None)
+
+
 class Verdicts(TypedDict):
     """One detector's verdicts on a batch of events, each aligned with the events."""
 
@@ -106,6 +123,7 @@ def encode_scores(
     threshold: float,
     events: Sequence[EventRef],
     shadow: bool = False,
+    defects: Sequence[Defect | None] | None = None,
     **verdicts: Unpack[Verdicts],
 ) -> tuple[list[ScoreMessage], list[tuple]]:
     """``(key, value, headers)`` messages for the ``scores`` topic and rows in ``ScoreRow`` field order.
@@ -115,7 +133,8 @@ def encode_scores(
 
     One detector's verdicts on ``events``, all arrays aligned with them. ``top_feature`` of a row
     is the name of its first contribution (a feature, a rule, a region or a data-quality note),
-    never an ``unseen_context`` note: that names a context dimension, not what scored.
+    never an ``unseen_context`` note: that names a context dimension, not what scored. ``defects``
+    (aligned with ``events``) is the defect classifier's verdict on each event, where one covers it.
     """
     n = len(events)
     raw, tail, calibrated = verdicts["raw"], verdicts["tail"], verdicts["calibrated"]
@@ -143,6 +162,9 @@ def encode_scores(
         part = f'"part_id":{dumps(ev.part_id)},' if ev.part_id is not None else ""
         if ev.machine_state is not None:
             part += f'"machine_state":{dumps(ev.machine_state)},'
+        defect = defects[i] if defects is not None else None
+        if defect is not None:
+            part += f'"defect":{defect.json()},'
         body = (
             f'{{"schema_version":{SCHEMA_VERSION},"event_id":"{ev.event_id}",{common},'
             f'"asset_id":{dumps(ev.asset_id)},"sku":{dumps(ev.sku)},{part}"ts":"{ev.ts.isoformat()}",'
@@ -154,6 +176,7 @@ def encode_scores(
                          [(DEDUP_HEADER, str(ev.event_id).encode() + dedup_suffix)]))
         rows.append((
             ev.ts, ev.event_id, modality_s, ev.asset_id, ev.sku, ev.part_id, detector, model_version,
-            raw_l[i], tail_l[i], cal_l[i], threshold, anomalous, is_ready, top, expl_json, scored_at,
+            raw_l[i], tail_l[i], cal_l[i], threshold, anomalous, is_ready, top, expl_json,
+            *(defect if defect is not None else _NO_DEFECT), scored_at,
         ))
     return messages, rows

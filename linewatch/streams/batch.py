@@ -20,7 +20,7 @@ from linewatch.detectors.bundle import ModelBundle
 from linewatch.errors import DataError
 from linewatch.schemas.codec import decode_batch
 from linewatch.schemas.rows import DeadLetterRow, Row, ScoreRow, ShadowScoreRow
-from linewatch.schemas.score_encoder import EventRef, ScoreMessage, Verdicts, encode_scores
+from linewatch.schemas.score_encoder import Defect, EventRef, ScoreMessage, Verdicts, encode_scores
 from linewatch.storage.model_registry import is_shadow
 from linewatch.streams.messages import DeadLetters, RawMessage
 
@@ -69,6 +69,7 @@ class BatchResult:
         modality: str,
         bundle: ModelBundle,
         events: Sequence[EventRef],
+        defects: Sequence[Defect | None] | None = None,
         **verdicts: Unpack[Verdicts],
     ) -> None:
         """Add one model's verdicts on ``modality`` events as rows and messages (one encoder for all).
@@ -79,7 +80,8 @@ class BatchResult:
         """
         shadow = is_shadow(bundle)
         messages, rows = encode_scores(modality=modality, detector=bundle.detector_name, model_version=bundle.version,
-                                       threshold=bundle.threshold, events=events, shadow=shadow, **verdicts)
+                                       threshold=bundle.threshold, events=events, shadow=shadow, defects=defects,
+                                       **verdicts)
         flagged = int(np.count_nonzero(verdicts["is_anomaly"]))
         if shadow:
             self.shadow_messages += messages

@@ -38,7 +38,7 @@ import math
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,7 +50,7 @@ from linewatch.schemas.codec import decode_signal
 from linewatch.schemas.event_time import EventTimeWindow
 from linewatch.schemas.ids import event_id
 from linewatch.schemas.messages import Modality, SignalMeta
-from linewatch.schemas.score_encoder import EventRef, Explanation, explanation
+from linewatch.schemas.score_encoder import Defect, EventRef, Explanation, explanation
 from linewatch.schemas.signal_rows import SignalFeatureRow
 from linewatch.signals.framing import (
     DEFAULT_RETENTION_S,
@@ -66,6 +66,9 @@ from linewatch.signals.quality import QualityGate
 from linewatch.storage.model_registry import is_shadow
 from linewatch.streams.batch import BatchResult, ModelSource
 from linewatch.streams.messages import RawMessage
+
+if TYPE_CHECKING:
+    from linewatch.defects.stream import DefectLayer
 
 #: Signals carry no SKU; models are looked up for this one (a model registered for any SKU matches).
 SIGNALS_SKU = "default"
@@ -211,11 +214,13 @@ def role_version(bundle: ModelBundle) -> str:
 
 
 def score_signals_batch(messages: list[RawMessage], models: ModelSource,
-                        state: SignalsState | None = None, *, event_window: EventTimeWindow | None = None
-                        ) -> BatchResult:
+                        state: SignalsState | None = None, *, event_window: EventTimeWindow | None = None,
+                        defects: DefectLayer | None = None) -> BatchResult:
     """Everything the agent must persist and publish for one batch of raw ``signals`` messages.
 
     Windows starting outside ``event_window`` (default :class:`EventTimeWindow`) are dead letters.
+    With ``defects``, the asset's defect classifier names each frame's class on its scores (from the
+    frame's features, when the model's frame holds every feature the classifier reads).
     """
     state = state if state is not None else SignalsState()
     window, now = event_window or EventTimeWindow(), datetime.now(UTC)
@@ -259,7 +264,7 @@ def score_signals_batch(messages: list[RawMessage], models: ModelSource,
             frames, problems = state.frames.take(asset, key, columns, slots[asset])
             out.problems += problems
             if frames:
-                _score_frames(out, state, bundle, asset, frames, scored_at)
+                _score_frames(out, state, bundle, asset, frames, scored_at, defects)
         state.frames.prune(asset)
     return out
 
@@ -287,8 +292,23 @@ def _quality_notes(frame: SignalFrame) -> list[dict[str, float | str]]:
     return [{"name": n, "value": 0.0, "share": 0.0} for n in notes]
 
 
+def _classify(defects: DefectLayer, bundle: ModelBundle, asset: str, frames: list[SignalFrame],
+              done: list[int]) -> list[Defect | None] | None:
+    """The asset's classifier on the usable frames, read from the model's frame columns (None: it cannot)."""
+    clf = defects.classifier_for(Modality.SIGNALS, asset, SIGNALS_SKU)
+    names = list(bundle.feature_names)
+    if clf is None or not done or not set(clf.feature_names) <= set(names):
+        return None
+    pick = [names.index(f) for f in clf.feature_names]
+    X = np.vstack([frames[i].values for i in done])[:, pick]
+    out: list[Defect | None] = [None] * len(frames)
+    for i, d in zip(done, defects.classify(clf, X, modality=Modality.SIGNALS, sku=SIGNALS_SKU), strict=True):
+        out[i] = d
+    return out
+
+
 def _score_frames(out: BatchResult, state: SignalsState, bundle: ModelBundle, asset: str,
-                  frames: list[SignalFrame], scored_at: datetime) -> None:
+                  frames: list[SignalFrame], scored_at: datetime, defects: DefectLayer | None = None) -> None:
     """Score rows and ``scores`` messages for one asset's frames of one model, in slot order."""
     n = len(frames)
     raw, tail, cal = np.zeros(n), np.ones(n), np.zeros(n)
@@ -312,6 +332,7 @@ def _score_frames(out: BatchResult, state: SignalsState, bundle: ModelBundle, as
     out.counts["suppressed"] += int(n - usable.sum())
     events = [EventRef(event_id("signal_frame", asset, f.ts.isoformat()), asset, SIGNALS_SKU, None, f.ts,
                        f.machine_state) for f in frames]
+    classes = _classify(defects, bundle, asset, frames, done) if defects is not None else None
     out.add_scores(Modality.SIGNALS, bundle, events, raw=raw, tail=tail, calibrated=cal, is_anomaly=flags & ready,
                    ready=ready, explanations=[_quality_notes(f) + expl[i] for i, f in enumerate(frames)],
-                   scored_at=scored_at)
+                   scored_at=scored_at, defects=classes)

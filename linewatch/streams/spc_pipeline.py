@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,11 +29,14 @@ from linewatch.errors import DataError
 from linewatch.schemas.event_time import EventTimeWindow
 from linewatch.schemas.messages import Modality, SpcRecord
 from linewatch.schemas.rows import SpcMeasurementRow
-from linewatch.schemas.score_encoder import EventRef, Explanation, explanation
+from linewatch.schemas.score_encoder import Defect, EventRef, Explanation, explanation
 from linewatch.storage.model_registry import is_shadow
 from linewatch.streams.batch import BatchResult, ModelSource
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.spc_notes import context_columns, coverage_of, rule_monitor_for, rule_notes, unseen_notes
+
+if TYPE_CHECKING:
+    from linewatch.defects.stream import DefectLayer
 
 
 class StreamStates:
@@ -81,14 +85,15 @@ class StreamStates:
 
 
 def score_spc_batch(messages: list[RawMessage], models: ModelSource,
-                    streams: StreamStates | None = None, *, event_window: EventTimeWindow | None = None
-                    ) -> BatchResult:
+                    streams: StreamStates | None = None, *, event_window: EventTimeWindow | None = None,
+                    defects: DefectLayer | None = None) -> BatchResult:
     """Everything the agent must persist and publish for one batch of raw ``spc`` messages.
 
     Every active detector for a record's scope scores it, so one part can get a Hotelling T²
     verdict and an EWMA verdict side by side. Stateful detectors score each asset's records in
     arrival order, continuing that asset's chart from the previous batch (``streams``). Records
-    stamped outside ``event_window`` (default :class:`EventTimeWindow`) are dead letters.
+    stamped outside ``event_window`` (default :class:`EventTimeWindow`) are dead letters. With
+    ``defects``, a scope's defect classifier names each record's class on all its scores.
     """
     streams = streams if streams is not None else StreamStates()
     window, now = event_window or EventTimeWindow(), datetime.now(UTC)
@@ -115,6 +120,8 @@ def score_spc_batch(messages: list[RawMessage], models: ModelSource,
 
     refs = {id(rec): EventRef(rec.event_id, rec.asset_id, rec.sku, rec.part_id, rec.ts, rec.machine_state)
             for rec in accepted}
+    classes = (dict(zip((id(r) for r in accepted), defects.classify_records(
+        Modality.SPC, [(r.asset_id, r.sku, r.values) for r in accepted]), strict=True)) if defects else {})
     scored_at = datetime.now(UTC)
     for bundle, recs in groups.values():
         by_asset: dict[str, list[int]] = {}  # asset -> its records' positions in ``recs``, in arrival order
@@ -127,7 +134,8 @@ def score_spc_batch(messages: list[RawMessage], models: ModelSource,
         else:
             parts = [(list(range(len(recs))), bundle.score(X))]
         for idx, result in parts:
-            _add_scores(out, bundle, [refs[id(recs[i])] for i in idx], result, scored_at, [notes[i] for i in idx])
+            _add_scores(out, bundle, [refs[id(recs[i])] for i in idx], result, scored_at, [notes[i] for i in idx],
+                        [classes.get(id(recs[i])) for i in idx] if classes else None)
     measurements = out.tables[SpcMeasurementRow]
     for rec in accepted:
         _add_measurements(measurements, rec, refs[id(rec)].event_id)
@@ -171,10 +179,10 @@ def _notes(out: BatchResult, bundle: ModelBundle, recs: list[SpcRecord], X: np.n
 
 
 def _add_scores(out: BatchResult, bundle: ModelBundle, events: Sequence[EventRef], r: BundleScores,
-                scored_at: datetime, notes: list[Explanation]) -> None:
+                scored_at: datetime, notes: list[Explanation], classes: list[Defect | None] | None) -> None:
     expl: list[Explanation] | None = (explanation(r.contributions, r.feature_names) if r.contributions is not None
                                       else None)
     if any(notes):
         expl = [e + n for e, n in zip(expl or [[] for _ in notes], notes, strict=True)]
     out.add_scores(Modality.SPC, bundle, events, raw=r.raw, tail=r.tail_probability, calibrated=r.calibrated,
-                   is_anomaly=r.is_anomaly, ready=True, explanations=expl, scored_at=scored_at)
+                   is_anomaly=r.is_anomaly, ready=True, explanations=expl, scored_at=scored_at, defects=classes)

@@ -130,3 +130,30 @@ def test_the_fused_false_alarm_rate_holds_on_normal_autocorrelated_scores(phi: f
     opened = sum(a.message.state == "open" for a in out.alerts)
     # 15,000 parts at one part per 10 s are ~1.7 plant days: at most one false alert per day
     assert opened <= 1, opened
+
+
+def test_an_alert_carries_the_class_its_scores_recognised_and_its_route() -> None:
+    from linewatch.schemas.messages import DefectVerdict
+
+    rng = np.random.default_rng(7)
+    n = 120
+    tails = {"frames": rng.uniform(size=n)}
+    tails["frames"][50:60] = 1e-6
+    scores = plant_scores("cell-9", tails)
+    labelled = []
+    for i, s in enumerate(scores):
+        if 50 <= i < 60:  # the classifier saw mostly scratches, one unsure dent, and once nothing it knew
+            name, p, route = ("dent", 0.55, "scrap") if i == 52 else ("unknown", 0.4, None) if i == 53 else (
+                "scratch", 0.9, "rework")
+            s = s.model_copy(update={"defect": DefectVerdict(defect_class=name, confidence=p, route=route,
+                                                             classifier_version="c1")})
+        labelled.append(s)
+    _, out = _run(labelled)
+    opened = [a for a in out.alerts if a.message.state == "open"]
+    assert len(opened) == 1
+    message = opened[0].message
+    assert (message.defect_class, message.defect_route.value) == ("scratch", "rework")
+    assert opened[0].row()[-2:] == ("scratch", "rework")
+    _, plain = _run(scores)  # no classifier: the alert is unclassified, nothing else changes
+    first = next(a.message for a in plain.alerts if a.message.state == "open")
+    assert first.defect_class is None and first.alert_id == message.alert_id

@@ -57,7 +57,7 @@ def _store_period(conn: psycopg.Connection, bundle: ModelBundle, asset: str, X: 
                          for c, v in zip(CHARS, row, strict=True)]
         scores.append((ts, eid, "spc", asset, "sku", f"P{i}", bundle.detector_name, bundle.version,
                        float(out.raw[i]), float(out.tail_probability[i]), float(out.calibrated[i]),
-                       bundle.threshold, bool(out.is_anomaly[i]), True, None, "[]", ts))
+                       bundle.threshold, bool(out.is_anomaly[i]), True, None, "[]", None, None, None, None, ts))
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO spc_measurements (ts, event_id, asset_id, sku, part_id, shift, characteristic, "
                         "value, lsl, usl, target) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
@@ -169,7 +169,8 @@ def test_signal_features_feed_input_drift_per_sensor_feature(database_url, tmp_p
                          None, json.dumps({"mean": -999.0}), ["stuck"]))
         scores.append((ts, event_id("signals", asset, ts.isoformat()), "signals", asset, "default", None,
                        bundle.detector_name, bundle.version, float(out.raw[i]), float(out.tail_probability[i]),
-                       float(out.calibrated[i]), bundle.threshold, bool(out.is_anomaly[i]), True, None, "[]", ts))
+                       float(out.calibrated[i]), bundle.threshold, bool(out.is_anomaly[i]), True, None, "[]",
+                       None, None, None, None, ts))
     with psycopg.connect(database_url) as conn:
         save_and_register(conn, bundle, model_dir=tmp_path / "models")
         with conn.cursor() as cur:

@@ -221,3 +221,23 @@ def test_large_jpeg_is_decoded_reduced_and_located_in_frame_pixels(models, test_
     x0, y0, x1, y1 = (int(v) for v in out.scores[0][14].removeprefix("region ").replace("-", ",").split(","))
     assert x0 <= 160 < x1 and y0 <= 80 < y1 and x1 <= 256 and y1 <= 256
     assert out.tables[FrameHeatmapRow][0][8:10] == (256, 256)
+
+
+def test_alarm_frames_keep_their_pooled_features_and_a_sample_of_the_rest(models, test_frames):
+    from linewatch.schemas.frame_rows import FrameFeatureRow
+    from linewatch.streams.frames_pipeline import keeps_features
+
+    frames = [frame(img, i) for i, img in enumerate(test_frames)]
+    out = score_frames_batch(msgs([encode_frame(f, "raw") for f in frames]), models)
+    flagged = {r[1]: r[12] for r in out.scores}
+    kept = {r[1]: r for r in out.tables[FrameFeatureRow]}
+    assert set(kept) == {e for e, a in flagged.items() if keeps_features(e, a)}
+    assert all(flagged[e] for e in kept if e.int % 20)  # apart from the sample, only alarms
+    assert len(kept) >= 4  # the four frames with the square
+    model = models.models_for("frames", "a1", SKU, "cam-1")[0]
+    pooled = model.detector.pooled_features(test_frames)
+    by_event = {r[1]: i for i, r in enumerate(out.scores)}
+    for eid, row in kept.items():
+        assert row[7] == flagged[eid] and len(row[8]) == 2 * model.detector.feature_dim_
+        np.testing.assert_allclose(row[8], pooled[by_event[eid]], rtol=1e-5, atol=1e-6)
+    assert all(r[-5] is None for r in out.scores)  # no classifier for this scope: no defect class

@@ -1,0 +1,133 @@
+"""The label store: confirmed, classified events with the features the anomaly models computed for them.
+
+The views in ``sql/190_defects.sql`` say which events are labelled (``defect_labels``: the latest
+disposition of each alert or event, followed to its events, the class normalised) and how many
+each class has (``defect_label_counts``). This module turns them into a training matrix:
+
+- frames: the pooled patch features the image model stored in ``frame_features``;
+- SPC: the part's characteristics (``spc_measurements``), the ones every labelled part has;
+- signals: the asset's window features at the event's time (``signal_features``), likewise.
+
+Good parts come from dispositions that said "not a defect" (false alarm, acceptable variation)
+and, so that a classifier also learns what an ordinary part looks like, from stored events the
+anomaly layer did not flag (newest first, as many as the largest defect class has).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import psycopg
+
+from linewatch.errors import ConfigError
+from linewatch.schemas.messages import GOOD_CLASS
+from linewatch.storage.connection import connect
+
+MODALITIES = ("frames", "spc", "signals")
+#: Confirmed examples (with stored features) a class needs before `linewatch train defects` trusts it.
+MIN_EXAMPLES = 20
+
+
+@dataclass
+class TrainingSet:
+    """What ``linewatch train defects --from-labels`` trains on: one row per confirmed (or sampled good) event."""
+
+    X: np.ndarray
+    y: list[str]
+    feature_names: list[str]
+    sku: str | None
+    modality: str
+    event_ids: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        names, n = np.unique(np.asarray(self.y, dtype=object), return_counts=True)
+        return {str(k): int(v) for k, v in zip(names, n, strict=True)}
+
+
+def class_counts(conn: psycopg.Connection, *, sku: str | None = None) -> list[dict]:
+    """``defect_label_counts`` rows (sku, modality, class, examples, with_features, ready, last_confirmed)."""
+    cur = conn.execute("SELECT sku, modality, class, examples, with_features, ready, last_confirmed "
+                       "FROM defect_label_counts WHERE %(sku)s::text IS NULL OR sku = %(sku)s "
+                       "ORDER BY sku, modality, class = 'good', class", {"sku": sku})
+    names = [d.name for d in cur.description or ()]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def training_set(database_url: str, *, modality: str, sku: str | None = None) -> TrainingSet:
+    """The labelled events of ``modality`` (and ``sku``) as a feature matrix, plus sampled good events."""
+    if modality not in MODALITIES:
+        raise ConfigError(f"modality {modality!r}; use one of {', '.join(MODALITIES)}")
+    with connect(database_url) as conn:
+        labels = conn.execute(
+            "SELECT event_id, ts, asset_id, sku, class FROM defect_labels "
+            "WHERE modality = %s AND (%s::text IS NULL OR sku = %s) AND has_features ORDER BY ts, event_id",
+            (modality, sku, sku)).fetchall()
+        defects = [r for r in labels if r[4] != GOOD_CLASS]
+        if not defects:
+            raise ConfigError(
+                f"no confirmed {modality} defects with a class{f' for SKU {sku}' if sku else ''} and stored features; "
+                "confirm some with `linewatch disposition ALERT_ID --label true_defect --class NAME`, "
+                "and see what is there with `linewatch labels`")
+        largest = max(np.unique([r[4] for r in defects], return_counts=True)[1])
+        skus = sorted({r[3] for r in labels})
+        labelled_ids = {r[0] for r in labels}
+        normal = [r for r in _unflagged(conn, modality, skus, int(largest)) if r[0] not in labelled_ids]
+        rows = [*labels, *[(*r, GOOD_CLASS) for r in normal]]
+        names, X = _features(conn, modality, rows)
+    keep = ~np.isnan(X).any(axis=1) if X.size else np.zeros(len(rows), dtype=bool)
+    return TrainingSet(X=X[keep], y=[str(r[4]) for r, k in zip(rows, keep, strict=True) if k], feature_names=names,
+                       sku=sku, modality=modality,
+                       event_ids=[str(r[0]) for r, k in zip(rows, keep, strict=True) if k])
+
+
+def _unflagged(conn: psycopg.Connection, modality: str, skus: list[str], n: int) -> list[tuple]:
+    """The newest ``n`` stored events per SKU that no detector flagged, with their features stored."""
+    if modality == "frames":
+        query = """SELECT event_id, ts, asset_id, sku FROM (
+                       SELECT f.*, row_number() OVER (PARTITION BY sku ORDER BY ts DESC, event_id) AS k
+                       FROM frame_features f WHERE sku = ANY(%(skus)s) AND NOT is_anomaly) x
+                   WHERE k <= %(n)s ORDER BY ts, event_id"""
+    else:
+        query = """SELECT event_id, ts, asset_id, sku FROM (
+                       SELECT event_id, ts, min(asset_id) AS asset_id, min(sku) AS sku,
+                              row_number() OVER (PARTITION BY min(sku) ORDER BY ts DESC, event_id) AS k
+                       FROM scores WHERE modality = %(modality)s AND sku = ANY(%(skus)s)
+                       GROUP BY ts, event_id HAVING NOT bool_or(is_anomaly)) x
+                   WHERE k <= %(n)s ORDER BY ts, event_id"""
+    return conn.execute(query, {"skus": skus, "n": n, "modality": modality}).fetchall()
+
+
+def _features(conn: psycopg.Connection, modality: str, rows: list[tuple]) -> tuple[list[str], np.ndarray]:
+    """Feature names and a ``(len(rows), d)`` matrix in ``rows`` order (NaN where an event lacks one)."""
+    ids = [r[0] for r in rows]
+    if modality == "frames":
+        found = dict(conn.execute("SELECT event_id, features FROM frame_features WHERE event_id = ANY(%s)", (ids,)))
+        widths = {len(v) for v in found.values()}
+        if len(widths) > 1:
+            raise ConfigError(f"stored frame features have {len(widths)} widths {sorted(widths)} (more than one image "
+                              "model); train per SKU with --sku")
+        width = widths.pop() if widths else 0
+        X = np.full((len(rows), width), np.nan)
+        for i, eid in enumerate(ids):
+            if eid in found:
+                X[i] = found[eid]
+        return [f"pooled_{j}" for j in range(width)], X
+    if modality == "spc":
+        values = conn.execute("SELECT event_id, characteristic, value FROM spc_measurements "
+                              "WHERE event_id = ANY(%s)", (ids,)).fetchall()
+    else:
+        values = conn.execute(
+            """SELECT e.event_id, f.sensor || '.' || kv.key, (kv.value #>> '{}')::double precision
+               FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[]) AS e(event_id, asset_id, ts)
+               JOIN signal_features f ON f.asset_id = e.asset_id AND f.ts = e.ts
+               CROSS JOIN LATERAL jsonb_each(f.features) AS kv
+               WHERE jsonb_typeof(kv.value) = 'number'""",
+            (ids, [r[2] for r in rows], [r[1] for r in rows])).fetchall()
+    by_event: dict[object, dict[str, float]] = {}
+    for eid, name, value in values:
+        by_event.setdefault(eid, {})[name] = value
+    present = [set(found) for found in by_event.values()]  # events with none are dropped by the caller
+    names = sorted(set.intersection(*present)) if present else []
+    X = np.array([[by_event.get(eid, {}).get(n, np.nan) for n in names] for eid in ids], dtype=np.float64)
+    return names, X.reshape(len(rows), len(names))
