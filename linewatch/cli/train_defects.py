@@ -323,7 +323,13 @@ def _tables(report: dict[str, Any], points: list[dict[str, Any]]) -> list[Any]:
         confusion.add_column(escape(c), justify="right")
     for c in classes:
         confusion.add_row(escape(c), *(str(report["confusion"][c][p]) for p in [*classes, "unknown"]))
-    tables = [per_class, confusion]
+    points_table = Table(title="other operating points (out of fold): precision asked, threshold, parts classified")
+    for column in ("target precision", "unknown below", "classified", "precision"):
+        points_table.add_column(column, justify="right")
+    for op in report["operating_points"]:
+        threshold = f"{op['unknown_below']:.3g}" if op["reached"] else "not reached"
+        points_table.add_row(f"{op['target_precision']:g}", threshold, f"{op['coverage']:.1%}", fmt(op["precision"]))
+    tables = [per_class, confusion, points_table]
     if points:
         lc = Table(title="learning curve: cross-validated F1 (every part gets its most probable class)")
         lc.add_column("examples per class", justify="right")

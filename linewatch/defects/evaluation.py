@@ -36,6 +36,8 @@ DEFAULT_FOLDS = 5
 CURVE_SIZES: tuple[int | None, ...] = (5, 10, 20, 50, None)
 #: Subsamples averaged at each size below "all" (the subsample, not the folds, is what varies most).
 CURVE_REPEATS = 3
+#: Target precisions whose threshold and coverage every report lists (beside the one chosen).
+OPERATING_PRECISIONS = (0.8, 0.9, 0.95, 0.99)
 #: Confidence bins of the expected calibration error.
 CALIBRATION_BINS = 10
 #: What an accepted-nothing threshold is: just above any probability, so every prediction is unknown.
@@ -106,6 +108,23 @@ def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = C
     conf_sum = np.bincount(which, weights=confidence, minlength=bins)
     right = np.bincount(which, weights=correct.astype(np.float64), minlength=bins)
     return round(float(np.abs(conf_sum - right).sum() / len(confidence)), 4)
+
+
+def operating_points(confidence: np.ndarray, correct: np.ndarray,
+                     targets: Sequence[float] = OPERATING_PRECISIONS) -> list[dict[str, Any]]:
+    """What each target precision would cost: its threshold, the share of parts it classifies, its precision.
+
+    Out of fold, like the chosen threshold, so an engineer can pick another ``--target-precision``
+    without retraining blind.
+    """
+    points = []
+    for target in targets:
+        threshold, reached = choose_unknown_below(confidence, correct, target)
+        accepted = confidence >= threshold
+        points.append({"target_precision": target, "unknown_below": round(threshold, 4), "reached": reached,
+                       "coverage": round(float(accepted.mean()), 4) if len(confidence) else 0.0,
+                       "precision": round(float(correct[accepted].mean()), 4) if accepted.any() else None})
+    return points
 
 
 def predictions(proba: np.ndarray, unknown_below: float) -> tuple[np.ndarray, np.ndarray]:

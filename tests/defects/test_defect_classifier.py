@@ -54,6 +54,10 @@ def test_overlapping_classes_give_lower_figures_and_unknowns_that_buy_precision(
     assert report["target_reached"] and report["accepted_precision"] >= 0.9
     assert 0.05 < report["unknown_rate"] < 0.95
     assert report["accepted_precision"] > forced["accuracy"]
+    ops = {op["target_precision"]: op for op in report["operating_points"]}
+    assert ops[0.9]["unknown_below"] == pytest.approx(clf.unknown_below, abs=1e-4)
+    assert ops[0.8]["coverage"] >= ops[0.9]["coverage"] >= ops[0.99]["coverage"]
+    assert ops[0.9]["coverage"] == pytest.approx(1 - report["unknown_rate"], abs=1e-3)
     labels, confidence = clf.predict(X)
     unknown = labels == UNKNOWN
     assert unknown.any() and (confidence[unknown] < clf.unknown_below).all()
