@@ -245,11 +245,11 @@ def _fit_feature_model(folder: Path, *, sku: str | None, camera: str | None, pre
     """Fit a PatchCore on ``folder``; registered as the SKU's image model when the classifier will be."""
     from linewatch.backtest.images import check_calibration_budget, load_frame
     from linewatch.cli.common import stage_progress
-    from linewatch.cli.train import _training_files
+    from linewatch.defects.datasets import good_images
     from linewatch.detectors.bundle import ANY, Scope
     from linewatch.detectors.patchcore import PatchCore
 
-    files = _training_files(folder)
+    files = good_images(folder)
     if register:
         check_calibration_budget(len(files), None, target_far, "auto")  # before reading a single frame
     params = {"preset": preset, "image_size": image_size}

@@ -40,8 +40,8 @@ from linewatch.defects.classifier import GOOD
 from linewatch.errors import ConfigError, DataError
 from linewatch.loaders import NORMAL_LABELS, load_csv, load_parquet
 
-__all__ = ["CLASS_COLUMNS", "TrainingSet", "class_folders", "image_features", "image_training_set",
-           "is_image_folder", "pooled_feature_names", "table_training_set"]
+__all__ = ["CLASS_COLUMNS", "TrainingSet", "class_folders", "good_images", "good_training_folder", "image_features",
+           "image_training_set", "pooled_feature_names", "table_training_set"]
 
 #: Class columns looked for, in order, when none is named.
 CLASS_COLUMNS = ("class", "defect_class")
@@ -73,11 +73,6 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def is_image_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder of class folders (or an MVTec-layout set) rather than a table file."""
-    return Path(path).is_dir()
-
-
 def class_folders(root: Path) -> list[tuple[Path, str]]:
     """``(file, class)`` of every image: ``root/test/<class>/`` for an MVTec-layout set, else ``root/<class>/``."""
     root = Path(root)
@@ -95,6 +90,18 @@ def good_training_folder(root: Path) -> Path | None:
     """``train/good/`` of an MVTec-layout set: what to fit an anomaly model on when none exists."""
     folder = Path(root) / "train" / GOOD
     return folder if folder.is_dir() and _images(folder) else None
+
+
+def good_images(folder: Path) -> list[Path]:
+    """The good images to fit an anomaly model on: ``folder/train/good/`` of an MVTec-layout set, or ``folder``."""
+    folder = Path(folder)
+    folder = folder / "train" / GOOD if (folder / "train" / GOOD).is_dir() else folder
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder; --fit-on takes a folder of good images")
+    files = _images(folder)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder} to fit an image model on")
+    return files
 
 
 def pooled_feature_names(feature_dim: int) -> list[str]:
