@@ -131,3 +131,34 @@ def test_a_csv_with_a_class_column_trains_an_spc_classifier(database_url, tmp_pa
     missing = CliRunner().invoke(app, ["train", "defects", "--data", str(nameless), "--no-register"],
                                  env=_env(database_url, tmp_path))
     assert missing.exit_code != 0 and "--class-column" in str(missing.exception)
+
+
+def test_from_labels_trains_on_the_confirmed_dispositions(database_url, tmp_path):
+    from linewatch.simulation.confirmations import confirm_flagged
+    from tests.defects.test_label_store import _frames
+
+    sku = f"lbl-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url) as conn:
+        truth = _frames(conn, sku, ["scratch"] * 22 + ["spot"] * 21 + [GOOD] * 3)
+        confirm_flagged(conn, truth)
+        _frames(conn, sku, [GOOD] * 30, flagged=False, start=100)
+    out = tmp_path / "labels.json"
+    try:
+        result = CliRunner().invoke(app, ["train", "defects", "--from-labels", "--modality", "frames", "--sku", sku,
+                                          "--no-curve", "--json", str(out)], env=_env(database_url, tmp_path))
+        assert result.exit_code == 0, result.output
+        figures = json.loads(out.read_text())
+        assert {c: v["n"] for c, v in figures["per_class"].items()} == {"scratch": 22, "spot": 21, GOOD: 25}
+        assert figures["forced"]["macro_f1"] > 0.9 and figures["features_from"] == {"source": "label store"}
+        with psycopg.connect(database_url) as conn:
+            model_id = conn.execute("SELECT model_id FROM model_versions WHERE version = %s",
+                                    (figures["model_version"],)).fetchone()[0]
+        assert model_id == f"frames:*:{sku}:{DETECTOR}"
+        needs = CliRunner().invoke(app, ["train", "defects", "--from-labels", "--sku", sku],
+                                   env=_env(database_url, tmp_path))
+        assert needs.exit_code != 0 and "--modality" in str(needs.exception)
+    finally:
+        with psycopg.connect(database_url) as conn:
+            conn.execute("DELETE FROM dispositions WHERE event_id = ANY(%s)", (list(truth),))
+            for table in ("scores", "frame_features"):
+                conn.execute(f"DELETE FROM {table} WHERE sku = %s", (sku,))
