@@ -105,8 +105,12 @@ def good_images(folder: Path) -> list[Path]:
 
 
 def pooled_feature_names(feature_dim: int) -> list[str]:
-    """Names of the pooled patch features: ``patch_mean.i`` (whole frame) then ``patch_worst.i`` (worst patches)."""
-    return [f"patch_mean.{i}" for i in range(feature_dim)] + [f"patch_worst.{i}" for i in range(feature_dim)]
+    """``pooled_0`` .. ``pooled_{2D-1}``: the whole frame's mean patch feature (first D), then the worst patches'.
+
+    The label store names the stored pooled vectors the same way, so a classifier trained on a
+    folder and one trained on confirmed dispositions read the same features under the same names.
+    """
+    return [f"pooled_{j}" for j in range(2 * feature_dim)]
 
 
 def image_features(files: Sequence[Path], model: Any, *, progress: Callable[[int, int], None] | None = None

@@ -136,4 +136,4 @@ def test_learning_curve_subsamples_per_class_and_rises_with_examples():
     assert points[-1]["n_per_class"] == {"dent": 60, GOOD: 60, "scratch": 60} and points[-1]["repeats"] == 1
     assert points[-1]["macro_f1"] > points[0]["macro_f1"]
     assert set(points[1]["per_class_f1"]) == {"dent", GOOD, "scratch"}
-    assert learning_curve(X, y, names, sizes=(5, 20, None), seed=0, folds=3) == points
+    assert learning_curve(X, y, names, sizes=(5,), seed=0, folds=3) == points[:1]  # seeded: the same subsamples
