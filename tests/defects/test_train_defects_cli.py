@@ -81,6 +81,15 @@ def test_an_image_folder_trains_registers_and_reads_through_the_skus_model(datab
     assert second.exit_code == 0, second.output
     assert f"registry's champion for SKU {sku} ({rows['patchcore']})" in " ".join(second.output.split())
     assert "not registered" in second.output
+    with psycopg.connect(database_url) as conn:
+        (saved,) = conn.execute("SELECT artifact_path FROM model_versions WHERE scope_sku = %s AND detector = "
+                                "'patchcore'", (sku,)).fetchone()
+    from_dir = runner.invoke(app, ["train", "defects", "--data", str(data), "--from-model", saved, "--no-register",
+                                   "--no-curve", "--json", str(out)], env=_env(database_url, tmp_path))
+    assert from_dir.exit_code == 0, from_dir.output
+    again = json.loads(out.read_text())
+    assert again["features_from"]["version"] == rows["patchcore"]
+    assert again["forced"] == figures["forced"]  # the same model, the same features, the same figures
     refused = runner.invoke(app, ["train", "defects", "--data", str(data), "--sku", sku, "--fit-on",
                                   str(data / "train" / "good")], env=_env(database_url, tmp_path))
     assert refused.exit_code != 0 and "drop --fit-on" in str(refused.exception)
