@@ -97,7 +97,6 @@ def train_defects_cmd(
     from linewatch.defects.estimator import check_calibration
 
     check_calibration(calibration)  # before any image is read
-
     if (data is None) == (not from_labels):
         raise ConfigError("choose exactly one source: --data DIR|FILE or --from-labels")
     if modality is not None and modality not in MODALITIES:
