@@ -124,3 +124,23 @@ def test_anomaly_model_caches_and_listings_keep_classifiers_apart(database_url, 
                                env={"LINEWATCH_DATABASE_URL": database_url, "LINEWATCH_DATA_DIR": str(tmp_path),
                                     "COLUMNS": "250"})
     assert f"unknown < {first.unknown_below:.3g}" in table.stdout
+
+
+def test_the_stream_layer_classifies_records_with_the_cached_classifier(database_url, classifiers, tmp_path):
+    from linewatch.defects.stream import DefectLayer
+    from linewatch.schemas.messages import GOOD_CLASS, UNKNOWN_CLASS
+
+    first, _ = classifiers
+    assert (GOOD, "unknown") == (GOOD_CLASS, UNKNOWN_CLASS)  # the classifier's outcomes are the schema's
+    asset = f"lathe-{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(database_url) as conn:
+        register_classifier(conn, first, modality="spc", scope=Scope(asset=asset), model_dir=tmp_path)
+    cache = ClassifierCache(database_url, cache_dir=tmp_path / "cache")
+    cache.refresh(force=True)
+    layer = DefectLayer(classifiers=cache)
+    burr, good = {"a": 4.0, "b": 4.0, "c": 4.0}, {"a": 0.0, "b": 0.0, "c": 0.0}
+    out = layer.classify_records("spc", [(asset, "*", burr), (asset, "*", good), (asset, "*", {"a": 4.0}),
+                                         ("elsewhere", "*", burr)])
+    assert out[0].defect_class == "burr" and out[0].classifier_version == first.version and out[0].route is not None
+    assert out[1].defect_class == GOOD and out[1].route is None
+    assert out[2] is None and out[3] is None  # a missing characteristic; an asset without a classifier
