@@ -29,7 +29,7 @@ import psycopg
 
 from linewatch.defects.classifier import MIN_EXAMPLES, DefectClassifier
 from linewatch.detectors.bundle import ANY, ModelBundle, Scope
-from linewatch.errors import LinewatchError
+from linewatch.errors import ConfigError, LinewatchError
 from linewatch.schemas.messages import Modality
 from linewatch.storage.artifacts import ArtifactCache, pack_directory, read_artifact, store_artifact
 from linewatch.storage.connection import connect
@@ -52,7 +52,7 @@ def register_classifier(conn: psycopg.Connection, clf: DefectClassifier, *, moda
     ``shadow=True`` the version waits for ``linewatch models promote`` before a worker uses it.
     """
     if modality not in MODALITIES:
-        raise LinewatchError(f"modality {modality!r}; a classifier is for one of {', '.join(MODALITIES)}")
+        raise ConfigError(f"modality {modality!r}; a classifier is for one of {', '.join(MODALITIES)}")
     model_id = model_id_for(modality, DETECTOR, scope)
     path = (Path(model_dir) / model_id.replace(":", "__").replace("*", "any") / clf.version).resolve()
     clf.save(path)
