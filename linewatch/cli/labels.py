@@ -33,7 +33,8 @@ def labels_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from linewatch.defects.label_store import MIN_EXAMPLES, class_counts
+    from linewatch.defects.classifier import MIN_EXAMPLES
+    from linewatch.defects.label_store import class_counts
     from linewatch.embedded.stack import Stack
     from linewatch.storage.connection import connect
     from linewatch.storage.migrations import migrate

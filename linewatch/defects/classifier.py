@@ -50,12 +50,13 @@ from linewatch.defects.evaluation import (
     predictions,
 )
 from linewatch.errors import ConfigError, DataError
+from linewatch.schemas.messages import GOOD_CLASS
 
 __all__ = ["GOOD", "MIN_EXAMPLES", "UNKNOWN", "DefectClassifier", "learning_curve", "train_classifier"]
 
 #: The class of normal parts; training sets should include it, so that a normal part the classifier
 #: sees (one below the anomaly threshold) is called good, not the nearest defect.
-GOOD = "good"
+GOOD = GOOD_CLASS
 #: Confirmed examples a class needs to be "ready to train": below it a class is trained but the
 #: report warns, because its figures rest on too few held-out examples. A floor, not a promise:
 #: on the evaluation sets (docs/defects.md) 20 per class reached macro F1 0.84 of 0.87 on MVTec

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from linewatch.defects.estimator import fit_estimator, probabilities
+from linewatch.schemas.messages import UNKNOWN_CLASS
 
 #: Cross-validation folds unless the caller asks for others (fewer when a class is smaller).
 DEFAULT_FOLDS = 5
@@ -42,7 +43,7 @@ OPERATING_PRECISIONS = (0.8, 0.9, 0.95, 0.99)
 CALIBRATION_BINS = 10
 #: What an accepted-nothing threshold is: just above any probability, so every prediction is unknown.
 ACCEPT_NOTHING = float(np.nextafter(1.0, 2.0))
-UNKNOWN = "unknown"
+UNKNOWN = UNKNOWN_CLASS
 
 #: ``(stage, done, total)``, as the image pipeline's progress callbacks.
 Progress = Callable[[str, int, int], None]

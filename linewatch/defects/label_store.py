@@ -25,8 +25,6 @@ from linewatch.schemas.messages import GOOD_CLASS
 from linewatch.storage.connection import connect
 
 MODALITIES = ("frames", "spc", "signals")
-#: Confirmed examples (with stored features) a class needs before `linewatch train defects` trusts it.
-MIN_EXAMPLES = 20
 
 
 @dataclass

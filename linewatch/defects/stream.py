@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,6 +23,7 @@ import numpy as np
 from linewatch.defects.catalogue import Routes
 from linewatch.schemas.messages import NOT_A_DEFECT
 from linewatch.schemas.score_encoder import Defect
+from linewatch.storage.connection import connect
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ class ClassifierSource(Protocol):
 
     def classifier_for(self, modality: str, asset: str, sku: str, camera: str = ...) -> Any: ...
 
+    def refresh(self) -> list[str]: ...
+
+    def loaded(self) -> dict[str, str]: ...
+
 
 @dataclass
 class DefectLayer:
@@ -48,6 +54,14 @@ class DefectLayer:
     routes_s: float = 60.0
     _routes: Routes | None = field(default=None, repr=False)
     _routes_at: float = field(default=-1e18, repr=False)
+
+    def refresh(self) -> list[str]:
+        """Load newer classifier versions when it is time (the pipelines call this once per batch)."""
+        return self.classifiers.refresh()
+
+    def loaded(self) -> dict[str, str]:
+        """``model_id -> version`` of the classifiers in memory (health reports, replay run records)."""
+        return self.classifiers.loaded()
 
     def classifier_for(self, modality: str, asset: str, sku: str, camera: str = "*") -> Classifier | None:
         return self.classifiers.classifier_for(modality, asset, sku, camera)
@@ -84,3 +98,15 @@ class DefectLayer:
             for i, d in zip(idx, self.classify(clf, X, modality=modality, sku=sku), strict=True):
                 out[i] = d
         return out
+
+
+def defect_layer(database_url: str, *, refresh_s: float, cache_dir: Path | None = None) -> DefectLayer:
+    """The layer a worker (or a replay) runs: the registry's classifiers and the database's class routes."""
+    from linewatch.defects.registry import ClassifierCache
+
+    def routes() -> Routes:
+        with connect(database_url) as conn:
+            return Routes.load(conn)
+
+    return DefectLayer(ClassifierCache(database_url, refresh_s=refresh_s, cache_dir=cache_dir), load_routes=routes,
+                       routes_s=max(refresh_s, 10.0))

@@ -21,6 +21,7 @@ import numpy as np
 
 from linewatch.backtest.labels import load_windows, split_until
 from linewatch.config import Settings
+from linewatch.defects.stream import defect_layer
 from linewatch.detectors.bundle import ModelBundle, Scope
 from linewatch.errors import ConfigError
 from linewatch.loaders import parse_times
@@ -224,7 +225,12 @@ def run_job(req: ReplayRequest, settings: Settings, *, database_url: str | None,
         if not len(cache):
             raise ConfigError("the registry has no active model; train one (`linewatch train`) or use --train-until")
     models = dict(cache.loaded()) | {f"{b.modality}:{b.detector_name} (fitted)": b.version for b in fitted}
-    pipeline = ReplayPipeline.from_settings(cache, settings)
+    defects = None
+    if req.train_until is None and database_url is not None:  # the registry's classifiers, as the worker runs them
+        defects = defect_layer(database_url, refresh_s=1e12, cache_dir=settings.model_cache_dir)
+        defects.refresh()
+        models |= {f"{m} (classifier)": v for m, v in defects.loaded().items()}
+    pipeline = ReplayPipeline.from_settings(cache, settings, defects=defects)
     store = ReplayStore(database_url, req.run_id) if (req.store and database_url) else None
     run_id = store.run_id if store else (req.run_id or uuid.uuid4())
     try:

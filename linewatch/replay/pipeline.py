@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from linewatch.config import Settings
+from linewatch.defects.stream import DefectLayer
 from linewatch.fusion.engine import FusionConfig
 from linewatch.schemas.event_time import EventTimeWindow
 from linewatch.schemas.topics import FRAMES, MACHINE_STATES, SCORES, SHADOW_SCORES, SIGNALS, SPC
@@ -60,8 +61,9 @@ class ReplayPipeline:
 
     def __init__(self, models: ModelSource, *, fusion: FusionConfig, envelope: BearingEnvelope | None = None,
                  sizes: ReplaySizes | None = None, heatmaps: str = HEATMAPS_ALARMS, scoring_threads: int = 1,
-                 max_future_s: float = 86_400.0) -> None:
+                 max_future_s: float = 86_400.0, defects: DefectLayer | None = None) -> None:
         self.models = models
+        self.defects = defects
         self.sizes = sizes or ReplaySizes()
         self.heatmaps = heatmaps
         self.spc_streams = StreamStates()
@@ -94,12 +96,14 @@ class ReplayPipeline:
             raise ValueError(f"cannot replay topic(s) {unknown}; replay reads "
                              f"{', '.join(INPUT_TOPICS + FUSION_TOPICS)}")
         self._batches(out, by_topic.get(SPC.name, []), self.sizes.spc,
-                      lambda b: score_spc_batch(b, self.models, self.spc_streams, event_window=self.window))
+                      lambda b: score_spc_batch(b, self.models, self.spc_streams, event_window=self.window,
+                                                defects=self.defects))
         self._batches(out, by_topic.get(SIGNALS.name, []), self.sizes.signals,
-                      lambda b: score_signals_batch(b, self.models, self.signals_state, event_window=self.window))
+                      lambda b: score_signals_batch(b, self.models, self.signals_state, event_window=self.window,
+                                                    defects=self.defects))
         self._batches(out, by_topic.get(FRAMES.name, []), self.sizes.frames,
                       lambda b: score_frames_batch(b, self.models, heatmaps=self.heatmaps, pool=self.pool,
-                                                   event_window=self.window))
+                                                   event_window=self.window, defects=self.defects))
         to_fuse = [m for t in FUSION_TOPICS for m in by_topic.get(t, [])]
         to_fuse += self._as_raw(SCORES.name, out.score_messages) + self._as_raw(SHADOW_SCORES.name, out.shadow_messages)
         if to_fuse:

@@ -70,11 +70,12 @@ class FramesRuntime(BatchRuntime):
 
     def score(self, messages: list[RawMessage]) -> BatchResult:
         return score_frames_batch(messages, self.models, heatmaps=self.heatmaps, pool=self.pool,
-                                  event_window=self.event_window)
+                                  event_window=self.event_window, defects=self.defects)
 
     def score_one(self, message: RawMessage) -> BatchResult:
         # One frame on this thread, without the scoring pool (the batch path uses it; this fallback never did).
-        return score_frames_batch([message], self.models, heatmaps=self.heatmaps, event_window=self.event_window)
+        return score_frames_batch([message], self.models, heatmaps=self.heatmaps, event_window=self.event_window,
+                                  defects=self.defects)
 
 
 def register_frames_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str,

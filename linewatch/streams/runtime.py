@@ -29,6 +29,7 @@ import faust
 import psycopg
 
 from linewatch.config import Settings
+from linewatch.defects.stream import defect_layer
 from linewatch.errors import DataError, InfrastructureError
 from linewatch.kafka import Publisher
 from linewatch.lifecycle import EXIT_INFRASTRUCTURE, READY_MESSAGE
@@ -112,6 +113,9 @@ class BatchRuntime(ABC):
     def __init__(self, *, settings: Settings, bootstrap: str, database_url: str, logger: logging.Logger) -> None:
         self.models = ModelCache(database_url=database_url, modalities=(self.modality,),
                                  refresh_s=settings.model_refresh_s, cache_dir=settings.model_cache_dir)
+        #: The Day-30 layer: the scopes' defect classifiers, consulted beside the anomaly models.
+        self.defects = defect_layer(database_url, refresh_s=settings.model_refresh_s,
+                                    cache_dir=settings.model_cache_dir)
         self.writer = BatchWriter(database_url, retry_delays=retry_schedule(settings.db_retry_total_s))
         self.publisher = Publisher(bootstrap, security=settings.kafka_client_config())
         self.stats = BatchStats()
@@ -138,6 +142,9 @@ class BatchRuntime(ABC):
         changed = self.models.refresh()
         if changed:
             self.log.warning("%s models loaded: %s", self.modality, ", ".join(changed))
+        classifiers = self.defects.refresh()
+        if classifiers:
+            self.log.warning("defect classifiers loaded: %s", ", ".join(classifiers))
         spans = spans_of(messages)
         # Durably marked in flight first: if this process dies while these offsets are being
         # processed, the next worker to take them knows, and looks for the message at fault.

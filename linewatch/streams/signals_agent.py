@@ -85,7 +85,8 @@ class SignalsRuntime(BatchRuntime):
         tmp.rename(self.state_dir)
 
     def score(self, messages: list[RawMessage]) -> BatchResult:
-        return score_signals_batch(messages, self.models, self.state, event_window=self.event_window)
+        return score_signals_batch(messages, self.models, self.state, event_window=self.event_window,
+                                   defects=self.defects)
 
     def extra_stats(self) -> str:
         c = self.state.frames.counters()

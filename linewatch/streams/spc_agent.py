@@ -49,7 +49,8 @@ class SpcRuntime(BatchRuntime):
         self.streams = StreamStates()
 
     def score(self, messages: list[RawMessage]) -> BatchResult:
-        return score_spc_batch(messages, self.models, self.streams, event_window=self.event_window)
+        return score_spc_batch(messages, self.models, self.streams, event_window=self.event_window,
+                               defects=self.defects)
 
 
 def register_spc_agent(app: faust.App, *, settings: Settings, bootstrap: str, database_url: str) -> Any:
