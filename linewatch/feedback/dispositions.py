@@ -39,7 +39,7 @@ WITH latest AS (
     FROM latest l JOIN scores s ON s.event_id = l.event_id
     WHERE l.alert_id IS NULL
 ), behind AS (
-    SELECT l.disposition_id, l.alert_id, l.verdict, l.defect_class, l.ts AS disposed_at, s.*
+    SELECT l.disposition_id, l.alert_id, l.verdict, l.defect_class AS disposed_class, l.ts AS disposed_at, s.*
     FROM refs
     JOIN latest l USING (disposition_id)
     JOIN scores s ON s.ts = refs.ts AND s.event_id = refs.event_id AND s.detector = refs.detector
@@ -85,7 +85,7 @@ def labelled_events(conn: psycopg.Connection, *, since: datetime | None = None,
     cur = conn.execute(
         _SCORES_BEHIND + """
         SELECT event_id, ts, asset_id, modality, min(part_id) AS part_id, min(sku) AS sku,
-               min(verdict) AS verdict, min(defect_class) AS defect_class, min(alert_id::text) AS alert_id,
+               min(verdict) AS verdict, min(disposed_class) AS defect_class, min(alert_id::text) AS alert_id,
                min(disposition_id::text) AS disposition_id,
                array_agg(DISTINCT detector || '@' || model_version) AS model_versions,
                max(calibrated_score) AS max_calibrated_score

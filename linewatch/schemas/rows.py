@@ -62,10 +62,11 @@ class ScoreRow(Row):
     ready: bool
     top_feature: str | None
     explanation: str  # JSON text of list[Contribution]
-    defect_class: str | None
-    defect_confidence: float | None
-    defect_route: str | None
-    classifier_version: str | None
+    #: The defect classifier's verdict (sql/190_defects.sql); None where no classifier covers the scope.
+    defect_class: str | None = None
+    defect_confidence: float | None = None
+    defect_route: str | None = None
+    classifier_version: str | None = None
     scored_at: datetime  # last: tests compare rows without it
 
 
