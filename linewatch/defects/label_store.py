@@ -9,8 +9,8 @@ each class has (``defect_label_counts``). This module turns them into a training
 - signals: the asset's window features at the event's time (``signal_features``), likewise.
 
 Good parts come from dispositions that said "not a defect" (false alarm, acceptable variation)
-and, so that a classifier also learns what an ordinary part looks like, from stored events the
-anomaly layer did not flag (newest first, as many as the largest defect class has).
+and, so that a classifier also learns what an ordinary part looks like, from stored events every
+detector found ordinary (:data:`ORDINARY_SCORE`; newest first, as many as the largest defect class has).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from linewatch.schemas.messages import GOOD_CLASS
 from linewatch.storage.connection import connect
 
 MODALITIES = ("frames", "spc", "signals")
+#: Good-part examples come from events every detector scored below this (tail probability above 0.1):
+#: ordinary parts, well clear of the threshold region where a missed defect would sit.
+ORDINARY_SCORE = 1.0
 
 
 @dataclass
@@ -80,20 +83,22 @@ def training_set(database_url: str, *, modality: str, sku: str | None = None) ->
 
 
 def _unflagged(conn: psycopg.Connection, modality: str, skus: list[str], n: int) -> list[tuple]:
-    """The newest ``n`` stored events per SKU that no detector flagged, with their features stored."""
-    if modality == "frames":
-        query = """SELECT event_id, ts, asset_id, sku FROM (
-                       SELECT f.*, row_number() OVER (PARTITION BY sku ORDER BY ts DESC, event_id) AS k
-                       FROM frame_features f WHERE sku = ANY(%(skus)s) AND NOT is_anomaly) x
-                   WHERE k <= %(n)s ORDER BY ts, event_id"""
-    else:
-        query = """SELECT event_id, ts, asset_id, sku FROM (
-                       SELECT event_id, ts, min(asset_id) AS asset_id, min(sku) AS sku,
-                              row_number() OVER (PARTITION BY min(sku) ORDER BY ts DESC, event_id) AS k
-                       FROM scores WHERE modality = %(modality)s AND sku = ANY(%(skus)s)
-                       GROUP BY ts, event_id HAVING NOT bool_or(is_anomaly)) x
-                   WHERE k <= %(n)s ORDER BY ts, event_id"""
-    return conn.execute(query, {"skus": skus, "n": n, "modality": modality}).fetchall()
+    """The newest ``n`` ordinary events per SKU (every detector's score under ORDINARY_SCORE), features stored.
+
+    Not merely unflagged: a defect the anomaly layer missed scores just under its threshold, and
+    taking it as a good part would teach the classifier that the defect is normal.
+    """
+    stored = ("frame_features f WHERE f.ts = s.ts AND f.event_id = s.event_id" if modality == "frames" else
+              "spc_measurements f WHERE f.ts = s.ts AND f.event_id = s.event_id" if modality == "spc" else
+              "signal_features f WHERE f.ts = s.ts AND f.asset_id = s.asset_id")
+    query = f"""SELECT event_id, ts, asset_id, sku FROM (
+                    SELECT s.event_id, s.ts, min(s.asset_id) AS asset_id, min(s.sku) AS sku,
+                           row_number() OVER (PARTITION BY min(s.sku) ORDER BY s.ts DESC, s.event_id) AS k
+                    FROM scores s
+                    WHERE s.modality = %(modality)s AND s.sku = ANY(%(skus)s) AND EXISTS (SELECT 1 FROM {stored})
+                    GROUP BY s.ts, s.event_id HAVING max(s.calibrated_score) < %(ordinary)s) x
+                WHERE k <= %(n)s ORDER BY ts, event_id"""
+    return conn.execute(query, {"skus": skus, "n": n, "modality": modality, "ordinary": ORDINARY_SCORE}).fetchall()
 
 
 def _features(conn: psycopg.Connection, modality: str, rows: list[tuple]) -> tuple[list[str], np.ndarray]:

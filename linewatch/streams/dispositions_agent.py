@@ -33,6 +33,7 @@ class DispositionsRuntime(BatchRuntime):
     """Decodes and persists ``dispositions`` messages; nothing to score."""
 
     modality = "dispositions"
+    classifies = False
     unit = "dispositions"
     train_hint = "no model: dispositions are stored, not scored"
 

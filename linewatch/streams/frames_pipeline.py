@@ -63,8 +63,8 @@ HEATMAPS_ALARMS = "alarms"
 HEATMAPS_ALL = "all"
 HEATMAP_MODES = (HEATMAPS_ALARMS, HEATMAPS_ALL)
 #: One ordinary (not alarmed) frame in this many keeps its pooled features: good-part examples for
-#: defect classifiers, at 5 % of the alarm-free traffic (~1.2 kB a kept frame at the default preset).
-FEATURE_SAMPLE_EVERY = 20
+#: defect classifiers, at 10 % of the alarm-free traffic (~1.2 kB a kept frame at the default preset).
+FEATURE_SAMPLE_EVERY = 10
 #: Decoded frames above this many pixels are refused: 64 MPix is beyond any area-scan camera a
 #: line inspects with, and a tiny PNG can claim a huge canvas (a decompression bomb).
 MAX_FRAME_PIXELS = 64 * 2**20

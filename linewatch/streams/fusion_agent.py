@@ -56,6 +56,7 @@ class FusionRuntime(BatchRuntime):
     """The fusion agent: the fusion stage (both engines, drift), and what it reads back from the database."""
 
     modality = "fusion"
+    classifies = False
     unit = "scores"
     train_hint = "linewatch train"
 

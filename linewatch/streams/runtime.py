@@ -109,13 +109,15 @@ class BatchRuntime(ABC):
     unit: ClassVar[str]
     #: The command that trains a model for events that have none yet (said once per scope).
     train_hint: ClassVar[str]
+    #: Whether its events are input a defect classifier reads (the modalities; not fusion or dispositions).
+    classifies: ClassVar[bool] = True
 
     def __init__(self, *, settings: Settings, bootstrap: str, database_url: str, logger: logging.Logger) -> None:
         self.models = ModelCache(database_url=database_url, modalities=(self.modality,),
                                  refresh_s=settings.model_refresh_s, cache_dir=settings.model_cache_dir)
         #: The Day-30 layer: the scopes' defect classifiers, consulted beside the anomaly models.
-        self.defects = defect_layer(database_url, refresh_s=settings.model_refresh_s,
-                                    cache_dir=settings.model_cache_dir)
+        self.defects = (defect_layer(database_url, refresh_s=settings.model_refresh_s,
+                                     cache_dir=settings.model_cache_dir) if self.classifies else None)
         self.writer = BatchWriter(database_url, retry_delays=retry_schedule(settings.db_retry_total_s))
         self.publisher = Publisher(bootstrap, security=settings.kafka_client_config())
         self.stats = BatchStats()
@@ -142,7 +144,7 @@ class BatchRuntime(ABC):
         changed = self.models.refresh()
         if changed:
             self.log.warning("%s models loaded: %s", self.modality, ", ".join(changed))
-        classifiers = self.defects.refresh()
+        classifiers = self.defects.refresh() if self.defects is not None else []
         if classifiers:
             self.log.warning("defect classifiers loaded: %s", ", ".join(classifiers))
         spans = spans_of(messages)

@@ -102,6 +102,9 @@ def test_confirmed_classes_count_ready_and_train_with_sampled_good_parts(conn, d
                  ([e for e, c in truth.items() if c == "scratch"][:5],))
     assert confirm_flagged(conn, truth) == {}  # each event is dispositioned once
     unflagged = _frames(conn, sku, ["good"] * 40, flagged=False, start=100)
+    # A missed defect scores just under the threshold: not an ordinary part, never a good example.
+    missed = _frames(conn, sku, ["scratch"] * 3, flagged=False, start=200)
+    conn.execute("UPDATE scores SET calibrated_score = 1.8 WHERE event_id = ANY(%s)", (list(missed),))
     counts = {r["class"]: r for r in label_store.class_counts(conn, sku=sku)}
     assert {c: (r["examples"], r["ready"]) for c, r in counts.items()} == {
         "scratch": (22, True), "spot": (8, False), "good": (3, False)}
@@ -112,8 +115,7 @@ def test_confirmed_classes_count_ready_and_train_with_sampled_good_parts(conn, d
         assert ts.counts() == {"scratch": 22, "spot": 8, "good": 25}
         assert ts.X.shape == (55, 6) and ts.feature_names[0] == "pooled_0"
         chosen = {uuid.UUID(e) for e, c in zip(ts.event_ids, ts.y, strict=True) if c == "good"} - set(truth)
-        newest = sorted(unflagged, key=lambda e: list(unflagged).index(e))[-22:]
-        assert chosen == set(newest)  # the newest ordinary frames
+        assert chosen == set(list(unflagged)[-22:])  # the newest ordinary frames, not the missed scratches
         by_class = {c: ts.X[[y == c for y in ts.y]].mean(axis=0).argmax() for c in ("scratch", "spot", "good")}
         assert by_class == {"scratch": 0, "spot": 1, "good": 2}  # rows carry their own event's features
         with pytest.raises(ConfigError, match="no confirmed spc defects"):

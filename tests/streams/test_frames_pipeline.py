@@ -225,14 +225,14 @@ def test_large_jpeg_is_decoded_reduced_and_located_in_frame_pixels(models, test_
 
 def test_alarm_frames_keep_their_pooled_features_and_a_sample_of_the_rest(models, test_frames):
     from linewatch.schemas.frame_rows import FrameFeatureRow
-    from linewatch.streams.frames_pipeline import keeps_features
+    from linewatch.streams.frames_pipeline import FEATURE_SAMPLE_EVERY, keeps_features
 
     frames = [frame(img, i) for i, img in enumerate(test_frames)]
     out = score_frames_batch(msgs([encode_frame(f, "raw") for f in frames]), models)
     flagged = {r[1]: r[12] for r in out.scores}
     kept = {r[1]: r for r in out.tables[FrameFeatureRow]}
     assert set(kept) == {e for e, a in flagged.items() if keeps_features(e, a)}
-    assert all(flagged[e] for e in kept if e.int % 20)  # apart from the sample, only alarms
+    assert all(flagged[e] for e in kept if e.int % FEATURE_SAMPLE_EVERY)  # apart from the sample, only alarms
     assert len(kept) >= 4  # the four frames with the square
     model = models.models_for("frames", "a1", SKU, "cam-1")[0]
     pooled = model.detector.pooled_features(test_frames)
