@@ -136,7 +136,7 @@ def day30_path(line: Line, *, seed: int, console: Console, sku: str = SKU, train
     data = training_set(url, modality="frames", sku=sku)
     keep = np.array([c in ready or c not in DEFECTS for c in data.y])  # classes short of examples wait
     clf, report = train_classifier(data.X[keep], [c for c, k in zip(data.y, keep, strict=True) if k],
-                                   data.feature_names, seed=seed)
+                                   data.feature_names, seed=seed, meta={"feature_model": data.feature_model})
     with psycopg.connect(url) as conn:
         ref = register_classifier(conn, clf, modality="frames", scope=Scope(sku=sku), model_dir=settings.model_dir)
     _print_report(report, console)

@@ -129,7 +129,9 @@ def train_defects_cmd(
                                            target_precision=target_precision, calibration=calibration,
                                            progress=progress,
                                            meta={"features_from": features_from, "learning_curve": points,
-                                                 "source": tset.source, "skipped_files": tset.skipped})
+                                                 "source": tset.source, "skipped_files": tset.skipped,
+                                                 "feature_model": tset.feature_model or features_from.get(
+                                                     "model_version", features_from.get("version"))})
         ref = None
         if register:
             from linewatch.defects.registry import register_classifier
@@ -174,8 +176,6 @@ class _Database:
 
 def _from_labels(database_url: str, modality: str | None, sku: str | None) -> TrainingSet:
     """The label store's confirmed examples as a training set."""
-    from linewatch.defects.datasets import TrainingSet
-
     if modality is None:
         raise ConfigError("--from-labels needs --modality (frames, spc or signals)")
     try:
@@ -183,8 +183,7 @@ def _from_labels(database_url: str, modality: str | None, sku: str | None) -> Tr
     except ModuleNotFoundError as e:
         raise ConfigError("--from-labels needs the label store (linewatch.defects.label_store), which this "
                           "installation lacks; train from --data instead") from e
-    got = training_set(database_url, modality=modality, sku=sku)
-    return TrainingSet(got.X, list(got.y), list(got.feature_names), modality, "label store", got.sku or sku)
+    return training_set(database_url, modality=modality, sku=sku)
 
 
 def _from_images(data: Path, *, sku: str | None, camera: str | None, from_model: Path | None, fit_on: Path | None,

@@ -63,6 +63,10 @@ class TrainingSet:
     sku: str | None = None
     #: Files that could not be decoded, as ``path: reason``.
     skipped: list[str] = field(default_factory=list)
+    #: The events behind the rows (label-store sets), in row order.
+    event_ids: list[str] = field(default_factory=list)
+    #: The image model version whose pooled features the rows are (frames): a classifier reads only its features.
+    feature_model: str | None = None
 
     def counts(self) -> dict[str, int]:
         classes, n = np.unique(np.asarray(self.y, dtype=object), return_counts=True)

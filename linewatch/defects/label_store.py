@@ -15,11 +15,10 @@ detector found ordinary (:data:`ORDINARY_SCORE`; newest first, as many as the la
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import psycopg
 
+from linewatch.defects.datasets import TrainingSet, pooled_feature_names
 from linewatch.errors import ConfigError
 from linewatch.schemas.messages import GOOD_CLASS
 from linewatch.storage.connection import connect
@@ -28,22 +27,6 @@ MODALITIES = ("frames", "spc", "signals")
 #: Good-part examples come from events every detector scored below this (tail probability above 0.1):
 #: ordinary parts, well clear of the threshold region where a missed defect would sit.
 ORDINARY_SCORE = 1.0
-
-
-@dataclass
-class TrainingSet:
-    """What ``linewatch train defects --from-labels`` trains on: one row per confirmed (or sampled good) event."""
-
-    X: np.ndarray
-    y: list[str]
-    feature_names: list[str]
-    sku: str | None
-    modality: str
-    event_ids: list[str] = field(default_factory=list)
-
-    def counts(self) -> dict[str, int]:
-        names, n = np.unique(np.asarray(self.y, dtype=object), return_counts=True)
-        return {str(k): int(v) for k, v in zip(names, n, strict=True)}
 
 
 def class_counts(conn: psycopg.Connection, *, sku: str | None = None) -> list[dict]:
@@ -75,11 +58,11 @@ def training_set(database_url: str, *, modality: str, sku: str | None = None) ->
         labelled_ids = {r[0] for r in labels}
         normal = [r for r in _unflagged(conn, modality, skus, int(largest)) if r[0] not in labelled_ids]
         rows = [*labels, *[(*r, GOOD_CLASS) for r in normal]]
-        names, X = _features(conn, modality, rows)
+        names, X, model = _features(conn, modality, rows)
     keep = ~np.isnan(X).any(axis=1) if X.size else np.zeros(len(rows), dtype=bool)
-    return TrainingSet(X=X[keep], y=[str(r[4]) for r, k in zip(rows, keep, strict=True) if k], feature_names=names,
-                       sku=sku, modality=modality,
-                       event_ids=[str(r[0]) for r, k in zip(rows, keep, strict=True) if k])
+    return TrainingSet(X[keep], [str(r[4]) for r, k in zip(rows, keep, strict=True) if k], names, modality,
+                       "label store", sku, event_ids=[str(r[0]) for r, k in zip(rows, keep, strict=True) if k],
+                       feature_model=model)
 
 
 def _unflagged(conn: psycopg.Connection, modality: str, skus: list[str], n: int) -> list[tuple]:
@@ -101,21 +84,25 @@ def _unflagged(conn: psycopg.Connection, modality: str, skus: list[str], n: int)
     return conn.execute(query, {"skus": skus, "n": n, "modality": modality, "ordinary": ORDINARY_SCORE}).fetchall()
 
 
-def _features(conn: psycopg.Connection, modality: str, rows: list[tuple]) -> tuple[list[str], np.ndarray]:
-    """Feature names and a ``(len(rows), d)`` matrix in ``rows`` order (NaN where an event lacks one)."""
+def _features(conn: psycopg.Connection, modality: str, rows: list[tuple]
+              ) -> tuple[list[str], np.ndarray, str | None]:
+    """Feature names, a ``(len(rows), d)`` matrix in ``rows`` order (NaN where an event lacks one), image model.
+
+    Frames: only the features of one image model are comparable (another model, another feature
+    space), so rows are those of the image model that computed the newest stored features.
+    """
     ids = [r[0] for r in rows]
     if modality == "frames":
-        found = dict(conn.execute("SELECT event_id, features FROM frame_features WHERE event_id = ANY(%s)", (ids,)))
-        widths = {len(v) for v in found.values()}
-        if len(widths) > 1:
-            raise ConfigError(f"stored frame features have {len(widths)} widths {sorted(widths)} (more than one image "
-                              "model); train per SKU with --sku")
-        width = widths.pop() if widths else 0
+        stored = conn.execute("SELECT event_id, model_version, features FROM frame_features WHERE event_id = ANY(%s) "
+                              "ORDER BY ts DESC", (ids,)).fetchall()
+        model = stored[0][1] if stored else None
+        found = {eid: f for eid, version, f in stored if version == model}
+        width = len(next(iter(found.values()))) if found else 0
         X = np.full((len(rows), width), np.nan)
         for i, eid in enumerate(ids):
             if eid in found:
                 X[i] = found[eid]
-        return [f"pooled_{j}" for j in range(width)], X
+        return pooled_feature_names(width // 2), X, model
     if modality == "spc":
         values = conn.execute("SELECT event_id, characteristic, value FROM spc_measurements "
                               "WHERE event_id = ANY(%s)", (ids,)).fetchall()
@@ -133,4 +120,4 @@ def _features(conn: psycopg.Connection, modality: str, rows: list[tuple]) -> tup
     present = [set(found) for found in by_event.values()]  # events with none are dropped by the caller
     names = sorted(set.intersection(*present)) if present else []
     X = np.array([[by_event.get(eid, {}).get(n, np.nan) for n in names] for eid in ids], dtype=np.float64)
-    return names, X.reshape(len(rows), len(names))
+    return names, X.reshape(len(rows), len(names)), None

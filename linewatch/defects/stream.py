@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 class Classifier(Protocol):
     feature_names: tuple[str, ...]
     version: str
+    meta: dict[str, Any]
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 

@@ -238,7 +238,7 @@ def score_frames_batch(
             patches = np.concatenate([p.patches for p in parts if p.patches is not None])
             raw = np.concatenate([p.scores for p in parts if p.scores is not None])
             pooled = np.concatenate([p.pooled for p in parts if p.pooled is not None])
-            classes = _classify(defects, decoded, pooled) if defects is not None else None
+            classes = _classify(defects, model, decoded, pooled) if defects is not None else None
             _emit_group(out, model, decoded, raw, patches, heatmaps == HEATMAPS_ALL, thumbnail_size, scored_at,
                         pooled, classes)
             out.seconds["scoring"] += time.perf_counter() - t0
@@ -292,19 +292,29 @@ def _decode_and_score(model: ModelBundle, frames: Sequence[_Frame]) -> _Part:
     return _Part(decoded, errors, patches, scores, pooled, t1 - t0, time.perf_counter() - t1)
 
 
-def _classify(defects: DefectLayer, items: list[tuple[_Frame, np.ndarray]], pooled: np.ndarray
+def _classify(defects: DefectLayer, model: ModelBundle, items: list[tuple[_Frame, np.ndarray]], pooled: np.ndarray
               ) -> list[Defect | None]:
-    """Each frame's class from its scope's defect classifier (None where none covers it or the width differs)."""
+    """Each frame's class from its scope's defect classifier.
+
+    None where no classifier covers the frame, or where it was trained on another image model's
+    features (another model, another feature space: retrain the classifier after the image model).
+    """
     out: list[Defect | None] = [None] * len(items)
     groups: dict[tuple[int, str], tuple[Classifier, list[int]]] = {}
     for i, (f, _) in enumerate(items):
         clf = defects.classifier_for(Modality.FRAMES, f.meta.asset_id, f.meta.sku, f.meta.camera)
-        if clf is not None and len(clf.feature_names) == pooled.shape[1]:
+        if clf is not None and reads_features_of(clf, model, pooled.shape[1]):
             groups.setdefault((id(clf), f.meta.sku), (clf, []))[1].append(i)
     for (_, sku), (clf, idx) in groups.items():
         for i, d in zip(idx, defects.classify(clf, pooled[idx], modality=Modality.FRAMES, sku=sku), strict=True):
             out[i] = d
     return out
+
+
+def reads_features_of(clf: Classifier, model: ModelBundle, width: int) -> bool:
+    """Whether ``clf`` was trained on ``model``'s pooled features (its recorded image model, and their width)."""
+    trained_on = clf.meta.get("feature_model")
+    return len(clf.feature_names) == width and trained_on in (None, model.version)
 
 
 def keeps_features(event_id: uuid.UUID, anomalous: bool) -> bool:
