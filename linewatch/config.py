@@ -54,9 +54,16 @@ KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"
 #: The SASL mechanisms linewatch supports: username and password, plain or salted challenge.
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 #: Settings that hold a credential but are not URLs: shown as ``***`` when set.
-_KAFKA_SECRETS = ("kafka_sasl_password", "kafka_ssl_key_password")
+_SECRETS = ("kafka_sasl_password", "kafka_ssl_key_password", "serve_api_keys")
 #: Faust's own default web port: one worker per host (or container) answers ``/health`` here.
 DEFAULT_HEALTH_PORT = 6066
+#: ``linewatch serve``'s port: the usual one for an HTTP service in front of a model.
+DEFAULT_SERVE_PORT = 8080
+#: A request body larger than this is refused before it is read: a 16-bit 4k frame as PNG is ~30 MB,
+#: a JPEG of it a few MB; an SPC request of this size holds tens of thousands of records.
+DEFAULT_SERVE_MAX_REQUEST_BYTES = 32 * 2**20
+#: Images larger than this a side are refused from their header, before any pixel is decoded.
+DEFAULT_SERVE_MAX_IMAGE_SIDE = 8192
 
 
 class _TomlFileSource(PydanticBaseSettingsSource):
@@ -180,6 +187,32 @@ class Settings(BaseSettings):
         description="port of the worker's /health endpoint; 0 = any free port (the worker logs the URL)",
     )
 
+    serve_host: str = Field(
+        default="127.0.0.1",
+        description="address `linewatch serve` binds to; anything but loopback needs serve_api_keys",
+    )
+    serve_port: int = Field(default=DEFAULT_SERVE_PORT, ge=0, le=65535, description="port of `linewatch serve`")
+    serve_api_keys: SecretStr | None = Field(
+        default=None,
+        description="API keys `linewatch serve` accepts (comma-separated, for rotation), as `Authorization: "
+        "Bearer KEY` or `X-API-Key: KEY`; unset = no auth, and only a loopback bind is allowed",
+    )
+    serve_max_request_bytes: int = Field(
+        default=DEFAULT_SERVE_MAX_REQUEST_BYTES, ge=1024, description="larger request bodies are answered 413")
+    serve_max_image_side: int = Field(
+        default=DEFAULT_SERVE_MAX_IMAGE_SIDE, ge=16, le=16384,
+        description="frames wider or taller than this (read from the image header) are answered 413")
+    serve_max_records: int = Field(
+        default=10_000, ge=1, description="SPC records one /v1/inspect/spc request may carry")
+    serve_request_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request not scored within this long is answered 504")
+    serve_spool_dir: Path | None = Field(
+        default=None, description="where inspected events wait while Kafka is down; unset = DATA_DIR/serve-spool")
+    serve_spool_max_bytes: int = Field(
+        default=1024 * 2**20, ge=1024, description="spooled bytes at most; past it requests are answered 503")
+    serve_spool_max_events: int = Field(
+        default=1_000_000, ge=1, description="spooled events at most; past it requests are answered 503")
+
     def fusion_config(self) -> FusionConfig:
         """The fusion engine's configuration (the live agent and replay build it the same way)."""
         from linewatch.fusion.engine import FusionConfig
@@ -278,6 +311,11 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
+    def serve_spool_path(self) -> Path:
+        """The spool of `linewatch serve`: :attr:`serve_spool_dir`, or ``data_dir/serve-spool``."""
+        return self.serve_spool_dir if self.serve_spool_dir is not None else self.data_dir / "serve-spool"
+
+    @property
     def model_cache_dir(self) -> Path:
         """Where workers unpack the verified model artifacts they fetch from the database (by sha256)."""
         return self.data_dir / "model-cache"
@@ -363,7 +401,7 @@ class Settings(BaseSettings):
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr):
-                value = "***" if name in _KAFKA_SECRETS else mask_dsn(value.get_secret_value())
+                value = "***" if name in _SECRETS else mask_dsn(value.get_secret_value())
             elif isinstance(value, str) and name.endswith("_url"):
                 value = mask_dsn(value)
             elif isinstance(value, Path):

@@ -3,7 +3,8 @@
 One module per command group: :mod:`~linewatch.cli.demo`, :mod:`~linewatch.cli.worker`
 (``worker``, ``up``), :mod:`~linewatch.cli.status`, :mod:`~linewatch.cli.db`, :mod:`~linewatch.cli.train`,
 :mod:`~linewatch.cli.simulate`, :mod:`~linewatch.cli.backtest`, :mod:`~linewatch.cli.replay`,
-:mod:`~linewatch.cli.report`, :mod:`~linewatch.cli.dashboards`, :mod:`~linewatch.cli.bench`,
+:mod:`~linewatch.cli.report`, :mod:`~linewatch.cli.serve` (the inspection API), :mod:`~linewatch.cli.dashboards`,
+:mod:`~linewatch.cli.bench`,
 :mod:`~linewatch.cli.chaos`, :mod:`~linewatch.cli.drift`, :mod:`~linewatch.cli.config`, and the operators' commands
 :mod:`~linewatch.cli.alerts`, :mod:`~linewatch.cli.dispositions` (``disposition``, ``dispositions``),
 :mod:`~linewatch.cli.thresholds`, :mod:`~linewatch.cli.maintenance` and :mod:`~linewatch.cli.labels` (the
@@ -37,6 +38,7 @@ from linewatch.cli import (
     models,
     replay,
     report,
+    serve,
     simulate,
     status,
     thresholds,
@@ -61,6 +63,7 @@ app.command("demo")(demo.demo_cmd)
 app.command("chaos")(chaos.chaos_cmd)
 app.command("replay")(replay.replay_cmd)
 app.command("report")(report.report_cmd)
+app.command("serve")(serve.serve_cmd)
 app.add_typer(db.db_app, name="db")
 app.add_typer(simulate.simulate_app, name="simulate")
 app.add_typer(train.train_app, name="train")

@@ -293,6 +293,10 @@ class ModelCache:
         return {model_id + (" (shadow)" if shadow else ""): ref.version
                 for (model_id, shadow), ref in dict(self._loaded).items()}
 
+    def served(self) -> list[ModelRef]:
+        """The registry versions in memory with their scopes (a copy, safe from another thread, like :meth:`loaded`)."""
+        return sorted(dict(self._loaded).values(), key=lambda r: (r.model_id, r.shadow))
+
     def __len__(self) -> int:
         return sum(len(models) for models in self._by_scope.values())
 
