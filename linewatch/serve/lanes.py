@@ -193,7 +193,8 @@ class ScoringLane:
                 log.exception("scoring a batch of %d %s request(s) failed", len(group), self.name)
                 for t in group:
                     self._spool.release(*t.reserved)
-                    t.future.set_exception(e)
+                    if not t.future.done():  # a request that timed out has cancelled its future
+                        t.future.set_exception(e)
                 continue
             finally:
                 self.busy_s += time.perf_counter() - t0
@@ -201,7 +202,8 @@ class ScoringLane:
             self.scored += len(messages)
             for t, part in zip(group, _cut(outcomes, [len(t.messages) for t in group]), strict=True):
                 self._spool.release(*t.reserved)
-                t.future.set_result(part)
+                if not t.future.done():  # the client may have stopped waiting (504): the event is spooled all the same
+                    t.future.set_result(part)
 
     def _event(self, o: Outcome, request_id: str) -> Event:
         headers = ((INSPECTED_BY_HEADER, INSPECTED_BY), (VERDICT_HEADER, o.verdict_header()),

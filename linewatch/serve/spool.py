@@ -266,7 +266,7 @@ class Forwarder:
     def stop(self, drain_s: float = 5.0) -> None:
         """Stop after trying to send what is spooled for up to ``drain_s`` (the rest stays on disk)."""
         deadline = time.monotonic() + drain_s
-        while self.spool.events and self.broker != "down" and time.monotonic() < deadline:
+        while self.spool.events and self.broker == "up" and time.monotonic() < deadline:
             time.sleep(0.05)
         self._stop.set()
         if self._thread is not None:
@@ -315,6 +315,9 @@ class Forwarder:
                     break
                 except BufferError:
                     self._producer.poll(0.05)
-        remaining = self._producer.flush(MESSAGE_TIMEOUT_MS / 1000 + 1)
+        deadline = time.monotonic() + MESSAGE_TIMEOUT_MS / 1000 + 1
+        remaining = self._producer.flush(0)
+        while remaining and not errors and not self._stop.is_set() and time.monotonic() < deadline:
+            remaining = self._producer.flush(0.1)  # in slices, so stopping the service never waits on a dead broker
         if remaining or errors:
             raise InfrastructureError(f"{remaining} undelivered, errors: {sorted(set(errors))[:2]}")

@@ -98,6 +98,6 @@ def good_frames():
 
 @pytest.fixture(scope="session")
 def frames_bundle(good_frames) -> ModelBundle:
-    """A PatchCore model for the simulated bracket frames at 64 px, any SKU and camera."""
-    return fit_model(good_frames, modality="frames", scope=Scope(), target_far=0.5, calibration_fraction=0.6,
-                     detector_params={"image_size": FRAME_SIZE}, seed=0)
+    """A PatchCore model for the simulated bracket frames at 64 px, for SKU ``bracket-a`` on any camera."""
+    return fit_model(good_frames, modality="frames", scope=Scope(sku=SOURCE_SKU), target_far=0.5,
+                     calibration_fraction=0.6, detector_params={"image_size": FRAME_SIZE}, seed=0)

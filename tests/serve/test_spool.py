@@ -7,13 +7,14 @@ started while nothing listens there, and the broker is started on that port late
 from __future__ import annotations
 
 import json
+import signal
 import time
 import uuid
 
 import pytest
 
 from linewatch.embedded.broker import EmbeddedBroker
-from linewatch.embedded.process import free_port
+from linewatch.embedded.process import free_port, stop
 from linewatch.kafka import ensure_topics
 from linewatch.schemas.topics import SPC
 from linewatch.serve.lanes import REQUEST_ID_HEADER, VERDICT_HEADER
@@ -56,30 +57,32 @@ def test_broker_down_then_back_loses_nothing(tmp_path, ewma_bundle):
     asset = f"spool-{uuid.uuid4().hex[:6]}"
     n = 12
     settings = serve_settings(tmp_path, serve_spool_max_events=n)
-    with serving(settings, bootstrap=f"127.0.0.1:{port}", bundles=[ewma_bundle]) as api:
-        ids = []
-        for i in range(n):
-            r = api.client.post("/v1/inspect/spc", json=json.loads(part(asset, i, (0.1 * i, 0.0)).model_dump_json()))
-            assert r.status_code == 200, r.text  # the verdict does not wait for Kafka
-            rec = r.json()["records"][0]
-            assert rec["status"] == "scored" and rec["scores"][0]["detector"] == "ewma"
-            ids.append(rec["event_id"])
-        assert api.service.spool.events == n
-        full = api.client.post("/v1/inspect/spc", json=json.loads(part(asset, n, (0, 0)).model_dump_json()))
-        assert full.status_code == 503 and "nothing was scored" in full.json()["reason"], full.text
-        assert api.client.get("/readyz").status_code == 503
+    broker = EmbeddedBroker(data_dir=tmp_path / "broker", port=port)
+    try:
+        with serving(settings, bootstrap=f"127.0.0.1:{port}", bundles=[ewma_bundle]) as api:
+            ids = []
+            for i in range(n):
+                record = json.loads(part(asset, i, (0.1 * i, 0.0)).model_dump_json())
+                r = api.client.post("/v1/inspect/spc", json=record)
+                assert r.status_code == 200, r.text  # the verdict does not wait for Kafka
+                rec = r.json()["records"][0]
+                assert rec["status"] == "scored" and rec["scores"][0]["detector"] == "ewma"
+                ids.append(rec["event_id"])
+            assert api.service.spool.events == n
+            full = api.client.post("/v1/inspect/spc", json=json.loads(part(asset, n, (0, 0)).model_dump_json()))
+            assert full.status_code == 503 and "nothing was scored" in full.json()["reason"], full.text
+            assert api.client.get("/readyz").status_code == 503
 
-        broker = EmbeddedBroker(data_dir=tmp_path / "broker", port=port).start()
-        try:
+            broker.start()  # the broker comes (back) on the address the service was given
             ensure_topics(broker.bootstrap, topics=[SPC])
             deadline = time.monotonic() + 30
             while api.service.spool.events and time.monotonic() < deadline:
-                time.sleep(0.1)
+                time.sleep(0.05)
             assert api.service.spool.events == 0, api.service.forwarder.state()
             assert api.service.forwarder.broker == "up"
-            got = read_keyed(broker.bootstrap, SPC.name, asset.encode(), n)
-        finally:
-            broker.stop()
+        got = read_keyed(broker.bootstrap, SPC.name, asset.encode(), n)
+    finally:
+        stop(broker.proc, sig=signal.SIGKILL)  # in-memory topics, nothing to flush: Tansu takes seconds on SIGTERM
     events = [json.loads(m.value()) for m in got]
     assert [f"p{i:02d}" for i in range(n)] == [e["part_id"] for e in events]  # every one, in order
     headers = [dict(m.headers()) for m in got]
