@@ -38,6 +38,8 @@ MODULE_BENCHMARKS = {
                    "severity, with and without shaft speed."),
     "fusion": ("fusion", "Fused false-alarm rate and false alerts per asset-day on normal, autocorrelated "
                "calibrated scores; detection of evidence spread over modalities; engine scores/s."),
+    "serve": ("serve", "The inspection API (linewatch serve): p50/p99 latency and requests/s for frames and SPC "
+              "records with concurrent clients, next to the detector alone."),
     "image-sota": ("image_sota", "Image accuracy levers on the public sets and textured SKUs: resize, resolution, "
                    "layers, bank, re-weighting, image score, backbones; frames/s per preset."),
 }

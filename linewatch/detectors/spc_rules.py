@@ -63,9 +63,10 @@ DEFAULT_RULE_SET = "western_electric"
 
 
 def _as_series(z: Any) -> np.ndarray:
+    """A standardised series (1-D), or several side by side (2-D, one per column: every rule works down axis 0)."""
     arr = np.asarray(z, dtype=np.float64)
-    if arr.ndim != 1:
-        raise DataError(f"run rules take one standardised series (1-D), got shape {arr.shape}")
+    if arr.ndim not in (1, 2):
+        raise DataError(f"run rules take one standardised series (1-D) or one per column (2-D), got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise DataError("run rules: the series contains NaN or infinite values; drop or impute them first")
     return arr
@@ -77,8 +78,9 @@ def _window_count(indicator: np.ndarray, width: int) -> np.ndarray:
     Near the start the window is partial (the points seen so far): two points beyond 2σ
     at the very start already *are* "2 of 3", and a live chart must not wait for a third.
     """
-    csum = np.concatenate([[0], np.cumsum(indicator, dtype=np.int64)])
-    idx = np.arange(1, indicator.size + 1)
+    csum = np.concatenate([np.zeros((1, *indicator.shape[1:]), dtype=np.int64),
+                           np.cumsum(indicator, axis=0, dtype=np.int64)])
+    idx = np.arange(1, indicator.shape[0] + 1)
     return csum[idx] - csum[np.maximum(idx - width, 0)]
 
 
@@ -124,8 +126,8 @@ def trend(z: Any, length: int) -> np.ndarray:
     [False, False, False, True, False]
     """
     z = _as_series(z)
-    out = np.zeros(z.size, dtype=bool)
-    d = np.diff(z)
+    out = np.zeros(z.shape, dtype=bool)
+    d = np.diff(z, axis=0)
     out[1:] = _run_of(d > 0, length - 1) | _run_of(d < 0, length - 1)
     return out
 
@@ -137,8 +139,8 @@ def alternating(z: Any, length: int) -> np.ndarray:
     [False, False, False, True, True]
     """
     z = _as_series(z)
-    out = np.zeros(z.size, dtype=bool)
-    d = np.sign(np.diff(z))
+    out = np.zeros(z.shape, dtype=bool)
+    d = np.sign(np.diff(z, axis=0))
     flips = d[1:] * d[:-1] < 0  # flip between diff i-1 and diff i; index j ends at point j + 2
     out[2:] = _run_of(flips, length - 2)
     return out
@@ -165,7 +167,7 @@ def western_electric(z: Any) -> tuple[np.ndarray, tuple[str, ...]]:
         k_of_m_beyond(z, k=4, m=5, sigma=1.0),
         same_side_run(z, 8),
     ]
-    return np.column_stack(cols), WESTERN_ELECTRIC_RULES
+    return np.stack(cols, axis=-1), WESTERN_ELECTRIC_RULES
 
 
 def nelson(z: Any) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -186,7 +188,7 @@ def nelson(z: Any) -> tuple[np.ndarray, tuple[str, ...]]:
         within_run(z, length=15, sigma=1.0),
         outside_run(z, length=8, sigma=1.0),
     ]
-    return np.column_stack(cols), NELSON_RULES
+    return np.stack(cols, axis=-1), NELSON_RULES
 
 
 def apply_rules(
@@ -220,7 +222,7 @@ class RunRuleMonitor:
     Why a monitor: a live agent sees a stream in batches, and a run (8 on one side, 4 of 5 beyond
     1σ ...) that straddles two batches must still be caught at the point that completes it. The
     monitor keeps the last :data:`RULE_MEMORY` standardised points per column (all any rule looks
-    back at), prepends them to each batch and applies the vectorised rules once per column, so the
+    back at), prepends them to each batch and applies the vectorised rules to all columns at once, so the
     flags are exactly those of the whole series evaluated at once. State is per stream: the agent
     keeps one monitor per asset and model.
 
@@ -263,8 +265,9 @@ class RunRuleMonitor:
         Z = np.vstack([self.tail, self.standardized(X)])
         k = self.tail.shape[0]
         flags = np.zeros((X.shape[0], self.center.size, len(self.names)), dtype=bool)
-        for j in np.flatnonzero(self.checked):  # one vectorised pass per characteristic; d is small
-            flags[:, j] = self._apply(Z[:, j])[0][k:]
+        cols = np.flatnonzero(self.checked)
+        if cols.size:  # one vectorised pass over every checked characteristic at once (per-call cost matters live)
+            flags[:, cols] = self._apply(Z[:, cols])[0][k:]
         self.tail = Z[-RULE_MEMORY:]
         return flags
 

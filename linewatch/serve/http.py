@@ -111,7 +111,7 @@ def create_app(service: InspectionService) -> Guard:
         height: Annotated[int | None, Query(description="raw pixels only")] = None,
         channels: Annotated[int | None, Query(description="raw pixels only: 1 or 3")] = None,
         heatmap: Annotated[bool, Query(description="return the heat map (PNG, base64) even for a pass")] = False,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """Verdict, calibrated score, threshold, model version and hot region of one frame (and its heat map).
 
         Send the image as multipart (field `image`, the other fields beside it) or as the body
@@ -135,10 +135,10 @@ def create_app(service: InspectionService) -> Guard:
         o = outcomes[0]
         if o.reason is not None:
             raise Refused(422, o.reason)
-        return frame_view(o, meta, heatmap=heatmap)
+        return JSONResponse(frame_view(o, meta, heatmap=heatmap))  # plain JSON: no per-field encoder pass
 
     @app.post("/v1/inspect/spc", openapi_extra=_SPC_BODY, summary="Score SPC records now")
-    async def inspect_spc(request: Request) -> Any:
+    async def inspect_spc(request: Request) -> JSONResponse:
         """Per record and detector, the `scores` messages the worker would publish (the `spc` JSON Schema in).
 
         A request whose records do not all decode is refused whole (422, `records` says which and
@@ -153,7 +153,7 @@ def create_app(service: InspectionService) -> Guard:
         records = [record_view(o) for o in outcomes]
         if all(o.reason is not None for o in outcomes):
             return _error(422, outcomes[0].reason or "", request, records=records)
-        return {"records": records, "anomalies": sum(o.anomaly for o in outcomes), "published": "queued"}
+        return JSONResponse({"records": records, "anomalies": sum(o.anomaly for o in outcomes), "published": "queued"})
 
     @app.get("/v1/models", summary="Model versions served now, per modality and scope")
     async def models() -> dict[str, Any]:

@@ -150,9 +150,20 @@ def test_apply_rules_standardises_and_validates() -> None:
     with pytest.raises(ConfigError, match="rule set"):
         apply_rules([1.0], center=0.0, sigma=1.0, rules="aiag")
     with pytest.raises(DataError):
-        nelson(np.zeros((3, 2)))
+        nelson(np.zeros((3, 2, 2)))
     with pytest.raises(DataError):
         nelson(np.array([0.0, np.nan]))
+
+
+@pytest.mark.parametrize("rules", [nelson, western_electric])
+def test_columns_side_by_side_are_the_series_one_by_one(rules) -> None:
+    """The live monitor scores every characteristic in one call: the flags must be each column's own."""
+    z = np.random.default_rng(4).normal(scale=1.6, size=(40, 5))
+    z[10:25, 2] = np.linspace(-0.5, 0.5, 15)  # a stratified stretch, a trend
+    together, names = rules(z)
+    assert together.shape == (40, 5, len(names))
+    for j in range(5):
+        assert np.array_equal(together[:, j], rules(z[:, j])[0])
 
 
 def test_monitor_catches_a_run_that_spans_two_batches() -> None:
