@@ -230,3 +230,19 @@ def test_a_request_not_scored_in_time_is_answered_504(tmp_path, frames_bundle, g
     with serving(settings, bootstrap=f"127.0.0.1:{free_port()}", bundles=[frames_bundle]) as s:
         r = _frame(s, _png(good_frames[2]))
         assert r.status_code == 504 and "serve_request_timeout_s" in r.json()["reason"]
+
+
+def test_the_command_refuses_an_open_bind_before_starting_anything(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from linewatch.cli import app
+    from linewatch.cli.common import EXIT_CONFIG, run
+
+    monkeypatch.delenv("LINEWATCH_SERVE_API_KEYS", raising=False)
+    monkeypatch.setenv("LINEWATCH_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"], env={"COLUMNS": "200"})
+    assert isinstance(result.exception, ConfigError) and "LINEWATCH_SERVE_API_KEYS" in str(result.exception)
+    with pytest.raises(SystemExit) as stopped:
+        monkeypatch.setattr("sys.argv", ["linewatch", "serve", "--host", "0.0.0.0"])
+        run(app)
+    assert stopped.value.code == EXIT_CONFIG and not list(tmp_path.iterdir())  # no embedded service was started

@@ -74,6 +74,11 @@ def test_api_worker_and_replay_give_the_same_scores(worker, registered, settings
     images[N_FRAMES // 2:, 10:30, 30:50] = 255  # a bright square: the model has never seen one
     answered: dict[tuple[str, str], dict] = {}
     with serving(serve_settings(tmp_path), bootstrap=bootstrap, database_url=database_url) as api:
+        assert api.client.get("/readyz").status_code == 200
+        served = api.client.get("/v1/models").json()["models"]
+        assert {("spc", "ewma"), ("spc", "hotelling"), ("frames", "patchcore")} <= {
+            (m["modality"], m["model_id"].rsplit(":", 1)[1]) for m in served
+            if m["scope_asset"] == asset or m["scope_sku"] == sku}
         # One part per request for the first half (a gate station), the rest in one request.
         half = N_PARTS // 2
         bodies = [[r] for r in records[:half]] + [records[half:]]
