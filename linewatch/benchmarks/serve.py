@@ -13,8 +13,9 @@ What it does, on an embedded broker and PostgreSQL in a temporary directory:
 5. **saturated**: ``--clients`` closed-loop clients send as fast as answers come: requests per second.
 
 ``--json OUT`` writes ``frame_p50_ms``, ``frame_p99_ms``, ``frame_per_s``, ``spc_p50_ms``, ``spc_p99_ms``,
-``spc_per_s`` (paced latencies, saturated rates), the same six with ``detector_`` in front, the rates the
-latencies were measured at, and what was sent, answered and refused. Targets on two cores: frame
+``spc_per_s`` (paced latencies, saturated requests/s of ``--spc-records-per-request`` records each), the
+same six with ``detector_`` in front (one event per call), the rates the latencies were measured at,
+and what was sent, answered and refused. Targets on two cores: frame
 p99 < 50 ms at 20 requests/s, SPC p99 < 10 ms at 500 requests/s. The clients run on the same cores
 as the server, as a station's client would not: the figures are an upper bound on the server's share.
 """
@@ -132,9 +133,11 @@ def _detector_alone(database_url: str, frames: list[np.ndarray], records: list[b
 class Load:
     """Requests for the frame and SPC endpoints, built once, sent by the paced and saturated phases."""
 
-    def __init__(self, frames: list[np.ndarray], records: list[bytes]) -> None:
+    def __init__(self, frames: list[np.ndarray], records: list[bytes], records_per_request: int = 1) -> None:
         self.frames = [_png(f) for f in frames]
-        self.records = records
+        k = records_per_request
+        self.records = records if k == 1 else [b"[" + b",".join(records[i:i + k]) + b"]"
+                                               for i in range(0, len(records) - k + 1, k)]
         self._n = 0
 
     def frame(self) -> tuple[str, bytes, dict[str, str], dict[str, str]]:
@@ -228,7 +231,8 @@ def _start_server(settings: Any, stack: Any, tmp: Path, port: int) -> Any:
 
 
 def run_bench_serve(*, size: int = 256, frame_rate: float = 20.0, spc_rate: float = 500.0, seconds: float = 10.0,
-                    clients: int = 8, say: Callable[[str], None] = print) -> dict[str, Any]:
+                    clients: int = 8, records_per_request: int = 1, say: Callable[[str], None] = print
+                    ) -> dict[str, Any]:
     """Everything in the module docstring; returns the figures."""
     from linewatch.benchmarks.common import bench_stack
     from linewatch.config import load_settings
@@ -236,18 +240,18 @@ def run_bench_serve(*, size: int = 256, frame_rate: float = 20.0, spc_rate: floa
 
     with bench_stack(load_settings(), "linewatch-bench-serve-") as (settings, stack, tmp):
         pool = _train(stack.database_url, tmp / "models", size, say)
-        records = _records(int(spc_rate * seconds) + 2000, seed=3)
+        records = _records(int(spc_rate * seconds * records_per_request) + 2000, seed=3)
         say("detector alone (one event per call, in process) ...")
         figures: dict[str, Any] = _detector_alone(stack.database_url, pool, records)
         port = free_port()
         say(f"starting linewatch serve on port {port} ...")
         proc = _start_server(settings, stack, tmp, port)
         try:
-            base, load = f"http://127.0.0.1:{port}", Load(pool, records)
+            base, load = f"http://127.0.0.1:{port}", Load(pool, records, records_per_request)
             asyncio.run(_paced(base, load.frame, rate=5, seconds=1, clients=clients))  # warm-up
             say(f"paced: {frame_rate:g} frames/s for {seconds:g} s ...")
             frame = asyncio.run(_paced(base, load.frame, rate=frame_rate, seconds=seconds, clients=clients))
-            say(f"paced: {spc_rate:g} SPC records/s for {seconds:g} s ...")
+            say(f"paced: {spc_rate:g} SPC requests/s of {records_per_request} record(s) for {seconds:g} s ...")
             spc = asyncio.run(_paced(base, load.spc, rate=spc_rate, seconds=seconds, clients=clients))
             say(f"saturated: {clients} clients, frames then SPC, {seconds / 2:g} s each ...")
             frame_max = asyncio.run(_saturated(base, load.frame, seconds=seconds / 2, clients=clients))
@@ -257,7 +261,8 @@ def run_bench_serve(*, size: int = 256, frame_rate: float = 20.0, spc_rate: floa
     figures.update({
         "frame_p50_ms": frame["p50_ms"], "frame_p99_ms": frame["p99_ms"], "frame_per_s": frame_max["per_s"],
         "spc_p50_ms": spc["p50_ms"], "spc_p99_ms": spc["p99_ms"], "spc_per_s": spc_max["per_s"],
-        "frame_rate": frame_rate, "spc_rate": spc_rate, "frame_size": size, "clients": clients,
+        "frame_rate": frame_rate, "spc_rate": spc_rate, "spc_records_per_request": records_per_request,
+        "frame_size": size, "clients": clients,
         "cpu_count": os.cpu_count(), "status": {"frame_paced": frame["status"], "spc_paced": spc["status"],
                                                 "frame_saturated": frame_max["status"],
                                                 "spc_saturated": spc_max["status"]},
@@ -269,13 +274,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog or PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="frame and model side in pixels")
     parser.add_argument("--frame-rate", type=float, default=20.0, help="paced frames per second")
-    parser.add_argument("--spc-rate", type=float, default=500.0, help="paced SPC records per second")
+    parser.add_argument("--spc-rate", type=float, default=500.0, help="paced SPC requests per second")
+    parser.add_argument("--spc-records-per-request", type=int, default=1,
+                        help="SPC records per request (a station that batches its gauge readings)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each paced phase")
     parser.add_argument("--clients", type=int, default=8, help="concurrent keep-alive connections")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     figures = run_bench_serve(size=args.size, frame_rate=args.frame_rate, spc_rate=args.spc_rate,
                               seconds=args.seconds, clients=args.clients,
+                              records_per_request=args.spc_records_per_request,
                               say=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(figures, indent=2))
     if args.json is not None:
