@@ -189,7 +189,7 @@ class ScoringLane:
                 for t, part in zip(group, _cut(outcomes, [len(t.messages) for t in group]), strict=True):
                     events += [self._event(o, t.request_id) for o in part if o.reason is None]
                 self._spool.append(events)
-            except BaseException as e:
+            except Exception as e:  # a detector bug or a full disk fails these requests (500/503), not the lane
                 log.exception("scoring a batch of %d %s request(s) failed", len(group), self.name)
                 for t in group:
                     self._spool.release(*t.reserved)

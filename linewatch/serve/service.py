@@ -96,6 +96,8 @@ class InspectionService:
                                "overloaded; the event is still scored and published") from None
         except OSError as e:
             raise Refused(503, f"cannot write the spool ({self.spool.directory}): {e}") from None
+        except Exception as e:  # a detector bug fails this request with its reason (logged by the lane), no more
+            raise Refused(500, f"scoring failed: {type(e).__name__}: {e}") from None
 
     def models(self) -> list[dict[str, Any]]:
         """The versions in memory per modality and scope (what the next request is scored with)."""

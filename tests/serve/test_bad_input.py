@@ -246,3 +246,22 @@ def test_the_command_refuses_an_open_bind_before_starting_anything(tmp_path, mon
         monkeypatch.setattr("sys.argv", ["linewatch", "serve", "--host", "0.0.0.0"])
         run(app)
     assert stopped.value.code == EXIT_CONFIG and not list(tmp_path.iterdir())  # no embedded service was started
+
+
+def test_a_detector_that_fails_answers_500_and_the_service_goes_on(tmp_path, ewma_bundle):
+    with serving(serve_settings(tmp_path), bootstrap=f"127.0.0.1:{free_port()}", bundles=[ewma_bundle]) as s:
+        lane, calls = s.service.spc, []
+        score = lane._score
+
+        def broken_once(messages, mode):
+            calls.append(len(messages))
+            if len(calls) == 1:
+                raise RuntimeError("detector bug")
+            return score(messages, mode)
+
+        lane._score = broken_once
+        body = json.loads(part("gate-bug", 1, (0, 0)).model_dump_json())
+        r = s.client.post("/v1/inspect/spc", json=body)
+        assert r.status_code == 500 and r.json()["reason"] == "scoring failed: RuntimeError: detector bug"
+        assert s.service.spool.events == 0  # nothing was published for the failed request
+        assert s.client.post("/v1/inspect/spc", json=body).status_code == 200
