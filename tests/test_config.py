@@ -106,3 +106,10 @@ def test_linewatch_config_prints_no_secret(monkeypatch):
     assert result.exit_code == 0, result.output
     assert "hunter2" not in result.output and "swordfish" not in result.output
     assert "kafka_sasl_password" in result.output and "***" in result.output
+
+
+def test_serve_api_keys_are_masked_and_the_spool_defaults_under_the_data_dir(tmp_path):
+    s = Settings(data_dir=tmp_path, serve_api_keys="k3y-one,k3y-two")
+    assert s.masked()["serve_api_keys"] == "***" and "k3y" not in repr(s)
+    assert s.serve_spool_path == tmp_path / "serve-spool"
+    assert Settings(serve_spool_dir=tmp_path / "q").serve_spool_path == tmp_path / "q"
