@@ -8,8 +8,10 @@ words of the pipelines. The OpenAPI document is at ``/openapi.json`` and its pag
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -37,6 +39,8 @@ Kafka is away the events wait in an on-disk spool; the verdict is returned all t
 
 Auth: when `serve_api_keys` is set, send `Authorization: Bearer KEY` or `X-API-Key: KEY`.
 """
+#: SPC bodies up to this size (a few dozen records) are parsed on the event loop; larger ones on a thread.
+PARSE_INLINE_BYTES = 64 * 1024
 _FRAME_BODY = {
     "requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
@@ -148,7 +152,10 @@ def create_app(service: InspectionService) -> Guard:
         if _content_type(request) != "application/json":
             raise Refused(415, f"content type {_content_type(request) or '(none)'} is not JSON; send "
                                "application/json (one spc record, or an array of them)")
-        inspection = spc_inspection(await request.body(), service.spc.message, max_records=settings.serve_max_records)
+        body = await request.body()
+        parse = partial(spc_inspection, body, service.spc.message, max_records=settings.serve_max_records)
+        # A large request (thousands of records) is parsed off the event loop, so it delays no other request.
+        inspection = parse() if len(body) < PARSE_INLINE_BYTES else await asyncio.to_thread(parse)
         outcomes = await service.inspect(service.spc, inspection, request_id=request.scope["state"]["request_id"])
         records = [record_view(o) for o in outcomes]
         if all(o.reason is not None for o in outcomes):

@@ -265,3 +265,14 @@ def test_a_detector_that_fails_answers_500_and_the_service_goes_on(tmp_path, ewm
         assert r.status_code == 500 and r.json()["reason"] == "scoring failed: RuntimeError: detector bug"
         assert s.service.spool.events == 0  # nothing was published for the failed request
         assert s.client.post("/v1/inspect/spc", json=body).status_code == 200
+
+
+def test_a_large_request_is_scored_as_one_batch(api):
+    records = [json.loads(part("gate-many", i, (0.01 * i, 0.0)).model_dump_json()) for i in range(600)]
+    body = json.dumps(records).encode()
+    assert 64 * 1024 < len(body) < MAX_BODY  # parsed off the event loop
+    r = api.client.post("/v1/inspect/spc", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    got = r.json()["records"]
+    assert len(got) == 600 and all(g["status"] == "scored" for g in got)
+    assert [g["scores"][0]["part_id"] for g in got] == [rec["part_id"] for rec in records]
