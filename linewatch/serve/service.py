@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from threadpoolctl import threadpool_limits
 
 from linewatch.config import Settings
+from linewatch.defects.stream import DefectLayer, defect_layer
 from linewatch.schemas.event_time import EventTimeWindow
 from linewatch.schemas.topics import FRAMES, SPC
 from linewatch.serve.lanes import Outcome, ScoringLane, Ticket
@@ -43,16 +44,21 @@ class InspectionService:
                                        refresh_s=settings.model_refresh_s, cache_dir=settings.model_cache_dir)
         window = EventTimeWindow(max_future_s=settings.event_time_max_future_s,
                                  max_age_s=settings.event_time_max_age_s)
+        # The Day-30 layer, as each agent runtime has its own: a lane's classifier cache is its thread's.
+        spc_defects, frame_defects = ((defect_layer(database_url, refresh_s=settings.model_refresh_s,
+                                                    cache_dir=settings.model_cache_dir) for _ in range(2))
+                                      if database_url is not None else (None, None))
         self.streams = StreamStates()  # each asset's chart memory, as the SPC agent keeps it
         self.pool = ScoringPool(default_scoring_threads())
         self.spc = ScoringLane(
             "spc", SPC.name, lambda msgs, _mode: score_spc_batch(msgs, self.spc_models, self.streams,
-                                                                 event_window=window),
-            spool=self.spool, max_batch=settings.batch_size, refresh=self.spc_models.refresh)
+                                                                 event_window=window, defects=spc_defects),
+            spool=self.spool, max_batch=settings.batch_size, refresh=_refresher(self.spc_models, spc_defects))
         self.frames = ScoringLane(
             "frames", FRAMES.name, lambda msgs, mode: score_frames_batch(msgs, self.frame_models, heatmaps=mode,
-                                                                        pool=self.pool, event_window=window),
-            spool=self.spool, max_batch=FRAMES_BATCH_SIZE, refresh=self.frame_models.refresh)
+                                                                        pool=self.pool, event_window=window,
+                                                                        defects=frame_defects),
+            spool=self.spool, max_batch=FRAMES_BATCH_SIZE, refresh=_refresher(self.frame_models, frame_defects))
         self.started = False
 
     def start(self) -> InspectionService:
@@ -124,3 +130,11 @@ class InspectionService:
                  for lane in (self.spc, self.frames)}
         return {"pid": os.getpid(), "lanes": lanes, "kafka": self.forwarder.state(),
                 "models": {"spc": self.spc_models.loaded(), "frames": self.frame_models.loaded()}}
+
+
+def _refresher(models: ModelCache, defects: DefectLayer | None) -> Callable[[], list[str]]:
+    """What a lane refreshes before each batch: its models, then its defect classifiers (as an agent does)."""
+    def refresh() -> list[str]:
+        return models.refresh() + ([f"{c} (classifier)" for c in defects.refresh()] if defects is not None else [])
+
+    return refresh

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from PIL import Image
 
+from linewatch.defects.stream import defect_layer
 from linewatch.detectors.bundle import Scope
 from linewatch.replay.pipeline import ReplayPipeline
 from linewatch.serve.lanes import INSPECTED_BY_HEADER, VERDICT_HEADER
@@ -125,7 +126,7 @@ def test_api_worker_and_replay_give_the_same_scores(worker, registered, settings
 
     # Replay of the published messages with the registry's models, as `linewatch replay` would.
     replay = ReplayPipeline.from_settings(ModelCache(database_url=database_url, modalities=("spc", "frames")),
-                                          settings)
+                                          settings, defects=defect_layer(database_url, refresh_s=1e12))
     replay.models.refresh(force=True)
     replayed = {}
     for _, value, *_ in replay.feed(published).score_messages:
