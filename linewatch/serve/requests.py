@@ -40,6 +40,9 @@ FRAME_BODY_TYPES = ("multipart/form-data", *IMAGE_TYPES, RAW_PIXELS_TYPE, ENVELO
 #: Pillow's format names for the envelope's ``encoding`` values.
 _ENCODINGS = {"PNG": "png", "JPEG": "jpeg"}
 
+#: The largest message the producers can publish: librdkafka's default ``message.max.bytes``, which every
+#: linewatch producer keeps (and Kafka's default broker limit). A larger frame could never reach the worker.
+MAX_PUBLISHED_BYTES = 1_000_000
 #: Builds a lane message from (key, value).
 MessageFactory = Callable[[bytes | None, bytes], RawMessage]
 
@@ -174,6 +177,9 @@ def frame_inspection(body: bytes, content_type: str, fields: FrameFields, messag
             decode_frame(value)  # the envelope checks (raw size against the header, ...) the worker will make
         except DataError as e:
             raise Refused(422, str(e)) from None
+    if len(value) > MAX_PUBLISHED_BYTES:
+        raise Refused(413, f"frame message of {len(value)} bytes exceeds the {MAX_PUBLISHED_BYTES}-byte Kafka message "
+                           "limit the producers use: send a JPEG, a region of interest or a downscaled frame")
     return Inspection([message(meta.asset_id.encode(), value)], [str(meta.event_id)]), meta
 
 

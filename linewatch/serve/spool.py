@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+
 from linewatch.errors import InfrastructureError, LinewatchError
 from linewatch.kafka import make_producer
 
@@ -49,6 +51,10 @@ MESSAGE_TIMEOUT_MS = 5_000
 #: Backoff between retries while the broker is away, doubling up to the maximum.
 RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 5.0
+
+
+class Undeliverable(LinewatchError):
+    """librdkafka refused an event outright (e.g. larger than ``message.max.bytes``): retrying cannot help."""
 
 
 class SpoolFull(LinewatchError):
@@ -228,6 +234,13 @@ class Spool:
                 path.rename(path.with_suffix(".corrupt"))
         return out
 
+    def set_aside(self, paths: Iterable[Path], suffix: str) -> None:
+        """Stop sending segments, keeping their files under another suffix (for an operator to look at)."""
+        for path in paths:
+            with self._lock:
+                self._untrack(path)
+            path.rename(path.with_suffix(suffix))
+
     def remove(self, paths: Iterable[Path]) -> None:
         """Delete segments whose every event the broker confirmed."""
         for path in paths:
@@ -284,6 +297,13 @@ class Forwarder:
                 continue
             try:
                 self._send([e for _, events in batch for e in events])
+            except Undeliverable as e:
+                # Never silently dropped: the segments are kept as .undeliverable for an operator, and the rest flows.
+                log.error("%s; %d spool segment(s) set aside as .undeliverable in %s", e, len(batch),
+                          self.spool.directory)
+                self.spool.set_aside([p for p, _ in batch], ".undeliverable")
+                self.last_error = str(e)
+                continue
             except InfrastructureError as e:
                 if self.broker != "down":
                     log.warning("cannot publish inspected events (%s); %d event(s) kept in the spool, retrying",
@@ -315,6 +335,8 @@ class Forwarder:
                     break
                 except BufferError:
                     self._producer.poll(0.05)
+                except KafkaException as err:  # refused locally (too large): retrying cannot help
+                    raise Undeliverable(f"a {len(e.value)}-byte {e.topic} event was refused: {err}") from err
         deadline = time.monotonic() + MESSAGE_TIMEOUT_MS / 1000 + 1
         remaining = self._producer.flush(0)
         while remaining and not errors and not self._stop.is_set() and time.monotonic() < deadline:

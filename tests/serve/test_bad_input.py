@@ -276,3 +276,11 @@ def test_a_large_request_is_scored_as_one_batch(api):
     got = r.json()["records"]
     assert len(got) == 600 and all(g["status"] == "scored" for g in got)
     assert [g["scores"][0]["part_id"] for g in got] == [rec["part_id"] for rec in records]
+
+
+def test_a_frame_too_large_for_kafka_is_refused_before_scoring(tmp_path, frames_bundle):
+    with serving(serve_settings(tmp_path), bootstrap=f"127.0.0.1:{free_port()}", bundles=[frames_bundle]) as s:
+        pixels = np.zeros((800, 800, 3), dtype=np.uint8).tobytes()
+        r = _frame(s, pixels, "application/octet-stream", width=800, height=800, channels=3)
+        assert r.status_code == 413 and "Kafka message limit" in r.json()["reason"], r.text
+        assert s.service.frames.scored == 0

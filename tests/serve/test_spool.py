@@ -18,7 +18,7 @@ from linewatch.embedded.process import free_port, stop
 from linewatch.kafka import ensure_topics
 from linewatch.schemas.topics import SPC
 from linewatch.serve.lanes import REQUEST_ID_HEADER, VERDICT_HEADER
-from linewatch.serve.spool import Event, Spool, SpoolFull
+from linewatch.serve.spool import Event, Forwarder, Spool, SpoolFull
 from tests.serve.conftest import read_keyed, serve_settings, serving
 from tests.spc_parts import part
 
@@ -90,3 +90,17 @@ def test_broker_down_then_back_loses_nothing(tmp_path, ewma_bundle):
                for h in headers)
     assert all(h[REQUEST_ID_HEADER] for h in headers)
     assert len(ids) == len(set(ids)) == n
+
+
+def test_an_event_the_producer_refuses_is_set_aside_not_lost_and_the_rest_flows(tmp_path):
+    spool = Spool(tmp_path, max_bytes=10**8, max_events=10)
+    spool.append([Event("frames", b"a", b"x" * 2_000_000)])  # over librdkafka's message.max.bytes
+    forwarder = Forwarder(spool, f"127.0.0.1:{free_port()}").start()
+    try:
+        deadline = time.monotonic() + 10
+        while spool.events and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        forwarder.stop(drain_s=0)
+    assert spool.events == 0 and len(list(tmp_path.glob("*.undeliverable"))) == 1
+    assert "refused" in (forwarder.last_error or "")
