@@ -205,7 +205,7 @@ async def _saturated(base: str, make: Callable[[], tuple], *, seconds: float, cl
     return {"per_s": done / elapsed, "status": codes}
 
 
-def _start_server(settings: Any, stack: Any, tmp: Path, port: int) -> Any:
+def _start_server(settings: Any, stack: Any, tmp: Path, port: int, fsync: bool) -> Any:
     """The real ``linewatch serve`` as a child process, ready when ``/readyz`` answers 200."""
     import httpx
 
@@ -214,6 +214,7 @@ def _start_server(settings: Any, stack: Any, tmp: Path, port: int) -> Any:
     env = dict(os.environ)
     env.update({"LINEWATCH_BROKER_URL": stack.bootstrap, "LINEWATCH_DATABASE_URL": stack.database_url,
                 "LINEWATCH_DATA_DIR": str(tmp / "serve"), "LINEWATCH_SERVE_PORT": str(port),
+                "LINEWATCH_SERVE_SPOOL_FSYNC": "true" if fsync else "false",
                 **settings.kafka_env()})
     log_path = tmp / "serve.log"
     proc = spawn([sys.executable, "-m", "linewatch", "serve"], log_path=log_path, env=env)
@@ -231,8 +232,8 @@ def _start_server(settings: Any, stack: Any, tmp: Path, port: int) -> Any:
 
 
 def run_bench_serve(*, size: int = 256, frame_rate: float = 20.0, spc_rate: float = 500.0, seconds: float = 10.0,
-                    clients: int = 8, records_per_request: int = 1, say: Callable[[str], None] = print
-                    ) -> dict[str, Any]:
+                    clients: int = 8, records_per_request: int = 1, fsync: bool = True,
+                    say: Callable[[str], None] = print) -> dict[str, Any]:
     """Everything in the module docstring; returns the figures."""
     from linewatch.benchmarks.common import bench_stack
     from linewatch.config import load_settings
@@ -245,7 +246,7 @@ def run_bench_serve(*, size: int = 256, frame_rate: float = 20.0, spc_rate: floa
         figures: dict[str, Any] = _detector_alone(stack.database_url, pool, records)
         port = free_port()
         say(f"starting linewatch serve on port {port} ...")
-        proc = _start_server(settings, stack, tmp, port)
+        proc = _start_server(settings, stack, tmp, port, fsync)
         try:
             base, load = f"http://127.0.0.1:{port}", Load(pool, records, records_per_request)
             asyncio.run(_paced(base, load.frame, rate=5, seconds=1, clients=clients))  # warm-up
@@ -262,7 +263,7 @@ def run_bench_serve(*, size: int = 256, frame_rate: float = 20.0, spc_rate: floa
         "frame_p50_ms": frame["p50_ms"], "frame_p99_ms": frame["p99_ms"], "frame_per_s": frame_max["per_s"],
         "spc_p50_ms": spc["p50_ms"], "spc_p99_ms": spc["p99_ms"], "spc_per_s": spc_max["per_s"],
         "frame_rate": frame_rate, "spc_rate": spc_rate, "spc_records_per_request": records_per_request,
-        "frame_size": size, "clients": clients,
+        "frame_size": size, "clients": clients, "spool_fsync": fsync,
         "cpu_count": os.cpu_count(), "status": {"frame_paced": frame["status"], "spc_paced": spc["status"],
                                                 "frame_saturated": frame_max["status"],
                                                 "spc_saturated": spc_max["status"]},
@@ -279,11 +280,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
                         help="SPC records per request (a station that batches its gauge readings)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each paced phase")
     parser.add_argument("--clients", type=int, default=8, help="concurrent keep-alive connections")
+    parser.add_argument("--no-fsync", action="store_true", help="serve with LINEWATCH_SERVE_SPOOL_FSYNC=false")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     figures = run_bench_serve(size=args.size, frame_rate=args.frame_rate, spc_rate=args.spc_rate,
                               seconds=args.seconds, clients=args.clients,
-                              records_per_request=args.spc_records_per_request,
+                              records_per_request=args.spc_records_per_request, fsync=not args.no_fsync,
                               say=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(figures, indent=2))
     if args.json is not None:

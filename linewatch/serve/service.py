@@ -33,10 +33,10 @@ class InspectionService:
     """Everything behind the routes; start it before serving and stop it after."""
 
     def __init__(self, settings: Settings, *, bootstrap: str, database_url: str | None,
-                 security: Mapping[str, str] | None = None, fsync: bool = True) -> None:
+                 security: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.spool = Spool(settings.serve_spool_path, max_bytes=settings.serve_spool_max_bytes,
-                           max_events=settings.serve_spool_max_events, fsync=fsync)
+                           max_events=settings.serve_spool_max_events, fsync=settings.serve_spool_fsync)
         self.forwarder = Forwarder(self.spool, bootstrap, security=security)
         self.spc_models = ModelCache(database_url=database_url, modalities=("spc",),
                                      refresh_s=settings.model_refresh_s, cache_dir=settings.model_cache_dir)

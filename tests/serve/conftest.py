@@ -45,7 +45,7 @@ class Serving:
 def serving(settings: Settings, *, bootstrap: str, database_url: str | None = None,
             bundles: Sequence[ModelBundle] = ()) -> Iterator[Serving]:
     """The API on a free port with ``settings``; ``bundles`` are served beside the registry's models."""
-    service = InspectionService(settings, bootstrap=bootstrap, database_url=database_url, fsync=False)
+    service = InspectionService(settings, bootstrap=bootstrap, database_url=database_url)
     for b in bundles:
         (service.spc_models if b.modality == "spc" else service.frame_models).add(b)
     port = free_port()
@@ -81,7 +81,8 @@ def read_keyed(bootstrap: str, topic: str, key: bytes, n: int, timeout_s: float 
 
 
 def serve_settings(tmp: Path, **overrides: object) -> Settings:
-    return Settings(data_dir=tmp, serve_spool_dir=tmp / "spool", model_refresh_s=1.0, **overrides)
+    return Settings(data_dir=tmp, serve_spool_dir=tmp / "spool", model_refresh_s=1.0, serve_spool_fsync=False,
+                    **overrides)
 
 
 @pytest.fixture(scope="session")
