@@ -181,29 +181,41 @@ class ScoringLane:
         for t in tickets:
             by_mode.setdefault(t.mode, []).append(t)
         for mode, group in by_mode.items():
-            t0 = time.perf_counter()
-            try:
-                messages = [m for t in group for m in t.messages]
-                outcomes = split(self._score(messages, mode), messages, [e for t in group for e in t.event_ids])
-                events = []
-                for t, part in zip(group, _cut(outcomes, [len(t.messages) for t in group]), strict=True):
-                    events += [self._event(o, t.request_id) for o in part if o.reason is None]
-                self._spool.append(events)
-            except Exception as e:  # a detector bug or a full disk fails these requests (500/503), not the lane
-                log.exception("scoring a batch of %d %s request(s) failed", len(group), self.name)
+            self._score_group(mode, group)
+
+    def _score_group(self, mode: str, group: list[Ticket]) -> None:
+        """Score, spool and answer one batch of tickets; when it fails, each ticket alone (as the worker does).
+
+        So a message that breaks a detector fails its own request (500 with the reason), not the
+        requests that happened to share its batch.
+        """
+        t0 = time.perf_counter()
+        messages = [m for t in group for m in t.messages]
+        try:
+            outcomes = split(self._score(messages, mode), messages, [e for t in group for e in t.event_ids])
+            parts = _cut(outcomes, [len(t.messages) for t in group])
+            self._spool.append([self._event(o, t.request_id) for t, part in zip(group, parts, strict=True)
+                                for o in part if o.reason is None])
+        except Exception as e:  # a detector bug or a full disk fails these requests (500/503), not the lane
+            if len(group) > 1:
+                log.warning("scoring a batch of %d %s requests failed (%s: %s); scoring them one at a time",
+                            len(group), self.name, type(e).__name__, e)
                 for t in group:
-                    self._spool.release(*t.reserved)
-                    if not t.future.done():  # a request that timed out has cancelled its future
-                        t.future.set_exception(e)
-                continue
-            finally:
-                self.busy_s += time.perf_counter() - t0
-            self.batches += 1
-            self.scored += len(messages)
-            for t, part in zip(group, _cut(outcomes, [len(t.messages) for t in group]), strict=True):
-                self._spool.release(*t.reserved)
-                if not t.future.done():  # the client may have stopped waiting (504): the event is spooled all the same
-                    t.future.set_result(part)
+                    self._score_group(mode, [t])
+                return
+            log.exception("scoring a %s request failed", self.name)
+            self._spool.release(*group[0].reserved)
+            if not group[0].future.done():  # a request that timed out has cancelled its future
+                group[0].future.set_exception(e)
+            return
+        finally:
+            self.busy_s += time.perf_counter() - t0
+        self.batches += 1
+        self.scored += len(messages)
+        for t, part in zip(group, parts, strict=True):
+            self._spool.release(*t.reserved)
+            if not t.future.done():  # the client may have stopped waiting (504): the event is spooled all the same
+                t.future.set_result(part)
 
     def _event(self, o: Outcome, request_id: str) -> Event:
         headers = ((INSPECTED_BY_HEADER, INSPECTED_BY), (VERDICT_HEADER, o.verdict_header()),

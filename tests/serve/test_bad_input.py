@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import struct
+import time
 import zlib
 from datetime import UTC, datetime
 
@@ -284,3 +285,37 @@ def test_a_frame_too_large_for_kafka_is_refused_before_scoring(tmp_path, frames_
         r = _frame(s, pixels, "application/octet-stream", width=800, height=800, channels=3)
         assert r.status_code == 413 and "Kafka message limit" in r.json()["reason"], r.text
         assert s.service.frames.scored == 0
+
+
+def test_a_request_that_breaks_the_detector_fails_alone_in_its_batch(tmp_path, ewma_bundle):
+    import asyncio
+
+    from linewatch.serve.requests import spc_inspection
+
+    with serving(serve_settings(tmp_path), bootstrap=f"127.0.0.1:{free_port()}", bundles=[ewma_bundle]) as s:
+        lane, score, sizes = s.service.spc, s.service.spc._score, []
+
+        def slow_then_breaks_on_poison(messages, mode):
+            sizes.append(len(messages))
+            if len(sizes) == 1:
+                time.sleep(0.3)  # keeps the lane busy while the next three requests queue up behind it
+            if any(b"poison" in (m.value or b"") for m in messages):
+                raise RuntimeError("detector bug")
+            return score(messages, mode)
+
+        lane._score = slow_then_breaks_on_poison
+
+        async def four():
+            bodies = [part("gate-b", i, (0, 0), lot="poison" if i == 2 else "L1").model_dump_json().encode()
+                      for i in range(4)]
+            inspections = [spc_inspection(b, lane.message, max_records=10) for b in bodies]
+            first = asyncio.ensure_future(s.service.inspect(lane, inspections[0], request_id="r0"))
+            await asyncio.sleep(0.1)
+            rest = await asyncio.gather(*(s.service.inspect(lane, x, request_id=f"r{i}")
+                                          for i, x in enumerate(inspections[1:], 1)), return_exceptions=True)
+            return [await first, *rest]
+
+        results = asyncio.run(four())
+        assert sizes[:2] == [1, 3], sizes  # the three were one batch, then scored one at a time
+        assert [type(r).__name__ for r in results] == ["list", "list", "Refused", "list"], results
+        assert results[2].status == 500 and s.service.spool.events == 3
