@@ -145,6 +145,51 @@ ORDER BY ts, event_id, detector;
 COMMENT ON VIEW defect_detections IS
 'Every event a defect classifier recognised; anomaly_flagged = false marks a known defect the anomaly layer missed.';
 
+-- alert_incidents and open_alerts gain the class the defect classifier recognised in the alert's
+-- events and its route (the alert's latest row), after their columns (CREATE OR REPLACE appends).
+CREATE OR REPLACE VIEW alert_incidents AS
+WITH lifecycle AS (
+    SELECT alert_id,
+           min(opened_at)                                            AS opened_at,
+           min(ts) FILTER (WHERE state = 'acknowledge')              AS acknowledged_at,
+           (array_agg(actor ORDER BY ts) FILTER (WHERE state = 'acknowledge'))[1] AS acknowledged_by,
+           max(ts) FILTER (WHERE state = 'close')                    AS closed_at,
+           (array_agg(actor ORDER BY ts DESC) FILTER (WHERE state = 'close'))[1] AS closed_by,
+           max(score)                                                AS max_score,
+           max(CASE severity WHEN 'critical' THEN 3 WHEN 'warning' THEN 2 ELSE 1 END) AS severity_rank,
+           max(ts)                                                   AS last_ts,
+           count(*)                                                  AS n_events
+    FROM alerts
+    GROUP BY alert_id
+), latest AS (
+    SELECT DISTINCT ON (alert_id) alert_id, kind, asset_id, route, shadow, state, severity, contributors,
+           modalities, model_versions, note, defect_class AS recognised_class, defect_route AS recognised_route
+    FROM alerts
+    ORDER BY alert_id, ts DESC,
+             CASE state WHEN 'close' THEN 4 WHEN 'acknowledge' THEN 3 WHEN 'update' THEN 2 ELSE 1 END DESC
+), verdicts AS (
+    SELECT DISTINCT ON (alert_id) alert_id, verdict, defect_class, operator, ts AS disposition_ts
+    FROM dispositions
+    WHERE alert_id IS NOT NULL
+    ORDER BY alert_id, ts DESC, written_at DESC
+)
+SELECT l.alert_id, a.kind, a.asset_id, a.route, a.shadow, a.state AS last_state,
+       l.opened_at, l.acknowledged_at, l.acknowledged_by, l.closed_at, l.closed_by,
+       coalesce(l.closed_at, now()) - l.opened_at                AS duration,
+       (ARRAY['info', 'warning', 'critical'])[l.severity_rank]   AS max_severity,
+       l.max_score, a.contributors AS last_contributors, a.modalities, a.model_versions,
+       l.n_events, l.last_ts, a.note AS last_note,
+       v.verdict, v.defect_class, v.operator AS disposition_operator, v.disposition_ts,
+       a.recognised_class, a.recognised_route
+FROM lifecycle l
+JOIN latest a USING (alert_id)
+LEFT JOIN verdicts v USING (alert_id);
+COMMENT ON COLUMN alert_incidents.recognised_class IS
+'The defect class the classifier recognised in the alert''s events (its latest row); NULL: unclassified.';
+
+CREATE OR REPLACE VIEW open_alerts AS
+SELECT * FROM alert_incidents WHERE last_state <> 'close';
+
 GRANT SELECT ON defect_classes, frame_features, defect_labels, defect_label_counts, defect_detections
     TO linewatch_reader, linewatch_writer;
 GRANT INSERT ON frame_features TO linewatch_writer;

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from linewatch.cli.common import ConfigOption, console, settings
+from linewatch.cli.common import ConfigOption, console, migrated_database, settings
 from linewatch.cli.feedback_options import ActorOption, SinceOption, operator_name, parse_time
 
 alerts_app = typer.Typer(help="List incidents; acknowledge or close an alert by hand.", no_args_is_help=True)
@@ -31,31 +31,28 @@ def list_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from linewatch.embedded.stack import Stack
     from linewatch.feedback.alerts import contributor_names, list_incidents
-    from linewatch.storage.connection import connect
-    from linewatch.storage.migrations import migrate
 
     s = settings(config)
     since_t = parse_time(since, "--since")
-    with Stack(s, need_broker=False) as stack:
-        migrate(stack.database_url)
-        with connect(stack.database_url) as conn:
-            rows = list_incidents(conn, open_only=open_only, asset=asset, since=since_t)
+    with migrated_database(s) as conn:
+        rows = list_incidents(conn, open_only=open_only, asset=asset, since=since_t)
     if as_json:
         for r in rows:
             print(json.dumps(_jsonable(r), default=str))
         return
     table = Table(title=f"{len(rows)} {'open ' if open_only else ''}alert(s)")
     for col in ("alert", "asset", "state", "severity", "route", "score", "opened", "closed", "top contributors",
-                "disposition"):
+                "defect", "disposition"):
         table.add_column(col)
     for r in rows:
         verdict = r["verdict"] + (f" ({r['defect_class']})" if r["defect_class"] else "") if r["verdict"] else ""
+        defect = (f"{r['recognised_class']} -> {r['recognised_route']}" if r["recognised_route"]
+                  else r["recognised_class"] or "")
         table.add_row(str(r["alert_id"]), r["asset_id"], r["last_state"] + (" [shadow]" if r["shadow"] else ""),
                       r["max_severity"], r["route"], f"{r['max_score']:.2f}", f"{r['opened_at']:%Y-%m-%d %H:%M:%S}",
                       f"{r['closed_at']:%Y-%m-%d %H:%M:%S}" if r["closed_at"] else "",
-                      ", ".join(contributor_names(r["last_contributors"])), verdict)
+                      ", ".join(contributor_names(r["last_contributors"])), defect, verdict)
     Console(width=200).print(table)
 
 

@@ -133,6 +133,23 @@ def jsonable(obj: Any) -> Any:
 
 
 @contextmanager
+def migrated_database(s: Settings) -> Iterator[Any]:
+    """A connection to the configured database (an embedded one when none is), its migrations applied.
+
+    What every operator command that reads or edits the database opens; the embedded services it
+    started stop when the block ends, whatever happens inside it.
+    """
+    from linewatch.embedded.stack import Stack
+    from linewatch.storage.connection import connect
+    from linewatch.storage.migrations import migrate
+
+    with Stack(s, need_broker=False) as stack:
+        migrate(stack.database_url)
+        with connect(stack.database_url) as conn:
+            yield conn
+
+
+@contextmanager
 def counting_progress(description: str, total: int | None = None) -> Iterator[Any]:
     """A progress bar on :data:`console`, as the ``progress(done)`` callback the producers take.
 

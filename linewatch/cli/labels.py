@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from linewatch.cli.common import ConfigOption, console, jsonable, settings
+from linewatch.cli.common import ConfigOption, console, jsonable, migrated_database, settings
 
 labels_app = typer.Typer(
     help="Confirmed defect classes (the Day-30 labelled set) and the class list with synonyms and routes.",
@@ -35,15 +35,10 @@ def labels_cmd(
 
     from linewatch.defects.classifier import MIN_EXAMPLES
     from linewatch.defects.label_store import class_counts
-    from linewatch.embedded.stack import Stack
-    from linewatch.storage.connection import connect
-    from linewatch.storage.migrations import migrate
 
     s = settings(config)
-    with Stack(s, need_broker=False) as stack:
-        migrate(stack.database_url)
-        with connect(stack.database_url) as conn:
-            rows = class_counts(conn, sku=sku)
+    with migrated_database(s) as conn:
+        rows = class_counts(conn, sku=sku)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({"min_examples": MIN_EXAMPLES, "classes": jsonable(rows)}, indent=2))
@@ -75,15 +70,10 @@ def class_cmd(
 ) -> None:
     """Add a class or change one: synonyms are added to those it has, the route replaces its route."""
     from linewatch.defects.catalogue import set_class
-    from linewatch.embedded.stack import Stack
-    from linewatch.storage.connection import connect
-    from linewatch.storage.migrations import migrate
 
     s = settings(config)
-    with Stack(s, need_broker=False) as stack:
-        migrate(stack.database_url)
-        with connect(stack.database_url) as conn:
-            c = set_class(conn, name, sku=sku, route=route, synonyms=synonym or ())
+    with migrated_database(s) as conn:
+        c = set_class(conn, name, sku=sku, route=route, synonyms=synonym or ())
     console.print(f"class {c.name} (SKU {c.sku}): route {c.route}; synonyms {', '.join(c.synonyms) or 'none'}")
 
 
@@ -97,15 +87,10 @@ def classes_cmd(
     from rich.table import Table
 
     from linewatch.defects.catalogue import list_classes
-    from linewatch.embedded.stack import Stack
-    from linewatch.storage.connection import connect
-    from linewatch.storage.migrations import migrate
 
     s = settings(config)
-    with Stack(s, need_broker=False) as stack:
-        migrate(stack.database_url)
-        with connect(stack.database_url) as conn:
-            classes = list_classes(conn, sku)
+    with migrated_database(s) as conn:
+        classes = list_classes(conn, sku)
     table = Table(title=f"{len(classes)} defect class(es)")
     for col in ("sku", "class", "route", "synonyms"):
         table.add_column(col)

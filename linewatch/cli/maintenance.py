@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from linewatch.cli.common import ConfigOption, console, settings
+from linewatch.cli.common import ConfigOption, console, migrated_database, settings
 from linewatch.cli.feedback_options import ActorOption, operator_name, parse_time
 
 maintenance_app = typer.Typer(help="Declared maintenance windows (alerts are suppressed inside them).",
@@ -23,19 +23,14 @@ def add_cmd(
     config: ConfigOption = None,
 ) -> None:
     """Declare a maintenance window; declaring the same asset, start and end again changes nothing."""
-    from linewatch.embedded.stack import Stack
     from linewatch.feedback.maintenance import MaintenanceWindow, add_window
-    from linewatch.storage.connection import connect
-    from linewatch.storage.migrations import migrate
 
     s = settings(config)
     window = MaintenanceWindow(asset_id=asset, starts_at=parse_time(start, "--from"),  # type: ignore[arg-type]
                                ends_at=parse_time(end, "--to"), reason=reason,  # type: ignore[arg-type]
                                created_by=operator_name(actor))
-    with Stack(s, need_broker=False) as stack:
-        migrate(stack.database_url)
-        with connect(stack.database_url) as conn:
-            added = add_window(conn, window)
+    with migrated_database(s) as conn:
+        added = add_window(conn, window)
     console.print(f"maintenance window {window.window_id} for {asset}: {window.starts_at.isoformat()} to "
                   f"{window.ends_at.isoformat()}" + ("" if added else " (already declared)"))
 
@@ -50,16 +45,11 @@ def list_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from linewatch.embedded.stack import Stack
     from linewatch.feedback.maintenance import list_windows
-    from linewatch.storage.connection import connect
-    from linewatch.storage.migrations import migrate
 
     s = settings(config)
-    with Stack(s, need_broker=False) as stack:
-        migrate(stack.database_url)
-        with connect(stack.database_url) as conn:
-            rows = list_windows(conn, asset=asset, current_only=current)
+    with migrated_database(s) as conn:
+        rows = list_windows(conn, asset=asset, current_only=current)
     table = Table(title=f"{len(rows)} maintenance window(s)")
     for col in ("window", "asset", "from", "to", "reason", "by"):
         table.add_column(col)

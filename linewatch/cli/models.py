@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from linewatch.cli.common import ConfigOption, console, fmt, settings
+from linewatch.cli.common import ConfigOption, console, fmt, migrated_database, settings
 
 if TYPE_CHECKING:
     from linewatch.storage.promotion import VersionInfo
@@ -47,19 +47,14 @@ def models_list_cmd(
     classifier: some class has fewer confirmed examples than a class needs to be ready).
     A defect classifier's threshold column is the confidence below which it answers "unknown".
     """
-    from linewatch.embedded.stack import Stack
     from linewatch.errors import ConfigError
-    from linewatch.storage.connection import connect
-    from linewatch.storage.migrations import migrate
     from linewatch.storage.promotion import list_versions
 
     if modality is not None and modality not in ("spc", "signals", "frames"):
         raise ConfigError(f"--modality {modality!r}: use spc, signals or frames")
     s = settings(config)
-    with Stack(s, need_broker=False) as stack:
-        migrate(stack.database_url)
-        with connect(stack.database_url) as conn:
-            versions = list_versions(conn, modality=modality, asset=asset)
+    with migrated_database(s) as conn:
+        versions = list_versions(conn, modality=modality, asset=asset)
     if as_json:
         print(json.dumps([v.as_json() for v in versions], indent=2))
         return
@@ -90,16 +85,11 @@ def models_promote_cmd(
     deactivated, and model_promotions records the previous version, the actor and the note.
     Refused (nothing changes) when the version is not a shadow or not active.
     """
-    from linewatch.embedded.stack import Stack
-    from linewatch.storage.connection import connect
-    from linewatch.storage.migrations import migrate
     from linewatch.storage.promotion import promote
 
     s = settings(config)
-    with Stack(s, need_broker=False) as stack:
-        migrate(stack.database_url)
-        with connect(stack.database_url) as conn:
-            done = promote(conn, model_id, version, actor=actor, note=note)
+    with migrated_database(s) as conn:
+        done = promote(conn, model_id, version, actor=actor, note=note)
     replaced = f"replacing {done.previous} (deactivated)" if done.previous else "no champion of this model id before"
     console.print(f"promoted {escape(done.model_id)}@{escape(done.version)} to champion, {replaced}; "
                   f"recorded by {escape(done.actor)} at {done.promoted_at.isoformat(timespec='seconds')}. "

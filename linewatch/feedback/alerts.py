@@ -108,7 +108,7 @@ def list_incidents(conn: psycopg.Connection, *, open_only: bool = False, asset: 
     cur = conn.execute(
         f"""SELECT alert_id, kind, asset_id, route, shadow, last_state, max_severity, max_score, opened_at,
                    acknowledged_at, acknowledged_by, closed_at, duration, last_contributors, modalities,
-                   model_versions, verdict, defect_class
+                   model_versions, verdict, defect_class, recognised_class, recognised_route
             FROM {view}
             WHERE (%(asset)s::text IS NULL OR asset_id = %(asset)s)
               AND (%(since)s::timestamptz IS NULL OR last_ts >= %(since)s)

@@ -40,7 +40,11 @@ def test_confirmed_defects_become_a_classifier_whose_classes_reach_scores_and_al
             seen = conn.execute("SELECT count(*) FROM defect_detections WHERE sku = %s", (sku,)).fetchone()[0]
             missed = conn.execute("SELECT count(*) FROM defect_detections WHERE sku = %s AND NOT anomaly_flagged",
                                   (sku,)).fetchone()[0]
+            listed = dict(conn.execute(  # what `linewatch alerts list` shows in its defect column
+                "SELECT alert_id::text, recognised_class FROM alert_incidents WHERE alert_id = ANY(%s::uuid[])",
+                ([a["alert_id"] for a in s["alerts"]],)).fetchall())
         assert seen >= s["flagged_after"] and missed == s["known_defects_below_threshold"]
+        assert {a["alert_id"]: a["defect_class"] for a in s["alerts"]} == listed
     finally:
         with psycopg.connect(database_url) as conn:  # the session worker must not keep this line's models
             conn.execute("UPDATE model_versions SET active = false WHERE scope_sku = %s", (sku,))
