@@ -56,22 +56,36 @@ def training_set(database_url: str, *, modality: str, sku: str | None = None) ->
         largest = max(np.unique([r[4] for r in defects], return_counts=True)[1])
         skus = sorted({r[3] for r in labels})
         labelled_ids = {r[0] for r in labels}
-        normal = [r for r in _unflagged(conn, modality, skus, int(largest)) if r[0] not in labelled_ids]
+        model = _image_model(conn, [r[0] for r in defects]) if modality == "frames" else None
+        normal = [r for r in _unflagged(conn, modality, skus, int(largest), model) if r[0] not in labelled_ids]
         rows = [*labels, *[(*r, GOOD_CLASS) for r in normal]]
-        names, X, model = _features(conn, modality, rows)
+        names, X = _features(conn, modality, rows, model)
     keep = ~np.isnan(X).any(axis=1) if X.size else np.zeros(len(rows), dtype=bool)
     return TrainingSet(X[keep], [str(r[4]) for r, k in zip(rows, keep, strict=True) if k], names, modality,
                        "label store", sku, event_ids=[str(r[0]) for r, k in zip(rows, keep, strict=True) if k],
                        feature_model=model)
 
 
-def _unflagged(conn: psycopg.Connection, modality: str, skus: list[str], n: int) -> list[tuple]:
+def _image_model(conn: psycopg.Connection, defect_ids: list[object]) -> str | None:
+    """The image model whose features most confirmed defects have (the newest on a tie).
+
+    Only one model's pooled features are comparable (another model, another feature space), and
+    the confirmed defects are the scarce rows: the good examples are then taken from that model too.
+    """
+    row = conn.execute("SELECT model_version FROM frame_features WHERE event_id = ANY(%s) "
+                       "GROUP BY model_version ORDER BY count(*) DESC, max(ts) DESC LIMIT 1", (defect_ids,)).fetchone()
+    return row[0] if row else None
+
+
+def _unflagged(conn: psycopg.Connection, modality: str, skus: list[str], n: int, model: str | None = None
+               ) -> list[tuple]:
     """The newest ``n`` ordinary events per SKU (every detector's score under ORDINARY_SCORE), features stored.
 
     Not merely unflagged: a defect the anomaly layer missed scores just under its threshold, and
     taking it as a good part would teach the classifier that the defect is normal.
     """
-    stored = ("frame_features f WHERE f.ts = s.ts AND f.event_id = s.event_id" if modality == "frames" else
+    stored = ("frame_features f WHERE f.ts = s.ts AND f.event_id = s.event_id AND f.model_version = %(model)s"
+              if modality == "frames" else
               "spc_measurements f WHERE f.ts = s.ts AND f.event_id = s.event_id" if modality == "spc" else
               "signal_features f WHERE f.ts = s.ts AND f.asset_id = s.asset_id")
     query = f"""SELECT event_id, ts, asset_id, sku FROM (
@@ -81,28 +95,26 @@ def _unflagged(conn: psycopg.Connection, modality: str, skus: list[str], n: int)
                     WHERE s.modality = %(modality)s AND s.sku = ANY(%(skus)s) AND EXISTS (SELECT 1 FROM {stored})
                     GROUP BY s.ts, s.event_id HAVING max(s.calibrated_score) < %(ordinary)s) x
                 WHERE k <= %(n)s ORDER BY ts, event_id"""
-    return conn.execute(query, {"skus": skus, "n": n, "modality": modality, "ordinary": ORDINARY_SCORE}).fetchall()
+    return conn.execute(query, {"skus": skus, "n": n, "modality": modality, "ordinary": ORDINARY_SCORE,
+                                "model": model}).fetchall()
 
 
-def _features(conn: psycopg.Connection, modality: str, rows: list[tuple]
-              ) -> tuple[list[str], np.ndarray, str | None]:
-    """Feature names, a ``(len(rows), d)`` matrix in ``rows`` order (NaN where an event lacks one), image model.
+def _features(conn: psycopg.Connection, modality: str, rows: list[tuple], model: str | None = None
+              ) -> tuple[list[str], np.ndarray]:
+    """Feature names and a ``(len(rows), d)`` matrix in ``rows`` order (NaN where an event lacks one).
 
-    Frames: only the features of one image model are comparable (another model, another feature
-    space), so rows are those of the image model that computed the newest stored features.
+    Frames: the pooled features image model ``model`` computed (rows of another model are NaN).
     """
     ids = [r[0] for r in rows]
     if modality == "frames":
-        stored = conn.execute("SELECT event_id, model_version, features FROM frame_features WHERE event_id = ANY(%s) "
-                              "ORDER BY ts DESC", (ids,)).fetchall()
-        model = stored[0][1] if stored else None
-        found = {eid: f for eid, version, f in stored if version == model}
+        found = dict(conn.execute("SELECT event_id, features FROM frame_features "
+                                  "WHERE event_id = ANY(%s) AND model_version = %s", (ids, model)).fetchall())
         width = len(next(iter(found.values()))) if found else 0
         X = np.full((len(rows), width), np.nan)
         for i, eid in enumerate(ids):
             if eid in found:
                 X[i] = found[eid]
-        return pooled_feature_names(width // 2), X, model
+        return pooled_feature_names(width // 2), X
     if modality == "spc":
         values = conn.execute("SELECT event_id, characteristic, value FROM spc_measurements "
                               "WHERE event_id = ANY(%s)", (ids,)).fetchall()
@@ -120,4 +132,4 @@ def _features(conn: psycopg.Connection, modality: str, rows: list[tuple]
     present = [set(found) for found in by_event.values()]  # events with none are dropped by the caller
     names = sorted(set.intersection(*present)) if present else []
     X = np.array([[by_event.get(eid, {}).get(n, np.nan) for n in names] for eid in ids], dtype=np.float64)
-    return names, X.reshape(len(rows), len(names)), None
+    return names, X.reshape(len(rows), len(names))

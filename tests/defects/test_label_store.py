@@ -54,7 +54,7 @@ def _insert(conn: psycopg.Connection, table: str, cols: list[str] | tuple[str, .
 
 
 def _frames(conn: psycopg.Connection, sku: str, labels: list[str], *, flagged: bool = True,
-            start: int = 0) -> dict[uuid.UUID, str]:
+            start: int = 0, model: str = "v1") -> dict[uuid.UUID, str]:
     """Frames with stored pooled features (a class's own direction + noise) and scores; truth by event id."""
     rng = np.random.default_rng(start)
     direction = {"scratch": 0, "spot": 1, "good": 2}
@@ -65,7 +65,7 @@ def _frames(conn: psycopg.Connection, sku: str, labels: list[str], *, flagged: b
         vec[direction.get(label, 3)] += 1.0
         truth[eid] = label
         scores.append(_score(ts, eid, "frames", sku, flagged))
-        feats.append((ts, eid, "press-1", "cam-1", sku, "patchcore", "v1", flagged, vec.tolist()))
+        feats.append((ts, eid, "press-1", "cam-1", sku, "patchcore", model, flagged, vec.tolist()))
     _insert(conn, "scores", columns(ScoreRow), scores)
     _insert(conn, "frame_features", ("ts", "event_id", "asset_id", "camera", "sku", "detector", "model_version",
                                      "is_anomaly", "features"), feats)
@@ -105,6 +105,8 @@ def test_confirmed_classes_count_ready_and_train_with_sampled_good_parts(conn, d
     # A missed defect scores just under the threshold: not an ordinary part, never a good example.
     missed = _frames(conn, sku, ["scratch"] * 3, flagged=False, start=200)
     conn.execute("UPDATE scores SET calibrated_score = 1.8 WHERE event_id = ANY(%s)", (list(missed),))
+    # The newest ordinary frames come from another image model (retrained later): another feature space.
+    _frames(conn, sku, ["good"] * 30, flagged=False, start=300, model="v2")
     counts = {r["class"]: r for r in label_store.class_counts(conn, sku=sku)}
     assert {c: (r["examples"], r["ready"]) for c, r in counts.items()} == {
         "scratch": (22, True), "spot": (8, False), "good": (3, False)}
@@ -113,7 +115,7 @@ def test_confirmed_classes_count_ready_and_train_with_sampled_good_parts(conn, d
         ts = label_store.training_set(database_url, modality="frames", sku=sku)
         # Good parts: the 3 false alarms, and unflagged frames up to the largest class (22).
         assert ts.counts() == {"scratch": 22, "spot": 8, "good": 25}
-        assert ts.X.shape == (55, 6) and ts.feature_names[0] == "pooled_0"
+        assert ts.X.shape == (55, 6) and ts.feature_names[0] == "pooled_0" and ts.feature_model == "v1"
         chosen = {uuid.UUID(e) for e, c in zip(ts.event_ids, ts.y, strict=True) if c == "good"} - set(truth)
         assert chosen == set(list(unflagged)[-22:])  # the newest ordinary frames, not the missed scratches
         by_class = {c: ts.X[[y == c for y in ts.y]].mean(axis=0).argmax() for c in ("scratch", "spot", "good")}
