@@ -41,7 +41,8 @@ def labels_cmd(
         rows = class_counts(conn, sku=sku)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"min_examples": MIN_EXAMPLES, "classes": jsonable(rows)}, indent=2))
+        json_out.write_text(json.dumps({"min_examples": MIN_EXAMPLES, "classes": jsonable(rows)}, indent=2,
+                                       default=str))
     if not rows:
         console.print("no confirmed defects with a class yet: confirm alerts with "
                       "`linewatch disposition ALERT_ID --label true_defect --class NAME`")
@@ -50,7 +51,8 @@ def labels_cmd(
     for col in ("sku", "modality", "class", "examples", "with features", "ready", "last confirmed"):
         table.add_column(col, justify="right" if col in ("examples", "with features") else "left")
     for r in rows:
-        ready = "[green]yes[/green]" if r["ready"] else f"no ({MIN_EXAMPLES - r['with_features']} to go)"
+        ready = ("[green]yes[/green]" if r["ready"] else f"no ({MIN_EXAMPLES - r['with_features']} to go)"
+                 if r["class"] != "good" else "(ordinary parts are added)")
         table.add_row(r["sku"], r["modality"], r["class"], str(r["examples"]), str(r["with_features"]), ready,
                       r["last_confirmed"].isoformat(timespec="seconds"))
     Console(width=160).print(table)
