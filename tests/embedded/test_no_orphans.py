@@ -22,8 +22,13 @@ def _start_up(tmp_path) -> tuple[subprocess.Popen, list[psutil.Process]]:
                             stderr=subprocess.DEVNULL, env=env, text=True)
     lines = [proc.stdout.readline() for _ in range(2)]
     assert lines[1].startswith("export LINEWATCH_DATABASE_URL="), lines
-    children = psutil.Process(proc.pid).children(recursive=True)
-    names = {c.name() for c in children}
+    children, names = [], set()
+    for c in psutil.Process(proc.pid).children(recursive=True):
+        try:  # a short-lived helper (pg_ctl, a shell) may be gone between the listing and the look
+            names.add(c.name())
+        except psutil.NoSuchProcess:
+            continue
+        children.append(c)
     assert any("tansu" in n for n in names) and "postgres" in names, names
     return proc, children
 
