@@ -198,9 +198,15 @@ def test_access_log_is_json_without_payloads(api, caplog):
     with caplog.at_level(logging.INFO, logger="linewatch.serve.access"):
         record = json.loads(part("gate-log", 3, (0, 0), lot=secret).model_dump_json())
         r = api.client.post("/v1/inspect/spc", json=record, headers={"x-request-id": "req-42"})
+        # The server thread writes the line once the answer is on its way: it may come just after the client has it.
+        deadline, line = time.monotonic() + 5.0, None
+        while line is None and time.monotonic() < deadline:
+            lines = [json.loads(rec.getMessage()) for rec in list(caplog.records)
+                     if rec.name == "linewatch.serve.access"]
+            line = next((x for x in lines if x["request_id"] == "req-42"), None)
+            time.sleep(0.02)
     assert r.status_code == 200 and r.headers["x-request-id"] == "req-42"
-    lines = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "linewatch.serve.access"]
-    line = next(x for x in lines if x["request_id"] == "req-42")
+    assert line is not None, "no access-log line for request req-42"
     assert {"method", "path", "status", "latency_ms", "client", "request_id"} <= set(line)
     assert line["status"] == 200 and line["path"] == "/v1/inspect/spc"
     assert secret not in caplog.text
