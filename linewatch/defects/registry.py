@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psycopg
@@ -86,8 +86,10 @@ class ClassifierCache:
     """
 
     def __init__(self, database_url: str, *, refresh_s: float = 30.0, cache_dir: Path | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, modalities: Sequence[str] = MODALITIES) -> None:
         self._url = database_url
+        #: The modalities this cache serves: an agent loads its own modality's classifiers only.
+        self._modalities = tuple(modalities)
         self._refresh_s = refresh_s
         self._artifacts = ArtifactCache(cache_dir)
         self._clock = clock
@@ -105,7 +107,7 @@ class ClassifierCache:
         self._next_refresh = now + self._refresh_s
         try:
             with connect(self._url) as conn:
-                refs = [r for r in active_models(conn, MODALITIES, classifiers=True) if not r.shadow]
+                refs = [r for r in active_models(conn, self._modalities, classifiers=True) if not r.shadow]
         except psycopg.Error as e:
             log.warning("cannot look for new defect classifiers (%s); keeping the %d loaded", e, len(self._loaded))
             return []

@@ -101,13 +101,17 @@ class DefectLayer:
         return out
 
 
-def defect_layer(database_url: str, *, refresh_s: float, cache_dir: Path | None = None) -> DefectLayer:
-    """The layer a worker (or a replay) runs: the registry's classifiers and the database's class routes."""
-    from linewatch.defects.registry import ClassifierCache
+def defect_layer(database_url: str, *, refresh_s: float, cache_dir: Path | None = None,
+                 modalities: Sequence[str] | None = None) -> DefectLayer:
+    """The layer a worker (or a replay) runs: the registry's classifiers (of ``modalities``; all by default)
+    and the database's class routes."""
+    from linewatch.defects.registry import MODALITIES, ClassifierCache
 
     def routes() -> Routes:
         with connect(database_url) as conn:
             return Routes.load(conn)
 
-    return DefectLayer(ClassifierCache(database_url, refresh_s=refresh_s, cache_dir=cache_dir), load_routes=routes,
+    cache = ClassifierCache(database_url, refresh_s=refresh_s, cache_dir=cache_dir,
+                            modalities=modalities or MODALITIES)
+    return DefectLayer(cache, load_routes=routes,
                        routes_s=max(refresh_s, 10.0))

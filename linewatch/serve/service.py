@@ -46,7 +46,8 @@ class InspectionService:
                                  max_age_s=settings.event_time_max_age_s)
         # The Day-30 layer, as each agent runtime has its own: a lane's classifier cache is its thread's.
         spc_defects, frame_defects = ((defect_layer(database_url, refresh_s=settings.model_refresh_s,
-                                                    cache_dir=settings.model_cache_dir) for _ in range(2))
+                                                    cache_dir=settings.model_cache_dir, modalities=(m,))
+                                       for m in ("spc", "frames"))
                                       if database_url is not None else (None, None))
         self.streams = StreamStates()  # each asset's chart memory, as the SPC agent keeps it
         self.pool = ScoringPool(default_scoring_threads())

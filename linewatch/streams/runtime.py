@@ -117,7 +117,8 @@ class BatchRuntime(ABC):
                                  refresh_s=settings.model_refresh_s, cache_dir=settings.model_cache_dir)
         #: The Day-30 layer: the scopes' defect classifiers, consulted beside the anomaly models.
         self.defects = (defect_layer(database_url, refresh_s=settings.model_refresh_s,
-                                     cache_dir=settings.model_cache_dir) if self.classifies else None)
+                                     cache_dir=settings.model_cache_dir, modalities=(self.modality,))
+                        if self.classifies else None)
         self.writer = BatchWriter(database_url, retry_delays=retry_schedule(settings.db_retry_total_s))
         self.publisher = Publisher(bootstrap, security=settings.kafka_client_config())
         self.stats = BatchStats()
