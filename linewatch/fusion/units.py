@@ -10,8 +10,8 @@ A **unit** is what fusion decides on:
 
 Scores of one part arrive from different agents at different times (an image takes longer than
 an SPC record), so a part is held until every modality and detector the asset is known to send
-for its parts has reported, and its signals context is known (the asset's signals have reached
-the part's time); past ``lateness_s`` of event time beyond the part it is released with what it
+for its parts has reported, and its signals context is known (every signals detector of the asset
+has reached the part's time); past ``lateness_s`` of event time beyond the part it is released with what it
 has, so a camera that stops sending cannot stall the asset. What an asset sends is learned from
 what it has sent (the modalities and detectors of its recent events), not configured.
 
@@ -208,8 +208,11 @@ class AssetUnits:
             for d in detectors - (ev.detectors if ev is not None else set()):
                 if self.detector_watermark.get((m, d), ts) <= ts:
                     return False
-        # the context: every part-less modality of the asset must have reached the part's time
-        return all(self.watermark.get(m, ts) >= ts for m in self.free_detectors)
+        # The context: every detector of every part-less modality must have reached the part's time. Not
+        # the modality's newest score alone: a frame at the part's very instant, holding its first model's
+        # score and not yet its second, would be joined half-scored (a replay delivers both together).
+        return all(self.detector_watermark.get((m, d), ts) >= ts
+                   for m, detectors in self.free_detectors.items() for d in detectors)
 
     def _context_for(self, ts: datetime) -> Evidence | None:
         best: Evidence | None = None
@@ -250,6 +253,8 @@ class AssetUnits:
                 if not (flush or over > 0 or complete or self._late(ev.ts)):
                     break
                 del self.free[key]
+                if not complete:  # released without a detector: stop waiting for it, as for parts
+                    self.free_detectors[ev.modality] = frozenset(ev.detectors)
                 out.append(Unit(self.asset_id, ev.modality, ev.ts, None, {ev.modality: ev}))
         return out
 

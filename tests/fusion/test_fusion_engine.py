@@ -157,3 +157,52 @@ def test_an_alert_carries_the_class_its_scores_recognised_and_its_route() -> Non
     _, plain = _run(scores)  # no classifier: the alert is unclassified, nothing else changes
     first = next(a.message for a in plain.alerts if a.message.state == "open")
     assert first.defect_class is None and first.alert_id == message.alert_id
+
+
+def test_a_part_waits_for_every_detector_of_the_signals_frame_at_its_own_instant() -> None:
+    """A frame at the part's very instant is its context: the part is decided on all of the frame's detectors.
+
+    The worker's signals agent publishes one model's scores of a batch, then the next model's, so the fusion
+    agent can hold the frame's first detector and not yet its second; a replay delivers both together. Deciding
+    the part on the half frame made live and replay alerts differ (found by the live-equals-replay test).
+    """
+    ts = T0 + timedelta(seconds=30)
+    warm = []
+    for i in range(3):  # the asset's parts carry SPC; its signals frames two detectors
+        t = T0 + timedelta(seconds=10 * i)
+        warm += [score("cell-7", "spc", t, 0.5, part_id=f"w{i}"),
+                 score("cell-7", "signals", t, 0.5, detector="pca"),
+                 score("cell-7", "signals", t, 0.5, detector="autoencoder")]
+    part = score("cell-7", "spc", ts, 0.5, part_id="p1")
+    first = score("cell-7", "signals", ts, 0.5, detector="pca")
+    second = score("cell-7", "signals", ts, 1e-6, detector="autoencoder")
+
+    apart = FusionEngine()
+    apart.ingest(warm)
+    early = apart.ingest([part, first])
+    assert not [v for v in early.verdicts if v.unit.part_id == "p1"]  # the frame's second detector is missing
+    late = apart.ingest([second])
+    together = FusionEngine()
+    together.ingest(warm)
+    at_once = together.ingest([part, first, second])
+
+    def decided(out):
+        return [(v.unit.stream, v.unit.part_id, v.p_value, [e.event_id for e in v.unit.evidence()])
+                for v in out.verdicts]
+
+    assert decided(early) + decided(late) == decided(at_once)
+    p1 = next(v for v in at_once.verdicts if v.unit.part_id == "p1")
+    assert p1.unit.context is not None and p1.unit.context.detectors == {"pca", "autoencoder"}
+
+
+def test_a_signals_detector_released_late_without_is_not_waited_for_again() -> None:
+    engine = FusionEngine(FusionConfig(lateness_s=60))
+    both = [score("cell-8", "signals", T0, 0.5, detector=d) for d in ("pca", "autoencoder")]
+    engine.ingest([*both, score("cell-8", "spc", T0, 0.5, part_id="p0")])
+    # the autoencoder is retired: the next frames carry pca only
+    for i in range(1, 9):
+        t = T0 + timedelta(seconds=10 * i)
+        out = engine.ingest([score("cell-8", "signals", t, 0.5, detector="pca"),
+                             score("cell-8", "spc", t, 0.5, part_id=f"p{i}")])
+    # once one frame was released late without it, the later frames and parts are not held for it
+    assert [v.unit.part_id for v in out.verdicts if v.unit.part_id] == ["p8"]
