@@ -81,7 +81,7 @@ def test_build_command_writes_only_what_changed_and_says_so(tmp_path):
     runner = CliRunner()
     first = runner.invoke(app, ["dashboards", "build", "--out", str(tmp_path)])
     assert first.exit_code == 0, first.output
-    assert f"{len(d.render())} of {len(d.render())} files changed" in first.output
+    assert f"{len(d.render())} of {len(d.render())} files changed" in " ".join(first.output.split())
     (tmp_path / d.SPC_FILE).write_text("{}")
     (tmp_path / "linewatch-old-name.json").write_text("{}")
     second = runner.invoke(app, ["dashboards", "build", "--out", str(tmp_path)])
@@ -90,7 +90,7 @@ def test_build_command_writes_only_what_changed_and_says_so(tmp_path):
     assert d.SPC_FILE in said and "1 of" in said
     assert "linewatch-old-name.json is not generated" in said
     third = runner.invoke(app, ["dashboards", "build", "--out", str(tmp_path)])
-    assert "up to date" in third.output
+    assert "up to date" in " ".join(third.output.split())  # rich wraps a long temporary path
 
 
 def test_six_dashboards_with_stable_uids_and_the_compose_file_names():

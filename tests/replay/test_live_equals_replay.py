@@ -38,9 +38,10 @@ pytestmark = pytest.mark.integration
 SCORE_COLUMNS = [c for c in columns(ScoreRow) if c != "scored_at"]
 ALERT_COLUMNS = list(columns(AlertRow))
 JSON_COLUMNS = {"explanation", "contributors", "scores"}
-#: Plant seconds per wall second: 10 plant minutes in 10 s; fusion's 300 s lateness is then 5 s of worker lag, far
-#: more than a worker that keeps up with a line lags (it scores a frame in ~20 ms).
-SPEED = 60.0
+#: Plant seconds per wall second: 10 plant minutes in 20 s; fusion's 300 s lateness is then 10 s of worker lag, far
+#: more than a worker that keeps up with a line lags (it scores a frame in ~20 ms), even while the suite's other
+#: process keeps the second core busy.
+SPEED = 30.0
 
 
 def _scoped(models: PlantModels, asset: str, camera: str) -> PlantModels:
