@@ -98,7 +98,11 @@ def child_argv(*, log_level: str | None, config: Path | None) -> list[str]:
 
 
 def _exit_status(returncode: int) -> int:
-    """A child's ``Popen.returncode`` as a process exit status (killed by signal N: 128 + N, as shells say)."""
+    """A child's ``Popen.returncode`` as a process exit status (killed by signal N: 128 + N, as shells say).
+
+    >>> _exit_status(70), _exit_status(-9)
+    (70, 137)
+    """
     return 128 - returncode if returncode < 0 else returncode
 
 
