@@ -179,7 +179,7 @@ def test_workers_scale_within_the_partition_count(services):
     replicas = int(worker["deploy"]["replicas"])
     partitions = int(environment(worker)["LINEWATCH_TOPIC_PARTITIONS"])
     processes = int(environment(worker)["LINEWATCH_WORKER_PROCESSES"])  # 0 would depend on the host's cores
-    assert 1 <= processes and 1 <= replicas * processes <= partitions
+    assert processes >= 1 and 1 <= replicas * processes <= partitions
     scaled = load_compose({**SECRETS, "WORKER_REPLICAS": "6"})["services"]["worker"]
     assert int(scaled["deploy"]["replicas"]) == 6
     assert int(environment(services["kafka"])["KAFKA_NUM_PARTITIONS"]) == partitions
