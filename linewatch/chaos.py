@@ -2,7 +2,7 @@
 
 One embedded stack (Tansu broker, PostgreSQL) serves the whole run; every scenario gets a fresh
 worker (``python -m linewatch worker``, a child process, as the demo starts it) under a small
-:class:`Supervisor` that restarts a worker that exits, as systemd or Compose would, and counts
+:class:`~linewatch.supervisor.Supervisor` that restarts a worker that exits, as systemd or Compose would, and counts
 the exits. Each scenario streams its own events (its own asset names, so its rows are counted
 apart from the other scenarios'), injects its fault, waits on real conditions (the worker's
 ready line, row counts, process exits, committed offsets) and then asks the database and the
@@ -35,8 +35,6 @@ import random
 import shutil
 import signal
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -53,16 +51,15 @@ import psutil
 import psycopg
 
 from linewatch.config import Settings
-from linewatch.embedded.process import spawn, stop, tail
 from linewatch.embedded.stack import Stack
 from linewatch.errors import ConfigError, InfrastructureError
 from linewatch.kafka import ensure_topics, make_consumer, make_producer, read_to_end
-from linewatch.lifecycle import READY_MESSAGE
 from linewatch.schemas.codec import ENVELOPE_MAGIC, ENVELOPE_VERSION, MAX_JSON_BYTES, encode, encode_envelope
 from linewatch.schemas.messages import FrameMeta, SignalMeta
 from linewatch.schemas.score_encoder import DEDUP_HEADER
 from linewatch.schemas.topics import FRAMES, SCORES, SIGNALS, SPC
 from linewatch.storage.migrations import migrate
+from linewatch.supervisor import CHAOS_RESTARTS, Supervisor
 
 SCENARIOS: tuple[str, ...] = ("worker-kill", "child-kill", "db-restart", "db-hang", "two-workers", "poison")
 DESCRIPTIONS: dict[str, str] = {
@@ -76,10 +73,8 @@ DESCRIPTIONS: dict[str, str] = {
 
 #: How long a worker may take to start and report ready before a scenario gives up.
 WORKER_READY_TIMEOUT_S = 90.0
-#: Seconds a supervisor waits before restarting a worker that exited (systemd's RestartSec, Compose's delay).
-RESTART_DELAY_S = 1.0
 #: Restarts per worker slot and scenario after which the supervisor stops trying (a crash loop).
-MAX_RESTARTS = 20
+MAX_RESTARTS = CHAOS_RESTARTS.max_restarts
 #: How often the counts are polled while a scenario waits.
 POLL_S = 0.25
 #: How long a kill waits for a batch in flight before it strikes anyway.
@@ -316,175 +311,6 @@ class Stream(threading.Thread):
             raise InfrastructureError(f"the chaos producer did not finish within {timeout:.0f} s")
         if self.error is not None:
             raise InfrastructureError(f"the chaos producer failed: {self.error}") from self.error
-
-
-# --------------------------------------------------------------------------------------------
-# The supervisor
-
-
-@dataclass
-class _Slot:
-    index: int
-    proc: subprocess.Popen | None = None
-    log: Path | None = None
-    incarnation: int = 0
-    restarts: int = 0
-    logs: list[Path] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class WorkerExit:
-    slot: int
-    incarnation: int
-    returncode: int
-    at: float  # time.monotonic()
-
-
-class Supervisor:
-    """Keeps ``slots`` workers running: a worker that exits is restarted after :data:`RESTART_DELAY_S`.
-
-    Each incarnation logs to a file of its own (``<name>-w<slot>-<n>.log``), so "ready" means ready
-    in this incarnation's log. Exits are counted (:attr:`exits`) until :meth:`stop`, which stops the
-    restarting first and then every worker with SIGTERM.
-    """
-
-    def __init__(self, name: str, *, env: dict[str, str], log_dir: Path, data_dir: Path, slots: int = 1,
-                 argv: Sequence[str] | None = None, restart_delay_s: float = RESTART_DELAY_S) -> None:
-        self.name = name
-        self._env, self._log_dir, self._data_dir = env, log_dir, data_dir
-        self._argv = list(argv or [sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"])
-        self._delay = restart_delay_s
-        self._slots = [_Slot(i) for i in range(slots)]
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._watcher: threading.Thread | None = None
-        self.exits: list[WorkerExit] = []
-        #: Every process seen under a worker; after :meth:`stop` each must be gone (no orphans).
-        self._seen: dict[int, psutil.Process] = {}
-        #: Processes that outlived their worker and had to be killed by :meth:`stop`.
-        self.left_behind: list[str] = []
-
-    def _spawn(self, slot: _Slot) -> None:
-        slot.incarnation += 1
-        slot.log = self._log_dir / f"{self.name}-w{slot.index}-{slot.incarnation}.log"
-        slot.logs.append(slot.log)
-        env = {**self._env, "LINEWATCH_DATA_DIR": str(self._data_dir / f"{self.name}-w{slot.index}")}
-        slot.proc = spawn(self._argv, log_path=slot.log, env=env)
-
-    def start(self) -> Supervisor:
-        with self._lock:
-            for slot in self._slots:
-                self._spawn(slot)
-        self._watcher = threading.Thread(target=self._watch, name=f"supervisor-{self.name}", daemon=True)
-        self._watcher.start()
-        return self
-
-    def _watch(self) -> None:
-        # Restarted workers are children of this thread; it lives until stop() (their death
-        # signal follows the thread that started them), so it must not die on an error.
-        while not self._stopping.is_set():
-            for slot in self._slots:
-                with self._lock:
-                    proc = slot.proc
-                    if proc is None or proc.poll() is None or self._stopping.is_set():
-                        continue
-                    self.exits.append(WorkerExit(slot.index, slot.incarnation, proc.returncode, time.monotonic()))
-                    slot.proc = None
-                if self._stopping.wait(self._delay):
-                    return
-                with self._lock:
-                    if self._stopping.is_set() or slot.restarts >= MAX_RESTARTS:
-                        continue
-                    slot.restarts += 1
-                    try:
-                        self._spawn(slot)
-                    except InfrastructureError:
-                        slot.proc = None
-            self._stopping.wait(0.05)
-
-    def pid(self, slot: int = 0) -> int | None:
-        with self._lock:
-            proc = self._slots[slot].proc
-            return proc.pid if proc is not None and proc.poll() is None else None
-
-    def incarnation(self, slot: int = 0) -> int:
-        return self._slots[slot].incarnation
-
-    def given_up(self) -> bool:
-        return any(s.proc is None and s.restarts >= MAX_RESTARTS for s in self._slots)
-
-    def remember_children(self) -> None:
-        """Note every worker's descendants now, so :meth:`stop` can check that none outlived it."""
-        for slot in range(len(self._slots)):
-            pid = self.pid(slot)
-            if pid is None:
-                continue
-            with contextlib.suppress(psutil.Error):
-                root = psutil.Process(pid)
-                for p in [root, *root.children(recursive=True)]:
-                    self._seen.setdefault(p.pid, p)
-
-    def signal(self, sig: int, slot: int = 0) -> int:
-        """Send ``sig`` to the slot's current worker; returns the incarnation signalled."""
-        self.remember_children()
-        with self._lock:
-            s = self._slots[slot]
-            if s.proc is None or s.proc.poll() is not None:
-                raise InfrastructureError(f"{self.name}: worker {slot} is not running to receive signal {sig}")
-            s.proc.send_signal(sig)
-            return s.incarnation
-
-    def wait_ready(self, slot: int = 0, *, after: int = 0, timeout: float = WORKER_READY_TIMEOUT_S) -> float:
-        """Wait until an incarnation newer than ``after`` has logged its ready line; returns when (monotonic)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                s = self._slots[slot]
-                log, inc, proc = s.log, s.incarnation, s.proc
-            if inc > after and proc is not None and proc.poll() is None and log is not None and log.exists() \
-                    and READY_MESSAGE in log.read_text(errors="replace"):
-                return time.monotonic()
-            if self.given_up():
-                break
-            time.sleep(0.1)
-        raise InfrastructureError(f"{self.name}: worker {slot} did not become ready within {timeout:.0f} s:\n"
-                                  f"{tail(log, 30) if log else '(no log)'}")
-
-    def children(self, slot: int = 0) -> list[psutil.Process]:
-        pid = self.pid(slot)
-        if pid is None:
-            return []
-        try:
-            return psutil.Process(pid).children(recursive=True)
-        except psutil.Error:
-            return []
-
-    def logs(self) -> list[Path]:
-        return [p for s in self._slots for p in s.logs]
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop restarting, SIGTERM every worker (SIGKILL after ``timeout``), then make sure nothing is left.
-
-        A worker's children die with it (their parent-death signal); any process once seen under a
-        worker that is still alive 10 s later is recorded in :attr:`left_behind` and killed.
-        """
-        self.remember_children()
-        self._stopping.set()
-        if self._watcher is not None:
-            self._watcher.join(5)
-        with self._lock:
-            procs = [s.proc for s in self._slots]
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                if proc is not None and proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            stop(proc, sig=signal.SIGTERM, timeout=timeout)
-        _, alive = psutil.wait_procs(list(self._seen.values()), timeout=10)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                self.left_behind.append(f"pid {p.pid}: {' '.join(p.cmdline())[:120]}")
-                p.kill()
 
 
 def scoring_child(children: Iterable[psutil.Process]) -> psutil.Process | None:
@@ -911,7 +737,8 @@ class Scenario:
 
     def supervise(self, slots: int = 1, **env: str) -> Supervisor:
         self.supervisor = Supervisor(self.name, env=self.run.worker_env(**env), log_dir=self.run.log_dir,
-                                     data_dir=self.run.work_dir / "workers", slots=slots).start()
+                                     data_dir=self.run.work_dir / "workers", slots=slots,
+                                     restart=CHAOS_RESTARTS).start()
         for slot in range(slots):
             self.step(f"starting worker {slot}")
             self.supervisor.wait_ready(slot)

@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     )
     app_id: str = Field(default="linewatch", description="Faust app id = Kafka consumer group")
     topic_partitions: int = Field(default=4, ge=1, description="partitions for topics linewatch creates")
+    worker_processes: int = Field(
+        default=0, ge=0, le=1024,
+        description="Faust worker processes `linewatch worker` runs in one consumer group (each with its own "
+        "scoring child and /health port health_port + i); 0 = one per CPU core this process may use",
+    )
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, le=100_000)
     batch_within_s: float = Field(default=DEFAULT_BATCH_WITHIN_S, gt=0)
     session_timeout_s: float = Field(default=DEFAULT_SESSION_TIMEOUT_S, gt=0)

@@ -165,7 +165,8 @@ def start_worker(settings: Settings, stack: Stack):
     })
     log_path = settings.data_dir / "logs" / "worker.log"
     log_path.unlink(missing_ok=True)  # the readiness check reads this run's log only
-    return spawn([sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"], log_path=log_path, env=env)
+    return spawn([sys.executable, "-m", "linewatch", "worker", "--processes", "1", "--log-level", "warn"],
+                 log_path=log_path, env=env)
 
 
 def _counts(url: str) -> dict[str, int]:

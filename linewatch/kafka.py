@@ -60,6 +60,17 @@ def ensure_topics(bootstrap: str, *, partitions: int | None = None,
     return created
 
 
+def partition_counts(bootstrap: str, names: Iterable[str], *, security: Mapping[str, str] | None = None
+                     ) -> dict[str, int]:
+    """How many partitions each of the topics ``names`` has on the broker (a missing topic is left out)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(security or {})})
+    try:
+        topics = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+    except KafkaException as e:
+        raise InfrastructureError(f"cannot reach the Kafka broker at {bootstrap}: {e}") from e
+    return {name: len(topics[name].partitions) for name in names if name in topics}
+
+
 def make_producer(bootstrap: str, *, security: Mapping[str, str] | None = None, **overrides: object) -> Producer:
     """A producer tuned for batches; ``security`` (TLS/SASL properties) is applied before ``overrides``."""
     config: dict[str, object] = {

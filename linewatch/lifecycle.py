@@ -19,6 +19,8 @@ import sys
 EXIT_INFRASTRUCTURE = 70
 #: Logged once the worker holds partitions; the demo and tests wait for it.
 READY_MESSAGE = "linewatch worker ready:"
+#: Logged by ``linewatch worker --processes N`` once every one of its N workers has logged :data:`READY_MESSAGE`.
+GROUP_READY_MESSAGE = "linewatch worker group ready:"
 #: Path of a worker's health endpoint (:mod:`linewatch.streams.health`; ``linewatch status`` reads it).
 HEALTH_PATH = "/health"
 #: Logged (at warning level, like the ready line) with the endpoint's URL once it listens.
@@ -45,6 +47,37 @@ def health_url(host: str, port: int) -> str:
     """
     shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
     return f"http://{shown}:{port}{HEALTH_PATH}"
+
+
+def worker_processes(requested: int) -> int:
+    """How many worker processes ``linewatch worker`` runs: ``requested``, or one per usable core for 0.
+
+    Usable means the CPUs this process may run on (its affinity mask: ``taskset``, a cpuset), not
+    every core of the host. A CPU *quota* (``docker run --cpus``, a Kubernetes limit) is not seen
+    here, so set the number explicitly under one.
+
+    >>> worker_processes(3)
+    3
+    >>> worker_processes(0) >= 1
+    True
+    """
+    if requested > 0:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def group_health_ports(port: int, processes: int) -> list[int]:
+    """The ``/health`` ports of a group of ``processes`` workers whose first one is on ``port``: port + i.
+
+    Port 0 stays 0 for every process (each picks a free port and logs it).
+
+    >>> group_health_ports(6066, 3), group_health_ports(0, 2)
+    ([6066, 6067, 6068], [0, 0])
+    """
+    return [port + i if port else 0 for i in range(processes)]
 
 
 def die_with_parent_if_asked() -> None:

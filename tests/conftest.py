@@ -107,7 +107,8 @@ def worker(settings: Settings) -> Iterator[object]:
         "LINEWATCH_HEALTH_PORT": str(settings.health_port),
     })
     log_path = Path(settings.data_dir) / "worker.log"
-    proc = spawn([sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"], log_path=log_path, env=env)
+    proc = spawn([sys.executable, "-m", "linewatch", "worker", "--processes", "1", "--log-level", "warn"],
+                 log_path=log_path, env=env)
     deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
     while READY_MESSAGE not in (log_path.read_text(errors="replace") if log_path.exists() else ""):
         if proc.poll() is not None or time.monotonic() > deadline:

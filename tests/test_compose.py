@@ -178,7 +178,8 @@ def test_workers_scale_within_the_partition_count(services):
     assert "container_name" not in worker and "ports" not in worker, "a fixed name or port blocks --scale"
     replicas = int(worker["deploy"]["replicas"])
     partitions = int(environment(worker)["LINEWATCH_TOPIC_PARTITIONS"])
-    assert 1 <= replicas <= partitions
+    processes = int(environment(worker)["LINEWATCH_WORKER_PROCESSES"])  # 0 would depend on the host's cores
+    assert processes >= 1 and 1 <= replicas * processes <= partitions
     scaled = load_compose({**SECRETS, "WORKER_REPLICAS": "6"})["services"]["worker"]
     assert int(scaled["deploy"]["replicas"]) == 6
     assert int(environment(services["kafka"])["KAFKA_NUM_PARTITIONS"]) == partitions

@@ -155,7 +155,7 @@ def running_worker(settings: Settings, stack: Stack, tmp: Path,
                 "LINEWATCH_DATA_DIR": str(tmp), "LINEWATCH_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
                 "LINEWATCH_BATCH_SIZE": str(settings.batch_size), **settings.kafka_env()})
     log = tmp / "worker.log"
-    cmd = list(argv or [sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"])
+    cmd = list(argv or [sys.executable, "-m", "linewatch", "worker", "--processes", "1", "--log-level", "warn"])
     run = WorkerRun(spawn(cmd, log_path=log, env=env), log)
     threading.Thread(target=run._sample, daemon=True).start()
     try:

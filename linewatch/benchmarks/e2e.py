@@ -17,6 +17,7 @@ Ratios against (1) and (2) are what to compare across machines; absolute numbers
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ import numpy as np
 import psycopg
 from confluent_kafka import Message
 from rich.console import Console
+from rich.markup import escape
 
 from linewatch.benchmarks import common
 from linewatch.benchmarks.common import (
@@ -53,7 +55,9 @@ PLANNING_RATE_PER_S = 4000
 LATENCY_PHASE_S = 10.0
 
 
-def run_bench_e2e(settings: Settings, *, seconds: float, records: int | None, console: Console) -> dict[str, Any]:
+def run_bench_e2e(settings: Settings, *, seconds: float, records: int | None, console: Console,
+                  processes: int = 1) -> dict[str, Any]:
+    """Pre-fill, measure the two floors, then the worker (``linewatch worker --processes <processes>``)."""
     n = records or max(10_000, int(seconds * PLANNING_RATE_PER_S))
     with bench_stack(settings, "linewatch-bench-") as (bench_settings, stack, tmp):
         normal = simulate_spc(n_parts=20_000, seed=1, fault_fraction=0.0)
@@ -71,12 +75,14 @@ def run_bench_e2e(settings: Settings, *, seconds: float, records: int | None, co
         console.print("bare Faust consume (take_events, no work) ...")
         bare_faust = common.bare_faust(stack.bootstrap, SPC.name, n, tmp, settings.batch_size,
                                        kafka_env=bench_settings.kafka_env())
-        console.print("linewatch worker end to end ...")
-        e2e = _end_to_end(bench_settings, stack, n, assets, tmp, console)
+        console.print(f"linewatch worker end to end ({processes} process(es)) ...")
+        e2e = _end_to_end(bench_settings, stack, n, assets, tmp, console, processes)
     figures = {
         "modality": "spc",
         "records": n,
         "records_per_s": round(e2e["records_per_s"], 1),
+        "records_per_s_second_half": round(e2e["records_per_s_second_half"], 1),
+        "processes": processes,
         "bare_faust_per_s": round(bare_faust, 1),
         "bare_kafka_per_s": round(bare_kafka, 1),
         "ratio_vs_bare_faust": round(e2e["records_per_s"] / bare_faust, 3),
@@ -96,8 +102,9 @@ def _decode_spc(msgs: list[Message]) -> int:
 
 
 def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...], tmp: Path,
-                console: Console) -> dict[str, float]:
-    with running_worker(settings, stack, tmp) as worker:
+                console: Console, processes: int = 1) -> dict[str, float]:
+    argv = [sys.executable, "-m", "linewatch", "worker", "--processes", str(processes), "--log-level", "warn"]
+    with running_worker(settings, stack, tmp, argv=argv) as worker:
         deadline = time.monotonic() + TIMEOUT_S
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
             wait_for_rows(conn, "SELECT count(*) FROM scores WHERE asset_id = ANY(%s)", (list(assets),), n,
@@ -108,6 +115,10 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
                           count(*) FILTER (WHERE written_at = (SELECT min(written_at) FROM s)) FROM s""",
                 (list(assets),)).fetchone()
             rate = (n - in_first) / max((last_tx - first_tx).total_seconds(), 1e-9)
+            # The second half alone: with several processes the first half also holds their group join.
+            half_tx = conn.execute("SELECT written_at FROM scores WHERE asset_id = ANY(%s) ORDER BY written_at "
+                                   "OFFSET %s LIMIT 1", (list(assets), n // 2)).fetchone()[0]
+            rate_half = (n - n // 2) / max((last_tx - half_tx).total_seconds(), 1e-9)
             if READY_MESSAGE not in worker.log.read_text(errors="replace"):
                 raise InfrastructureError("worker finished without logging readiness; see its log")
 
@@ -120,10 +131,17 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
                         security=stack.kafka_security)
             lat = latencies(conn, lat_asset, m, deadline=deadline)
     # The agent's stats line (SpcRuntime.log_stats) says where the worker's time went.
-    print_worker_stats(console, worker.log, "spc: ")
-    return {"records_per_s": rate, "latency_p50_s": float(np.percentile(lat, 50)),
-            "latency_p99_s": float(np.percentile(lat, 99)), "latency_rate": lat_rate,
-            "peak_rss_mb": worker.peak_rss_mb}
+    if processes == 1:
+        print_worker_stats(console, worker.log, "spc: ")
+    else:  # each process's last throughput line (its output is prefixed ``worker-<i> | ``)
+        lines = worker.log.read_text(errors="replace").splitlines()
+        for i in range(processes):
+            own = [ln for ln in lines if ln.startswith(f"worker-{i} | ") and "spc: " in ln and "busy" in ln]
+            if own:
+                console.print(f"worker-{i}: " + escape(own[-1].split("spc: ", 1)[1]))
+    return {"records_per_s": rate, "records_per_s_second_half": rate_half,
+            "latency_p50_s": float(np.percentile(lat, 50)), "latency_p99_s": float(np.percentile(lat, 99)),
+            "latency_rate": lat_rate, "peak_rss_mb": worker.peak_rss_mb}
 
 
 def _stamped_now(records: list[SpcRecord]):

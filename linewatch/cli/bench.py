@@ -55,6 +55,8 @@ def bench_e2e_cmd(
     seconds: Annotated[float, typer.Option(help="rough budget; sets how many records are pre-filled")] = 30.0,
     records: Annotated[int | None, typer.Option(help="exact number of records (overrides --seconds)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here as JSON")] = None,
+    processes: Annotated[int, typer.Option(
+        "--processes", min=1, metavar="N", help="SPC: run the worker as `linewatch worker --processes N`")] = 1,
 ) -> None:
     """End-to-end throughput and latency through broker, worker and database, next to the limits
     of bare confluent-kafka and bare Faust measured in the same run on the same messages."""
@@ -62,7 +64,7 @@ def bench_e2e_cmd(
 
     s = settings(config)
     if modality == "spc":
-        figures = run_bench_e2e(s, seconds=seconds, records=records, console=console)
+        figures = run_bench_e2e(s, seconds=seconds, records=records, console=console, processes=processes)
     elif modality == "signals":
         from linewatch.benchmarks.signals_e2e import planned_windows, run_signals_bench
 

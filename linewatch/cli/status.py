@@ -15,7 +15,7 @@ import typer
 
 from linewatch.cli.common import ConfigOption, console, settings
 from linewatch.errors import ConfigError, LinewatchError
-from linewatch.lifecycle import HEALTH_PATH, HEALTH_URL_MESSAGE, health_url
+from linewatch.lifecycle import HEALTH_PATH, HEALTH_URL_MESSAGE, group_health_ports, health_url, worker_processes
 
 #: Colour of each agent status on screen.
 STATUS_STYLE = {"ok": "green", "starting": "cyan", "retrying": "yellow", "unresponsive": "red", "down": "bold red"}
@@ -184,6 +184,11 @@ def status_cmd(
         "--url", metavar="URL", help="a worker's health URL (or host:port); repeat for several workers "
                                      "(default: LINEWATCH_HEALTH_HOST and LINEWATCH_HEALTH_PORT on this host)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the workers' /health documents as JSON")] = False,
+    processes: Annotated[int | None, typer.Option(
+        "--processes", min=0, metavar="N",
+        help="without --url: ask the N workers of a `linewatch worker --processes N` group, on "
+        "LINEWATCH_HEALTH_PORT + 0 .. N-1 (default: LINEWATCH_WORKER_PROCESSES, 0 = one per core, as the worker)")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for each worker", min=0.1)] = 5.0,
     config: ConfigOption = None,
 ) -> None:
@@ -203,7 +208,9 @@ def status_cmd(
                 "LINEWATCH_HEALTH_PORT is 0, so each worker picks its port at start: pass --url with the URL "
                 f"its log gives on the {HEALTH_URL_MESSAGE!r} line"
             )
-        urls = [health_url(s.health_host, s.health_port)]
+        ports = group_health_ports(s.health_port, worker_processes(s.worker_processes if processes is None
+                                                                   else processes))
+        urls = [health_url(s.health_host, p) for p in ports]
     with ThreadPoolExecutor(max_workers=min(16, len(urls))) as pool:
         answers = list(pool.map(lambda u: fetch(u, timeout), urls))
     if as_json:

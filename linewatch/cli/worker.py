@@ -17,13 +17,21 @@ from linewatch.errors import ConfigError
 def worker_cmd(
     config: ConfigOption = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warn, error or crit")] = None,
+    processes: Annotated[int | None, typer.Option(
+        "--processes", min=0, metavar="N",
+        help="Faust workers to run in one consumer group, each its own OS process with its own scoring child "
+        "and /health port (LINEWATCH_HEALTH_PORT + i); this process supervises them (default: "
+        "LINEWATCH_WORKER_PROCESSES; 0 = one per CPU core). 1 runs the worker in this process")] = None,
 ) -> None:
     """Run the Faust worker: consume input topics, score, persist and publish.
 
-    Needs LINEWATCH_BROKER_URL and LINEWATCH_DATABASE_URL (or `linewatch up` running elsewhere);
-    start several with the same app id to share partitions.
+    Needs LINEWATCH_BROKER_URL and LINEWATCH_DATABASE_URL (or `linewatch up` running elsewhere).
+
+    With --processes N > 1, runs N workers of one consumer group and restarts one that exits.
+
+    The topics need at least N partitions for all N to get work (other hosts with the same app id share them too).
     """
-    from linewatch.streams.worker import run_worker
+    from linewatch.lifecycle import worker_processes
 
     s = settings(config)
     if s.embedded_broker or s.embedded_database:
@@ -31,8 +39,20 @@ def worker_cmd(
             "the worker needs an existing broker and database: set LINEWATCH_BROKER_URL and "
             "LINEWATCH_DATABASE_URL (for a local pair, run `linewatch up` and copy what it prints)"
         )
-    run_worker(s, bootstrap=s.broker_url.removeprefix("kafka://"),  # type: ignore[union-attr]
-               database_url=s.database_url.get_secret_value(), loglevel=log_level)  # type: ignore[union-attr]
+    bootstrap = s.broker_url.removeprefix("kafka://")  # type: ignore[union-attr]
+    database_url = s.database_url.get_secret_value()  # type: ignore[union-attr]
+    n = worker_processes(s.worker_processes if processes is None else processes)
+    if n == 1:
+        from linewatch.streams.worker import run_worker
+
+        run_worker(s, bootstrap=bootstrap, database_url=database_url, loglevel=log_level)
+        return
+    from linewatch.worker_group import run_worker_group
+
+    status = run_worker_group(s, processes=n, bootstrap=bootstrap, database_url=database_url, log_level=log_level,
+                              config=config)
+    if status:
+        raise typer.Exit(status)
 
 
 def up_cmd(config: ConfigOption = None) -> None:

@@ -22,7 +22,8 @@ from linewatch.errors import InfrastructureError
 from linewatch.lifecycle import set_parent_death_signal
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:
+    """A ``preexec_fn``: runs in the child between fork and exec, so it gets SIGTERM when we die."""
     set_parent_death_signal(signal.SIGTERM)
 
 
@@ -77,7 +78,7 @@ def spawn(
             env=env,
             cwd=cwd,
             **run_as(user),
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     except OSError as e:
         raise InfrastructureError(f"could not start {argv[0]}: {e}") from e

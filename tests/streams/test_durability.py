@@ -32,7 +32,8 @@ def _worker(bootstrap: str, db_url: str, data_dir, app_id: str, log_name: str):
            "LINEWATCH_DB_RETRY_TOTAL_S": "1", "LINEWATCH_MODEL_REFRESH_S": "1", "LINEWATCH_SESSION_TIMEOUT_S": "3",
            "LINEWATCH_HEALTH_PORT": "0"}
     log = data_dir / log_name
-    proc = spawn([sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"], log_path=log, env=env)
+    proc = spawn([sys.executable, "-m", "linewatch", "worker", "--processes", "1", "--log-level", "warn"],
+                 log_path=log, env=env)
     deadline = time.monotonic() + 90
     while READY_MESSAGE not in (log.read_text(errors="replace") if log.exists() else ""):
         assert proc.poll() is None and time.monotonic() < deadline, tail(log, 40)

@@ -51,7 +51,7 @@ def build_app(settings, bootstrap, database_url):
 
 worker_module.build_app = build_app
 from linewatch.cli import main
-sys.argv = ["linewatch", "worker", "--log-level", "warn"]
+sys.argv = ["linewatch", "worker", "--processes", "1", "--log-level", "warn"]
 main()
 """
 
