@@ -130,7 +130,8 @@ class Settings(BaseSettings):
     worker_processes: int = Field(
         default=0, ge=0, le=1024,
         description="Faust worker processes `linewatch worker` runs in one consumer group (each with its own "
-        "scoring child and /health port health_port + i); 0 = one per CPU core this process may use",
+        "scoring child and /health port health_port + i); 0 = one per two CPU cores this process may use "
+        "(one worker keeps about two busy)",
     )
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, le=100_000)
     batch_within_s: float = Field(default=DEFAULT_BATCH_WITHIN_S, gt=0)

@@ -50,7 +50,11 @@ def health_url(host: str, port: int) -> str:
 
 
 def worker_processes(requested: int) -> int:
-    """How many worker processes ``linewatch worker`` runs: ``requested``, or one per usable core for 0.
+    """How many worker processes ``linewatch worker`` runs: ``requested``, or one per two usable cores for 0.
+
+    One per two cores, not one per core: a worker process already keeps about two cores busy (Faust's
+    event loop and its scoring children run at once), and on two cores a second process cost 14-68 %
+    more CPU per record for no more throughput (docs/benchmarks.md, "Worker processes").
 
     Usable means the CPUs this process may run on (its affinity mask: ``taskset``, a cpuset), not
     every core of the host. A CPU *quota* (``docker run --cpus``, a Kubernetes limit) is not seen
@@ -64,9 +68,10 @@ def worker_processes(requested: int) -> int:
     if requested > 0:
         return requested
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
 
 
 def group_health_ports(port: int, processes: int) -> list[int]:

@@ -187,7 +187,7 @@ def status_cmd(
     processes: Annotated[int | None, typer.Option(
         "--processes", min=0, metavar="N",
         help="without --url: ask the N workers of a `linewatch worker --processes N` group, on "
-        "LINEWATCH_HEALTH_PORT + 0 .. N-1 (default: LINEWATCH_WORKER_PROCESSES, 0 = one per core, as the worker)")
+        "LINEWATCH_HEALTH_PORT + 0 .. N-1 (default: LINEWATCH_WORKER_PROCESSES, 0 = one per two cores, as the worker)")
     ] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for each worker", min=0.1)] = 5.0,
     config: ConfigOption = None,

@@ -21,7 +21,7 @@ def worker_cmd(
         "--processes", min=0, metavar="N",
         help="Faust workers to run in one consumer group, each its own OS process with its own scoring child "
         "and /health port (LINEWATCH_HEALTH_PORT + i); this process supervises them (default: "
-        "LINEWATCH_WORKER_PROCESSES; 0 = one per CPU core). 1 runs the worker in this process")] = None,
+        "LINEWATCH_WORKER_PROCESSES; 0 = one per two CPU cores). 1 runs the worker in this process")] = None,
 ) -> None:
     """Run the Faust worker: consume input topics, score, persist and publish.
 
