@@ -48,6 +48,10 @@ DEFAULT_SESSION_TIMEOUT_S = 6.0
 DEFAULT_BATCH_SIZE = 2000
 #: A partial batch is flushed after this long, so latency stays bounded on a quiet line.
 DEFAULT_BATCH_WITHIN_S = 0.25
+#: How long the broker may hold a consumer's fetch for data to arrive. Faust fixes aiokafka's at
+#: 1500 ms; a broker that waits out the whole interval when a fetch finds nothing new (the embedded
+#: one does) adds up to that much to every event's latency. Measured: see docs/benchmarks.md.
+DEFAULT_FETCH_MAX_WAIT_MS = 100
 
 #: Kafka's names for how a client talks to the broker (librdkafka ``security.protocol``).
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -135,6 +139,10 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, le=100_000)
     batch_within_s: float = Field(default=DEFAULT_BATCH_WITHIN_S, gt=0)
+    fetch_max_wait_ms: int = Field(
+        default=DEFAULT_FETCH_MAX_WAIT_MS, ge=1, le=60_000,
+        description="longest the broker holds a worker's fetch waiting for new messages (latency on a quiet "
+        "topic vs fetch requests per second)")
     session_timeout_s: float = Field(default=DEFAULT_SESSION_TIMEOUT_S, gt=0)
     target_far: float = Field(default=1e-3, gt=0, lt=1, description="false alarms per normal event")
     model_refresh_s: float = Field(default=10.0, gt=0, description="how often workers look for new models")

@@ -18,7 +18,7 @@ import faust
 from faust.worker import Worker
 
 from linewatch.config import Settings
-from linewatch.streams.app import faust_settings
+from linewatch.streams.app import new_app
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
 
     settings = Settings(broker_url=args.bootstrap, database_url="postgresql://unused/x", batch_size=args.batch,
                         data_dir=args.out.parent / "bare-faust", app_id=f"bare-faust-{uuid.uuid4().hex[:8]}")
-    app = faust.App(settings.app_id, **faust_settings(settings, args.bootstrap))
+    app = new_app(settings, args.bootstrap)
     topic = app.topic(args.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     state: dict[str, float | int | None] = {"n": 0, "first": None, "first_batch": 0}
     started = time.monotonic()
