@@ -9,7 +9,10 @@ Measured in one run, on the same pre-filled messages, on this machine:
 3. ``windows_per_s`` / ``samples_per_s``: the real worker, from the first committed batch to the
    last ``signal_features`` row of the backlog (steady state, after the group join), with a
    trained ``dynamic_pca`` model scoring every snapshot's frame;
-4. ``peak_rss_mb``: the worker's peak resident memory, sampled every 100 ms.
+4. latency p50/p99: a second phase streams windows of other machines paced at half the measured
+   window rate, each stamped as just completed when produced (start = now - its duration), and
+   measures window end -> its ``signal_features`` row written;
+5. ``peak_rss_mb``: the worker's peak resident memory, sampled every 100 ms.
 
 The backlog is what a condition-monitoring system sends: per machine and snapshot, a 1 s
 vibration window at 10 kHz, a 1 s motor-current window at 2 kHz and a one-sample
@@ -27,7 +30,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,9 @@ TRAIN_HOURS = 1.0
 PLANNING_RATE_PER_S = 1000
 #: Fewer windows than this measure the group join more than the steady state.
 MIN_WINDOWS = 3000
+LATENCY_PHASE_S = 10.0
+#: Windows handed to the producer between pacing checks in the latency phase: one snapshot of 8 machines.
+LATENCY_CHUNK = 3 * MACHINES
 
 
 def planned_windows(seconds: float) -> int:
@@ -111,6 +117,9 @@ def run_signals_bench(settings: Settings, *, windows: int, console: Console,
         "bare_kafka_per_s": round(bare_kafka, 1),
         "ratio_vs_bare_faust": round(e2e["windows_per_s"] / bare_faust, 3),
         "ratio_vs_bare_kafka": round(e2e["windows_per_s"] / bare_kafka, 3),
+        "latency_p50_s": round(e2e["latency_p50_s"], 4),
+        "latency_p99_s": round(e2e["latency_p99_s"], 4),
+        "latency_rate_per_s": round(e2e["latency_rate"], 1),
         "peak_rss_mb": round(e2e["peak_rss_mb"], 1),
         "batch_size": batch,
         "cpu_count": os.cpu_count(),
@@ -167,9 +176,35 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
                 (list(assets),)).fetchone()
             scores = conn.execute("SELECT count(*) FROM scores WHERE asset_id = ANY(%s)", (list(assets),)
                                   ).fetchone()[0]
-    if scores == 0:
-        raise InfrastructureError(f"the worker stored windows but scored no frame; is the signals agent "
-                                  f"registered in build_app?\n{tail(worker.log)}")
-    rate = (n - in_first) / max((last_tx - first_end).total_seconds(), 1e-9)
+            if scores == 0:
+                raise InfrastructureError(f"the worker stored windows but scored no frame; is the signals agent "
+                                          f"registered in build_app?\n{tail(worker.log)}")
+            rate = (n - in_first) / max((last_tx - first_end).total_seconds(), 1e-9)
+            lat = _latency_phase(conn, stack, rate / 2, worker=worker, deadline=deadline, console=console)
     print_worker_stats(console, worker.log, "signals: ")
-    return {"windows_per_s": rate, "peak_rss_mb": worker.peak_rss_mb, "scores": scores}
+    return {"windows_per_s": rate, "peak_rss_mb": worker.peak_rss_mb, "scores": scores,
+            "latency_p50_s": float(np.percentile(lat, 50)), "latency_p99_s": float(np.percentile(lat, 99)),
+            "latency_rate": rate / 2}
+
+
+def _latency_phase(conn: psycopg.Connection, stack: Stack, rate: float, *, worker: common.WorkerRun,
+                   deadline: float, console: Console) -> np.ndarray:
+    """Stream ``rate`` windows/s of fresh machines for LATENCY_PHASE_S; seconds from window end to row written."""
+    run_id = uuid.uuid4().hex[:6]
+    assets = tuple(f"latency-{run_id}-{i}" for i in range(MACHINES))
+    snapshots = max(1, math.ceil(rate * LATENCY_PHASE_S / (3 * MACHINES)))
+    m = snapshots * MACHINES * 3
+    console.print(f"latency phase: {LATENCY_PHASE_S:.0f} s at {rate:.0f} windows/s ...")
+
+    def completed_now() -> Iterator[tuple[SignalMeta, np.ndarray]]:
+        for meta, samples in backlog(assets, snapshots, seed=3):
+            duration = timedelta(seconds=meta.n_samples / meta.sample_rate_hz)
+            yield meta.model_copy(update={"start": datetime.now(UTC) - duration}), samples
+
+    produce_signals(stack.bootstrap, completed_now(), rate_per_s=rate, chunk=LATENCY_CHUNK,
+                    security=stack.kafka_security)
+    wait_for_rows(conn, "SELECT count(*) FROM signal_features WHERE asset_id = ANY(%s)", (list(assets),), m,
+                  worker=worker, deadline=deadline, what="latency-phase windows")
+    return np.array([r[0] for r in conn.execute(
+        "SELECT extract(epoch FROM written_at - ts) - n_samples / sample_rate_hz FROM signal_features "
+        "WHERE asset_id = ANY(%s)", (list(assets),))], dtype=float)

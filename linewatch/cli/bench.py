@@ -40,6 +40,8 @@ MODULE_BENCHMARKS = {
                "calibrated scores; detection of evidence spread over modalities; engine scores/s."),
     "serve": ("serve", "The inspection API (linewatch serve): p50/p99 latency and requests/s for frames and SPC "
               "records with concurrent clients, next to the detector alone."),
+    "readme-table": ("readme_table", "Regenerate the README's performance table (between its perf-table markers) "
+                     "from the JSON of `linewatch bench e2e --modality all --json OUT`."),
     "image-sota": ("image_sota", "Image accuracy levers on the public sets and textured SKUs: resize, resolution, "
                    "layers, bank, re-weighting, image score, backbones; frames/s per preset."),
 }
@@ -51,8 +53,10 @@ _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help
                    "next to bare Kafka and bare Faust limits measured in the same run.")
 def bench_e2e_cmd(
     config: ConfigOption = None,
-    modality: Annotated[str, typer.Option(help="which input path to measure")] = "spc",
-    seconds: Annotated[float, typer.Option(help="rough budget; sets how many records are pre-filled")] = 30.0,
+    modality: Annotated[str, typer.Option(help="which input path to measure: spc, signals, frames, or all (one "
+                                          "after the other, one table and one JSON)")] = "spc",
+    seconds: Annotated[float, typer.Option(help="rough budget (per modality with all); sets how many records "
+                                                "are pre-filled")] = 30.0,
     records: Annotated[int | None, typer.Option(help="exact number of records (overrides --seconds)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here as JSON")] = None,
     processes: Annotated[int, typer.Option(
@@ -63,7 +67,14 @@ def bench_e2e_cmd(
     from linewatch.benchmarks.e2e import run_bench_e2e
 
     s = settings(config)
-    if modality == "spc":
+    if modality == "all":
+        from linewatch.benchmarks.e2e_all import print_table, run_all
+
+        if records is not None:
+            raise ConfigError("--records sets one modality's message count; with --modality all use --seconds")
+        figures = run_all(s, seconds=seconds, console=console)
+        print_table(console, figures)
+    elif modality == "spc":
         figures = run_bench_e2e(s, seconds=seconds, records=records, console=console, processes=processes)
     elif modality == "signals":
         from linewatch.benchmarks.signals_e2e import planned_windows, run_signals_bench
@@ -74,7 +85,7 @@ def bench_e2e_cmd(
 
         figures = run_frames_bench(s, frames=records or planned_frames(seconds), size=256, console=console)
     else:
-        raise ConfigError(f"unknown modality {modality!r}; use spc, signals or frames")
+        raise ConfigError(f"unknown modality {modality!r}; use spc, signals, frames or all")
     print(json.dumps(figures, indent=2))
     if json_out is not None:
         json_out.write_text(json.dumps(figures, indent=2) + "\n")
