@@ -95,3 +95,23 @@ def test_run_all_runs_every_modality_in_order_and_prints_one_table() -> None:
     print_table(console, out)
     text = console.export_text()
     assert "5,310,000 samples" in text and "0.31 / 0.73" in text
+
+
+def test_readme_table_is_the_committed_run() -> None:
+    """The README's table is what the generator makes of docs/benchmarks-e2e.json: never edited by hand."""
+    root = Path(__file__).resolve().parents[2]
+    assert main(["--json", str(root / "docs" / "benchmarks-e2e.json"), "--readme", str(root / "README.md"),
+                 "--check"]) == 0
+
+
+def test_cli_runs_the_generator(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from linewatch.cli import app
+
+    readme, figures = tmp_path / "README.md", tmp_path / "e2e.json"
+    readme.write_text(README)
+    figures.write_text(json.dumps(SAMPLE))
+    result = CliRunner().invoke(app, ["bench", "readme-table", "--json", str(figures), "--readme", str(readme)])
+    assert result.exit_code == 0, result.output
+    assert "75.7 frames/s" in readme.read_text()
