@@ -23,8 +23,10 @@ SAMPLE = {
                 "ratio_vs_bare_faust": 0.317, "latency_p50_s": 0.2, "latency_p99_s": 0.41, "peak_rss_mb": 523.0},
     "frames": {"modality": "frames", "frames_per_s": 75.7, "size": 256, "encoding": "png",
                "bare_faust_per_s": 1100.0, "bare_kafka_per_s": 400.0, "ratio_vs_bare_faust": 0.069,
+               "ratio_vs_detector": 0.78,
                "latency_p50_s": 0.25, "latency_p99_s": 0.45, "peak_rss_mb": 986.0},
-    "machine": {"cpu_count": 2, "started": "2026-12-01T23:40:00+00:00", "load_before": [1.5, 1.2, 1.0]},
+    "machine": {"cpu_count": 2, "started": "2026-12-01T23:40:00+00:00", "load_before": [1.5, 1.2, 1.0],
+                "load_after": [2.25, 1.5, 1.0]},
 }
 README = f"# x\n\n## Performance\n\n{START}\nold figures\n{END}\n\nmore text\n"
 
@@ -34,10 +36,10 @@ def test_table_has_a_row_per_modality_with_every_figure() -> None:
     rows = [ln for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
     assert [r.split("|")[1].strip() for r in rows] == ["SPC", "signals (4,038 samples a window)",
                                                          "frames 256x256 PNG"]
-    assert rows[0] == "| SPC | 2,224 records/s | 4,488 | 19,637 | 0.50 | 0.31 s / 0.73 s | 493 MB |"
-    assert "5.3 M samples/s" in rows[1] and "0.20 s / 0.41 s" in rows[1]
-    assert "75.7 frames/s" in rows[2] and "986 MB" in rows[2]
-    assert "on 2 cores, load average 1.5 at the start" in table
+    assert rows[0] == "| SPC | 2,224 records/s | 4,488 | 19,637 | 0.50 of bare Faust | 0.31 s / 0.73 s | 493 MB |"
+    assert "5.31 M samples/s" in rows[1] and "0.20 s / 0.41 s" in rows[1]
+    assert "75.7 frames/s" in rows[2] and "0.78 of the detector alone" in rows[2] and "986 MB" in rows[2]
+    assert "on 2 cores, load average 1.5 at the start and 2.2 at the end" in table
 
 
 @pytest.mark.parametrize("modality", MODALITIES)
