@@ -40,6 +40,8 @@ MODULE_BENCHMARKS = {
                "calibrated scores; detection of evidence spread over modalities; engine scores/s."),
     "serve": ("serve", "The inspection API (linewatch serve): p50/p99 latency and requests/s for frames and SPC "
               "records with concurrent clients, next to the detector alone."),
+    "latency-sweep": ("latency_sweep", "SPC latency (p50/p90/p99) per worker setting at a fixed rate: how the fetch "
+                      "wait and the flush interval were chosen."),
     "readme-table": ("readme_table", "Regenerate the README's performance table (between its perf-table markers) "
                      "from the JSON of `linewatch bench e2e --modality all --json OUT`."),
     "image-sota": ("image_sota", "Image accuracy levers on the public sets and textured SKUs: resize, resolution, "
