@@ -47,8 +47,8 @@ DEFAULT_SESSION_TIMEOUT_S = 6.0
 #: Faust's per-message overhead is the wall (~5-10k msgs/s): agents work on batches of this size.
 DEFAULT_BATCH_SIZE = 2000
 #: A partial batch is flushed after this long, so latency stays bounded on a quiet line. Measured
-#: (docs/benchmarks.md, SPC paced at 300/s, worker keeping up): 0.25 s gave p50 0.43 / p99 3.0 s,
-#: 0.1 s 0.18 / 0.47 s, 0.05 s 0.44 / 3.4 s (a batch costs two commits).
+#: (docs/benchmarks.md, `linewatch bench latency-sweep`, SPC at 300/s): the lowest median in three of
+#: four rounds (0.18-0.29 s); 0.25 s and 0.05 s never beat it (a batch costs two commits).
 DEFAULT_BATCH_WITHIN_S = 0.1
 #: How long the broker may hold a consumer's fetch for data to arrive. Faust fixes aiokafka's at
 #: 1500 ms; a broker that waits out the whole interval when a fetch finds nothing new (the embedded

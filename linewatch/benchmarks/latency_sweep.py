@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                                                      seconds=args.seconds, run=run)})
     table = Table(title=f"SPC latency at {args.rate:g} records/s (event time -> scores row)")
     for col in ("setting", "p50 s", "p90 s", "p99 s", "batches", "mean batch", "load"):
-        table.add_column(col, justify="left" if col == "setting" else "right")
+        table.add_column(col, justify="left" if col == "setting" else "right", no_wrap=col == "setting")
     for r in rows:
         table.add_row(r["setting"], *(f"{r[k]:g}" for k in ("p50_s", "p90_s", "p99_s", "batches", "mean_batch",
                                                               "load")))
