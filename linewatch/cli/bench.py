@@ -54,6 +54,9 @@ def bench_e2e_cmd(
     modality: Annotated[str, typer.Option(help="which input path to measure")] = "spc",
     seconds: Annotated[float, typer.Option(help="rough budget; sets how many records are pre-filled")] = 30.0,
     records: Annotated[int | None, typer.Option(help="exact number of records (overrides --seconds)")] = None,
+    records_per_message: Annotated[int, typer.Option(
+        min=1, help="spc only: records per message (above 1: batched messages, JSON arrays of one asset's records)"
+    )] = 1,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here as JSON")] = None,
     processes: Annotated[int, typer.Option(
         "--processes", min=1, metavar="N", help="SPC: run the worker as `linewatch worker --processes N`")] = 1,
@@ -63,8 +66,11 @@ def bench_e2e_cmd(
     from linewatch.benchmarks.e2e import run_bench_e2e
 
     s = settings(config)
+    if records_per_message != 1 and modality != "spc":
+        raise ConfigError(f"--records-per-message applies to --modality spc only, not {modality}")
     if modality == "spc":
-        figures = run_bench_e2e(s, seconds=seconds, records=records, console=console, processes=processes)
+        figures = run_bench_e2e(s, seconds=seconds, records=records, console=console, processes=processes,
+                                records_per_message=records_per_message)
     elif modality == "signals":
         from linewatch.benchmarks.signals_e2e import planned_windows, run_signals_bench
 

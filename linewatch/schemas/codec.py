@@ -137,14 +137,15 @@ def decode_record_lists(raws: Sequence[bytes | None], model: type[M]) -> list[M 
     >>> one.part_id, many[0].part_id, many[1].index, str(many[1])[:48]
     ('p0', 'p1', 1, 'SpcRecord failed validation: asset_id: Field req')
     """
-    out: list[M | DataError | list[M | RecordError]] = [DataError("not decoded")] * len(raws)
-    singles = [i for i, raw in enumerate(raws) if not is_record_list(raw)]
+    lists = [is_record_list(raw) for raw in raws]
+    if not any(lists):
+        return decode_batch(raws, model)  # type: ignore[return-value]
+    out: list[M | DataError | list[M | RecordError] | None] = [
+        _decode_list(raw, model) if listed else None for raw, listed in zip(raws, lists, strict=True)]  # type: ignore[arg-type]
+    singles = [i for i, item in enumerate(out) if item is None]
     for i, item in zip(singles, decode_batch([raws[i] for i in singles], model), strict=True):
         out[i] = item
-    for i, raw in enumerate(raws):
-        if is_record_list(raw):
-            out[i] = _decode_list(raw, model)  # type: ignore[arg-type]
-    return out
+    return out  # type: ignore[return-value]
 
 
 def _decode_list(raw: bytes, model: type[M]) -> list[M | RecordError] | DataError:
