@@ -1,4 +1,4 @@
-"""Batched ``spc`` messages through the SPC batch processor: the same rows as single records, per-record dead letters."""
+"""Batched ``spc`` messages through the SPC batch processor: the rows of single records, per-record dead letters."""
 
 from __future__ import annotations
 
