@@ -98,7 +98,8 @@ class BatchResult:
 
         With ``lists`` a message may also be a JSON array of records (a batched ``spc`` message): each
         good record comes with the message as :meth:`~RawMessage.of_record` of its index, in array
-        order, and each bad one is a dead letter of its own (:meth:`reject`).
+        order, and each bad one is a dead letter of its own (:meth:`reject` does the same for a decoded
+        record the pipeline refuses later).
         """
         good: list[tuple[RawMessage, M]] = []
         raws = [m.value for m in messages]
