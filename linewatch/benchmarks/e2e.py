@@ -12,6 +12,11 @@ Measured in one run, on the same pre-filled messages, on this machine:
 5. ``peak_rss_mb``: the worker's peak resident memory, sampled.
 
 Ratios against (1) and (2) are what to compare across machines; absolute numbers are noisy.
+
+With ``records_per_message`` N above 1 every message (pre-fill and latency phase) is a batched
+``spc`` message of up to N records of one asset; (1) decodes those same messages, (2) reads them
+(its messages/s times the records per message is ``bare_faust_per_s``), and the worker takes
+batches of ``batch_size / N`` messages, so a batch holds as many records as with single records.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ from linewatch.config import Settings
 from linewatch.embedded.stack import Stack
 from linewatch.errors import InfrastructureError
 from linewatch.lifecycle import READY_MESSAGE
-from linewatch.producers.spc import produce_spc
-from linewatch.schemas.codec import decode_batch
+from linewatch.producers.spc import batched_by_key, produce_spc, publish_paced
+from linewatch.schemas.codec import decode_record_lists, encode
 from linewatch.schemas.messages import SpcRecord
 from linewatch.schemas.topics import SPC
 from linewatch.simulation.spc import simulate_spc
@@ -56,30 +61,35 @@ LATENCY_PHASE_S = 10.0
 
 
 def run_bench_e2e(settings: Settings, *, seconds: float, records: int | None, console: Console,
-                  processes: int = 1) -> dict[str, Any]:
+                  processes: int = 1, records_per_message: int = 1) -> dict[str, Any]:
     """Pre-fill, measure the two floors, then the worker (``linewatch worker --processes <processes>``)."""
     n = records or max(10_000, int(seconds * PLANNING_RATE_PER_S))
+    per = records_per_message
+    # A batch of the worker holds about as many records as with single-record messages.
+    settings = settings.model_copy(update={"batch_size": max(1, settings.batch_size // per)})
     with bench_stack(settings, "linewatch-bench-") as (bench_settings, stack, tmp):
         normal = simulate_spc(n_parts=20_000, seed=1, fault_fraction=0.0)
         train_and_register(normal.X, feature_names=normal.feature_names, database_url=stack.database_url,
                            model_dir=tmp / "models", target_far=settings.target_far)
         run_id = uuid.uuid4().hex[:6]
         assets = tuple(f"bench-{run_id}-{i}" for i in range(8))
-        console.print(f"pre-filling {n} records on {SPC.name} ...")
+        console.print(f"pre-filling {n} records on {SPC.name} ({per} per message) ...")
         sim = simulate_spc(n_parts=n, seed=2, fault_fraction=0.1, assets=assets)
-        produce_spc(stack.bootstrap, sim.records(), chunk=5000, security=stack.kafka_security)
+        n_messages = _prefill(stack, sim.records(), per)
 
         console.print("bare confluent-kafka consume + decode ...")
-        bare_kafka = common.bare_kafka(stack.bootstrap, SPC.name, n, decode=_decode_spc, max_messages=5000,
-                                       poll_s=1.0, security=stack.kafka_security)
+        bare_kafka = common.bare_kafka(stack.bootstrap, SPC.name, n, decode=_decode_spc,
+                                       max_messages=max(1, 5000 // per), poll_s=1.0, security=stack.kafka_security)
         console.print("bare Faust consume (take_events, no work) ...")
-        bare_faust = common.bare_faust(stack.bootstrap, SPC.name, n, tmp, settings.batch_size,
-                                       kafka_env=bench_settings.kafka_env())
+        bare_faust = common.bare_faust(stack.bootstrap, SPC.name, n_messages, tmp, settings.batch_size,
+                                       kafka_env=bench_settings.kafka_env()) * n / n_messages
         console.print(f"linewatch worker end to end ({processes} process(es)) ...")
-        e2e = _end_to_end(bench_settings, stack, n, assets, tmp, console, processes)
+        e2e = _end_to_end(bench_settings, stack, n, assets, tmp, console, processes, per)
     figures = {
         "modality": "spc",
         "records": n,
+        "records_per_message": per,
+        "messages": n_messages,
         "records_per_s": round(e2e["records_per_s"], 1),
         "records_per_s_second_half": round(e2e["records_per_s_second_half"], 1),
         "processes": processes,
@@ -97,12 +107,24 @@ def run_bench_e2e(settings: Settings, *, seconds: float, records: int | None, co
     return figures
 
 
+def _prefill(stack: Stack, records: list[SpcRecord], per_message: int) -> int:
+    """Send ``records`` as single-record messages or JSON arrays of ``per_message``; returns the message count."""
+    if per_message == 1:
+        return produce_spc(stack.bootstrap, records, chunk=5000, security=stack.kafka_security)
+    messages = [(key, value) for key, value, _ in
+                batched_by_key(((r.asset_id.encode(), encode(r)) for r in records), per_message)]
+    return publish_paced(stack.bootstrap, SPC.name, messages, chunk=max(1, 5000 // per_message),
+                         security=stack.kafka_security)
+
+
 def _decode_spc(msgs: list[Message]) -> int:
-    return len(decode_batch([m.value() for m in msgs if m.error() is None], SpcRecord))
+    """Records decoded from a polled batch (each message one record or a JSON array of them)."""
+    decoded = decode_record_lists([m.value() for m in msgs if m.error() is None], SpcRecord)
+    return sum(len(d) if isinstance(d, list) else 1 for d in decoded)
 
 
 def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...], tmp: Path,
-                console: Console, processes: int = 1) -> dict[str, float]:
+                console: Console, processes: int = 1, per_message: int = 1) -> dict[str, float]:
     argv = [sys.executable, "-m", "linewatch", "worker", "--processes", str(processes), "--log-level", "warn"]
     with running_worker(settings, stack, tmp, argv=argv) as worker:
         deadline = time.monotonic() + TIMEOUT_S
@@ -128,7 +150,7 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
             m = int(lat_rate * LATENCY_PHASE_S)
             sim = simulate_spc(n_parts=m, seed=3, fault_fraction=0.0, assets=(lat_asset,))
             produce_spc(stack.bootstrap, _stamped_now(sim.records()), rate_per_s=lat_rate, chunk=50,
-                        security=stack.kafka_security)
+                        security=stack.kafka_security, records_per_message=per_message)
             lat = latencies(conn, lat_asset, m, deadline=deadline)
     # The agent's stats line (SpcRuntime.log_stats) says where the worker's time went.
     if processes == 1:

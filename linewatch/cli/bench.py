@@ -60,6 +60,9 @@ def bench_e2e_cmd(
     seconds: Annotated[float, typer.Option(help="rough budget (per modality with all); sets how many records "
                                                 "are pre-filled")] = 30.0,
     records: Annotated[int | None, typer.Option(help="exact number of records (overrides --seconds)")] = None,
+    records_per_message: Annotated[int, typer.Option(
+        min=1, help="spc only: records per message (above 1: batched messages, JSON arrays of one asset's records)"
+    )] = 1,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here as JSON")] = None,
     processes: Annotated[int, typer.Option(
         "--processes", min=1, metavar="N", help="SPC: run the worker as `linewatch worker --processes N`")] = 1,
@@ -69,6 +72,8 @@ def bench_e2e_cmd(
     from linewatch.benchmarks.e2e import run_bench_e2e
 
     s = settings(config)
+    if records_per_message != 1 and modality != "spc":
+        raise ConfigError(f"--records-per-message applies to --modality spc only, not {modality}")
     if modality == "all":
         from linewatch.benchmarks.e2e_all import print_table, run_all
 
@@ -77,7 +82,8 @@ def bench_e2e_cmd(
         figures = run_all(s, seconds=seconds, console=console)
         print_table(console, figures)
     elif modality == "spc":
-        figures = run_bench_e2e(s, seconds=seconds, records=records, console=console, processes=processes)
+        figures = run_bench_e2e(s, seconds=seconds, records=records, console=console, processes=processes,
+                                records_per_message=records_per_message)
     elif modality == "signals":
         from linewatch.benchmarks.signals_e2e import planned_windows, run_signals_bench
 

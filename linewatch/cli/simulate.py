@@ -67,12 +67,17 @@ def simulate_spc_cmd(
     regime_shift: Annotated[float, typer.Option(
         help="normal lots this many sigmas apart that assets switch between, e.g. 1.0 (0 = one regime)")] = 0.0,
     csv: Annotated[Path | None, typer.Option(help="write parts with ground truth to this CSV instead")] = None,
+    records_per_message: Annotated[int, typer.Option(
+        min=1, help="parts per spc message: above 1, each asset's parts go out as JSON arrays of up to this many, "
+                    "as a batching gateway sends them (1 = one record per message)")] = 1,
 ) -> None:
     """Simulate a machining line (correlated characteristics, labelled faults) onto the `spc` topic.
 
     --autocorrelation and --regime-shift make normal behaviour plant-like (carry-over between parts,
-    lots), which is what a false-alarm rate must survive. With --csv, write the parts, their `lot` and
-    the ground-truth `fault` column to a file instead, e.g. to try `linewatch backtest csv`.
+    lots), which is what a false-alarm rate must survive. --records-per-message 100 sends batched
+    messages (docs/message-formats.md); the worker scores their records as if each came alone. With
+    --csv, write the parts, their `lot` and the ground-truth `fault` column to a file instead, e.g. to
+    try `linewatch backtest csv`.
     """
     from linewatch.simulation.spc import simulate_spc
 
@@ -86,7 +91,7 @@ def simulate_spc_cmd(
 
     with _broker(config, "use --csv") as stack, counting_progress("producing parts", parts) as progress:
         n = produce_spc(stack.bootstrap, sim.records(), rate_per_s=rate, progress=progress,
-                        security=stack.kafka_security)
+                        security=stack.kafka_security, records_per_message=records_per_message)
     console.print(f"produced {n} parts to {stack.bootstrap}")
 
 
@@ -264,6 +269,9 @@ def simulate_plant_cmd(
     csv_dir: Annotated[Path | None, typer.Option(
         "--csv-dir", help="write spc.csv (with a `fault` column), frames/*.png, machine_states.csv and "
         "episodes.json to this folder instead of producing")] = None,
+    records_per_message: Annotated[int, typer.Option(
+        min=1, help="parts per spc message: above 1, each asset's parts go out as JSON arrays of up to this many "
+                    "(sent when full, at the last part's time)")] = 1,
 ) -> None:
     """Simulate the multimodal plant (3 cells: parts measured and photographed under one part id, spindle
     vibration/current/temperature, machine states) with the demo's faults, onto every input topic.
@@ -290,7 +298,8 @@ def simulate_plant_cmd(
 
     with _broker(config, "use --csv-dir") as stack:
         console.print(f"streaming {duration_s:g} plant seconds at {speed:g}x ({duration_s / speed:.0f} s) ...")
-        counts = produce_plant(stack.bootstrap, sim, speed=speed, security=stack.kafka_security)
+        counts = produce_plant(stack.bootstrap, sim, speed=speed, security=stack.kafka_security,
+                               spc_records_per_message=records_per_message)
     console.print("produced " + ", ".join(f"{n} to {t}" for t, n in sorted(counts.items())))
 
 

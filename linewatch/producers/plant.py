@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 
 from linewatch.errors import ConfigError
 from linewatch.kafka import Publisher
+from linewatch.producers.spc import RecordBatcher
+from linewatch.schemas.topics import SPC
 from linewatch.simulation.plant import PlantSimulation
 
 #: Plant seconds per chunk: a tenth of a wall second at speed 60, small enough for smooth pacing.
@@ -71,6 +73,26 @@ def publish_in_event_time(pub: Publisher, messages: Iterable[tuple[str, bytes | 
     return counts
 
 
+def batched_spc(messages: Iterable[tuple[str, bytes | None, bytes, datetime]], per_message: int
+                ) -> Iterator[tuple[str, bytes | None, bytes, datetime]]:
+    """``messages`` with each asset's ``spc`` records joined into batched messages of up to ``per_message``.
+
+    A batched message goes out at its last record's event time (a gateway sends when its buffer is
+    full), so the stream stays in event-time order; the partial ones go out after the last message.
+    """
+    batcher = RecordBatcher(per_message)
+    last: datetime | None = None
+    for topic, key, value, ts in messages:
+        last = ts
+        if topic != SPC.name or key is None:
+            yield topic, key, value, ts
+            continue
+        for k, array, _ in batcher.add(key, value):
+            yield SPC.name, k, array, ts
+    for k, array, _ in batcher.drain():
+        yield SPC.name, k, array, last  # type: ignore[misc]
+
+
 def produce_plant(
     bootstrap: str,
     plant: PlantSimulation,
@@ -80,15 +102,20 @@ def produce_plant(
     extra: Iterable[tuple[str, bytes]] = (),
     security: Mapping[str, str] | None = None,
     encoding: str = "png",
+    spc_records_per_message: int = 1,
 ) -> dict[str, int]:
     """Send every message of ``plant`` then the raw ``extra`` ``(topic, value)`` payloads (key ``b"garbage"``).
 
     ``speed`` plant seconds per wall second (None: as fast as the broker takes them). ``progress``
-    gets the running counts per topic after each chunk. Returns the counts per topic once the
-    broker has confirmed every message.
+    gets the running counts per topic after each chunk. Returns the counts of messages per topic
+    once the broker has confirmed every message. ``spc_records_per_message`` above 1 sends each
+    asset's parts as batched ``spc`` messages (:func:`batched_spc`).
     """
     pub = Publisher(bootstrap, security=security)
-    counts = publish_in_event_time(pub, plant.iter_messages(encoding=encoding), speed=speed, progress=progress)
+    messages = plant.iter_messages(encoding=encoding)
+    if spc_records_per_message > 1:
+        messages = batched_spc(messages, spc_records_per_message)
+    counts = publish_in_event_time(pub, messages, speed=speed, progress=progress)
     by_topic: dict[str, list[tuple[bytes, bytes]]] = {}
     for topic, raw in extra:
         by_topic.setdefault(topic, []).append((b"garbage", raw))

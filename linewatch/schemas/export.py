@@ -11,16 +11,19 @@ import json
 import sys
 from pathlib import Path
 
-from linewatch.schemas.messages import RECORD_TYPES, SCHEMA_VERSION
+from pydantic import TypeAdapter
+
+from linewatch.schemas.messages import LIST_TYPES, RECORD_TYPES, SCHEMA_VERSION
 
 SCHEMA_DIR = Path(__file__).parent / "jsonschema"
 
 
 def render() -> dict[str, str]:
-    """File name -> JSON text for every record type."""
+    """File name -> JSON text for every record type and every list form (a batched ``spc`` message)."""
     out = {}
-    for name, model in RECORD_TYPES.items():
-        schema = model.model_json_schema(mode="serialization")
+    schemas = {**{name: model.model_json_schema(mode="serialization") for name, model in RECORD_TYPES.items()},
+               **{name: TypeAdapter(form).json_schema(mode="serialization") for name, form in LIST_TYPES.items()}}
+    for name, schema in schemas.items():
         schema["$id"] = f"https://linewatch.dev/schemas/{name}.v{SCHEMA_VERSION}.json"
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         out[f"{name}.v{SCHEMA_VERSION}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"

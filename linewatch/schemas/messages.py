@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -98,6 +98,17 @@ class SpcRecord(Message):
     @property
     def event_id(self) -> uuid.UUID:
         return event_id("spc", self.asset_id, self.part_id, self.ts.isoformat())
+
+
+#: Records one batched ``spc`` message may carry: a gateway's buffer of a few seconds, not a day's backlog.
+#: (The message also stays under the producers' 1 MB message limit, ``codec.MAX_BATCH_JSON_BYTES``.)
+MAX_RECORDS_PER_MESSAGE = 10_000
+
+#: A batched ``spc`` message: a JSON array of :class:`SpcRecord`, each exactly today's single-record form.
+SpcRecordList = Annotated[list[SpcRecord], Field(
+    min_length=1, max_length=MAX_RECORDS_PER_MESSAGE, title="SpcRecordList",
+    description="A batched spc message: 1 to 10,000 spc records in one JSON array, each validated (and "
+                "dead-lettered) on its own; the event id of each is the one it has when sent alone.")]
 
 
 class FrameMeta(Message):
@@ -393,4 +404,9 @@ RECORD_TYPES: dict[str, type[BaseModel]] = {
     "disposition": Disposition,
     "machine_state": MachineState,
     "deadletter": DeadLetter,
+}
+
+#: Message forms that are a list of records rather than one (JSON Schema file name -> pydantic type).
+LIST_TYPES: dict[str, Any] = {
+    "spc_record_list": SpcRecordList,
 }

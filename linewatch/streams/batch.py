@@ -18,7 +18,7 @@ from typing_extensions import Unpack
 
 from linewatch.detectors.bundle import ModelBundle
 from linewatch.errors import DataError
-from linewatch.schemas.codec import decode_batch
+from linewatch.schemas.codec import RecordError, decode_batch, decode_record_lists, encode
 from linewatch.schemas.rows import DeadLetterRow, Row, ScoreRow, ShadowScoreRow
 from linewatch.schemas.score_encoder import Defect, EventRef, ScoreMessage, Verdicts, encode_scores
 from linewatch.storage.model_registry import is_shadow
@@ -92,15 +92,37 @@ class BatchResult:
             self.tables[ScoreRow] += rows
             self.counts["anomalies"] += flagged
 
-    def decode(self, messages: Sequence[RawMessage], model: type[M]) -> list[tuple[RawMessage, M]]:
-        """The messages that decode as ``model``, each with its record; the others become this batch's dead letters."""
+    def decode(self, messages: Sequence[RawMessage], model: type[M], *, lists: bool = False
+               ) -> list[tuple[RawMessage, M]]:
+        """The messages that decode as ``model``, each with its record; the others become this batch's dead letters.
+
+        With ``lists`` a message may also be a JSON array of records (a batched ``spc`` message): each
+        good record comes with the message as :meth:`~RawMessage.of_record` of its index, in array
+        order, and each bad one is a dead letter of its own (:meth:`reject` does the same for a decoded
+        record the pipeline refuses later).
+        """
         good: list[tuple[RawMessage, M]] = []
-        for msg, item in zip(messages, decode_batch([m.value for m in messages], model), strict=True):
+        raws = [m.value for m in messages]
+        decoded = decode_record_lists(raws, model) if lists else decode_batch(raws, model)
+        for msg, item in zip(messages, decoded, strict=True):
             if isinstance(item, DataError):
                 self.deadletters.add(msg, item)
+            elif isinstance(item, list):
+                for i, rec in enumerate(item):
+                    if isinstance(rec, RecordError):
+                        self.deadletters.add(msg.of_record(i, len(item)), rec, payload=rec.payload)
+                    else:
+                        good.append((msg.of_record(i, len(item)), rec))
             else:
                 good.append((msg, item))
         return good
+
+    def reject(self, msg: RawMessage, record: BaseModel, error: DataError) -> None:
+        """Dead-letter a decoded record the pipeline cannot use (too late, a characteristic missing ...).
+
+        A batched message's record carries itself (re-serialised) as the payload, not the whole message.
+        """
+        self.deadletters.add(msg, error, payload=encode(record) if msg.record is not None else None)
 
     def add_unscored(self, scope: str, n: int = 1) -> None:
         self.unscored[scope] += n

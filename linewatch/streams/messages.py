@@ -29,10 +29,18 @@ class RawMessage:
     key: bytes | None
     value: bytes | None
     timestamp: float | None = None  # broker/producer timestamp, seconds since the epoch
+    #: One record of a batched message (a JSON array): its index (from 0) and the array's length. ``value``
+    #: stays the whole message; the record's dead letter names the index and carries the record alone.
+    record: tuple[int, int] | None = None
 
     @property
     def origin(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
+
+    def of_record(self, index: int, count: int) -> RawMessage:
+        """This message as the origin of its record ``index`` of ``count`` (a batched message's record)."""
+        return RawMessage(self.topic, self.partition, self.offset, self.key, self.value, self.timestamp,
+                          (index, count))
 
 
 #: Memory addresses in exception texts (``<object at 0x7f3a...>``) differ on every run; a reason must not.
@@ -64,8 +72,13 @@ class DeadLetters:
     #: The original (key, value) of each item, for the table.
     originals: list[tuple[bytes | None, bytes]] = field(default_factory=list)
 
-    def add(self, msg: RawMessage, error: Exception) -> None:
-        payload, key = msg.value or b"", msg.key
+    def add(self, msg: RawMessage, error: Exception, *, payload: bytes | None = None) -> None:
+        """Dead-letter ``msg`` for ``error``; ``payload`` replaces the message's bytes (one record of a batched one).
+
+        For a batched message's record (``msg.record``) the reason starts ``record 3 of 10:`` (index from 0).
+        """
+        payload, key = payload if payload is not None else msg.value or b"", msg.key
+        reason = str(error) if msg.record is None else f"record {msg.record[0]} of {msg.record[1]}: {error}"
         truncated = len(payload) > MAX_DEADLETTER_EXCERPT_BYTES
         key_truncated = key is not None and len(key) > MAX_DEADLETTER_KEY_BYTES
         self.items.append(
@@ -75,7 +88,7 @@ class DeadLetters:
                 offset=msg.offset,
                 key=key[:MAX_DEADLETTER_KEY_BYTES] if key_truncated else key,  # type: ignore[index]
                 key_truncated=key_truncated,
-                reason=sanitize_reason(str(error)),
+                reason=sanitize_reason(reason),
                 error_type="DataError" if isinstance(error, DataError) else sanitize_reason(type(error).__name__, 200),
                 payload=payload[:MAX_DEADLETTER_EXCERPT_BYTES] if truncated else payload,
                 payload_truncated=truncated,

@@ -1,5 +1,9 @@
 """Score a batch of raw ``spc`` messages: decode, pick each record's model, score, build rows.
 
+A message holds one record or a JSON array of them (a batched message, see
+:func:`~linewatch.schemas.codec.decode_record_lists`); its records are scored as if each had come alone,
+in array order, and each bad one is a dead letter of its own.
+
 This is the whole of the SPC agent's work except I/O, so the live agent, the replay job and
 the benchmark run exactly this code. Per batch it returns the rows to persist (measurements,
 scores, dead letters) and the ``scores`` messages to publish; nothing here touches Kafka or
@@ -100,14 +104,14 @@ def score_spc_batch(messages: list[RawMessage], models: ModelSource,
     out = BatchResult()
     groups: dict[int, tuple[ModelBundle, list[SpcRecord]]] = {}
     accepted: list[SpcRecord] = []
-    for msg, rec in out.decode(messages, SpcRecord):
+    for msg, rec in out.decode(messages, SpcRecord, lists=True):
         if (late := window.violation(rec.ts, now)) is not None:
-            out.deadletters.add(msg, DataError(late))
+            out.reject(msg, rec, DataError(late))
             continue
         bundles = models.models_for(Modality.SPC, rec.asset_id, rec.sku)
         missing = sorted({f for b in bundles for f in b.feature_names if f not in rec.values})
         if missing:
-            out.deadletters.add(msg, DataError(
+            out.reject(msg, rec, DataError(
                 f"record lacks characteristic(s) {missing} that the active models for "
                 f"{rec.asset_id}/{rec.sku} need; send them or train models on the characteristics "
                 "this asset reports"))

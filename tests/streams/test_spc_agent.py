@@ -209,3 +209,25 @@ def test_worker_picks_up_a_new_model_version_without_restart(worker, trained, se
             break
     assert newer.version in versions
     assert worker.poll() is None
+
+
+def test_batched_messages_are_scored_per_record_and_a_bad_record_is_dead_lettered_alone(
+        worker, trained, bootstrap, database_url):
+    asset = f"it-{uuid.uuid4().hex[:6]}"
+    _, records = _parts(asset, 30, seed=9)
+    items = [json.loads(r.model_dump_json(exclude_none=True)) for r in records[20:]]
+    items[3]["values"]["length_mm"] = "120.0"  # a string where a number belongs
+    bad_list = json.dumps(items).encode()
+    produce_spc(bootstrap, records[:20], records_per_message=8)  # arrays of 8, 8 and 4
+    produce_spc(bootstrap, [], extra=[bad_list])
+    assert wait_for("SELECT count(*) FROM scores WHERE asset_id = %s", (asset,), 29, database_url) == 29
+    with psycopg.connect(database_url) as conn:
+        ids = {r[0] for r in conn.execute("SELECT event_id FROM scores WHERE asset_id = %s", (asset,))}
+    assert ids == {r.event_id for i, r in enumerate(records) if i != 23}
+    payload = json.dumps(items[3], separators=(",", ":")).encode()
+    found = wait_for("SELECT count(*) FROM deadletters WHERE payload = %s", (payload,), 1, database_url)
+    assert found == 1, "the bad record's own bytes are the dead letter's payload"
+    with psycopg.connect(database_url) as conn:
+        reason = conn.execute("SELECT reason FROM deadletters WHERE payload = %s", (payload,)).fetchone()[0]
+    assert reason.startswith("record 3 of 10: SpcRecord failed validation: values.length_mm")
+    assert worker.poll() is None
