@@ -59,6 +59,20 @@ class Issue(IntFlag):
     NAN = 32
 
 
+_ISSUE_NAMES: tuple[tuple[int, str], ...] = tuple((int(i), i.name.lower()) for i in Issue)  # type: ignore[union-attr]
+
+
+def reason_names(code: int) -> list[str]:
+    """Reason names of a bit set of :class:`Issue`, in :class:`Issue` order (``[]`` for a usable window).
+
+    Plain ints rather than flag arithmetic: it runs for every window of every batch.
+
+    >>> reason_names(int(Issue.FLATLINE | Issue.NAN)), reason_names(0)
+    (['flatline', 'nan'], [])
+    """
+    return [name for bit, name in _ISSUE_NAMES if code & bit] if code else []
+
+
 #: Below this many samples, repeated extreme values are normal quantisation, not clipping.
 CLIP_HEURISTIC_MIN_SAMPLES = 256
 #: Fewer present samples than this cannot tell "flat" from "slow".
@@ -110,7 +124,7 @@ class QualityReport:
 
     def reasons(self) -> list[list[str]]:
         """Reason names per window, in :class:`Issue` order."""
-        return [[i.name.lower() for i in Issue if c & i] for c in self.codes.tolist()]
+        return [reason_names(c) for c in self.codes.tolist()]
 
     def bad_sensors(self) -> dict[str, list[str]]:
         """``{sensor: reasons}`` for every sensor with at least one bad window (reasons merged)."""

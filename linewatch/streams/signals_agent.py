@@ -20,6 +20,12 @@ The per-asset state (partial frames, online detector copies, lagged rows) is sav
 ``<data_dir>/signals-state`` when the worker shuts down and restored when it starts, so a
 restart does not lose the frames waiting for a slow sensor nor the online models' learning.
 Redelivered windows are recognised by their event id and do not score twice.
+
+With ``isolate_scoring`` (the default, as for SPC) the runtime, its state included, lives in a child
+process (:class:`~linewatch.streams.isolated.IsolatedRuntime`): decoding, features, scoring, COPY and
+publishing no longer share a GIL with Faust's per-message work, which on two cores is what held the
+agent to about a third of bare Faust. The state is saved by the child, on its one batch process, so
+no batch is half-way through it while it is written.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ import asyncio
 import logging
 import shutil
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import faust
 
@@ -36,6 +44,7 @@ from linewatch.config import Settings
 from linewatch.schemas.topics import SIGNALS
 from linewatch.signals.framing import BearingEnvelope
 from linewatch.streams.batch import BatchResult
+from linewatch.streams.isolated import IsolatedRuntime
 from linewatch.streams.messages import RawMessage
 from linewatch.streams.runtime import BatchRuntime, raw_topic, register_batch_agent
 from linewatch.streams.signals_pipeline import SignalsState, score_signals_batch
@@ -96,10 +105,46 @@ class SignalsRuntime(BatchRuntime):
                f"{samples / 1e6:.2f} M samples/s"
 
 
+#: The child process's runtime (set by :func:`_child_runtime`, in the child only).
+_CHILD: SignalsRuntime | None = None
+
+
+def _child_runtime(**kwargs: Any) -> SignalsRuntime:
+    """Build the scoring child's runtime and remember it, so :func:`_save_child_state` can reach it."""
+    global _CHILD
+    _CHILD = SignalsRuntime(**kwargs)
+    return _CHILD
+
+
+def _save_child_state() -> None:
+    if _CHILD is not None:
+        _CHILD.save_state()
+
+
+class IsolatedSignalsRuntime(IsolatedRuntime):
+    """The signals runtime in a child process; :meth:`save_state` runs there, after any batch in flight."""
+
+    def __init__(self, *, settings: Settings, bootstrap: str, database_url: str) -> None:
+        factory = partial(_child_runtime, settings=settings, bootstrap=bootstrap, database_url=database_url)
+        super().__init__(factory, modality=SignalsRuntime.modality, logger=log)
+        self.state_dir = settings.data_dir / STATE_DIR
+
+    def save_state(self) -> None:
+        """Ask the child to write its state (the child's one worker runs it after the current batch)."""
+        self._pool.submit(_save_child_state).result()
+
+
 def register_signals_agent(app: faust.App, *, settings: Settings, bootstrap: str,
-                           database_url: str) -> SignalsRuntime:
-    """Add the signals agent to ``app`` (called by :func:`linewatch.streams.app.build_app`); returns its runtime."""
-    runtime = SignalsRuntime(settings=settings, bootstrap=bootstrap, database_url=database_url)
+                           database_url: str) -> SignalsRuntime | IsolatedSignalsRuntime:
+    """Add the signals agent to ``app`` (called by :func:`linewatch.streams.app.build_app`); returns its runtime.
+
+    The runtime is a :class:`SignalsRuntime`, or with ``isolate_scoring`` the
+    :class:`IsolatedSignalsRuntime` that holds one in a child process.
+    """
+    runtime: SignalsRuntime | IsolatedSignalsRuntime = (
+        IsolatedSignalsRuntime(settings=settings, bootstrap=bootstrap, database_url=database_url)
+        if settings.isolate_scoring else SignalsRuntime(settings=settings, bootstrap=bootstrap,
+                                                        database_url=database_url))
     # Any error from process() stops the worker before Faust can acknowledge the batch, as in the
     # other agents: a batch that was not written must be redelivered.
     pool = register_batch_agent(app, raw_topic(app, SIGNALS.name), runtime,
