@@ -323,7 +323,10 @@ def _range_power(cum: np.ndarray, lo_idx: np.ndarray, hi_idx: np.ndarray) -> np.
 def _cumulative_power(freqs: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Leading-zero cumulative sum of ``p * df`` per row: band, peak-lobe and defect powers are differences of it."""
     df = freqs[1] - freqs[0]
-    return np.concatenate([np.zeros((p.shape[0], 1)), np.cumsum(p * df, axis=1)], axis=1)
+    cum = np.empty((p.shape[0], p.shape[1] + 1))
+    cum[:, 0] = 0.0
+    np.cumsum(np.multiply(p, df, out=cum[:, 1:]), axis=1, out=cum[:, 1:])
+    return cum
 
 
 def _band_energies(freqs: np.ndarray, p: np.ndarray, bands: tuple[tuple[float, float], ...],
