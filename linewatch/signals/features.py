@@ -87,7 +87,8 @@ _TINY = 1e-300
 #: noise floor, so it only keeps an all-zero window finite.
 POWER_FLOOR = 1e-12
 #: Samples per block of windows featurised at once: 128 k float64 samples are 1 MiB, so the
-#: temporaries of a block (mean-removed copy, windowed copy, spectrum) stay in a core's L2 cache.
+#: temporaries of a block (mean-removed copy, windowed copy, spectrum) stay in cache instead of
+#: streaming tens of MB through memory.
 #: Every feature is computed row by row, so the blocking changes no value.
 FEATURE_BLOCK_SAMPLES = 1 << 17
 

@@ -78,7 +78,7 @@ CLIP_HEURISTIC_MIN_SAMPLES = 256
 #: Fewer present samples than this cannot tell "flat" from "slow".
 FLAT_MIN_SAMPLES = 8
 #: Samples per block of rows the gate checks at once: 128 k float64 samples are 1 MiB, so a block's
-#: temporaries stay in a core's L2 cache instead of streaming tens of MB through memory.
+#: temporaries stay in cache instead of streaming tens of MB through memory.
 GATE_BLOCK_SAMPLES = 1 << 17
 
 

@@ -4,8 +4,8 @@ Thin, like the SPC agent (:mod:`linewatch.streams.spc_agent`), and built on the 
 :class:`~linewatch.streams.runtime.BatchRuntime`, with the same guarantees: the
 body of the ``take_events`` loop returns only after the ``signal_features``, ``scores`` and
 dead-letter rows are committed and the published messages are confirmed, so a Kafka offset
-never runs ahead of durable data; scoring, COPY and flush run on one worker thread so the
-event loop keeps heartbeating. Same failure policy:
+never runs ahead of durable data; scoring, COPY and flush run off the event loop (in the scoring
+child, below, or on one worker thread) so it keeps heartbeating. Same failure policy:
 
 - bad data -> dead letter (topic and table) with the reason; the agent goes on;
 - an unexpected error while scoring a batch -> the batch is re-scored one message at a time
