@@ -8,7 +8,8 @@ Measured in one run, on the same pre-filled messages, on this machine:
    (``python -m linewatch.benchmarks.bare_faust --topic signals``), same batch size as the agent;
 3. ``windows_per_s`` / ``samples_per_s``: the real worker, from the first committed batch to the
    last ``signal_features`` row of the backlog (steady state, after the group join), with a
-   trained ``dynamic_pca`` model scoring every snapshot's frame;
+   trained ``dynamic_pca`` model scoring every snapshot's frame (in the signals agent's scoring
+   child process unless ``LINEWATCH_ISOLATE_SCORING=false``);
 4. ``peak_rss_mb``: the worker's peak resident memory, sampled every 100 ms.
 
 The backlog is what a condition-monitoring system sends: per machine and snapshot, a 1 s
