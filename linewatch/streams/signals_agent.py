@@ -33,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import signal
 import time
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,10 @@ _CHILD: SignalsRuntime | None = None
 def _child_runtime(**kwargs: Any) -> SignalsRuntime:
     """Build the scoring child's runtime and remember it, so :func:`_save_child_state` can reach it."""
     global _CHILD
+    # A Ctrl-C or SIGTERM sent to the whole process group must not end the child before the worker
+    # has asked it to save the state; it still dies with the worker (a parent-death SIGKILL).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _CHILD = SignalsRuntime(**kwargs)
     return _CHILD
 
@@ -158,7 +164,7 @@ def register_signals_agent(app: faust.App, *, settings: Settings, bootstrap: str
         try:
             # On the batch thread, so no batch is half-way through the state while it is written.
             await loop.run_in_executor(pool, runtime.save_state)
-        except OSError as e:
+        except (OSError, BrokenProcessPool) as e:
             log.error("could not save the signals state to %s: %s", runtime.state_dir, e)
 
     return runtime
