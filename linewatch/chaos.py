@@ -9,7 +9,7 @@ ready line, row counts, process exits, committed offsets) and then asks the data
 ``scores`` topic what became of every event:
 
 - ``worker-kill``: the worker is SIGKILLed three times while SPC parts stream in;
-- ``child-kill``: the SPC agent's scoring child process is SIGKILLed once;
+- ``child-kill``: the agents' scoring child processes (SPC's among them) are SIGKILLed once;
 - ``db-restart``: PostgreSQL is stopped for a while and started again on the same port;
 - ``db-hang``: every PostgreSQL process is SIGSTOPped for longer than the worker's retry window,
   then SIGCONTed; the worker must notice (exit or recover), not stall silently;
@@ -64,7 +64,7 @@ from linewatch.supervisor import CHAOS_RESTARTS, Supervisor
 SCENARIOS: tuple[str, ...] = ("worker-kill", "child-kill", "db-restart", "db-hang", "two-workers", "poison")
 DESCRIPTIONS: dict[str, str] = {
     "worker-kill": "SPC parts at a steady rate; the worker is SIGKILLed three times",
-    "child-kill": "the SPC agent's scoring child process is SIGKILLed once",
+    "child-kill": "the agents' scoring child processes (SPC's among them) are SIGKILLed once",
     "db-restart": "PostgreSQL stopped and started again (same port) mid-stream",
     "db-hang": "every PostgreSQL process SIGSTOPped past the worker's retry window, then SIGCONTed",
     "two-workers": "two workers in one group; one SIGKILLed, the other SIGTERMed",
@@ -323,6 +323,11 @@ def scoring_child(children: Iterable[psutil.Process]) -> psutil.Process | None:
         if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
             return child
     return None
+
+
+def scoring_children(children: Iterable[psutil.Process]) -> list[psutil.Process]:
+    """Every agent's scoring process among a worker's children: SPC and signals each score in their own."""
+    return [c for c in children if scoring_child([c]) is not None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -962,7 +967,16 @@ def _child_kill(sc: Scenario) -> int:
     if child is None:
         raise Aborted("the worker has no scoring child process (is LINEWATCH_ISOLATE_SCORING off?)")
     inc = sup.incarnation()
-    sc.kill_mid_batch(f"SIGKILL scoring child (pid {child.pid})", lambda: child.send_signal(signal.SIGKILL))
+    # The spawn children look alike (SPC's and the signals agent's): kill each, so the SPC one is hit.
+    victims = scoring_children(sup.children())
+    pids = ", ".join(str(v.pid) for v in victims)
+
+    def kill() -> None:
+        for v in victims:
+            with contextlib.suppress(psutil.NoSuchProcess):  # gone already: died with its worker
+                v.send_signal(signal.SIGKILL)
+
+    sc.kill_mid_batch(f"SIGKILL scoring children (pid {pids})", kill)
     ready = None
     with contextlib.suppress(InfrastructureError):
         ready = sup.wait_ready(after=inc, timeout=60)

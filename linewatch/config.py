@@ -169,7 +169,7 @@ class Settings(BaseSettings):
         description="events older than this are dead-lettered (raise it to replay older history)",
     )
     isolate_scoring: bool = Field(
-        default=True, description="score SPC batches in a child process (no GIL shared with Faust's loop)"
+        default=True, description="score SPC and signals batches in a child process (no GIL shared with Faust's loop)"
     )
     fusion_threshold: float = Field(
         default=3.5, gt=0, description="fused calibrated score (-log10 fused tail probability) a unit counts from")

@@ -8,7 +8,8 @@ Measured in one run, on the same pre-filled messages, on this machine:
    (``python -m linewatch.benchmarks.bare_faust --topic signals``), same batch size as the agent;
 3. ``windows_per_s`` / ``samples_per_s``: the real worker, from the first committed batch to the
    last ``signal_features`` row of the backlog (steady state, after the group join), with a
-   trained ``dynamic_pca`` model scoring every snapshot's frame;
+   trained ``dynamic_pca`` model scoring every snapshot's frame (in the signals agent's scoring
+   child process unless ``LINEWATCH_ISOLATE_SCORING=false``);
 4. latency p50/p99: a second phase streams windows of other machines paced at half the measured
    window rate, each stamped as just completed when produced (start = now - its duration), and
    measures window end -> its ``signal_features`` row written;

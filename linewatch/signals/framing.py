@@ -75,6 +75,7 @@ sensor at its own rate.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import re
 import uuid
@@ -98,7 +99,7 @@ from linewatch.signals.features import (
     feature_names,
     time_features,
 )
-from linewatch.signals.quality import Issue, QualityGate
+from linewatch.signals.quality import QualityGate, reason_names
 
 #: Fewer samples than this give a spectrum too coarse to mean anything (bins of fs/n Hz):
 #: such windows get time-domain features only.
@@ -196,7 +197,12 @@ class WindowFeatures:
     values: np.ndarray
     issues: int
 
-    @property
+    @functools.cached_property
+    def event_id(self) -> uuid.UUID:
+        """``meta.event_id``, computed once (a UUIDv5: the frame builder and the feature row both need it)."""
+        return self.meta.event_id
+
+    @functools.cached_property
     def start(self) -> float:
         return self.meta.start.timestamp()
 
@@ -206,7 +212,7 @@ class WindowFeatures:
 
     @property
     def reasons(self) -> list[str]:
-        return [i.name.lower() for i in Issue if self.issues & i]
+        return reason_names(self.issues)
 
 
 def featurize_windows(
@@ -231,7 +237,7 @@ def featurize_windows(
         step = max(1, FEATURE_CHUNK_SAMPLES // m)
         for lo in range(0, len(idx), step):
             part = idx[lo : lo + step]
-            x = np.stack([windows[i][1] for i in part]).astype(np.float64)
+            x = np.stack([windows[i][1] for i in part], dtype=np.float64)
             shaft = np.array([speeds[i] for i in part], dtype=np.float64) if with_speed else None
             names, F = window_features(x, rate, bearing=envelope.bearing, shaft_hz=shaft)
             codes = gate.check(x, sensors=[windows[i][0].sensor for i in part]).codes
@@ -322,6 +328,10 @@ class _Held:
     machine_state: str | None = None
 
 
+def _start(h: _Held) -> float:
+    return h.start
+
+
 def _machine_state(held: Iterable[_Held | None]) -> str | None:
     """The first machine state reported by ``held`` (in sensor order): a frame's context for fusion."""
     return next((h.machine_state for h in held if h is not None and h.machine_state is not None), None)
@@ -360,16 +370,22 @@ class FrameBuilder:
         """Remember a window; returns the slots whose frames it may have completed."""
         st = self.assets.setdefault(w.meta.asset_id, _AssetFrames())
         held = st.windows.setdefault(w.meta.sensor, [])
-        eid = w.meta.event_id
-        if any(h.event_id == eid for h in held):
-            st.counters["duplicate"] += 1
-            return set()
+        eid = w.event_id
+        # Each sensor's windows are sorted by start, and a duplicate (same id: same start) sits
+        # among the windows of equal start, so bisection finds both it and the windows this one covers.
+        at = bisect.bisect_left(held, w.start, key=_start)
+        for o in held[at : bisect.bisect_right(held, w.start, lo=at, key=_start)]:
+            if o.event_id == eid:
+                st.counters["duplicate"] += 1
+                return set()
         h = _Held(w.meta.sensor, w.start, w.end, eid, w.names, w.values, w.issues, w.meta.machine_state)
-        bisect.insort(held, h, key=lambda x: x.start)
+        held.insert(bisect.bisect_right(held, h.start, lo=at, key=_start), h)
         st.watermark = max(st.watermark, h.end)
         slots = {self.slot_of(h.start)}
         for others in st.windows.values():
-            slots.update(self.slot_of(o.start) for o in others if h.start <= o.start < h.end)
+            lo = bisect.bisect_left(others, h.start, key=_start)
+            hi = bisect.bisect_left(others, h.end, lo=lo, key=_start)
+            slots.update(self.slot_of(o.start) for o in others[lo:hi])
         return slots
 
     def _as_of(self, held: list[_Held], k: int) -> _Held | None:
@@ -458,7 +474,7 @@ class FrameBuilder:
         for s in sorted(st.windows):
             h = self._as_of(st.windows[s], k)
             if h is not None and h.issues:
-                out[s] = [i.name.lower() for i in Issue if h.issues & i]
+                out[s] = reason_names(h.issues)
         return out
 
     def prune(self, asset: str) -> None:

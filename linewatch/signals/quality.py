@@ -59,10 +59,27 @@ class Issue(IntFlag):
     NAN = 32
 
 
+_ISSUE_NAMES: tuple[tuple[int, str], ...] = tuple((int(i), i.name.lower()) for i in Issue)  # type: ignore[union-attr]
+
+
+def reason_names(code: int) -> list[str]:
+    """Reason names of a bit set of :class:`Issue`, in :class:`Issue` order (``[]`` for a usable window).
+
+    Plain ints rather than flag arithmetic: it runs for every window of every batch.
+
+    >>> reason_names(int(Issue.FLATLINE | Issue.NAN)), reason_names(0)
+    (['flatline', 'nan'], [])
+    """
+    return [name for bit, name in _ISSUE_NAMES if code & bit] if code else []
+
+
 #: Below this many samples, repeated extreme values are normal quantisation, not clipping.
 CLIP_HEURISTIC_MIN_SAMPLES = 256
 #: Fewer present samples than this cannot tell "flat" from "slow".
 FLAT_MIN_SAMPLES = 8
+#: Samples per block of rows the gate checks at once: 128 k float64 samples are 1 MiB, so a block's
+#: temporaries stay in cache instead of streaming tens of MB through memory.
+GATE_BLOCK_SAMPLES = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -107,7 +124,7 @@ class QualityReport:
 
     def reasons(self) -> list[list[str]]:
         """Reason names per window, in :class:`Issue` order."""
-        return [[i.name.lower() for i in Issue if c & i] for c in self.codes.tolist()]
+        return [reason_names(c) for c in self.codes.tolist()]
 
     def bad_sensors(self) -> dict[str, list[str]]:
         """``{sensor: reasons}`` for every sensor with at least one bad window (reasons merged)."""
@@ -189,6 +206,9 @@ class QualityGate:
 
         Absent samples (``present=False``, e.g. an assembler gap) count as missing; NaN where a
         sample was present counts as ``nan``. Without ``present``, every sample is taken as present.
+
+        Rows are checked in blocks of about :data:`GATE_BLOCK_SAMPLES` samples so every temporary
+        stays in the core's cache (rows never mix, so the verdicts do not depend on the blocking).
         """
         x = np.asarray(values, dtype=np.float64)
         if x.ndim == 1:
@@ -199,41 +219,92 @@ class QualityGate:
         names = (sensors,) * n if isinstance(sensors, str) else tuple(sensors)
         if len(names) != n:
             raise DataError(f"got {len(names)} sensor names for {n} windows; give one per row")
-        pres = np.ones_like(x, dtype=bool) if present is None else np.asarray(present, dtype=bool)
-        if pres.shape != x.shape:
+        pres = None if present is None else np.asarray(present, dtype=bool)
+        if pres is not None and pres.shape != x.shape:
             raise DataError(f"present mask shape {pres.shape} does not match values {x.shape}")
         lim = self._limit_arrays(names)
-        finite = np.isfinite(x)
-        good = pres & finite
-        n_good = good.sum(axis=1)
         codes = np.zeros(n, dtype=np.int64)
+        missing_fraction = np.zeros(n)
+        step = max(1, GATE_BLOCK_SAMPLES // m)
+        for lo in range(0, n, step):
+            rows = slice(lo, lo + step)
+            codes[rows], missing_fraction[rows] = self._check_block(
+                x[rows], None if pres is None else pres[rows], {k: v[rows] for k, v in lim.items()})
+        return QualityReport(names, codes, missing_fraction)
 
-        missing_fraction = 1.0 - pres.mean(axis=1)
+    def _check_block(self, x: np.ndarray, pres: np.ndarray | None, lim: dict[str, np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Codes and missing fractions of one block of rows (the rules of the module docstring).
+
+        The common case (every sample present and finite, no resolution, no rails) skips the masks
+        it does not need; each shortcut gives exactly the verdict of the masked expression.
+        """
+        n, m = x.shape
+        finite = np.isfinite(x)
+        all_finite = bool(finite.all())
+        if pres is None:
+            good = None if all_finite else finite
+            missing_fraction = np.zeros(n)
+            nan_rows = ~finite.all(axis=1) if not all_finite else np.zeros(n, dtype=bool)
+        else:
+            good = pres & finite
+            missing_fraction = 1.0 - pres.mean(axis=1)
+            nan_rows = (pres & ~finite).any(axis=1)
+        n_good = np.full(n, m) if good is None else good.sum(axis=1)
+        codes = np.zeros(n, dtype=np.int64)
         codes |= np.where(missing_fraction > self.max_missing_fraction, int(Issue.MISSING), 0)
-        codes |= np.where((pres & ~finite).any(axis=1), int(Issue.NAN), 0)
-        out_of_range = good & ((x < lim["low"]) | (x > lim["high"]))
-        codes |= np.where(out_of_range.any(axis=1), int(Issue.OUT_OF_RANGE), 0)
+        codes |= np.where(nan_rows, int(Issue.NAN), 0)
 
-        hi = np.where(good, x, -np.inf).max(axis=1)
-        lo = np.where(good, x, np.inf).min(axis=1)
+        if good is None:
+            hi, lo = x.max(axis=1), x.min(axis=1)
+        else:
+            hi = np.where(good, x, -np.inf).max(axis=1)
+            lo = np.where(good, x, np.inf).min(axis=1)
+        # Some present finite sample is out of range exactly when the extreme ones are.
+        codes |= np.where((lo < lim["low"][:, 0]) | (hi > lim["high"][:, 0]), int(Issue.OUT_OF_RANGE), 0)
         res = lim["res"][:, 0]
         flat = (n_good >= FLAT_MIN_SAMPLES) & (hi - lo <= res)
         codes |= np.where(flat, int(Issue.FLATLINE), 0)
 
-        same = good[:, 1:] & good[:, :-1] & (np.abs(np.diff(np.where(good, x, 0.0), axis=1)) <= lim["res"])
-        run = longest_run(same) + 1
+        # Consecutive present samples within the resolution of each other ("the same value").
+        if (res == 0).all():
+            same = x[:, 1:] == x[:, :-1]  # finite a, b: |a - b| <= 0 exactly when a == b
+        else:
+            xz = x if good is None else np.where(good, x, 0.0)  # no inf - inf: masked below anyway
+            same = np.abs(np.diff(xz, axis=1)) <= lim["res"]
+        if good is not None:
+            same &= good[:, 1:] & good[:, :-1]
         stuck_len = max(self.stuck_min_samples, int(np.ceil(self.stuck_fraction * m)))
-        codes |= np.where(~flat & (run >= stuck_len), int(Issue.STUCK), 0)
+        # A run of stuck_len equal samples needs at least stuck_len - 1 equal pairs: only rows that
+        # have that many are searched for their longest run.
+        maybe = np.flatnonzero(~flat & (np.count_nonzero(same, axis=1) >= stuck_len - 1))
+        stuck = np.zeros(n, dtype=bool)
+        if maybe.size:
+            stuck[maybe] = longest_run(same[maybe]) + 1 >= stuck_len
+        codes |= np.where(stuck, int(Issue.STUCK), 0)
 
         need = np.maximum(self.saturation_min_samples, np.ceil(self.saturation_fraction * n_good))
-        at_rail = good & (
-            (x >= np.nan_to_num(lim["rail_high"], nan=np.inf) - lim["res"])
-            | (x <= np.nan_to_num(lim["rail_low"], nan=-np.inf) + lim["res"])
-        )
-        railed = at_rail.sum(axis=1) >= need
         has_rails = ~(np.isnan(lim["rail_high"][:, 0]) & np.isnan(lim["rail_low"][:, 0]))
-        at_max = (good & (x >= hi[:, None] - lim["res"])).sum(axis=1)
-        at_min = (good & (x <= lo[:, None] + lim["res"])).sum(axis=1)
-        clipped = ~has_rails & (m >= CLIP_HEURISTIC_MIN_SAMPLES) & (np.maximum(at_max, at_min) >= need)
+        at_rail = np.zeros(n, dtype=np.int64)
+        if has_rails.any():
+            r = np.flatnonzero(has_rails)
+            xr = x[r]
+            on_rail = (xr >= np.nan_to_num(lim["rail_high"][r], nan=np.inf) - lim["res"][r]) | (
+                xr <= np.nan_to_num(lim["rail_low"][r], nan=-np.inf) + lim["res"][r])
+            if good is not None:
+                on_rail &= good[r]
+            at_rail[r] = np.count_nonzero(on_rail, axis=1)
+        railed = at_rail >= need
+        clipped = np.zeros(n, dtype=bool)
+        heuristic = np.flatnonzero(~has_rails & ~flat) if m >= CLIP_HEURISTIC_MIN_SAMPLES else np.empty(0, int)
+        if heuristic.size:
+            xh, rh = x[heuristic], lim["res"][heuristic]
+            near_max = xh >= hi[heuristic, None] - rh
+            near_min = xh <= lo[heuristic, None] + rh
+            if good is not None:
+                near_max &= good[heuristic]
+                near_min &= good[heuristic]
+            clipped[heuristic] = np.maximum(np.count_nonzero(near_max, axis=1),
+                                            np.count_nonzero(near_min, axis=1)) >= need[heuristic]
         codes |= np.where(~flat & (railed | clipped), int(Issue.SATURATED), 0)
-        return QualityReport(names, codes, missing_fraction)
+        return codes, missing_fraction

@@ -276,7 +276,7 @@ def feature_row(w: WindowFeatures) -> tuple:
     by_name = dict(zip(w.names, values, strict=True))
     dominant = by_name.get("peak1_hz")
     return (
-        m.start, m.event_id, m.asset_id, m.sensor, m.kind, m.unit, m.sample_rate_hz, m.n_samples,
+        m.start, w.event_id, m.asset_id, m.sensor, m.kind, m.unit, m.sample_rate_hz, m.n_samples,
         by_name["mean"], by_name["rms"], by_name["peak"], by_name["crest_factor"], by_name["kurtosis"],
         by_name["skewness"], by_name.get("spectral_centroid"),
         dominant if dominant else None,  # 0 = the spectrum has no line at all (a flat window)
