@@ -357,7 +357,8 @@ def committed_plant(database_url: str):
 @pytest.mark.integration
 def test_every_query_runs_as_the_read_only_role_with_the_expected_columns(database_url, committed_plant):
     now = datetime.now(UTC)
-    results = check_queries(database_url, start=now - timedelta(hours=1), end=now + timedelta(minutes=1),
+    # two hours back: the hourly SPC buckets of rows written 1-30 min ago start up to 90 min ago
+    results = check_queries(database_url, start=now - timedelta(hours=2), end=now + timedelta(minutes=1),
                             variables={"asset": committed_plant, "sku": "S1", "characteristic": "bore",
                                        "detector": "hotelling"})
     failures = [f"{r.query.where}: {r.error}" for r in results if r.error]

@@ -16,8 +16,10 @@ has, so a camera that stops sending cannot stall the asset. What an asset sends 
 what it has sent (the modalities and detectors of its recent events), not configured.
 
 Units are released in event-time order across the asset's streams (nothing passes a unit that
-still waits), so hysteresis sees the asset's sequence as it happened, whichever agent's scores
-arrived first; a detector whose scores have moved past a part's time is not waited for.
+still waits, and a part-less event waits until every detector of the asset's parts has reached its
+time, so a part of an earlier instant cannot arrive after it), so hysteresis sees the asset's sequence
+as it happened, whichever agent's scores arrived first; a detector whose scores have moved past a
+part's time is not waited for.
 """
 
 from __future__ import annotations
@@ -214,6 +216,16 @@ class AssetUnits:
         return all(self.detector_watermark.get((m, d), ts) >= ts
                    for m, detectors in self.free_detectors.items() for d in detectors)
 
+    def _parts_reached(self, ts: datetime) -> bool:
+        """Every detector the asset's parts carry has scored up to ``ts``: no part of that time is still to come.
+
+        A part-less event waits for this, as a part waits for its context: otherwise a sensor window
+        scored before the part of its instant (the worker's agents run side by side) would be decided
+        first live and second in a replay, and an alert would open on another unit.
+        """
+        return all(self.detector_watermark.get((m, d), ts) >= ts
+                   for m, detectors in self.part_detectors.items() for d in detectors)
+
     def _context_for(self, ts: datetime) -> Evidence | None:
         best: Evidence | None = None
         for _, kept in sorted(self._context.items()):  # ties go to one modality, whichever reported first
@@ -250,7 +262,7 @@ class AssetUnits:
             else:
                 ev = self.free[key]
                 complete = self.free_detectors.get(ev.modality, frozenset()) <= ev.detectors
-                if not (flush or over > 0 or complete or self._late(ev.ts)):
+                if not (flush or over > 0 or (complete and self._parts_reached(ev.ts)) or self._late(ev.ts)):
                     break
                 del self.free[key]
                 if not complete:  # released without a detector: stop waiting for it, as for parts

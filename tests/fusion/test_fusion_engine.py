@@ -206,3 +206,32 @@ def test_a_signals_detector_released_late_without_is_not_waited_for_again() -> N
                              score("cell-8", "spc", t, 0.5, part_id=f"p{i}")])
     # once one frame was released late without it, the later frames and parts are not held for it
     assert [v.unit.part_id for v in out.verdicts if v.unit.part_id] == ["p8"]
+
+
+def test_a_signals_window_scored_before_the_part_of_its_instant_is_decided_after_it() -> None:
+    """The signals agent can be ahead of the SPC agent live; a replay hands both over together.
+
+    The window must still be decided after the part of its instant (and any earlier part), so the
+    lifecycle sees the same sequence either way (found by the live-equals-replay test in CI).
+    """
+    warm = []
+    for i in range(3):
+        t = T0 + timedelta(seconds=10 * i)
+        warm += [score("cell-9", "spc", t, 0.5, part_id=f"w{i}"), score("cell-9", "signals", t, 0.5)]
+    ts = T0 + timedelta(seconds=30)
+    window, part = score("cell-9", "signals", ts, 1e-6), score("cell-9", "spc", ts, 0.5, part_id="p1")
+
+    ahead = FusionEngine()
+    ahead.ingest(warm)
+    early = ahead.ingest([window])
+    assert not [v for v in early.verdicts if v.unit.ts == ts]  # the part of that instant may still come
+    late = ahead.ingest([part])
+    together = FusionEngine()
+    together.ingest(warm)
+    at_once = together.ingest([part, window])
+
+    def decided(out):
+        return [(v.unit.stream, v.unit.part_id, v.p_value) for v in out.verdicts]
+
+    assert decided(early) + decided(late) == decided(at_once)
+    assert [v.unit.stream for v in at_once.verdicts if v.unit.ts == ts] == ["parts", "signals"]
