@@ -2,7 +2,9 @@
 
 They start once per test session (about two seconds for the services, a few more for the
 worker to join its group) and stop at the end; tests that need them are marked
-``integration`` and isolate themselves by using their own asset ids.
+``integration`` and isolate themselves by using their own asset ids. The suite runs on two
+processes (pytest-xdist, a test module at a time each: ``addopts`` in pyproject.toml), each with its
+own session services; ``-n 0`` runs it in one.
 """
 
 from __future__ import annotations
@@ -25,26 +27,6 @@ from linewatch.kafka import ensure_topics
 from linewatch.storage.migrations import migrate
 
 WORKER_READY_TIMEOUT_S = 90.0
-
-#: The session fixtures that start services or fit the plant's models: the tests that use any of them share
-#: one pytest-xdist process (one broker, one PostgreSQL, one worker, one fit) and run there in order.
-SESSION_SERVICES = frozenset({"stack", "bootstrap", "database_url", "settings", "worker", "plant_models"})
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put every test of the session's services in one xdist group (``--dist loadgroup`` in pyproject).
-
-    The suite runs on two processes: the service tests on one, in collection order against one set of
-    services as in a single process, and the tests that need none (detectors, schemas, doctests,
-    command lines with their own stacks) beside them, a module at a time. Two of each service would
-    double their start-up and the plant models' fit, and split tests that read each other's session worker.
-    """
-    for item in items:
-        if SESSION_SERVICES.intersection(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("services"))
-        else:  # a module's tests together: a module-scoped stack (the chaos run) starts once
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
