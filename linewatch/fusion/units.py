@@ -213,8 +213,7 @@ class AssetUnits:
         # The context: every detector of every part-less modality must have reached the part's time. Not
         # the modality's newest score alone: a frame at the part's very instant, holding its first model's
         # score and not yet its second, would be joined half-scored (a replay delivers both together).
-        return all(self.detector_watermark.get((m, d), ts) >= ts
-                   for m, detectors in self.free_detectors.items() for d in detectors)
+        return self._reached(self.free_detectors, ts)
 
     def _parts_reached(self, ts: datetime) -> bool:
         """Every detector the asset's parts carry has scored up to ``ts``: no part of that time is still to come.
@@ -223,8 +222,12 @@ class AssetUnits:
         scored before the part of its instant (the worker's agents run side by side) would be decided
         first live and second in a replay, and an alert would open on another unit.
         """
+        return self._reached(self.part_detectors, ts)
+
+    def _reached(self, detectors_by_modality: dict[str, frozenset[str]], ts: datetime) -> bool:
+        """Every one of these detectors has scored an event at or after ``ts`` (one never seen counts as there)."""
         return all(self.detector_watermark.get((m, d), ts) >= ts
-                   for m, detectors in self.part_detectors.items() for d in detectors)
+                   for m, detectors in detectors_by_modality.items() for d in detectors)
 
     def _context_for(self, ts: datetime) -> Evidence | None:
         best: Evidence | None = None
