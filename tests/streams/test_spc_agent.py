@@ -25,9 +25,13 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def trained(settings, database_url):
     normal = simulate_spc(n_parts=4000, seed=11, fault_fraction=0.0)
-    bundle, _ = train_and_register(normal.X, feature_names=normal.feature_names, database_url=database_url,
-                                     model_dir=settings.model_dir, target_far=0.01, seed=0)
-    return bundle
+    bundle, ref = train_and_register(normal.X, feature_names=normal.feature_names, database_url=database_url,
+                                       model_dir=settings.model_dir, target_far=0.01, seed=0)
+    yield bundle
+    # It (and the newer version a test registers) serves every asset of the session database: later
+    # modules' assets must not be scored by it too.
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE model_versions SET active = false WHERE model_id = %s", (ref.model_id,))
 
 
 def _parts(asset: str, n: int, seed: int, fault_fraction: float = 0.0):
