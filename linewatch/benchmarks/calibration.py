@@ -39,10 +39,11 @@ import numpy as np
 
 from linewatch.detectors.bundle import ModelBundle
 from linewatch.detectors.cross_fit import score_as_live, take_rows
+from linewatch.eval_data import NAB_DIR
 
 PROG = "python -m linewatch.benchmarks.calibration"
-#: Where --nab-dir points by default: ``shared/eval/nab`` next to the checkout this module runs from.
-DEFAULT_NAB_DIR = Path(__file__).resolve().parents[3] / "shared" / "eval" / "nab"
+#: Where --nab-dir points by default: ``shared/eval/nab`` beside the checkout (or under LINEWATCH_EVAL_DIR).
+DEFAULT_NAB_DIR = NAB_DIR
 
 FAMILIES: dict[str, tuple[str, ...]] = {
     "stateless": ("hotelling", "robust_mahalanobis", "pca_monitor", "isolation_forest", "ecod"),

@@ -42,10 +42,11 @@ from linewatch.backtest.images import GOOD, load_mask, scan_dataset
 from linewatch.backtest.metrics import auroc
 from linewatch.detectors import patchcore as pc
 from linewatch.detectors.coreset import augment_bank, blas_threads, nearest_sq_distances
+from linewatch.eval_data import IMAGES_DIR
 from linewatch.simulation.frames import render_batch, write_dataset
 
 PROG = "python -m linewatch.benchmarks.image_sota"
-EVAL_DIR = Path("/work/shared/eval/images")
+EVAL_DIR = IMAGES_DIR
 DEFAULT_SETS = ("mvtec3d_tire_rgb", "mvtec_bottle", "elpv_mono", "deeppcb_g20085", "sim:fabric-c", "sim:grain-d")
 #: Side at which heat maps and masks are compared (both resized to it).
 PIXEL_EVAL_SIDE = 224

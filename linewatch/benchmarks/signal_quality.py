@@ -50,14 +50,15 @@ if "numpy" not in sys.modules:
 import numpy as np
 
 from linewatch.backtest.signals import run_signals_backtest
+from linewatch.eval_data import NAB_DIR
 from linewatch.signals.features import FeatureConfig, extract_features, feature_names
 from linewatch.signals.quality import QualityGate, SensorLimits
 from linewatch.simulation.signals import FAULT_KINDS, Fault, simulate_signals
 
 PROG = "python -m linewatch.benchmarks.signal_quality"
 NAB_FILE = "realKnownCause/machine_temperature_system_failure.csv"
-#: Where --nab-dir points by default: ``shared/eval/nab`` next to the checkout this module runs from.
-DEFAULT_NAB_DIR = Path(__file__).resolve().parents[3] / "shared" / "eval" / "nab"
+#: Where --nab-dir points by default: ``shared/eval/nab`` beside the checkout (or under LINEWATCH_EVAL_DIR).
+DEFAULT_NAB_DIR = NAB_DIR
 SIM_DETECTORS = ("dynamic_pca", "autoencoder", "online_residual", "robust_mahalanobis")
 NAB_DETECTORS = ("dynamic_pca", "autoencoder", "online_residual", "half_space_trees")
 #: Faults start here (share of the run); detectors train on the first TRAIN_SHARE, always healthy.

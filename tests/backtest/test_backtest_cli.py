@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from linewatch.cli import backtest as backtest_cli
+from linewatch.eval_data import NAB_DIR
 
 RUNNER = CliRunner()
 
@@ -196,12 +197,10 @@ def test_training_and_label_sources_are_alternatives(tmp_path, args, match) -> N
 
 
 def test_the_real_nab_file_in_one_command(tmp_path) -> None:
-    from pathlib import Path
-
-    nab = Path("/work/shared/eval/nab")
+    nab = NAB_DIR
     data = nab / "data/realKnownCause/machine_temperature_system_failure.csv"
     if not data.exists():
-        pytest.skip("the NAB copy in /work/shared/eval is not on this machine")
+        pytest.skip("the NAB copy (shared/eval beside the checkout, or LINEWATCH_EVAL_DIR) is not here")
     out = tmp_path / "r.json"
     res = _invoke("--test", str(data), "--labels", str(nab / "labels/combined_windows.json"),
                   "--time-column", "timestamp", "--train-until", "2013-12-10", "--json", str(out))

@@ -10,9 +10,10 @@ import pytest
 
 from linewatch.backtest.labels import choose_key, load_windows, split_until
 from linewatch.errors import ConfigError, DataError
+from linewatch.eval_data import NAB_DIR
 from linewatch.loaders import load_csv
 
-NAB = Path("/work/shared/eval/nab")
+NAB = NAB_DIR
 NAB_FILE = NAB / "data/realKnownCause/machine_temperature_system_failure.csv"
 
 
@@ -93,7 +94,8 @@ def test_train_until_keeps_labelled_and_later_rows_out_of_training(tmp_path) -> 
         split_until(data, "tomorrow", anomalous)
 
 
-@pytest.mark.skipif(not NAB_FILE.exists(), reason="the NAB copy in /work/shared/eval is not on this machine")
+@pytest.mark.skipif(not NAB_FILE.exists(),
+                    reason="the NAB copy (shared/eval beside the checkout, or LINEWATCH_EVAL_DIR) is not here")
 def test_the_real_nab_windows_cover_the_real_file() -> None:
     w = load_windows(NAB / "labels/combined_windows.json", test_file=NAB_FILE)
     data = load_csv(NAB_FILE, time_column="timestamp")

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from linewatch.cli import app
 from linewatch.detectors.bundle import Scope
+from linewatch.eval_data import NAB_DIR
 from linewatch.producers.spc import produce_spc
 from linewatch.replay.kafka_source import KafkaRange, kafka_history
 from linewatch.schemas.topics import SPC
@@ -32,7 +33,7 @@ from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
-NAB = Path(__file__).resolve().parents[2].parent / "shared" / "eval" / "nab"
+NAB = NAB_DIR
 SCORE_FIELDS = "event_id, detector, model_version, raw_score, tail_probability, calibrated_score, is_anomaly"
 
 
