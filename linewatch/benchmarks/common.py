@@ -35,7 +35,7 @@ from rich.markup import escape
 from linewatch.config import Settings
 from linewatch.embedded.process import spawn, stop, tail
 from linewatch.embedded.stack import Stack
-from linewatch.errors import InfrastructureError
+from linewatch.errors import ConfigError, InfrastructureError
 from linewatch.kafka import ensure_topics
 from linewatch.lifecycle import READY_MESSAGE
 from linewatch.storage.migrations import migrate
@@ -186,6 +186,19 @@ def wait_for_rows(conn: psycopg.Connection, query: str, params: Any, n: int, *, 
         if worker.proc.poll() is not None or time.monotonic() > deadline or stalled:
             raise InfrastructureError(f"the worker stopped after {done}/{n} {what}:\n{tail(worker.log)}")
         time.sleep(0.2)
+
+
+def steady_rate(counted: int, seconds: float, *, n: int, what: str) -> float:
+    """``counted`` rows over ``seconds``: the rate after the first batch, which holds the group join.
+
+    With a backlog that fits in one or two of the worker's batches there is no span left to time
+    (the rate would be zero, or rows over a zero interval), so the run is refused with what to
+    change instead of printing a meaningless figure.
+    """
+    if counted <= 0 or seconds <= 0:
+        raise ConfigError(f"all {n} {what} were written in one batch of the worker, so there is no rate to "
+                          f"time; pre-fill more (a larger --records, or --seconds instead)")
+    return counted / seconds
 
 
 def latencies(conn: psycopg.Connection, asset: str, m: int, *, deadline: float,

@@ -136,11 +136,11 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
                    SELECT min(written_at), max(written_at),
                           count(*) FILTER (WHERE written_at = (SELECT min(written_at) FROM s)) FROM s""",
                 (list(assets),)).fetchone()
-            rate = (n - in_first) / max((last_tx - first_tx).total_seconds(), 1e-9)
+            rate = common.steady_rate(n - in_first, (last_tx - first_tx).total_seconds(), n=n, what="records")
             # The second half alone: with several processes the first half also holds their group join.
             half_tx = conn.execute("SELECT written_at FROM scores WHERE asset_id = ANY(%s) ORDER BY written_at "
                                    "OFFSET %s LIMIT 1", (list(assets), n // 2)).fetchone()[0]
-            rate_half = (n - n // 2) / max((last_tx - half_tx).total_seconds(), 1e-9)
+            rate_half = (n - n // 2) / max((last_tx - half_tx).total_seconds(), 1e-9)  # 0 s: rate refused above
             if READY_MESSAGE not in worker.log.read_text(errors="replace"):
                 raise InfrastructureError("worker finished without logging readiness; see its log")
 

@@ -258,7 +258,7 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
             first_tx, last_tx, anomalies = conn.execute(
                 "SELECT min(written_at), max(written_at), count(*) FILTER (WHERE is_anomaly) FROM scores "
                 "WHERE modality = 'frames' AND asset_id = ANY(%s)", (list(assets),)).fetchone()
-            rate = (n - 1) / max((last_tx - first_tx).total_seconds(), 1e-9)
+            rate = common.steady_rate(n - 1, (last_tx - first_tx).total_seconds(), n=n, what="frames")
 
             lat_rate = rate / 2
             m = int(lat_rate * LATENCY_PHASE_S)

@@ -180,7 +180,7 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
             if scores == 0:
                 raise InfrastructureError(f"the worker stored windows but scored no frame; is the signals agent "
                                           f"registered in build_app?\n{tail(worker.log)}")
-            rate = (n - in_first) / max((last_tx - first_end).total_seconds(), 1e-9)
+            rate = common.steady_rate(n - in_first, (last_tx - first_end).total_seconds(), n=n, what="windows")
             lat = _latency_phase(conn, stack, rate / 2, worker=worker, deadline=deadline, console=console)
     print_worker_stats(console, worker.log, "signals: ")
     return {"windows_per_s": rate, "peak_rss_mb": worker.peak_rss_mb, "scores": scores,
