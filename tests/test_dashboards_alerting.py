@@ -66,6 +66,7 @@ def test_rules_alert_on_the_alerts_table_with_the_routing_labels():
     assert "FROM open_alerts" in incident["data"][0]["model"]["rawSql"]
     assert "FROM scores" not in incident["data"][0]["model"]["rawSql"]
     assert "$labels.top_contributors" in incident["annotations"]["description"]
+    assert "$labels.recognised_classes" in incident["annotations"]["description"]
     assert f"/d/{a.ASSET_DASHBOARD_UID}?var-asset={{{{ $labels.asset_id" in incident["annotations"]["drilldown"]
     assert "retrain_recommended" in rules["linewatch-retrain-recommended"]["data"][0]["model"]["rawSql"]
     burst = rules["linewatch-deadletter-burst"]
@@ -140,12 +141,14 @@ def test_the_datasource_and_folder_are_the_ones_the_dashboards_provision():
 
 def _alert(conn: psycopg.Connection, *, alert_id: uuid.UUID, ts: datetime, state: str, asset: str,
            severity: str, opened_at: datetime, kind: str = "anomaly", route: str = "quality",
-           shadow: bool = False, contributors: list[dict] | None = None, versions: list[str] | None = None) -> None:
+           shadow: bool = False, contributors: list[dict] | None = None, versions: list[str] | None = None,
+           defect_class: str | None = None) -> None:
     conn.execute(
         "INSERT INTO alerts (ts, alert_id, state, asset_id, severity, opened_at, score, modalities, contributors, "
-        "shadow, kind, route, model_versions) VALUES (%s, %s, %s, %s, %s, %s, 5.0, %s, %s, %s, %s, %s, %s)",
+        "shadow, kind, route, model_versions, defect_class) "
+        "VALUES (%s, %s, %s, %s, %s, %s, 5.0, %s, %s, %s, %s, %s, %s, %s)",
         (ts, alert_id, state, asset, severity, opened_at, ["spc"], json.dumps(contributors or []), shadow, kind,
-         route, versions or []))
+         route, versions or [], defect_class))
 
 
 @pytest.fixture
@@ -166,7 +169,7 @@ def alert_rows(database_url: str):
                route="maintenance", contributors=opening)
         _alert(conn, alert_id=open_id, ts=t0 + timedelta(minutes=5), state="update", asset=press,
                severity="critical", opened_at=t0, route="maintenance",
-               contributors=[{"name": "later", "share": 1.0, "modality": "spc"}])
+               contributors=[{"name": "later", "share": 1.0, "modality": "spc"}], defect_class="scratch")
         # closed: must not fire
         _alert(conn, alert_id=closed_id, ts=t0, state="open", asset=oven, severity="warning", opened_at=t0)
         _alert(conn, alert_id=closed_id, ts=t0 + timedelta(minutes=1), state="close", asset=oven,
@@ -211,8 +214,9 @@ def test_every_rule_query_runs_as_the_reader_and_returns_labels_and_one_value(da
 def test_an_open_incident_fires_once_per_asset_route_and_worst_severity(database_url, alert_rows):
     rows, _ = run_as_reader(database_url, a.OPEN_INCIDENT_SQL)
     mine = [r for r in rows if r[0] in (alert_rows["press"], alert_rows["oven"])]
+    # the class the classifier recognised by the latest event names the incident in the notification
     assert mine == [(alert_rows["press"], "maintenance", "critical",
-                     "bore (spc, 62%), spindle_rms (signal, 25%), frame (model, 8%)", 1.0)]
+                     "bore (spc, 62%), spindle_rms (signal, 25%), frame (model, 8%)", "scratch", 1.0)]
 
 
 @pytest.mark.integration

@@ -122,10 +122,14 @@ PLANNED_MAINTENANCE = PlannedMaintenance()
 # --- the queries --------------------------------------------------------------------------------
 
 #: Top three contributors of the opening event's ``contributors`` JSON array as text,
-#: ``name (modality, 62%)``, largest share first (fusion writes them in that order).
+#: ``name (modality, 62%)``, largest share first (fusion writes them in that order), and the defect
+#: classes a classifier recognised in the open incidents (empty where none is trained or sure), so a
+#: notification says "scratch" where it can, not only which score moved.
 OPEN_INCIDENT_SQL = """
 SELECT o.asset_id, o.route, o.max_severity AS severity,
        coalesce((array_agg(opening.top ORDER BY o.opened_at))[1], '') AS top_contributors,
+       coalesce(string_agg(DISTINCT o.recognised_class, ', ' ORDER BY o.recognised_class), '')
+           AS recognised_classes,
        count(*)::float8 AS open_incidents
 FROM open_alerts o
 CROSS JOIN LATERAL (
@@ -177,7 +181,7 @@ class RuleQuery:
 
 RULE_QUERIES: tuple[RuleQuery, ...] = (
     RuleQuery("linewatch-open-incident", OPEN_INCIDENT_SQL,
-              ("asset_id", "route", "severity", "top_contributors"), "open_incidents"),
+              ("asset_id", "route", "severity", "top_contributors", "recognised_classes"), "open_incidents"),
     RuleQuery("linewatch-retrain-recommended", RETRAIN_SQL,
               ("asset_id", "route", "severity", "model_versions"), "open_recommendations"),
     RuleQuery("linewatch-deadletter-burst", DEADLETTER_SQL, ("source_topic",), "deadletters"),
@@ -230,6 +234,8 @@ def alert_rules(deadletter_burst: int = DEFAULT_DEADLETTER_BURST) -> dict[str, A
                            "incident(s) for {{ $labels.route }}",
                 "description": "linewatch fused the scores of {{ $labels.asset_id }} into an incident that is "
                                "still open. Top contributors when it opened: {{ $labels.top_contributors }}. "
+                               "{{ if $labels.recognised_classes }}Recognised defect class: "
+                               "{{ $labels.recognised_classes }}. {{ end }}"
                                "Acknowledge or close it with `linewatch alerts`.",
                 "drilldown": _drilldown(),
             }),

@@ -41,8 +41,9 @@ def build() -> dict[str, Any]:
              "needs them to agree.", bars=True, stacked=True), 24, 7)],
         [(tbl("overview.incidents-table", "Recent incidents",
               "One row per alert (alert_incidents): when it opened, worst severity and score, how long it "
-              "stayed open, the contributors of its last event with their share of the score, and the "
-              "operator's disposition if there is one.")
+              "stayed open, the contributors of its last event with their share of the score, the defect "
+              "class a classifier recognised in it (empty: none trained for the SKU, or not sure), and the "
+              "operator's disposition and class if there is one.")
           .override_by_name("severity", [prop("custom.cellOptions", {"type": "color-text"}),
                                          prop("mappings", [{"type": "value", "options": {
                                              "critical": {"color": "red", "index": 0},

@@ -141,6 +141,7 @@ def _registry() -> list[PanelQuery]:
                    round(date_part('epoch', duration)::numeric) AS "open for (s)",
                    {_SHARES.format(col="last_contributors")} AS contributors,
                    array_to_string(modalities, ', ') AS modalities,
+                   coalesce(recognised_class, '') AS "recognised class",
                    coalesce(verdict, '') AS disposition, coalesce(defect_class, '') AS "defect class",
                    coalesce(disposition_operator, '') AS "disposed by", shadow
             FROM alert_incidents
@@ -148,7 +149,8 @@ def _registry() -> list[PanelQuery]:
             ORDER BY opened_at DESC
             LIMIT 100
         """, {"opened": T, "asset": S, "kind": S, "route": S, "severity": S, "max score": N, "state": S,
-              "open for (s)": N, "contributors": S, "modalities": S, "disposition": S, "defect class": S,
+              "open for (s)": N, "contributors": S, "modalities": S, "recognised class": S, "disposition": S,
+              "defect class": S,
               "disposed by": S, "shadow": B}),
     ]
     # --- asset drill-down ---------------------------------------------------------------------------
