@@ -117,13 +117,32 @@ def bare_faust(bootstrap: str, topic: str, n: int, tmp: Path, batch: int,
 class WorkerRun:
     """The worker under test: its process, its log and the peak resident memory seen so far.
 
-    Memory counts the worker and its children (the SPC scoring process), summed per sample.
+    Memory counts the worker and its children (the SPC scoring process), summed per sample; every
+    sample is kept (``samples``: monotonic time, MB) so :meth:`drain_growth_mb` can tell a worker
+    whose memory is flat while a backlog drains from one that accumulates.
     """
 
     proc: subprocess.Popen
     log: Path
     peak_rss_mb: float = 0.0
+    samples: list[tuple[float, float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+
+    def drain_growth_mb(self, start: float, end: float) -> float | None:
+        """Median RSS of the last quarter of ``[start, end]`` minus that of its second quarter.
+
+        The first quarter is left out: models load, the group joins and the first batches warm
+        the allocator there. What grows between the second and the last quarter grows with the
+        backlog (buffers, state per asset, leaks); flat memory is a figure near zero. None where
+        the window is too short to hold samples in both quarters.
+        """
+        span, samples = end - start, np.array(self.samples, dtype=float).reshape(-1, 2)  # a copy: the sampler appends
+        t, rss = samples[:, 0], samples[:, 1]
+        second = rss[(t >= start + span / 4) & (t < start + span / 2)]
+        last = rss[(t >= start + 3 * span / 4) & (t <= end)]
+        if span <= 0 or not len(second) or not len(last):
+            return None
+        return round(float(np.median(last) - np.median(second)), 1)
 
     def _sample(self) -> None:
         p = psutil.Process(self.proc.pid)
@@ -136,6 +155,7 @@ class WorkerRun:
                     except psutil.Error:
                         continue  # a child that just exited
                 self.peak_rss_mb = max(self.peak_rss_mb, rss / 2**20)
+                self.samples.append((time.monotonic(), rss / 2**20))
             except psutil.Error:
                 return
             time.sleep(RSS_SAMPLE_S)
@@ -166,19 +186,21 @@ def running_worker(settings: Settings, stack: Stack, tmp: Path,
 
 
 def wait_for_rows(conn: psycopg.Connection, query: str, params: Any, n: int, *, worker: WorkerRun,
-                  deadline: float, what: str, no_progress_s: float | None = None) -> None:
-    """Poll ``query`` (a count) until it reaches ``n``.
+                  deadline: float, what: str, no_progress_s: float | None = None) -> tuple[float, float]:
+    """Poll ``query`` (a count) until it reaches ``n``; returns when (monotonic) the first rows and the last were seen.
 
     Fails, with the tail of the worker's log, if the worker exits, ``deadline`` passes or, with
     ``no_progress_s``, the worker has logged readiness but the count has not moved for that
     long (a worker that joined but does not run the agent under test). ``what`` names the rows
     in the error ("records", "windows", ...).
     """
-    last, last_change = -1, time.monotonic()
+    last, last_change, first_seen = -1, time.monotonic(), None
     while True:
         done = conn.execute(query, params).fetchone()[0]
+        if done and first_seen is None:
+            first_seen = time.monotonic()
         if done >= n:
-            return
+            return first_seen if first_seen is not None else time.monotonic(), time.monotonic()
         if done != last:
             last, last_change = done, time.monotonic()
         stalled = no_progress_s is not None and READY_MESSAGE in worker.log.read_text(errors="replace") and \

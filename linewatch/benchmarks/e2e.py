@@ -9,7 +9,9 @@ Measured in one run, on the same pre-filled messages, on this machine:
    pre-filled backlog (steady state, after the group join);
 4. latency p50/p99: a second phase streams records paced at half the measured throughput and
    measures record time (set when produced) -> the row's commit transaction in PostgreSQL;
-5. ``peak_rss_mb``: the worker's peak resident memory, sampled.
+5. ``peak_rss_mb``: the worker's peak resident memory, sampled; ``rss_drain_growth_mb``: how much it
+   grew while the pre-filled backlog (``backlog_s`` seconds of throughput) drained
+   (:meth:`~linewatch.benchmarks.common.WorkerRun.drain_growth_mb`: flat is near zero).
 
 Ratios against (1) and (2) are what to compare across machines; absolute numbers are noisy.
 
@@ -101,6 +103,8 @@ def run_bench_e2e(settings: Settings, *, seconds: float, records: int | None, co
         "latency_p99_s": round(e2e["latency_p99_s"], 4),
         "latency_rate_per_s": round(e2e["latency_rate"], 1),
         "peak_rss_mb": round(e2e["peak_rss_mb"], 1),
+        "rss_drain_growth_mb": e2e["rss_drain_growth_mb"],
+        "backlog_s": round(e2e["backlog_s"], 1),
         "batch_size": settings.batch_size,
         "cpu_count": os.cpu_count(),
     }
@@ -129,7 +133,7 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
     with running_worker(settings, stack, tmp, argv=argv) as worker:
         deadline = time.monotonic() + TIMEOUT_S
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
-            wait_for_rows(conn, "SELECT count(*) FROM scores WHERE asset_id = ANY(%s)", (list(assets),), n,
+            drain = wait_for_rows(conn, "SELECT count(*) FROM scores WHERE asset_id = ANY(%s)", (list(assets),), n,
                           worker=worker, deadline=deadline, what="records")
             first_tx, last_tx, in_first = conn.execute(
                 """WITH s AS (SELECT written_at FROM scores WHERE asset_id = ANY(%s))
@@ -163,7 +167,8 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
                 console.print(f"worker-{i}: " + escape(own[-1].split("spc: ", 1)[1]))
     return {"records_per_s": rate, "records_per_s_second_half": rate_half,
             "latency_p50_s": float(np.percentile(lat, 50)), "latency_p99_s": float(np.percentile(lat, 99)),
-            "latency_rate": lat_rate, "peak_rss_mb": worker.peak_rss_mb}
+            "latency_rate": lat_rate, "peak_rss_mb": worker.peak_rss_mb,
+            "rss_drain_growth_mb": worker.drain_growth_mb(*drain), "backlog_s": n / rate}
 
 
 def _stamped_now(records: list[SpcRecord]):

@@ -98,15 +98,16 @@ def summary_rows(figures: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows.append({"modality": modality, "rate": float(fig[RATE_KEYS[modality]]),
                      "unit": RATE_KEYS[modality].removesuffix("_per_s"),
                      **{k: float(fig[k]) for k in SUMMARY_KEYS}, "ratio_vs_bare_faust": fig.get("ratio_vs_bare_faust"),
-                     "latency_rate_per_s": fig.get("latency_rate_per_s")})
+                     "latency_rate_per_s": fig.get("latency_rate_per_s"),
+                     "rss_drain_growth_mb": fig.get("rss_drain_growth_mb"), "backlog_s": fig.get("backlog_s")})
     return rows
 
 
 def print_table(console: Console, figures: Mapping[str, Any]) -> None:
-    """The run as one rich table: throughput, the two limits, latency at half rate, peak memory."""
+    """The run as one rich table: throughput, the two limits, latency at half rate, peak memory and its growth."""
     table = Table(title="linewatch end to end (limits measured in the same run)")
     for col in ("modality", "end to end /s", "bare Faust msgs/s", "bare Kafka msgs/s", "vs bare Faust",
-                "latency p50 / p99 s", "at /s", "peak RSS MB"):
+                "latency p50 / p99 s", "at /s", "peak RSS MB", "RSS growth MB (backlog s)"):
         table.add_column(col, justify="left" if col == "modality" else "right")
     for r in summary_rows(figures):
         ratio = r["ratio_vs_bare_faust"]
@@ -114,8 +115,20 @@ def print_table(console: Console, figures: Mapping[str, Any]) -> None:
                       f"{r['bare_kafka_per_s']:,.0f}", "" if ratio is None else f"{ratio:.2f}",
                       f"{r['latency_p50_s']:.2f} / {r['latency_p99_s']:.2f}",
                       "" if r["latency_rate_per_s"] is None else f"{r['latency_rate_per_s']:,.0f}",
-                      f"{r['peak_rss_mb']:,.0f}")
+                      f"{r['peak_rss_mb']:,.0f}", _growth(r))
     console.print(table)
+
+
+def _growth(row: Mapping[str, Any]) -> str:
+    """Memory growth while the backlog drained, with the backlog's length in seconds of throughput.
+
+    >>> _growth({"rss_drain_growth_mb": 3.0, "backlog_s": 98.4}), _growth({"rss_drain_growth_mb": None})
+    ('+3 (98 s)', '')
+    """
+    growth, backlog = row.get("rss_drain_growth_mb"), row.get("backlog_s")
+    if growth is None:
+        return ""
+    return f"{growth:+,.0f}" + (f" ({backlog:,.0f} s)" if backlog is not None else "")
 
 
 def _load() -> list[float]:

@@ -14,7 +14,8 @@ benchmark in :mod:`linewatch.benchmarks.e2e`, so the two read side by side):
    pre-filled backlog (steady state, after the group join and model load);
 5. latency p50/p99: a second phase streams frames paced at half the measured throughput,
    stamped with their production time, and measures frame time -> its score row written;
-6. ``peak_rss_mb``: the worker's peak resident memory, sampled.
+6. ``peak_rss_mb``: the worker's peak resident memory, sampled; ``rss_drain_growth_mb``: its growth
+   while the backlog (``backlog_s`` seconds of throughput) drained (flat: near zero).
 
 Frames are simulated parts (``bracket-a``, 5 % defective so heat maps are part of the load),
 ``size`` x ``size`` pixels, PNG by default, spread over 8 assets so every partition works.
@@ -151,6 +152,8 @@ def run_frames_bench(
         "latency_p99_s": round(e2e["latency_p99_s"], 4),
         "latency_rate_per_s": round(e2e["latency_rate"], 1),
         "peak_rss_mb": round(e2e["peak_rss_mb"], 1),
+        "rss_drain_growth_mb": e2e["rss_drain_growth_mb"],
+        "backlog_s": round(e2e["backlog_s"], 1),
         "anomalies": e2e["anomalies"],
         "batch_size": FRAMES_BATCH_SIZE,
         "providers": detector["providers"],
@@ -253,8 +256,9 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
     with running_worker(settings, stack, tmp, worker_command) as worker:
         deadline = time.monotonic() + TIMEOUT_S
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
-            wait_for_rows(conn, count_sql, (list(assets),), n, worker=worker, deadline=deadline,
-                          what="frames (does build_app register the frames agent?)", no_progress_s=NO_PROGRESS_S)
+            drain = wait_for_rows(conn, count_sql, (list(assets),), n, worker=worker, deadline=deadline,
+                                  what="frames (does build_app register the frames agent?)",
+                                  no_progress_s=NO_PROGRESS_S)
             first_tx, last_tx, anomalies = conn.execute(
                 "SELECT min(written_at), max(written_at), count(*) FILTER (WHERE is_anomaly) FROM scores "
                 "WHERE modality = 'frames' AND asset_id = ANY(%s)", (list(assets),)).fetchone()
@@ -270,7 +274,8 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
     print_worker_stats(console, worker.log, "frames: ")
     return {"frames_per_s": rate, "latency_p50_s": float(np.percentile(lat, 50)),
             "latency_p99_s": float(np.percentile(lat, 99)), "latency_rate": lat_rate,
-            "peak_rss_mb": worker.peak_rss_mb, "anomalies": int(anomalies)}
+            "peak_rss_mb": worker.peak_rss_mb, "anomalies": int(anomalies),
+            "rss_drain_growth_mb": worker.drain_growth_mb(*drain), "backlog_s": n / rate}
 
 
 def _paced(bootstrap: str, pool: list[np.ndarray], *, m: int, sku: str, asset: str, encoding: str,

@@ -13,7 +13,8 @@ Measured in one run, on the same pre-filled messages, on this machine:
 4. latency p50/p99: a second phase streams windows of other machines paced at half the measured
    window rate, each stamped as just completed when produced (start = now - its duration), and
    measures window end -> its ``signal_features`` row written;
-5. ``peak_rss_mb``: the worker's peak resident memory, sampled every 100 ms.
+5. ``peak_rss_mb``: the worker's peak resident memory, sampled every 100 ms; ``rss_drain_growth_mb``:
+   its growth while the backlog (``backlog_s`` seconds of throughput) drained (flat: near zero).
 
 The backlog is what a condition-monitoring system sends: per machine and snapshot, a 1 s
 vibration window at 10 kHz, a 1 s motor-current window at 2 kHz and a one-sample
@@ -122,6 +123,8 @@ def run_signals_bench(settings: Settings, *, windows: int, console: Console,
         "latency_p99_s": round(e2e["latency_p99_s"], 4),
         "latency_rate_per_s": round(e2e["latency_rate"], 1),
         "peak_rss_mb": round(e2e["peak_rss_mb"], 1),
+        "rss_drain_growth_mb": e2e["rss_drain_growth_mb"],
+        "backlog_s": round(e2e["backlog_s"], 1),
         "batch_size": batch,
         "cpu_count": os.cpu_count(),
     }
@@ -165,8 +168,8 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
     with running_worker(settings, stack, tmp, worker_argv) as worker:
         deadline = time.monotonic() + TIMEOUT_S
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
-            wait_for_rows(conn, "SELECT count(*) FROM signal_features WHERE asset_id = ANY(%s)", (list(assets),), n,
-                          worker=worker, deadline=deadline, what="windows")
+            drain = wait_for_rows(conn, "SELECT count(*) FROM signal_features WHERE asset_id = ANY(%s)",
+                                  (list(assets),), n, worker=worker, deadline=deadline, what="windows")
             # Steady state: from the commit of the first batch (rows of one transaction share xmin)
             # to the last row, so the group join and the first fetch are not counted.
             first_end, last_tx, in_first = conn.execute(
@@ -185,7 +188,7 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
     print_worker_stats(console, worker.log, "signals: ")
     return {"windows_per_s": rate, "peak_rss_mb": worker.peak_rss_mb, "scores": scores,
             "latency_p50_s": float(np.percentile(lat, 50)), "latency_p99_s": float(np.percentile(lat, 99)),
-            "latency_rate": rate / 2}
+            "latency_rate": rate / 2, "rss_drain_growth_mb": worker.drain_growth_mb(*drain), "backlog_s": n / rate}
 
 
 def _latency_phase(conn: psycopg.Connection, stack: Stack, rate: float, *, worker: common.WorkerRun,
