@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
-import os
-import signal
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,8 +15,6 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from PIL import Image
 
 from linewatch.detectors.bundle import Scope
-from linewatch.embedded.process import spawn, stop, tail
-from linewatch.lifecycle import READY_MESSAGE
 from linewatch.producers.frames import CameraFrame, produce_frames
 from linewatch.schemas.codec import decode, encode_envelope
 from linewatch.schemas.frame_rows import FrameHeatmapRow
@@ -28,31 +22,13 @@ from linewatch.schemas.messages import FrameMeta, Score
 from linewatch.schemas.rows import columns
 from linewatch.simulation.frames import render_batch
 from linewatch.storage.model_registry import ModelCache
-from linewatch.streams import app as app_module
 from linewatch.training import train_and_register
-from tests.conftest import WORKER_READY_TIMEOUT_S, wait_for
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
 SIZE = 64
 SOURCE_SKU = "bracket-a"  # what the frames look like; the model is registered under a per-run SKU name
-#: A worker running only the frames agent, for as long as ``build_app`` does not register it.
-FRAMES_ONLY_WORKER = """
-from faust import App
-from faust.worker import Worker
-from linewatch.config import Settings
-from linewatch.streams.app import faust_settings
-from linewatch.streams.frames_agent import register_frames_agent
-s = Settings()
-db = s.database_url.get_secret_value()
-app = App(s.app_id, **faust_settings(s, s.broker_url))
-register_frames_agent(app, settings=s, bootstrap=s.broker_url, database_url=db)
-Worker(app, loglevel="warn", quiet=True, redirect_stdouts=False).execute_from_commandline()
-"""
-
-
-def _build_app_registers_frames() -> bool:
-    return "register_frames_agent(app" in inspect.getsource(app_module.build_app)
 
 
 @pytest.fixture(scope="module")
@@ -70,38 +46,12 @@ def trained(settings, database_url, sku):
 
 
 @pytest.fixture(scope="module")
-def frames_worker(request, trained, settings, tmp_path_factory):
-    """The session worker once ``build_app`` registers the frames agent; until then a frames-only worker.
-
-    Either way the model is registered first: a worker loads models when it gets its partitions
-    and then every ``model_refresh_s``, and a frame that arrives before its model is unscored.
-    """
-    if _build_app_registers_frames():
-        proc = request.getfixturevalue("worker")
-        time.sleep(settings.model_refresh_s + 0.5)  # the running worker's next look at model_versions
-        yield proc
-        return
-    data_dir = tmp_path_factory.mktemp("frames-worker")
-    env = dict(os.environ)
-    env.update({
-        "LINEWATCH_BROKER_URL": settings.broker_url,
-        "LINEWATCH_DATABASE_URL": settings.database_url.get_secret_value(),
-        "LINEWATCH_DATA_DIR": str(data_dir),
-        "LINEWATCH_APP_ID": f"frames-test-{uuid.uuid4().hex[:8]}",
-        "LINEWATCH_MODEL_REFRESH_S": "1",
-        "LINEWATCH_BATCH_WITHIN_S": "0.1",
-    })
-    log_path = Path(data_dir) / "worker.log"
-    proc = spawn([sys.executable, "-c", FRAMES_ONLY_WORKER], log_path=log_path, env=env)
-    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-    while READY_MESSAGE not in (log_path.read_text(errors="replace") if log_path.exists() else ""):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
-            pytest.fail(f"frames worker did not become ready:\n{tail(log_path, 40)}")
-        time.sleep(0.2)
-    proc.log_path = log_path  # type: ignore[attr-defined]
-    yield proc
-    stop(proc, sig=signal.SIGTERM, timeout=30)
+def frames_worker(request, trained, settings):
+    """The session worker, once it has seen the model: it loads models when it gets its partitions
+    and then every ``model_refresh_s``, and a frame that arrives before its model is unscored."""
+    proc = request.getfixturevalue("worker")
+    time.sleep(settings.model_refresh_s + 0.5)  # the running worker's next look at model_versions
+    return proc
 
 
 def _frames(asset: str, sku: str, n: int, *, seed: int, defect_from: int | None = None) -> list[CameraFrame]:

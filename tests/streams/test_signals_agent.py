@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
-import os
-import signal
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from linewatch.embedded.process import spawn, stop, tail
 from linewatch.producers.signals import produce_signals
 from linewatch.schemas.codec import decode, encode_envelope
 from linewatch.schemas.messages import Score
@@ -24,9 +17,8 @@ from linewatch.schemas.signal_rows import SignalFeatureRow
 from linewatch.signals.framing import training_frames
 from linewatch.signals.windows import SensorWindow, signal_meta_for
 from linewatch.simulation.signals import simulate_signals
-from linewatch.streams.signals_agent import SIGNALS_READY_MESSAGE
 from linewatch.training import train_and_register
-from tests.conftest import WORKER_READY_TIMEOUT_S, wait_for
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,60 +26,10 @@ pytestmark = pytest.mark.integration
 RATES = {"vibration_rate": 2000.0, "current_rate": 500.0}
 SNAPSHOT_S = 30.0
 
-#: Until ``build_app`` registers the signals agent, the test runs this stand-in worker: the real
-#: ``linewatch worker`` command with an app holding only the signals agent (so it does not also
-#: consume ``spc`` next to the session worker).
-_STANDIN_WORKER = """
-import sys
-import faust
-import linewatch.streams.worker as worker_module
-from linewatch.streams.app import faust_settings
-from linewatch.streams.signals_agent import register_signals_agent
-
-def build_app(settings, bootstrap, database_url):
-    app = faust.App(settings.app_id, **faust_settings(settings, bootstrap))
-    register_signals_agent(app, settings=settings, bootstrap=bootstrap, database_url=database_url)
-    return app
-
-worker_module.build_app = build_app
-from linewatch.cli import main
-sys.argv = ["linewatch", "worker", "--processes", "1", "--log-level", "warn"]
-main()
-"""
-
-
-def _build_app_has_signals() -> bool:
-    from linewatch.streams.app import build_app
-
-    return "register_signals_agent" in inspect.getsource(build_app)
-
-
 @pytest.fixture(scope="module")
-def signals_worker(request, settings, tmp_path_factory) -> Iterator[object]:
-    """The session worker once build_app registers the signals agent; a stand-in worker until then."""
-    if _build_app_has_signals():
-        yield request.getfixturevalue("worker")
-        return
-    data_dir = tmp_path_factory.mktemp("signals-worker")
-    env = dict(os.environ)
-    env.update({
-        "LINEWATCH_BROKER_URL": settings.broker_url or "",
-        "LINEWATCH_DATABASE_URL": settings.database_url.get_secret_value() if settings.database_url else "",
-        "LINEWATCH_DATA_DIR": str(data_dir),
-        "LINEWATCH_APP_ID": f"linewatch-signals-test-{uuid.uuid4().hex[:8]}",
-        "LINEWATCH_MODEL_REFRESH_S": "1",
-        "LINEWATCH_BATCH_WITHIN_S": "0.1",
-    })
-    log_path = Path(data_dir) / "worker.log"
-    proc = spawn([sys.executable, "-c", _STANDIN_WORKER], log_path=log_path, env=env)
-    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-    while SIGNALS_READY_MESSAGE not in (log_path.read_text(errors="replace") if log_path.exists() else ""):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
-            pytest.fail(f"signals worker did not become ready:\n{tail(log_path, 40)}")
-        time.sleep(0.2)
-    yield proc
-    stop(proc, sig=signal.SIGTERM, timeout=30)
+def signals_worker(worker) -> object:
+    """The session worker (``linewatch worker``), which runs the signals agent beside the others."""
+    return worker
 
 
 @pytest.fixture(scope="module")
