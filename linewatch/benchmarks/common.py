@@ -38,12 +38,15 @@ from linewatch.embedded.stack import Stack
 from linewatch.errors import ConfigError, InfrastructureError
 from linewatch.kafka import ensure_topics
 from linewatch.lifecycle import READY_MESSAGE
+from linewatch.schemas.topics import SCORES
 from linewatch.storage.migrations import migrate
 
 #: How long any phase may take before the benchmark gives up.
 TIMEOUT_S = 600.0
 #: Seconds between peak-RSS samples of the worker.
 RSS_SAMPLE_S = 0.1
+#: How long :func:`fusion_lag` waits for the fusion agent to finish the scores of a drained backlog.
+FUSION_CATCH_UP_S = 60.0
 
 
 @contextmanager
@@ -124,6 +127,8 @@ class WorkerRun:
 
     proc: subprocess.Popen
     log: Path
+    #: The worker's app id, which is its Kafka consumer group (Faust's ``group.id``).
+    group: str = ""
     peak_rss_mb: float = 0.0
     samples: list[tuple[float, float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -170,13 +175,13 @@ def running_worker(settings: Settings, stack: Stack, tmp: Path,
     group), ``tmp`` as its data directory and the benchmark's batch size; its log goes to
     ``tmp/worker.log``. On exit the sampling stops and the worker is stopped.
     """
-    env = dict(os.environ)
+    env, group = dict(os.environ), f"bench-{uuid.uuid4().hex[:8]}"
     env.update({"LINEWATCH_BROKER_URL": stack.bootstrap, "LINEWATCH_DATABASE_URL": stack.database_url,
-                "LINEWATCH_DATA_DIR": str(tmp), "LINEWATCH_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+                "LINEWATCH_DATA_DIR": str(tmp), "LINEWATCH_APP_ID": group,
                 "LINEWATCH_BATCH_SIZE": str(settings.batch_size), **settings.kafka_env()})
     log = tmp / "worker.log"
     cmd = list(argv or [sys.executable, "-m", "linewatch", "worker", "--processes", "1", "--log-level", "warn"])
-    run = WorkerRun(spawn(cmd, log_path=log, env=env), log)
+    run = WorkerRun(spawn(cmd, log_path=log, env=env), log, group)
     threading.Thread(target=run._sample, daemon=True).start()
     try:
         yield run
@@ -208,6 +213,46 @@ def wait_for_rows(conn: psycopg.Connection, query: str, params: Any, n: int, *, 
         if worker.proc.poll() is not None or time.monotonic() > deadline or stalled:
             raise InfrastructureError(f"the worker stopped after {done}/{n} {what}:\n{tail(worker.log)}")
         time.sleep(0.2)
+
+
+def fusion_lag(stack: Stack, worker: WorkerRun, *, since: float,
+               timeout_s: float = FUSION_CATCH_UP_S) -> tuple[float | None, int]:
+    """How long after ``since`` (monotonic) the fusion agent had consumed every score published so far.
+
+    Read from the worker group's committed offsets on ``scores`` against the topic's end offsets
+    taken now (a consumer that never subscribes does not join the group, so the worker is not
+    disturbed). Faust commits every 2.8 s, so a fusion agent that keeps up reads as up to about
+    3 s; more is fusion falling behind the scorers. Returns ``(seconds, 0)``, or ``(None, messages
+    still unconsumed)`` where it has not caught up within ``timeout_s``.
+    """
+    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": worker.group,
+                         "enable.auto.commit": False, **(stack.kafka_security or {})})
+    try:
+        parts = [TopicPartition(SCORES.name, p)
+                 for p in consumer.list_topics(SCORES.name, timeout=10).topics[SCORES.name].partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            committed = consumer.committed(parts, timeout=10)
+            behind = sum(max(0, ends[tp.partition] - max(tp.offset, 0)) for tp in committed)
+            if behind == 0:
+                return max(0.0, time.monotonic() - since), 0
+            if time.monotonic() > deadline or worker.proc.poll() is not None:
+                return None, behind
+            time.sleep(0.2)
+    finally:
+        consumer.close()
+
+
+def fusion_figures(e2e: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON keys of :func:`fusion_lag`'s answer: seconds to catch up, or how far behind it stayed.
+
+    >>> fusion_figures({"fusion_lag_s": 2.345, "fusion_behind_messages": 0})
+    {'fusion_lag_s': 2.3, 'fusion_behind_messages': 0}
+    """
+    lag = e2e["fusion_lag_s"]
+    return {"fusion_lag_s": None if lag is None else round(lag, 1),
+            "fusion_behind_messages": int(e2e["fusion_behind_messages"])}
 
 
 def steady_rate(counted: int, seconds: float, *, n: int, what: str) -> float:

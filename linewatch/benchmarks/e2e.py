@@ -105,6 +105,7 @@ def run_bench_e2e(settings: Settings, *, seconds: float, records: int | None, co
         "peak_rss_mb": round(e2e["peak_rss_mb"], 1),
         "rss_drain_growth_mb": e2e["rss_drain_growth_mb"],
         "backlog_s": round(e2e["backlog_s"], 1),
+        **common.fusion_figures(e2e),
         "batch_size": settings.batch_size,
         "cpu_count": os.cpu_count(),
     }
@@ -147,6 +148,7 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
             rate_half = (n - n // 2) / max((last_tx - half_tx).total_seconds(), 1e-9)  # 0 s: rate refused above
             if READY_MESSAGE not in worker.log.read_text(errors="replace"):
                 raise InfrastructureError("worker finished without logging readiness; see its log")
+            fusion_lag_s, fusion_behind = common.fusion_lag(stack, worker, since=drain[1])
 
             console.print(f"latency phase: {LATENCY_PHASE_S:.0f} s at {rate / 2:.0f} records/s ...")
             lat_asset = f"latency-{uuid.uuid4().hex[:6]}"
@@ -168,7 +170,8 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
     return {"records_per_s": rate, "records_per_s_second_half": rate_half,
             "latency_p50_s": float(np.percentile(lat, 50)), "latency_p99_s": float(np.percentile(lat, 99)),
             "latency_rate": lat_rate, "peak_rss_mb": worker.peak_rss_mb,
-            "rss_drain_growth_mb": worker.drain_growth_mb(*drain), "backlog_s": n / rate}
+            "rss_drain_growth_mb": worker.drain_growth_mb(*drain), "backlog_s": n / rate,
+            "fusion_lag_s": fusion_lag_s, "fusion_behind_messages": fusion_behind}
 
 
 def _stamped_now(records: list[SpcRecord]):

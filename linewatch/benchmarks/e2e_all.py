@@ -24,6 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from linewatch.benchmarks.common import FUSION_CATCH_UP_S
 from linewatch.config import Settings
 from linewatch.errors import ConfigError
 
@@ -32,6 +33,9 @@ MODALITIES = ("spc", "signals", "frames")
 RATE_KEYS = {"spc": "records_per_s", "signals": "samples_per_s", "frames": "frames_per_s"}
 #: Keys every modality's figures carry besides its rate (the bare limits are messages per second).
 SUMMARY_KEYS = ("bare_faust_per_s", "bare_kafka_per_s", "latency_p50_s", "latency_p99_s", "peak_rss_mb")
+#: Keys shown where present (JSON of older versions lacks them; the README table does not need them).
+OPTIONAL_KEYS = ("ratio_vs_bare_faust", "latency_rate_per_s", "rss_drain_growth_mb", "backlog_s", "fusion_lag_s",
+                 "fusion_behind_messages")
 #: Frame side of the frames benchmark, as in a plain ``--modality frames`` run.
 FRAME_SIZE = 256
 
@@ -97,9 +101,7 @@ def summary_rows(figures: Mapping[str, Any]) -> list[dict[str, Any]]:
                               f"--modality all --json OUT` with this version")
         rows.append({"modality": modality, "rate": float(fig[RATE_KEYS[modality]]),
                      "unit": RATE_KEYS[modality].removesuffix("_per_s"),
-                     **{k: float(fig[k]) for k in SUMMARY_KEYS}, "ratio_vs_bare_faust": fig.get("ratio_vs_bare_faust"),
-                     "latency_rate_per_s": fig.get("latency_rate_per_s"),
-                     "rss_drain_growth_mb": fig.get("rss_drain_growth_mb"), "backlog_s": fig.get("backlog_s")})
+                     **{k: float(fig[k]) for k in SUMMARY_KEYS}, **{k: fig.get(k) for k in OPTIONAL_KEYS}})
     return rows
 
 
@@ -107,7 +109,7 @@ def print_table(console: Console, figures: Mapping[str, Any]) -> None:
     """The run as one rich table: throughput, the two limits, latency at half rate, peak memory and its growth."""
     table = Table(title="linewatch end to end (limits measured in the same run)")
     for col in ("modality", "end to end /s", "bare Faust msgs/s", "bare Kafka msgs/s", "vs bare Faust",
-                "latency p50 / p99 s", "at /s", "peak RSS MB", "RSS growth MB (backlog s)"):
+                "latency p50 / p99 s", "at /s", "peak RSS MB", "RSS growth MB (backlog s)", "fusion lag s"):
         table.add_column(col, justify="left" if col == "modality" else "right")
     for r in summary_rows(figures):
         ratio = r["ratio_vs_bare_faust"]
@@ -115,7 +117,7 @@ def print_table(console: Console, figures: Mapping[str, Any]) -> None:
                       f"{r['bare_kafka_per_s']:,.0f}", "" if ratio is None else f"{ratio:.2f}",
                       f"{r['latency_p50_s']:.2f} / {r['latency_p99_s']:.2f}",
                       "" if r["latency_rate_per_s"] is None else f"{r['latency_rate_per_s']:,.0f}",
-                      f"{r['peak_rss_mb']:,.0f}", _growth(r))
+                      f"{r['peak_rss_mb']:,.0f}", _growth(r), _fusion(r))
     console.print(table)
 
 
@@ -129,6 +131,19 @@ def _growth(row: Mapping[str, Any]) -> str:
     if growth is None:
         return ""
     return f"{growth:+,.0f}" + (f" ({backlog:,.0f} s)" if backlog is not None else "")
+
+
+def _fusion(row: Mapping[str, Any]) -> str:
+    """Seconds the fusion agent needed after the backlog's last score row, or how far behind it stayed.
+
+    >>> _fusion({"fusion_lag_s": 2.6, "fusion_behind_messages": 0}), _fusion({"fusion_lag_s": None,
+    ...                                                                       "fusion_behind_messages": 5200})
+    ('2.6', '> 60 (5,200 behind)')
+    """
+    lag, behind = row.get("fusion_lag_s"), row.get("fusion_behind_messages")
+    if lag is not None:
+        return f"{lag:.1f}"
+    return "" if behind is None else f"> {FUSION_CATCH_UP_S:.0f} ({behind:,} behind)"
 
 
 def _load() -> list[float]:
