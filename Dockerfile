@@ -16,10 +16,11 @@ COPY dashboards ./dashboards
 RUN pip install . && rm -rf /build
 WORKDIR /
 
-# An unprivileged user owning the data directory; the models directory exists in the image so a
-# named volume mounted there starts out owned by that user (Docker copies ownership on first use).
+# An unprivileged user owning the data directory; the models and serve-spool directories exist in
+# the image so named volumes mounted there start out owned by that user (Docker copies ownership on
+# first use).
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/linewatch --no-create-home linewatch \
-    && mkdir -p /var/lib/linewatch/models \
+    && mkdir -p /var/lib/linewatch/models /var/lib/linewatch/serve-spool \
     && chown -R linewatch:linewatch /var/lib/linewatch
 
 USER linewatch

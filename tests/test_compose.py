@@ -30,6 +30,7 @@ import yaml
 from linewatch import dashboards
 from linewatch.cli import app as cli_app
 from linewatch.config import Settings
+from linewatch.errors import ConfigError
 from linewatch.storage.migrations import migrate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,9 +38,9 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 INIT_SCRIPT = "docker/timescaledb/init-linewatch-roles.sh"
 #: What a deployment's .env provides (the compose file refuses to start without them).
 SECRETS = {"DB_OWNER_PASSWORD": "owner-pw", "WORKER_PG_PASSWORD": "worker-pw", "TRAINER_PG_PASSWORD": "trainer-pw",
-           "GRAFANA_PG_PASSWORD": "grafana-pw", "GRAFANA_ADMIN_PASSWORD": "admin-pw"}
-CORE_SERVICES = {"kafka", "timescaledb", "migrate", "worker", "grafana"}
-LINEWATCH_SERVICES = {"migrate", "worker", "trainer", "simulator"}
+           "GRAFANA_PG_PASSWORD": "grafana-pw", "GRAFANA_ADMIN_PASSWORD": "admin-pw", "SERVE_API_KEYS": "key-a,key-b"}
+CORE_SERVICES = {"kafka", "timescaledb", "migrate", "worker", "serve", "grafana"}
+LINEWATCH_SERVICES = {"migrate", "worker", "serve", "trainer", "simulator"}
 
 _INTERPOLATION = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}|\$(\w+)")
 
@@ -150,12 +151,15 @@ def test_kafka_runs_in_kraft_mode_with_consistent_listeners(services):
 
 
 def test_health_checks_gate_the_start_order(services):
-    for name in ("kafka", "timescaledb", "grafana"):
+    for name in ("kafka", "timescaledb", "serve", "grafana"):
         check = services[name]["healthcheck"]
         assert check["test"][0] == "CMD-SHELL" and check["retries"] >= 3, name
         assert all(k in check for k in ("interval", "timeout", "start_period")), name
     assert "-h 127.0.0.1" in services["timescaledb"]["healthcheck"]["test"][1]
     assert "/api/health" in services["grafana"]["healthcheck"]["test"][1]
+    serve_port = environment(services["serve"])["LINEWATCH_SERVE_PORT"]
+    assert f"http://127.0.0.1:{serve_port}/readyz" in services["serve"]["healthcheck"]["test"][1]
+    assert services["serve"]["depends_on"] == services["worker"]["depends_on"]
     kafka_check = services["kafka"]["healthcheck"]["test"][1]
     assert "kafka-broker-api-versions.sh --bootstrap-server localhost:9092" in kafka_check
     for name, svc in services.items():
@@ -195,6 +199,25 @@ def test_host_ports_are_unique_and_match_what_the_containers_listen_on(services)
             seen[host] = name
     assert services["grafana"]["ports"] == ["3000:3000"]
     assert services["timescaledb"]["ports"] == ["127.0.0.1:5432:5432"]
+    serve_port = environment(services["serve"])["LINEWATCH_SERVE_PORT"]
+    assert services["serve"]["ports"] == [f"{serve_port}:{serve_port}"]
+
+
+def test_the_inspection_api_listens_beyond_loopback_only_with_keys_and_keeps_its_spool(services):
+    from linewatch.serve.server import check_bind
+
+    serve = services["serve"]
+    argv = serve["command"]
+    host = argv[argv.index("--host") + 1]
+    env = environment(serve)
+    check_bind(host, Settings(serve_api_keys=env["LINEWATCH_SERVE_API_KEYS"]))  # raises without keys
+    with pytest.raises(ConfigError, match="without an API key"):
+        check_bind(host, Settings(serve_api_keys=None))
+    with pytest.raises(MissingVariable, match="SERVE_API_KEYS"):
+        load_compose({k: v for k, v in SECRETS.items() if k != "SERVE_API_KEYS"})
+    spool = env["LINEWATCH_SERVE_SPOOL_DIR"]
+    assert ("serve-spool", spool, "rw") in mounts(serve), "inspected events not yet in Kafka survive a restart"
+    assert any(i == "RUN" and spool in a for i, a in dockerfile()), "the image owns the spool's mount point"
 
 
 # --- environment --------------------------------------------------------------------------------
