@@ -29,7 +29,7 @@ from linewatch.errors import DataError, LinewatchError
 from linewatch.schemas.codec import decode, decode_frame, encode, encode_envelope
 from linewatch.schemas.messages import FrameMeta, SpcRecord
 from linewatch.serve.lanes import Outcome
-from linewatch.streams.frames_pipeline import _GRAY_MODES  # the pipeline's own notion of a grayscale image
+from linewatch.streams.frames_pipeline import GRAY_MODES
 from linewatch.streams.messages import RawMessage, sanitize_reason
 
 #: Content types of a frame body, besides ``multipart/form-data`` (field ``image``).
@@ -211,7 +211,7 @@ def _image_header(body: bytes, hint: str, max_side: int) -> dict[str, Any]:
     if encoding is None:
         raise Refused(415, f"frame image is {fmt or 'of an unknown format'}; send PNG, JPEG or raw pixels")
     _check_side(width, height, max_side)
-    return {"encoding": encoding, "width": width, "height": height, "channels": 1 if mode in _GRAY_MODES else 3}
+    return {"encoding": encoding, "width": width, "height": height, "channels": 1 if mode in GRAY_MODES else 3}
 
 
 def frame_view(o: Outcome, meta: FrameMeta, *, heatmap: bool) -> dict[str, Any]:

@@ -71,7 +71,8 @@ MAX_FRAME_PIXELS = 64 * 2**20
 #: Pillow's format names for the envelope's ``encoding`` values.
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG"}
 #: Pillow modes that are grayscale once decoded (16-bit cameras included); everything else is colour.
-_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+#: Public: the inspection API judges gray and colour with this very set, as the worker does.
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 #: Fewest frames worth a scoring task of their own: with fewer, handing work to another thread
 #: costs more than running it beside the first chunk saves.
 MIN_FRAMES_PER_TASK = 4
@@ -155,7 +156,7 @@ def decode_image(meta: FrameMeta, payload: memoryview | bytes, *, min_size: tupl
                     f"{meta.encoding} image is {img.size[0]}x{img.size[1]} but the header announces "
                     f"{meta.width}x{meta.height}"
                 )
-            gray = img.mode in _GRAY_MODES
+            gray = img.mode in GRAY_MODES
             if gray != (meta.channels == 1):
                 raise DataError(
                     f"{meta.encoding} image has mode {img.mode} ({'1' if gray else '3'} channel(s)) but the "
