@@ -18,7 +18,9 @@ Ratios against (1) and (2) are what to compare across machines; absolute numbers
 With ``records_per_message`` N above 1 every message (pre-fill and latency phase) is a batched
 ``spc`` message of up to N records of one asset; (1) decodes those same messages, (2) reads them
 (its messages/s times the records per message is ``bare_faust_per_s``), and the worker takes
-batches of ``batch_size / N`` messages, so a batch holds as many records as with single records.
+its usual batches of ``batch_size`` messages, which the SPC agent cuts into runs of
+``batch_size`` KiB (:data:`linewatch.streams.spc_agent.BYTES_PER_RECORD`), so a run holds about
+as many records as a batch of single records.
 """
 
 from __future__ import annotations
@@ -67,8 +69,6 @@ def run_bench_e2e(settings: Settings, *, seconds: float, records: int | None, co
     """Pre-fill, measure the two floors, then the worker (``linewatch worker --processes <processes>``)."""
     n = records or max(10_000, int(seconds * PLANNING_RATE_PER_S))
     per = records_per_message
-    # A batch of the worker holds about as many records as with single-record messages.
-    settings = settings.model_copy(update={"batch_size": max(1, settings.batch_size // per)})
     with bench_stack(settings, "linewatch-bench-") as (bench_settings, stack, tmp):
         normal = simulate_spc(n_parts=20_000, seed=1, fault_fraction=0.0)
         train_and_register(normal.X, feature_names=normal.feature_names, database_url=stack.database_url,

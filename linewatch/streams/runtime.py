@@ -337,6 +337,36 @@ def to_raw(event: faust.types.EventT) -> RawMessage:
     return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
 
 
+def split_by_bytes(messages: list[RawMessage], max_bytes: int | None) -> list[list[RawMessage]]:
+    """Consecutive runs of ``messages`` whose values total at most ``max_bytes`` (one message at least).
+
+    Why: a ``take_events`` batch is counted in messages, and a batched ``spc`` message carries up to
+    hundreds of records, so a batch of them can hold a hundred times the records a batch was sized
+    for: minutes of scoring in one transaction, one span to re-do after a crash, and an agent that
+    cannot finish its batch within a rebalance. Bytes are the bound that is known before decoding.
+    Runs keep the order, so each partition's offsets stay in order across them and their spans
+    never overlap.
+
+    >>> m = [RawMessage("spc", 0, i, None, b"x" * n) for i, n in enumerate((400, 400, 900, 5000, 10))]
+    >>> [[x.offset for x in run] for run in split_by_bytes(m, 1000)]
+    [[0, 1], [2], [3], [4]]
+    >>> len(split_by_bytes(m, None)), split_by_bytes([], 1000)
+    (1, [])
+    """
+    if max_bytes is None or not messages:
+        return [messages] if messages else []
+    runs: list[list[RawMessage]] = [[]]
+    size = 0
+    for m in messages:
+        n = len(m.value or b"")
+        if runs[-1] and size + n > max_bytes:
+            runs.append([])
+            size = 0
+        runs[-1].append(m)
+        size += n
+    return runs
+
+
 def raw_topic(app: faust.App, *names: str, **options: Any) -> faust.TopicT:
     """A topic (or several, as one stream) of undecoded bytes; the batch processors decode and dead-letter."""
     return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
@@ -354,8 +384,13 @@ def register_batch_agent(
     thread_name_prefix: str,
     ready_message: str = READY_MESSAGE,
     fatal: type[BaseException] | tuple[type[BaseException], ...] = BaseException,
+    max_bytes: int | None = None,
 ) -> ThreadPoolExecutor:
     """Add an agent that feeds ``topic``'s ``take_events`` batches to ``runtime.process``.
+
+    With ``max_bytes`` a batch is processed as consecutive runs of at most that many bytes
+    (:func:`split_by_bytes`), each its own transaction; Faust acknowledges the whole batch after
+    the last run, so a crash part-way redelivers it and the runs already written are no-ops.
 
     Each agent gets its own single thread, so one modality's batch never queues behind (or
     delays) another's, and state touched by ``process`` is touched by one thread only; the
@@ -377,12 +412,12 @@ def register_batch_agent(
     async def score_batches(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
         async for events in stream.take_events(batch_size, within=within):
-            messages = [to_raw(e) for e in events]
-            try:
-                await loop.run_in_executor(pool, runtime.process, messages)
-            except fatal as e:
-                # Faust acks a take_events batch in a finally block, even when the body raises;
-                # exiting here, before that runs, is what keeps an unwritten batch unacknowledged.
-                stop_without_ack(e, runtime.log)
+            for run in split_by_bytes([to_raw(e) for e in events], max_bytes):
+                try:
+                    await loop.run_in_executor(pool, runtime.process, run)
+                except fatal as e:
+                    # Faust acks a take_events batch in a finally block, even when the body raises;
+                    # exiting here, before that runs, is what keeps an unwritten batch unacknowledged.
+                    stop_without_ack(e, runtime.log)
 
     return pool

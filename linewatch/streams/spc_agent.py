@@ -36,6 +36,12 @@ from linewatch.streams.spc_pipeline import StreamStates, score_spc_batch
 
 log = logging.getLogger(__name__)
 
+#: Bytes of payload a batch may hold per record it was sized for (``batch_size``). A record's JSON
+#: is about 700 bytes, so a batch of single-record messages is never cut; a batch of batched
+#: messages (JSON arrays, up to the broker's message size) is cut after about ``batch_size * 1.5``
+#: records instead of holding ``batch_size`` whole arrays.
+BYTES_PER_RECORD = 1024
+
 
 class SpcRuntime(BatchRuntime):
     """The SPC agent's state: the shared runtime plus each asset's chart memory."""
@@ -63,5 +69,6 @@ def register_spc_agent(app: faust.App, *, settings: Settings, bootstrap: str, da
     runtime: Any = (IsolatedRuntime(factory, modality=SpcRuntime.modality, logger=log)
                     if settings.isolate_scoring else factory())
     register_batch_agent(app, raw_topic(app, SPC.name), runtime, batch_size=settings.batch_size,
-                         within=settings.batch_within_s, name="linewatch.score_spc", thread_name_prefix="spc-batch")
+                         within=settings.batch_within_s, name="linewatch.score_spc", thread_name_prefix="spc-batch",
+                         max_bytes=settings.batch_size * BYTES_PER_RECORD)
     return runtime
