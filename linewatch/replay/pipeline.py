@@ -32,8 +32,10 @@ from linewatch.streams.frames_agent import FRAMES_BATCH_SIZE
 from linewatch.streams.frames_pipeline import HEATMAPS_ALARMS, ScoringPool, score_frames_batch
 from linewatch.streams.fusion_stage import FusionStage
 from linewatch.streams.messages import RawMessage
+from linewatch.streams.runtime import split_by_bytes
 from linewatch.streams.signals_agent import MAX_BATCH_WINDOWS
 from linewatch.streams.signals_pipeline import SignalsState, score_signals_batch
+from linewatch.streams.spc_agent import BYTES_PER_RECORD as SPC_BYTES_PER_RECORD
 from linewatch.streams.spc_pipeline import StreamStates, score_spc_batch
 
 #: A replay accepts events up to this old (a live worker's default is ten years; history can be older).
@@ -97,7 +99,8 @@ class ReplayPipeline:
                              f"{', '.join(INPUT_TOPICS + FUSION_TOPICS)}")
         self._batches(out, by_topic.get(SPC.name, []), self.sizes.spc,
                       lambda b: score_spc_batch(b, self.models, self.spc_streams, event_window=self.window,
-                                                defects=self.defects))
+                                                defects=self.defects),
+                      max_bytes=self.sizes.spc * SPC_BYTES_PER_RECORD)
         self._batches(out, by_topic.get(SIGNALS.name, []), self.sizes.signals,
                       lambda b: score_signals_batch(b, self.models, self.signals_state, event_window=self.window,
                                                     defects=self.defects))
@@ -119,9 +122,11 @@ class ReplayPipeline:
 
     @staticmethod
     def _batches(out: BatchResult, messages: list[RawMessage], size: int,
-                 score: Callable[[list[RawMessage]], BatchResult]) -> None:
+                 score: Callable[[list[RawMessage]], BatchResult], max_bytes: int | None = None) -> None:
+        """Batches of ``size`` messages, cut by bytes where the live agent cuts them (``split_by_bytes``)."""
         for lo in range(0, len(messages), size):
-            out.merge(score(messages[lo:lo + size]))
+            for run in split_by_bytes(messages[lo:lo + size], max_bytes):
+                out.merge(score(run))
 
     def _as_raw(self, topic: str, messages: Sequence[tuple]) -> list[RawMessage]:
         raw = []
