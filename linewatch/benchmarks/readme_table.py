@@ -42,6 +42,9 @@ def render_table(figures: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | {_rate(r['rate'], r['unit'])} | {r['bare_faust_per_s']:,.0f} "
                      f"| {r['bare_kafka_per_s']:,.0f} | {ratio} "
                      f"| {r['latency_p50_s']:.2f} s / {r['latency_p99_s']:.2f} s | {r['peak_rss_mb']:,.0f} MB |")
+    drain = _drain_line(summary_rows(figures))
+    if drain:
+        lines += ["", drain]
     machine = figures.get("machine")
     if isinstance(machine, Mapping):
         before, after = machine.get("load_before"), machine.get("load_after")
@@ -51,6 +54,29 @@ def render_table(figures: Mapping[str, Any]) -> str:
         lines.append(f"Measured {machine.get('started', '')} on {machine.get('cpu_count', '?')} cores{load_text} "
                      "(`linewatch bench e2e --modality all`; how: docs/benchmarks.md).")
     return "\n".join(lines)
+
+
+def _drain_line(rows: Sequence[Mapping[str, Any]]) -> str:
+    """While each backlog drained: memory growth and fusion's lag after it (empty for JSON without them).
+
+    >>> line = _drain_line([{"modality": "spc", "rss_drain_growth_mb": 15.1, "backlog_s": 109.2,
+    ...                      "fusion_lag_s": 15.2}, {"modality": "frames", "rss_drain_growth_mb": 0.4,
+    ...                      "backlog_s": 42.5, "fusion_lag_s": None, "fusion_behind_messages": 1200}])
+    >>> line.split("; ")[0]
+    'While each backlog drained (SPC / frames: 109 / 42 s of throughput), resident memory grew +15 / +0 MB'
+    >>> line.split("; ")[1]
+    'fusion had read every score 15.2 s / not within 60 s (1,200 behind) after its last score row.'
+    """
+    shown = [r for r in rows if r.get("rss_drain_growth_mb") is not None and r.get("backlog_s") is not None]
+    if not shown:
+        return ""
+    names = " / ".join({"spc": "SPC"}.get(r["modality"], r["modality"]) for r in shown)
+    backlog = " / ".join(f"{r['backlog_s']:,.0f}" for r in shown)
+    growth = " / ".join(f"{r['rss_drain_growth_mb']:+,.0f}" for r in shown)
+    lags = " / ".join(f"{r['fusion_lag_s']:.1f} s" if r.get("fusion_lag_s") is not None
+                      else f"not within 60 s ({r.get('fusion_behind_messages') or 0:,} behind)" for r in shown)
+    return (f"While each backlog drained ({names}: {backlog} s of throughput), resident memory grew {growth} MB; "
+            f"fusion had read every score {lags} after its last score row.")
 
 
 def replace_table(text: str, table: str) -> str:

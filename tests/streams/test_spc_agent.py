@@ -235,3 +235,25 @@ def test_batched_messages_are_scored_per_record_and_a_bad_record_is_dead_lettere
         reason = conn.execute("SELECT reason FROM deadletters WHERE payload = %s", (payload,)).fetchone()[0]
     assert reason.startswith("record 3 of 10: SpcRecord failed validation: values.length_mm")
     assert worker.poll() is None
+
+
+def test_a_batch_of_large_batched_messages_is_written_in_runs_of_bounded_size(worker, trained, settings, bootstrap,
+                                                                             database_url):
+    # Five arrays of 1,000 records (~700 KB each) arrive within one take_events batch; the agent cuts
+    # it into runs of batch_size KiB, so no transaction holds all 5,000 records.
+    from linewatch.streams.spc_agent import BYTES_PER_RECORD
+
+    asset = f"it-{uuid.uuid4().hex[:6]}"
+    _, records = _parts(asset, 5000, seed=12)
+    produce_spc(bootstrap, records, records_per_message=1000)
+    assert wait_for("SELECT count(DISTINCT event_id) FROM scores WHERE asset_id = %s", (asset,), 5000,
+                    database_url, timeout=120) == 5000
+    with psycopg.connect(database_url) as conn:
+        per_tx = [n for n, in conn.execute(
+            "SELECT count(DISTINCT event_id) FROM scores WHERE asset_id = %s GROUP BY xmin::text", (asset,))]
+        doubled = conn.execute("SELECT count(*) - count(DISTINCT (event_id, detector)) FROM scores "
+                               "WHERE asset_id = %s", (asset,)).fetchone()[0]
+    record_bytes = min(len(r.model_dump_json(exclude_none=True)) for r in records)
+    assert max(per_tx) <= settings.batch_size * BYTES_PER_RECORD / record_bytes + 1000, per_tx
+    assert len(per_tx) >= 3 and doubled == 0
+    assert worker.poll() is None
