@@ -10,6 +10,7 @@ PANELS_WITH_ROWS = (
     "asset.spc-z", "asset.frame-heatmaps", "asset.annotation.alerts", "multivariate.calibrated",
     "multivariate.contributions", "multivariate.anomalies", "drift.score-psi", "drift.input-psi", "drift.alarm-rate",
     "drift.latest", "drift.retrain", "overview.fused-heatmap", "overview.open-by-asset", "overview.incidents-table",
+    "overview.recognised-defects",
     "pipeline.throughput", "pipeline.sink-latency", "pipeline.deadletters-by-reason", "pipeline.model-versions",
 )
 

@@ -310,6 +310,9 @@ def committed_plant(database_url: str):
             [(now - timedelta(minutes=2), eids[28], modality, asset, det, _MV_EXPLANATION, now)
              for modality, det in (("spc", "hotelling"), ("spc", "mewma"), ("signals", "dynamic_pca"),
                                    ("frames", "patchcore"))])
+        # the frame's classifier verdict (the Day-30 layer): what the recognised-defects panel counts
+        cur.execute("UPDATE scores SET defect_class = 'scratch', defect_confidence = 0.9, defect_route = 'rework' "
+                    "WHERE asset_id = %s AND detector = 'patchcore'", (asset,))
         cur.execute(
             "INSERT INTO signal_features (ts, event_id, asset_id, sensor, kind, unit, sample_rate_hz, n_samples, "
             "mean, rms, peak, crest_factor, kurtosis, skewness, features, quality) VALUES "

@@ -152,6 +152,17 @@ def _registry() -> list[PanelQuery]:
               "open for (s)": N, "contributors": S, "modalities": S, "recognised class": S, "disposition": S,
               "defect class": S,
               "disposed by": S, "shadow": B}),
+        _q("overview.recognised-defects", """
+            SELECT sku, defect_class AS "defect class", min(defect_route) AS route, count(*) AS recognised,
+                   count(*) FILTER (WHERE NOT anomaly_flagged) AS "not flagged as anomalies",
+                   round(avg(defect_confidence)::numeric, 2) AS "mean confidence", max(ts) AS "last seen"
+            FROM defect_detections
+            WHERE $__timeFilter(ts)
+            GROUP BY sku, defect_class
+            ORDER BY "not flagged as anomalies" DESC, recognised DESC, sku, defect_class
+            LIMIT 100
+        """, {"sku": S, "defect class": S, "route": S, "recognised": N, "not flagged as anomalies": N,
+              "mean confidence": N, "last seen": T}),
     ]
     # --- asset drill-down ---------------------------------------------------------------------------
     q.append(_q("asset.var.asset", """

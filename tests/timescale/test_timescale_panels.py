@@ -37,6 +37,8 @@ def _load_plant(db: TimescaleDB, asset: str, now: datetime) -> None:
                  "explanation, scored_at) VALUES ($1::timestamptz - INTERVAL '2 minutes', $2, $3, $4, 'S1', 'p28', "
                  "$5, 'v1', 50, 1e-7, 7, 3, true, true, 'bore', $6::jsonb, $1)",
                  [now.isoformat(), str(_EVENT), modality, asset, detector, _EXPLANATION])
+    db.query("UPDATE scores SET defect_class = 'scratch', defect_confidence = 0.9, defect_route = 'rework' "
+             "WHERE asset_id = $1 AND detector = 'patchcore'", [asset])
     db.query("INSERT INTO signal_features (ts, event_id, asset_id, sensor, kind, unit, sample_rate_hz, n_samples, "
              "mean, rms, peak, crest_factor, kurtosis, skewness, features, quality) VALUES "
              "($1::timestamptz - INTERVAL '3 minutes', gen_random_uuid(), $2, 'vib-1', 'vibration', 'g', 1000, "
