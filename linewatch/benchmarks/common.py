@@ -19,9 +19,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from linewatch.embedded.stack import Stack
 from linewatch.errors import ConfigError, InfrastructureError
 from linewatch.kafka import ensure_topics
 from linewatch.lifecycle import READY_MESSAGE
+from linewatch.schemas.messages import SpcRecord
 from linewatch.schemas.topics import SCORES
 from linewatch.storage.migrations import migrate
 
@@ -167,19 +169,21 @@ class WorkerRun:
 
 
 @contextmanager
-def running_worker(settings: Settings, stack: Stack, tmp: Path,
-                   argv: Sequence[str] | None = None) -> Iterator[WorkerRun]:
+def running_worker(settings: Settings, stack: Stack, tmp: Path, argv: Sequence[str] | None = None, *,
+                   group: str | None = None, env: Mapping[str, str] | None = None,
+                   log_name: str = "worker.log") -> Iterator[WorkerRun]:
     """Run ``python -m linewatch worker`` (or ``argv``) against ``stack`` for the ``with`` block.
 
-    The worker gets a fresh app id (so it reads the backlog from the start as a new consumer
-    group), ``tmp`` as its data directory and the benchmark's batch size; its log goes to
-    ``tmp/worker.log``. On exit the sampling stops and the worker is stopped.
+    The worker gets a fresh app id unless ``group`` names one (a fresh group reads the backlog from
+    the start; the latency sweep keeps one group, so nothing is read twice), ``tmp`` as its data
+    directory, the benchmark's batch size and then ``env``; its log goes to ``tmp/<log_name>``. On
+    exit the sampling stops and the worker is stopped.
     """
-    env, group = dict(os.environ), f"bench-{uuid.uuid4().hex[:8]}"
-    env.update({"LINEWATCH_BROKER_URL": stack.bootstrap, "LINEWATCH_DATABASE_URL": stack.database_url,
-                "LINEWATCH_DATA_DIR": str(tmp), "LINEWATCH_APP_ID": group,
-                "LINEWATCH_BATCH_SIZE": str(settings.batch_size), **settings.kafka_env()})
-    log = tmp / "worker.log"
+    group = group or f"bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "LINEWATCH_BROKER_URL": stack.bootstrap, "LINEWATCH_DATABASE_URL": stack.database_url,
+           "LINEWATCH_DATA_DIR": str(tmp), "LINEWATCH_APP_ID": group,
+           "LINEWATCH_BATCH_SIZE": str(settings.batch_size), **settings.kafka_env(), **(env or {})}
+    log = tmp / log_name
     cmd = list(argv or [sys.executable, "-m", "linewatch", "worker", "--processes", "1", "--log-level", "warn"])
     run = WorkerRun(spawn(cmd, log_path=log, env=env), log, group)
     threading.Thread(target=run._sample, daemon=True).start()
@@ -188,6 +192,21 @@ def running_worker(settings: Settings, stack: Stack, tmp: Path,
     finally:
         run._stop.set()
         stop(run.proc, timeout=30)
+
+
+def wait_ready(worker: WorkerRun, timeout_s: float) -> None:
+    """Wait until the worker logs :data:`~linewatch.lifecycle.READY_MESSAGE` (it holds partitions)."""
+    deadline = time.monotonic() + timeout_s
+    while READY_MESSAGE not in (worker.log.read_text(errors="replace") if worker.log.exists() else ""):
+        if worker.proc.poll() is not None or time.monotonic() > deadline:
+            raise InfrastructureError(f"the worker did not join:\n{tail(worker.log)}")
+        time.sleep(0.2)
+
+
+def stamped_now(records: Iterable[SpcRecord]) -> Iterator[SpcRecord]:
+    """Each record with the moment the paced producer pulls it as its event time, so written_at - ts is latency."""
+    for rec in records:
+        yield rec.model_copy(update={"ts": datetime.now(UTC)})
 
 
 def wait_for_rows(conn: psycopg.Connection, query: str, params: Any, n: int, *, worker: WorkerRun,
@@ -244,15 +263,18 @@ def fusion_lag(stack: Stack, worker: WorkerRun, *, since: float,
         consumer.close()
 
 
-def fusion_figures(e2e: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON keys of :func:`fusion_lag`'s answer: seconds to catch up, or how far behind it stayed.
+def drain_figures(stack: Stack, worker: WorkerRun, drain: tuple[float, float], *, n: int, rate: float
+                  ) -> dict[str, Any]:
+    """What the drain of a backlog of ``n`` events at ``rate``/s says beside the rate: memory and fusion.
 
-    >>> fusion_figures({"fusion_lag_s": 2.345, "fusion_behind_messages": 0})
-    {'fusion_lag_s': 2.3, 'fusion_behind_messages': 0}
+    ``drain`` is :func:`wait_for_rows`'s (first rows seen, last rows seen). Called right after the
+    drain, before a latency phase adds scores: ``rss_drain_growth_mb`` (:meth:`WorkerRun.drain_growth_mb`),
+    ``backlog_s`` (the backlog in seconds of throughput), and :func:`fusion_lag`'s ``fusion_lag_s``
+    and ``fusion_behind_messages``.
     """
-    lag = e2e["fusion_lag_s"]
-    return {"fusion_lag_s": None if lag is None else round(lag, 1),
-            "fusion_behind_messages": int(e2e["fusion_behind_messages"])}
+    lag, behind = fusion_lag(stack, worker, since=drain[1])
+    return {"rss_drain_growth_mb": worker.drain_growth_mb(*drain), "backlog_s": round(n / rate, 1),
+            "fusion_lag_s": None if lag is None else round(lag, 1), "fusion_behind_messages": behind}
 
 
 def steady_rate(counted: int, seconds: float, *, n: int, what: str) -> float:

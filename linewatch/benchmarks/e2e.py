@@ -29,7 +29,6 @@ import os
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +102,7 @@ def run_bench_e2e(settings: Settings, *, seconds: float, records: int | None, co
         "latency_p99_s": round(e2e["latency_p99_s"], 4),
         "latency_rate_per_s": round(e2e["latency_rate"], 1),
         "peak_rss_mb": round(e2e["peak_rss_mb"], 1),
-        "rss_drain_growth_mb": e2e["rss_drain_growth_mb"],
-        "backlog_s": round(e2e["backlog_s"], 1),
-        **common.fusion_figures(e2e),
+        **e2e["drain"],
         "batch_size": settings.batch_size,
         "cpu_count": os.cpu_count(),
     }
@@ -148,14 +145,14 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
             rate_half = (n - n // 2) / max((last_tx - half_tx).total_seconds(), 1e-9)  # 0 s: rate refused above
             if READY_MESSAGE not in worker.log.read_text(errors="replace"):
                 raise InfrastructureError("worker finished without logging readiness; see its log")
-            fusion_lag_s, fusion_behind = common.fusion_lag(stack, worker, since=drain[1])
+            drained = common.drain_figures(stack, worker, drain, n=n, rate=rate)
 
             console.print(f"latency phase: {LATENCY_PHASE_S:.0f} s at {rate / 2:.0f} records/s ...")
             lat_asset = f"latency-{uuid.uuid4().hex[:6]}"
             lat_rate = rate / 2
             m = int(lat_rate * LATENCY_PHASE_S)
             sim = simulate_spc(n_parts=m, seed=3, fault_fraction=0.0, assets=(lat_asset,))
-            produce_spc(stack.bootstrap, _stamped_now(sim.records()), rate_per_s=lat_rate, chunk=50,
+            produce_spc(stack.bootstrap, common.stamped_now(sim.records()), rate_per_s=lat_rate, chunk=50,
                         security=stack.kafka_security, records_per_message=per_message)
             lat = latencies(conn, lat_asset, m, deadline=deadline)
     # The agent's stats line (SpcRuntime.log_stats) says where the worker's time went.
@@ -169,12 +166,4 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
                 console.print(f"worker-{i}: " + escape(own[-1].split("spc: ", 1)[1]))
     return {"records_per_s": rate, "records_per_s_second_half": rate_half,
             "latency_p50_s": float(np.percentile(lat, 50)), "latency_p99_s": float(np.percentile(lat, 99)),
-            "latency_rate": lat_rate, "peak_rss_mb": worker.peak_rss_mb,
-            "rss_drain_growth_mb": worker.drain_growth_mb(*drain), "backlog_s": n / rate,
-            "fusion_lag_s": fusion_lag_s, "fusion_behind_messages": fusion_behind}
-
-
-def _stamped_now(records: list[SpcRecord]):
-    """Give each record its production time as event time, so written_at - ts is the latency."""
-    for rec in records:
-        yield rec.model_copy(update={"ts": datetime.now(UTC)})
+            "latency_rate": lat_rate, "peak_rss_mb": worker.peak_rss_mb, "drain": drained}

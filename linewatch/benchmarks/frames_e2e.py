@@ -152,9 +152,7 @@ def run_frames_bench(
         "latency_p99_s": round(e2e["latency_p99_s"], 4),
         "latency_rate_per_s": round(e2e["latency_rate"], 1),
         "peak_rss_mb": round(e2e["peak_rss_mb"], 1),
-        "rss_drain_growth_mb": e2e["rss_drain_growth_mb"],
-        "backlog_s": round(e2e["backlog_s"], 1),
-        **common.fusion_figures(e2e),
+        **e2e["drain"],
         "anomalies": e2e["anomalies"],
         "batch_size": FRAMES_BATCH_SIZE,
         "providers": detector["providers"],
@@ -264,7 +262,7 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
                 "SELECT min(written_at), max(written_at), count(*) FILTER (WHERE is_anomaly) FROM scores "
                 "WHERE modality = 'frames' AND asset_id = ANY(%s)", (list(assets),)).fetchone()
             rate = common.steady_rate(n - 1, (last_tx - first_tx).total_seconds(), n=n, what="frames")
-            fusion_lag_s, fusion_behind = common.fusion_lag(stack, worker, since=drain[1])
+            drained = common.drain_figures(stack, worker, drain, n=n, rate=rate)
 
             lat_rate = rate / 2
             m = int(lat_rate * LATENCY_PHASE_S)
@@ -276,9 +274,7 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
     print_worker_stats(console, worker.log, "frames: ")
     return {"frames_per_s": rate, "latency_p50_s": float(np.percentile(lat, 50)),
             "latency_p99_s": float(np.percentile(lat, 99)), "latency_rate": lat_rate,
-            "peak_rss_mb": worker.peak_rss_mb, "anomalies": int(anomalies),
-            "rss_drain_growth_mb": worker.drain_growth_mb(*drain), "backlog_s": n / rate,
-            "fusion_lag_s": fusion_lag_s, "fusion_behind_messages": fusion_behind}
+            "peak_rss_mb": worker.peak_rss_mb, "anomalies": int(anomalies), "drain": drained}
 
 
 def _paced(bootstrap: str, pool: list[np.ndarray], *, m: int, sku: str, asset: str, encoding: str,

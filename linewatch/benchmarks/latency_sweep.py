@@ -21,8 +21,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +30,11 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from linewatch.benchmarks.common import TIMEOUT_S, WorkerRun, bench_stack, latencies
+from linewatch.benchmarks.common import TIMEOUT_S, bench_stack, latencies, running_worker, stamped_now, wait_ready
 from linewatch.config import Settings
-from linewatch.embedded.process import spawn, stop, tail
 from linewatch.embedded.stack import Stack
-from linewatch.errors import ConfigError, InfrastructureError
-from linewatch.lifecycle import READY_MESSAGE
+from linewatch.errors import ConfigError
 from linewatch.producers.spc import produce_spc
-from linewatch.schemas.messages import SpcRecord
 from linewatch.simulation.spc import simulate_spc
 from linewatch.training import train_and_register
 
@@ -74,41 +70,25 @@ def parse_setting(text: str) -> dict[str, str]:
     return env
 
 
-def measure(stack: Stack, tmp: Path, app_id: str, env: dict[str, str], *, rate: float, seconds: float,
-            run: int) -> dict[str, Any]:
-    """One worker with ``env``, ``rate`` records/s for ``seconds``; its latency figures."""
-    worker_env = {**os.environ, "LINEWATCH_BROKER_URL": stack.bootstrap, "LINEWATCH_DATABASE_URL": stack.database_url,
-                  "LINEWATCH_DATA_DIR": str(tmp), "LINEWATCH_APP_ID": app_id, **env}
-    log = tmp / f"worker-{run}.log"
-    proc = spawn([sys.executable, "-m", "linewatch", "worker", "--log-level", "warn"], log_path=log, env=worker_env)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while READY_MESSAGE not in (log.read_text(errors="replace") if log.exists() else ""):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise InfrastructureError(f"the worker did not join:\n{tail(log)}")
-            time.sleep(0.2)
+def measure(settings: Settings, stack: Stack, tmp: Path, app_id: str, env: dict[str, str], *, rate: float,
+            seconds: float, run: int) -> dict[str, Any]:
+    """One worker with ``env`` in group ``app_id``, ``rate`` records/s for ``seconds``; its latency figures."""
+    with running_worker(settings, stack, tmp, group=app_id, env=env, log_name=f"worker-{run}.log") as worker:
+        wait_ready(worker, READY_TIMEOUT_S)
         time.sleep(SETTLE_S)
         asset = f"sweep-{uuid.uuid4().hex[:6]}"
         m = max(1, int(rate * seconds))
         load = os.getloadavg()[0]
         sim = simulate_spc(n_parts=m, seed=3 + run, fault_fraction=0.0, assets=(asset,))
-        produce_spc(stack.bootstrap, _stamped_now(sim.records()), rate_per_s=rate, chunk=CHUNK,
+        produce_spc(stack.bootstrap, stamped_now(sim.records()), rate_per_s=rate, chunk=CHUNK,
                     security=stack.kafka_security)
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
-            lat = latencies(conn, asset, m, deadline=time.monotonic() + TIMEOUT_S, worker=WorkerRun(proc, log))
+            lat = latencies(conn, asset, m, deadline=time.monotonic() + TIMEOUT_S, worker=worker)
             sizes = [r[0] for r in conn.execute(
                 "SELECT count(*) FROM scores WHERE asset_id = %s GROUP BY xmin::text", (asset,))]
-    finally:
-        stop(proc, timeout=30)
     return {"p50_s": round(float(np.percentile(lat, 50)), 3), "p90_s": round(float(np.percentile(lat, 90)), 3),
             "p99_s": round(float(np.percentile(lat, 99)), 3), "batches": len(sizes),
             "mean_batch": round(float(np.mean(sizes)), 1), "load": round(load, 2)}
-
-
-def _stamped_now(records: list[SpcRecord]) -> Iterator[SpcRecord]:
-    """Each record with the moment it is pulled by the paced producer as its event time."""
-    for rec in records:
-        yield rec.model_copy(update={"ts": datetime.now(UTC)})
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
@@ -128,13 +108,13 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         return 2
     rows: list[dict[str, Any]] = []
     app_id = f"sweep-{uuid.uuid4().hex[:6]}"
-    with bench_stack(Settings(), "linewatch-sweep-") as (_, stack, tmp):
+    with bench_stack(Settings(), "linewatch-sweep-") as (bench_settings, stack, tmp):
         normal = simulate_spc(n_parts=20_000, seed=1, fault_fraction=0.0)
         train_and_register(normal.X, feature_names=normal.feature_names, database_url=stack.database_url,
                            model_dir=tmp / "models", target_far=Settings().target_far)
         for run, (label, env) in enumerate([(f"{grid[0]} (warm-up)", envs[0]), *zip(grid, envs, strict=True)]):
             console.print(f"{label}: {args.rate:g} records/s for {args.seconds:g} s ...")
-            rows.append({"setting": label, **measure(stack, tmp, app_id, env, rate=args.rate,
+            rows.append({"setting": label, **measure(bench_settings, stack, tmp, app_id, env, rate=args.rate,
                                                      seconds=args.seconds, run=run)})
     table = Table(title=f"SPC latency at {args.rate:g} records/s (event time -> scores row)")
     for col in ("setting", "p50 s", "p90 s", "p99 s", "batches", "mean batch", "load"):

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from linewatch.benchmarks.common import FUSION_CATCH_UP_S
 from linewatch.benchmarks.e2e_all import summary_rows
 from linewatch.errors import ConfigError
 
@@ -74,7 +75,8 @@ def _drain_line(rows: Sequence[Mapping[str, Any]]) -> str:
     backlog = " / ".join(f"{r['backlog_s']:,.0f}" for r in shown)
     growth = " / ".join(f"{r['rss_drain_growth_mb']:+,.0f}" for r in shown)
     lags = " / ".join(f"{r['fusion_lag_s']:.1f} s" if r.get("fusion_lag_s") is not None
-                      else f"not within 60 s ({r.get('fusion_behind_messages') or 0:,} behind)" for r in shown)
+                      else f"not within {FUSION_CATCH_UP_S:.0f} s ({r.get('fusion_behind_messages') or 0:,} behind)"
+                      for r in shown)
     return (f"While each backlog drained ({names}: {backlog} s of throughput), resident memory grew {growth} MB; "
             f"fusion had read every score {lags} after its last score row.")
 

@@ -123,9 +123,7 @@ def run_signals_bench(settings: Settings, *, windows: int, console: Console,
         "latency_p99_s": round(e2e["latency_p99_s"], 4),
         "latency_rate_per_s": round(e2e["latency_rate"], 1),
         "peak_rss_mb": round(e2e["peak_rss_mb"], 1),
-        "rss_drain_growth_mb": e2e["rss_drain_growth_mb"],
-        "backlog_s": round(e2e["backlog_s"], 1),
-        **common.fusion_figures(e2e),
+        **e2e["drain"],
         "batch_size": batch,
         "cpu_count": os.cpu_count(),
     }
@@ -185,13 +183,12 @@ def _end_to_end(settings: Settings, stack: Stack, n: int, assets: tuple[str, ...
                 raise InfrastructureError(f"the worker stored windows but scored no frame; is the signals agent "
                                           f"registered in build_app?\n{tail(worker.log)}")
             rate = common.steady_rate(n - in_first, (last_tx - first_end).total_seconds(), n=n, what="windows")
-            fusion_lag_s, fusion_behind = common.fusion_lag(stack, worker, since=drain[1])
+            drained = common.drain_figures(stack, worker, drain, n=n, rate=rate)
             lat = _latency_phase(conn, stack, rate / 2, worker=worker, deadline=deadline, console=console)
     print_worker_stats(console, worker.log, "signals: ")
     return {"windows_per_s": rate, "peak_rss_mb": worker.peak_rss_mb, "scores": scores,
             "latency_p50_s": float(np.percentile(lat, 50)), "latency_p99_s": float(np.percentile(lat, 99)),
-            "latency_rate": rate / 2, "rss_drain_growth_mb": worker.drain_growth_mb(*drain), "backlog_s": n / rate,
-            "fusion_lag_s": fusion_lag_s, "fusion_behind_messages": fusion_behind}
+            "latency_rate": rate / 2, "drain": drained}
 
 
 def _latency_phase(conn: psycopg.Connection, stack: Stack, rate: float, *, worker: common.WorkerRun,
